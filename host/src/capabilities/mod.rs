@@ -1,0 +1,161 @@
+//! Host capabilities: the privileged side of each WIT interface a plugin may import.
+//!
+//! A plugin's component imports only the interfaces it uses. Each import maps to a
+//! [`Capability`] that the plugin's configuration must grant; the loader refuses a component
+//! with an ungranted import before instantiating it. WASI is linked for every plugin because a
+//! Rust std guest imports `wasi:io` and `wasi:cli` even when it does no I/O, but its context
+//! carries no authority: no preopened directory (unless `filesystem` is granted), no
+//! environment, no arguments, no network, stdio discarded.
+
+mod clock;
+mod log;
+mod processes;
+
+use crate::runtime::bindings::edgeguard::collector::types;
+use crate::runtime::limits::CallGuard;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+pub use processes::read_processes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    Log,
+    Clock,
+    Processes,
+    /// `wasi:filesystem`, limited to the read-only directories the configuration lists.
+    Filesystem,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] = [Capability::Log, Capability::Clock, Capability::Processes, Capability::Filesystem];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Clock => "clock",
+            Capability::Processes => "processes",
+            Capability::Filesystem => "filesystem",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Capability> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|c| c.name()).collect()
+    }
+}
+
+/// What an imported interface needs before a plugin may have it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImportNeed {
+    /// Linked for everyone, without authority (WASI io, cli, clocks, random; our shared types).
+    Baseline,
+    Grant(Capability),
+    /// Known but never available to plugins.
+    Refused(&'static str),
+    /// Not an interface this host provides.
+    Unknown,
+}
+
+/// Classifies a component import name such as `edgeguard:collector/processes@0.1.0`.
+pub fn import_need(import: &str) -> ImportNeed {
+    let unversioned = import.split('@').next().unwrap_or(import);
+    match unversioned.split_once('/') {
+        Some(("edgeguard:collector", "types")) => ImportNeed::Baseline,
+        Some(("edgeguard:collector", "log")) => ImportNeed::Grant(Capability::Log),
+        Some(("edgeguard:collector", "clock")) => ImportNeed::Grant(Capability::Clock),
+        Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
+        Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random", _)) => ImportNeed::Baseline,
+        Some(("wasi:filesystem", _)) => ImportNeed::Grant(Capability::Filesystem),
+        Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
+        _ => ImportNeed::Unknown,
+    }
+}
+
+/// State shared by every plugin: where the host is, and caches of its databases.
+pub struct HostContext {
+    pub host_root: PathBuf,
+    users: processes::UserNames,
+    started: std::time::Instant,
+}
+
+impl HostContext {
+    pub fn new(host_root: &Path) -> Arc<HostContext> {
+        Arc::new(HostContext {
+            host_root: host_root.to_owned(),
+            users: processes::UserNames::default(),
+            started: std::time::Instant::now(),
+        })
+    }
+}
+
+/// The data of one plugin's store.
+pub struct HostState {
+    pub plugin: Arc<str>,
+    pub host: Arc<HostContext>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory limit, CPU deadline and per-call counters, enforced by the runtime.
+    pub guard: CallGuard,
+}
+
+impl HostState {
+    /// A store's data with no WASI authority beyond the read-only `dirs` (under the host root).
+    pub fn new(plugin: Arc<str>, host: Arc<HostContext>, dirs: &[PathBuf], guard: CallGuard) -> anyhow::Result<HostState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        for dir in dirs {
+            let on_host = host.host_root.join(dir.strip_prefix("/").unwrap_or(dir));
+            wasi.preopened_dir(&on_host, dir.to_string_lossy(), FsPerms::ReadOnly)
+                .map_err(|e| anyhow::anyhow!("cannot open directory {} for plugin {plugin}: {e}", on_host.display()))?;
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(1024);
+        Ok(HostState { plugin, host, wasi: wasi.build(), table, guard })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+/// Links the capabilities in `grants` (WASI is linked separately, for everyone).
+pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capability]) -> wasmtime::Result<()> {
+    use crate::runtime::bindings::edgeguard::collector as wit;
+    use wasmtime::component::HasSelf;
+    wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    for grant in grants {
+        match grant {
+            Capability::Log => wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Clock => wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            // Part of WASI, linked for all; authority comes only from the preopened `dirs`.
+            Capability::Filesystem => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_map_to_capabilities() {
+        assert_eq!(import_need("edgeguard:collector/processes@0.1.0"), ImportNeed::Grant(Capability::Processes));
+        assert_eq!(import_need("edgeguard:collector/types@0.1.3"), ImportNeed::Baseline);
+        assert_eq!(import_need("wasi:cli/environment@0.2.6"), ImportNeed::Baseline);
+        assert_eq!(import_need("wasi:filesystem/preopens@0.2.0"), ImportNeed::Grant(Capability::Filesystem));
+        assert!(matches!(import_need("wasi:sockets/tcp@0.2.0"), ImportNeed::Refused(_)));
+        assert_eq!(import_need("acme:evil/thing"), ImportNeed::Unknown);
+    }
+}

@@ -1,0 +1,368 @@
+//! The local configuration file (TOML). Everything has a default, so an empty file is valid;
+//! unknown keys and bad values are refused with the key's name.
+
+use crate::capabilities::Capability;
+use crate::units::{Bytes, Span};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration compiled into the binary: every built-in plugin, local output.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/edgeguard.toml");
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Defaults for every plugin; each plugin may override any of them.
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The AgentId of every message; empty: derived from the host's machine-id.
+    #[serde(default)]
+    pub id: String,
+    /// Where the host's `/` is visible (e.g. `/host` in a container that binds it there).
+    #[serde(default = "default_host_root")]
+    pub host_root: PathBuf,
+    /// Directory of plugin files; empty: `plugins/` beside the executable.
+    #[serde(default)]
+    pub plugin_dir: PathBuf,
+    /// Compiled-plugin cache; empty: `/var/cache/edgeguard` for root, else `~/.cache/edgeguard`.
+    #[serde(default)]
+    pub cache_dir: PathBuf,
+}
+
+fn default_host_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default = "ScheduleConfig::default_high")]
+    pub high: Span,
+    #[serde(default = "ScheduleConfig::default_medium")]
+    pub medium: Span,
+    #[serde(default = "ScheduleConfig::default_low")]
+    pub low: Span,
+    /// Each plugin's first collection is delayed by a random fraction of this, so that a fleet
+    /// of devices started together does not collect (and send) in lockstep.
+    #[serde(default = "ScheduleConfig::default_jitter")]
+    pub first_collection_jitter: Span,
+    /// Collections running at once, across all plugins.
+    #[serde(default = "ScheduleConfig::default_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl ScheduleConfig {
+    fn default_high() -> Span {
+        Span(Duration::from_secs(10))
+    }
+    fn default_medium() -> Span {
+        Span(Duration::from_secs(60))
+    }
+    fn default_low() -> Span {
+        Span(Duration::from_secs(15 * 60))
+    }
+    fn default_jitter() -> Span {
+        Span(Duration::from_secs(5))
+    }
+    fn default_concurrency() -> usize {
+        4
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            high: Self::default_high(),
+            medium: Self::default_medium(),
+            low: Self::default_low(),
+            first_collection_jitter: Self::default_jitter(),
+            max_concurrent: Self::default_concurrency(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    High,
+    Medium,
+    Low,
+}
+
+impl Group {
+    pub const ALL: [Group; 3] = [Group::High, Group::Medium, Group::Low];
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::High => "high",
+            Group::Medium => "medium",
+            Group::Low => "low",
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn interval(&self, group: Group) -> Duration {
+        match group {
+            Group::High => self.high.0,
+            Group::Medium => self.medium.0,
+            Group::Low => self.low.0,
+        }
+    }
+}
+
+/// Per-plugin sandbox limits. In the `[limits]` table every field is the default; in a plugin's
+/// own `limits` table only the fields given override it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub memory: Option<Bytes>,
+    pub call_timeout: Option<Span>,
+    pub max_events_per_call: Option<u32>,
+    pub restart_backoff: Option<Span>,
+    pub restart_backoff_max: Option<Span>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to.
+    pub memory: Bytes,
+    /// CPU (wall) time one call may take; past it the call is interrupted.
+    pub call_timeout: Span,
+    /// Events one `collect` may return; more is a fault.
+    pub max_events_per_call: u32,
+    /// First delay before a faulted plugin is re-instantiated; doubles per consecutive fault.
+    pub restart_backoff: Span,
+    pub restart_backoff_max: Span,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: Bytes(32 << 20),
+            call_timeout: Span(Duration::from_secs(2)),
+            max_events_per_call: 5000,
+            restart_backoff: Span(Duration::from_secs(1)),
+            restart_backoff_max: Span(Duration::from_secs(300)),
+        }
+    }
+}
+
+impl Limits {
+    pub fn with(&self, o: &LimitOverrides) -> Limits {
+        Limits {
+            memory: o.memory.unwrap_or(self.memory),
+            call_timeout: o.call_timeout.unwrap_or(self.call_timeout),
+            max_events_per_call: o.max_events_per_call.unwrap_or(self.max_events_per_call),
+            restart_backoff: o.restart_backoff.unwrap_or(self.restart_backoff),
+            restart_backoff_max: o.restart_backoff_max.unwrap_or(self.restart_backoff_max),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name; events and diagnostics name the plugin by it.
+    pub name: String,
+    /// The component file, relative to the plugin directory unless absolute.
+    pub file: PathBuf,
+    /// Capabilities the plugin may import (`log`, `clock`, `processes`, `filesystem`).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Read-only directories of the host (under the host root) visible to a plugin granted `filesystem`.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    /// Overrides the plugin's self-described priority group.
+    pub group: Option<Group>,
+    /// Overrides the group's interval for this plugin.
+    pub interval: Option<Span>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// Handed to the plugin's `init` as a JSON object.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid { origin: String, key: String, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn embedded_default() -> Config {
+        Self::parse(EMBEDDED_DEFAULT, "embedded default").expect("the embedded default configuration is valid")
+    }
+
+    /// Parses and validates; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_owned(), key, message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let s = &self.schedule;
+        for (key, span) in [("schedule.high", s.high), ("schedule.medium", s.medium), ("schedule.low", s.low)] {
+            if span.0 < Duration::from_millis(10) {
+                return Err((key.into(), format!("interval {span} is too short (at least 10ms)")));
+            }
+        }
+        if s.max_concurrent == 0 {
+            return Err(("schedule.max_concurrent".into(), "must be at least 1".into()));
+        }
+        check_limits("limits", &self.limits)?;
+
+        let mut names = HashSet::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = |field: &str| format!("plugin[{i}].{field}");
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err((at("name"), format!("`{}` must be non-empty and use only letters, digits, - and _", p.name)));
+            }
+            if !names.insert(&p.name) {
+                return Err((at("name"), format!("`{}` is used by two plugins", p.name)));
+            }
+            if p.file.as_os_str().is_empty() {
+                return Err((at("file"), "must name the plugin's component file".into()));
+            }
+            let mut grants = HashSet::new();
+            for g in &p.grants {
+                if Capability::from_name(g).is_none() {
+                    return Err((at("grants"), format!("unknown capability `{g}` (known: {})", Capability::names().join(", "))));
+                }
+                if !grants.insert(g) {
+                    return Err((at("grants"), format!("`{g}` is granted twice")));
+                }
+            }
+            if !p.dirs.is_empty() && !grants.contains(&"filesystem".to_string()) {
+                return Err((at("dirs"), "directories are given but `filesystem` is not granted".into()));
+            }
+            if let Some(d) = p.dirs.iter().find(|d| !d.is_absolute()) {
+                return Err((at("dirs"), format!("`{}` must be an absolute path", d.display())));
+            }
+            if let Some(span) = p.interval
+                && span.0 < Duration::from_millis(10)
+            {
+                return Err((at("interval"), format!("interval {span} is too short (at least 10ms)")));
+            }
+            check_limits(&at("limits"), &self.limits.with(&p.limits))?;
+            if !p.config.is_object() {
+                return Err((at("config"), "must be a table".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin directory, resolved.
+    pub fn plugin_dir(&self) -> PathBuf {
+        if !self.agent.plugin_dir.as_os_str().is_empty() {
+            return self.agent.plugin_dir.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("plugins")))
+            .unwrap_or_else(|| PathBuf::from("plugins"))
+    }
+
+    /// The compiled-artifact cache directory, resolved.
+    pub fn cache_dir(&self) -> PathBuf {
+        if !self.agent.cache_dir.as_os_str().is_empty() {
+            return self.agent.cache_dir.clone();
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/cache/edgeguard");
+        }
+        match std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").into())) {
+            Some(base) => Path::new(&base).join("edgeguard"),
+            None => std::env::temp_dir().join("edgeguard-cache"),
+        }
+    }
+
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.plugin_dir().join(&plugin.file)
+    }
+}
+
+fn check_limits(key: &str, l: &Limits) -> Result<(), (String, String)> {
+    if l.memory.0 < (1 << 20) || l.memory.0 > (4 << 30) {
+        return Err((format!("{key}.memory"), format!("{} is out of range (1MiB to 4GiB)", l.memory)));
+    }
+    if l.call_timeout.0 < Duration::from_millis(10) {
+        return Err((format!("{key}.call_timeout"), format!("{} is too short (at least 10ms)", l.call_timeout)));
+    }
+    if l.max_events_per_call == 0 {
+        return Err((format!("{key}.max_events_per_call"), "must be at least 1".into()));
+    }
+    if l.restart_backoff.0.is_zero() || l.restart_backoff_max < l.restart_backoff {
+        return Err((format!("{key}.restart_backoff"), "must be positive and not above restart_backoff_max".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "test").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_and_embedded_are_valid() {
+        let c = Config::parse("", "test").unwrap();
+        assert_eq!(c.schedule.high.0, Duration::from_secs(10));
+        assert!(c.plugins.is_empty());
+        assert!(!Config::embedded_default().plugins.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(err("[schedule]\nhihg = \"1s\"").contains("hihg"));
+        assert!(err("[schedule]\nhigh = \"1 parsec\"").contains("high"));
+        assert!(err("[schedule]\nhigh = \"1ms\"").contains("schedule.high"));
+        assert!(err("[limits]\nmemory = \"12KiB\"").contains("limits.memory"));
+        let p = "[[plugin]]\nname = \"a\"\nfile = \"a.wasm\"\n";
+        assert!(err(&format!("{p}grants = [\"proc\"]")).contains("plugin[0].grants"));
+        assert!(err(&format!("{p}{p}")).contains("plugin[1].name"));
+        assert!(err(&format!("{p}limits = {{ max_events_per_call = 0 }}")).contains("plugin[0].limits.max_events_per_call"));
+        assert!(err(&format!("{p}dirs = [\"/etc\"]")).contains("plugin[0].dirs"));
+        assert!(err(&format!("{p}group = \"urgent\"")).contains("group"));
+    }
+}

@@ -1,0 +1,259 @@
+//! Security events in the Azure Security Center for IoT shape: what plugins return (WIT types)
+//! becomes [`SecurityEvent`], which serializes exactly as the ASC message schema wants it.
+
+use crate::runtime::bindings::edgeguard::collector::types::{self as wit, Direction, LoginResult, Protocol};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Category {
+    Periodic,
+    Triggered,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum EventType {
+    Security,
+    Operational,
+    Diagnostic,
+}
+
+/// Which message family an event travels in: the ASC security message schema, or the
+/// project's own schema for event kinds ASC does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Asc,
+    Edgeguard,
+}
+
+#[derive(Clone, Debug)]
+pub struct SecurityEvent {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub category: Category,
+    pub event_type: EventType,
+    pub time: DateTime<Utc>,
+    pub payload: Vec<Value>,
+    pub family: Family,
+}
+
+impl SecurityEvent {
+    pub fn new(name: &str, category: Category, event_type: EventType, payload: Vec<Value>) -> SecurityEvent {
+        SecurityEvent {
+            id: uuid::Uuid::new_v4(),
+            name: name.to_owned(),
+            category,
+            event_type,
+            time: Utc::now(),
+            payload,
+            family: Family::Asc,
+        }
+    }
+
+    /// The event as the ASC schema wants it, keys in the order the reference agent writes them.
+    pub fn to_json(&self) -> Value {
+        let local: DateTime<Local> = self.time.with_timezone(&Local);
+        json!({
+            "Category": self.category,
+            "EventType": self.event_type,
+            "Name": self.name,
+            "PayloadSchemaVersion": "1.0",
+            "Id": self.id.to_string(),
+            "TimestampLocal": local.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "TimestampUTC": self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "IsEmpty": self.payload.is_empty(),
+            "Payload": self.payload,
+        })
+    }
+
+    /// A Diagnostic event from the host itself (plugin faults, load failures).
+    pub fn diagnostic(severity: Severity, message: &str, extra: &[(&str, String)]) -> SecurityEvent {
+        let mut item = json!({
+            "Severity": severity,
+            "Message": message,
+            "ProcessId": std::process::id(),
+            // SAFETY: gettid has no preconditions.
+            "ThreadId": unsafe { libc::gettid() },
+        });
+        if !extra.is_empty() {
+            item["ExtraDetails"] = Value::Object(extra.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect());
+        }
+        SecurityEvent::new("Diagnostic", Category::Triggered, EventType::Diagnostic, vec![item])
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub enum Severity {
+    Fatal,
+    Error,
+    Warning,
+    Information,
+    Debug,
+}
+
+/// Why a plugin's event was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct Rejected {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Converts one plugin event. Custom events must carry JSON objects.
+pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {
+    use Category::*;
+    let security = |name: &str, category, payload| SecurityEvent::new(name, category, EventType::Security, payload);
+    Ok(match event {
+        wit::Event::ProcessCreate(p) => security("ProcessCreate", Triggered, vec![with_extra(
+            json!({
+                "Executable": p.executable,
+                "ProcessId": p.process_id,
+                "ParentProcessId": p.parent_process_id,
+                "UserId": p.user_id.to_string(),
+                "UserName": p.user_name,
+                "CommandLine": p.command_line,
+            }),
+            p.extra,
+        )]),
+        wit::Event::ProcessTerminate(p) => {
+            let mut extra = p.extra;
+            // The schema requires ExitStatus; when the host could not observe it, say so.
+            if p.exit_status.is_none() {
+                extra.push(("ExitStatusKnown".into(), "false".into()));
+            }
+            security("ProcessTerminate", Triggered, vec![with_extra(
+                json!({ "Executable": p.executable, "ProcessId": p.process_id, "ExitStatus": p.exit_status.unwrap_or(-1) }),
+                extra,
+            )])
+        }
+        wit::Event::ConnectionCreate(c) => security("ConnectionCreate", Triggered, vec![with_extra(
+            json!({
+                "RemoteAddress": c.remote_address,
+                "RemotePort": c.remote_port.to_string(),
+                "LocalAddress": c.local_address,
+                "LocalPort": c.local_port.to_string(),
+                "Direction": direction(c.direction),
+                "Protocol": protocol(c.protocol),
+                "ProcessId": c.process_id,
+                "UserId": c.user_id.map(|u| u.to_string()),
+                "Executable": c.executable,
+                "CommandLine": c.command_line,
+            }),
+            c.extra,
+        )]),
+        wit::Event::ListeningPorts(ports) => security(
+            "ListeningPorts",
+            Periodic,
+            ports
+                .into_iter()
+                .map(|p| {
+                    with_extra(
+                        json!({
+                            "Protocol": protocol(p.protocol),
+                            "LocalAddress": p.local_address,
+                            "LocalPort": p.local_port.to_string(),
+                            "RemoteAddress": p.remote_address,
+                            "RemotePort": p.remote_port,
+                        }),
+                        p.extra,
+                    )
+                })
+                .collect(),
+        ),
+        wit::Event::Login(l) => security("Login", Triggered, vec![with_extra(
+            json!({
+                "ProcessId": l.process_id,
+                "UserId": l.user_id.map(|u| u.to_string()),
+                "UserName": l.user_name,
+                "Operation": l.operation,
+                "Executable": l.executable,
+                "RemoteAddress": l.remote_address,
+                "RemotePort": l.remote_port.map(|p| p.to_string()),
+                "LocalPort": l.local_port.map(|p| p.to_string()),
+                "Result": match l.result { LoginResult::Success => "Success", LoginResult::Fail => "Fail" },
+            }),
+            l.extra,
+        )]),
+        wit::Event::LocalUsers(users) => security(
+            "LocalUsers",
+            Periodic,
+            users
+                .into_iter()
+                .map(|u| {
+                    with_extra(
+                        json!({
+                            "UserName": u.user_name,
+                            "UserId": u.user_id.to_string(),
+                            "GroupNames": u.group_names.join(";"),
+                            "GroupIds": u.group_ids.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(";"),
+                        }),
+                        u.extra,
+                    )
+                })
+                .collect(),
+        ),
+        wit::Event::SystemInformation(s) => security("SystemInformation", Periodic, vec![with_extra(
+            json!({
+                "OSName": s.os_name,
+                "OSVersion": s.os_version,
+                "OSVendor": s.os_vendor,
+                "OsArchitecture": s.os_architecture,
+                "HostName": s.host_name,
+                "BIOSVersion": s.bios_version,
+                "BootDevice": s.boot_device,
+                "TotalPhysicalMemoryInKB": s.total_physical_memory_kb,
+                "FreePhysicalMemoryInKB": s.free_physical_memory_kb,
+                "TotalVirtualMemoryInKB": s.total_virtual_memory_kb,
+                "FreeVirtualMemoryInKB": s.free_virtual_memory_kb,
+            }),
+            s.extra,
+        )]),
+        wit::Event::Heartbeat => SecurityEvent { family: Family::Edgeguard, ..security("Heartbeat", Periodic, vec![]) },
+        wit::Event::Custom(c) => {
+            let reject = |reason: String| Rejected { name: c.name.clone(), reason };
+            if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric()) {
+                return Err(reject("a custom event name must be non-empty ASCII letters and digits".into()));
+            }
+            let mut payload = Vec::with_capacity(c.payload_json.len());
+            for (i, item) in c.payload_json.iter().enumerate() {
+                match serde_json::from_str::<Value>(item) {
+                    Ok(v @ Value::Object(_)) => payload.push(v),
+                    Ok(_) => return Err(reject(format!("payload item {i} is not a JSON object"))),
+                    Err(e) => return Err(reject(format!("payload item {i} is not JSON: {e}"))),
+                }
+            }
+            if !c.periodic && payload.is_empty() {
+                return Err(reject("a triggered event needs at least one payload item".into()));
+            }
+            let category = if c.periodic { Periodic } else { Triggered };
+            SecurityEvent { family: Family::Edgeguard, ..security(&c.name, category, payload) }
+        }
+    })
+}
+
+/// Drops null fields (the schema marks absent optional fields by omission) and adds ExtraDetails.
+fn with_extra(mut item: Value, extra: Vec<(String, String)>) -> Value {
+    if let Value::Object(map) = &mut item {
+        map.retain(|_, v| !v.is_null());
+        if !extra.is_empty() {
+            let details: Map<String, Value> = extra.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            map.insert("ExtraDetails".into(), Value::Object(details));
+        }
+    }
+    item
+}
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+fn direction(d: Direction) -> &'static str {
+    match d {
+        Direction::In => "In",
+        Direction::Out => "Out",
+    }
+}

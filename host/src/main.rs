@@ -1,0 +1,179 @@
+//! The `edgeguard` command line.
+
+use clap::{Parser, Subcommand};
+use edgeguard::app::{self, RunOptions};
+use edgeguard::capabilities::Capability;
+use edgeguard::config::Config;
+use edgeguard::runtime::{LoadedPlugin, Runtime};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// On-device security collector for Linux IoT Edge devices, with sandboxed WebAssembly collectors.
+#[derive(Parser)]
+#[command(name = "edgeguard", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (e.g. `info`, `debug`, `edgeguard=debug,plugin=trace`); default from EDGEGUARD_LOG, else `info`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collectors and write security messages (JSON lines).
+    Run {
+        /// Configuration file (TOML); default: the embedded configuration with every built-in plugin.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Collect every plugin once, write the messages and exit.
+        #[arg(long)]
+        once: bool,
+        /// Append messages to FILE instead of writing them to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Directory of plugin files (overrides agent.plugin_dir).
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// Where the host's / is visible (overrides agent.host_root).
+        #[arg(long, value_name = "DIR")]
+        host_root: Option<PathBuf>,
+        /// Compiled-plugin cache directory (overrides agent.cache_dir).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Inspect plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Check configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show a plugin's self-description, WIT version, imports and size.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Compiled-plugin cache directory.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exits 0 when it is valid.
+    Check { file: PathBuf },
+    /// Print the embedded default configuration.
+    Default,
+}
+
+/// Exit codes: 0 success, 1 runtime failure, 2 bad input (usage, configuration, plugin).
+const EXIT_FAILURE: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = cli.log.clone().or_else(|| std::env::var("EDGEGUARD_LOG").ok()).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("edgeguard: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), (u8, String)> {
+    let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
+    match command {
+        Command::Run { config, once, output, plugin_dir, host_root, cache_dir } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path).map_err(|e| bad_input(&e))?,
+                None => Config::embedded_default(),
+            };
+            if let Some(dir) = plugin_dir {
+                config.agent.plugin_dir = dir;
+            }
+            if let Some(root) = host_root {
+                config.agent.host_root = root;
+            }
+            if let Some(dir) = cache_dir {
+                config.agent.cache_dir = dir;
+            }
+            app::run(RunOptions { config, once, output }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
+        }
+        Command::Plugin { command: PluginCommand::Inspect { file, json, cache_dir } } => {
+            let cache_dir = cache_dir.unwrap_or_else(|| Config::default().cache_dir());
+            let runtime = Runtime::new(&cache_dir).map_err(|e| (EXIT_FAILURE, format!("{e:#}")))?;
+            let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
+            // Inspection grants every capability (no directories): describe() must not use them anyway.
+            let loaded = LoadedPlugin::load_file(&runtime, &name, &file, &Capability::ALL, &[]).await.map_err(|e| bad_input(&e))?;
+            print_inspection(&loaded, json);
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let config = Config::load(&file).map_err(|e| bad_input(&e))?;
+            let enabled = config.plugins.iter().filter(|p| p.enabled).count();
+            println!("{}: valid ({} plugins, {enabled} enabled)", file.display(), config.plugins.len());
+            for p in &config.plugins {
+                let path = config.plugin_path(p);
+                if !path.exists() {
+                    println!("  note: plugin `{}`: {} does not exist here", p.name, path.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Default } => {
+            print!("{}", edgeguard::config::EMBEDDED_DEFAULT);
+            Ok(())
+        }
+    }
+}
+
+fn print_inspection(p: &LoadedPlugin, json: bool) {
+    let group = edgeguard::scheduler::PluginSpec::group_for(p, None).name();
+    if json {
+        let value = serde_json::json!({
+            "name": p.info.name,
+            "version": p.info.version,
+            "description": p.info.description,
+            "events": p.info.events,
+            "capabilities": p.info.capabilities,
+            "default_group": group,
+            "wit": p.wit_version,
+            "imports": p.imports,
+            "size": p.size,
+            "sha256": p.sha256,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+        return;
+    }
+    println!("name:          {}", p.info.name);
+    println!("version:       {}", p.info.version);
+    println!("description:   {}", p.info.description);
+    println!("events:        {}", p.info.events.join(", "));
+    println!("capabilities:  {}", p.info.capabilities.join(", "));
+    println!("default group: {group}");
+    println!("wit:           {}", p.wit_version);
+    println!("size:          {} bytes", p.size);
+    println!("sha256:        {}", p.sha256);
+    println!("imports:");
+    for import in &p.imports {
+        println!("  {import}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Host bindings of the `edgeguard:collector` WIT package.
+
+wasmtime::component::bindgen!({
+    world: "collector",
+    path: "../wit",
+    imports: {
+        // Reads /proc on the blocking pool; see capabilities::processes.
+        "edgeguard:collector/processes.snapshot": async,
+    },
+    exports: { default: async },
+});
+
+/// The WIT package version this host implements; plugins built against the same major
+/// (for 0.x: the same minor) load.
+pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_PACKAGE: &str = "edgeguard:collector";

@@ -1,0 +1,54 @@
+//! The process-wide wasmtime engine and its epoch ticker.
+
+use super::artifact_cache::ArtifactCache;
+use super::limits::TICK;
+use std::path::Path;
+use std::sync::Arc;
+
+/// One engine, its compiled-artifact cache and the epoch ticker that drives CPU deadlines.
+#[derive(Clone)]
+pub struct Runtime {
+    pub engine: wasmtime::Engine,
+    pub cache: Arc<ArtifactCache>,
+}
+
+impl Runtime {
+    pub fn new(cache_dir: &Path) -> anyhow::Result<Runtime> {
+        let engine = wasmtime::Engine::new(&engine_config())?;
+        let cache = Arc::new(ArtifactCache::open(cache_dir, &engine)?);
+        start_epoch_ticker(&engine);
+        Ok(Runtime { engine, cache })
+    }
+}
+
+/// The engine configuration. Compiled artifacts are only valid for the configuration that made
+/// them; the cache key includes its hash.
+pub fn engine_config() -> wasmtime::Config {
+    let mut c = wasmtime::Config::new();
+    c.epoch_interruption(true);
+    c.wasm_component_model(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // Small virtual reservations: the default reserves 4 GiB of address space per memory,
+    // which 32-bit and 39-bit-VA edge boards cannot give. Costs explicit bounds checks.
+    c.memory_reservation(16 << 20);
+    c.memory_guard_size(64 << 10);
+    c.memory_reservation_for_growth(0);
+    c.max_wasm_stack(512 << 10);
+    c.async_stack_size(1 << 20);
+    c
+}
+
+/// Advances the epoch every tick while the engine lives.
+fn start_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

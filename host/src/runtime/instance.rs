@@ -1,0 +1,163 @@
+//! A live plugin instance: one store, its limits, and calls that turn every way a plugin can
+//! misbehave into a [`Fault`] instead of harm to the host.
+
+use super::bindings::exports::edgeguard::collector::plugin::{CollectError, Event, PluginInfo};
+use super::bindings::{Collector, CollectorPre};
+use super::limits::CallGuard;
+use crate::capabilities::{HostContext, HostState};
+use crate::config::Limits;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// Why a plugin instance had to be thrown away. After a fault the instance is unusable (its
+/// store is poisoned); the scheduler re-instantiates it from the cached pre-instance.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("ran past its deadline of {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit ({limit} bytes; asked for {asked})")]
+    MemoryLimit { asked: usize, limit: usize },
+    #[error("returned {returned} events, more than its cap of {cap} per call")]
+    Flood { returned: usize, cap: u32 },
+    #[error("refused its configuration: {0}")]
+    Init(String),
+}
+
+impl Fault {
+    /// A short stable name for logs and ExtraDetails.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::Timeout(_) => "timeout",
+            Fault::MemoryLimit { .. } => "memory",
+            Fault::Flood { .. } => "flood",
+            Fault::Init(_) => "init",
+        }
+    }
+}
+
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Collector,
+    timeout: Duration,
+    max_events: u32,
+}
+
+/// Slack on top of the epoch deadline for the outer timeout, which only matters when the plugin
+/// is inside a host call (epochs interrupt wasm code only).
+const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs one call into the plugin under its CPU deadline and outer timeout, classifying failures.
+macro_rules! guarded {
+    ($self:ident, |$b:ident, $s:ident| $call:expr) => {{
+        $self.store.data_mut().guard.start_call();
+        $self.store.set_epoch_deadline(1);
+        let $b = &$self.bindings;
+        let $s = &mut $self.store;
+        let outcome = tokio::time::timeout($self.timeout + HOST_CALL_GRACE, $call).await;
+        classify(&$self.store, $self.timeout, outcome)
+    }};
+}
+
+impl PluginInstance {
+    pub(super) async fn new(
+        engine: &wasmtime::Engine,
+        pre: &CollectorPre<HostState>,
+        name: Arc<str>,
+        host: Arc<HostContext>,
+        limits: &Limits,
+        dirs: &[PathBuf],
+    ) -> Result<PluginInstance, Fault> {
+        let guard = CallGuard::new(limits.memory.0 as usize, limits.call_timeout.0);
+        let state = HostState::new(name, host, dirs, guard).map_err(|e| Fault::Init(e.to_string()))?;
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.guard);
+        // Each tick: yield to the executor (fairness), and interrupt once the call's budget is spent.
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().guard.tick() { UpdateDeadline::Yield(1) } else { UpdateDeadline::Interrupt })
+        });
+        store.data_mut().guard.start_call();
+        store.set_epoch_deadline(1);
+        let timeout = limits.call_timeout.0;
+        let outcome = tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store)).await;
+        let bindings = classify(&store, timeout, outcome)?;
+        Ok(PluginInstance { store, bindings, timeout, max_events: limits.max_events_per_call })
+    }
+
+    pub async fn describe(&mut self) -> Result<PluginInfo, Fault> {
+        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_describe(s))
+    }
+
+    pub(super) async fn init(&mut self, config_json: &str) -> Result<(), Fault> {
+        let result = guarded!(self, |b, s| b.edgeguard_collector_plugin().call_init(s, config_json))?;
+        result.map_err(|e| Fault::Init(describe_error(&e)))
+    }
+
+    /// One collection. `Ok(Err(_))` is the plugin reporting a failure it handled; the instance
+    /// stays usable. `Err(fault)` means the instance is gone.
+    pub async fn collect(&mut self) -> Result<Result<Vec<Event>, CollectError>, Fault> {
+        let cap = self.max_events;
+        let result = guarded!(self, |b, s| b.edgeguard_collector_plugin().call_collect(s, cap))?;
+        match result {
+            Ok(events) if events.len() > cap as usize => Err(Fault::Flood { returned: events.len(), cap }),
+            other => Ok(other),
+        }
+    }
+
+    pub async fn save_state(&mut self) -> Result<Option<Vec<u8>>, Fault> {
+        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_save_state(s))
+    }
+
+    pub async fn restore_state(&mut self, state: &[u8]) -> Result<Result<(), CollectError>, Fault> {
+        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_restore_state(s, state))
+    }
+
+    /// Peak linear memory this instance has used.
+    pub fn memory_peak(&self) -> usize {
+        self.store.data().guard.memory_peak
+    }
+}
+
+fn classify<T>(store: &Store<HostState>, timeout: Duration, outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Fault> {
+    let error = match outcome {
+        Ok(Ok(value)) => return Ok(value),
+        Err(_elapsed) => return Err(Fault::Timeout(timeout)),
+        Ok(Err(error)) => error,
+    };
+    let guard = &store.data().guard;
+    if let Some(asked) = guard.memory_denied {
+        return Err(Fault::MemoryLimit { asked, limit: guard.memory_limit() });
+    }
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return Err(Fault::Timeout(timeout));
+    }
+    // The first line names the trap; the wasm backtrace that follows is for debug logs.
+    let text = format!("{error:#}");
+    tracing::debug!(plugin = %store.data().plugin, "trap details: {text}");
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => format!("{trap}"),
+        None => text.lines().next().unwrap_or_default().to_owned(),
+    };
+    Err(Fault::Trap(message))
+}
+
+/// The operator-facing text of a plugin error.
+pub fn describe_error(e: &CollectError) -> String {
+    use super::bindings::edgeguard::collector::types::HostError as H;
+    match e {
+        CollectError::Host(h) => match h {
+            H::NotGranted(m) => format!("host capability not granted: {m}"),
+            H::Unavailable(m) => format!("source unavailable: {m}"),
+            H::PermissionDenied(m) => format!("permission denied: {m}"),
+            H::Io(m) => format!("I/O error: {m}"),
+            H::InvalidArgument(m) => format!("invalid argument: {m}"),
+        },
+        CollectError::InvalidConfig(m) => format!("invalid configuration: {m}"),
+        CollectError::InvalidState(m) => format!("invalid state: {m}"),
+        CollectError::Internal(m) => m.clone(),
+    }
+}

@@ -1,0 +1,210 @@
+//! Loading a plugin: validate the component, compile it (or take it from the cache), check its
+//! imports against its grants, and prepare fast instantiation. Nothing here runs plugin code
+//! except `describe`, after every check has passed.
+
+use super::artifact_cache::{CacheOutcome, sha256_hex};
+use super::bindings::{CollectorPre, WIT_PACKAGE, WIT_VERSION};
+use super::engine::Runtime;
+use super::instance::{Fault, PluginInstance};
+use crate::capabilities::{self, Capability, HostContext, HostState, ImportNeed};
+use crate::config::Limits;
+use crate::runtime::bindings::exports::edgeguard::collector::plugin::PluginInfo;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("plugin `{plugin}`: {reason}")]
+    Invalid { plugin: String, reason: String },
+    #[error("plugin `{plugin}` imports `{import}`, but its configuration does not grant `{capability}` (granted: {granted})")]
+    NotGranted { plugin: String, import: String, capability: &'static str, granted: String },
+    #[error("plugin `{plugin}` imports `{import}`: {why}")]
+    Refused { plugin: String, import: String, why: &'static str },
+    #[error("plugin `{plugin}` imports `{import}`, which this host does not provide")]
+    UnknownImport { plugin: String, import: String },
+    #[error("plugin `{plugin}` was built against {found}; this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    WitVersion { plugin: String, found: String },
+    #[error("plugin `{plugin}` does not export `{WIT_PACKAGE}/plugin`: not an edgeguard collector")]
+    NotACollector { plugin: String },
+    #[error("plugin `{plugin}`: describe() failed: {fault}")]
+    Describe { plugin: String, fault: Fault },
+}
+
+/// A compiled, checked plugin, ready to instantiate any number of times.
+pub struct LoadedPlugin {
+    /// The name the configuration gives it.
+    pub name: Arc<str>,
+    pub info: PluginInfo,
+    pub sha256: String,
+    pub size: usize,
+    /// `edgeguard:collector@x.y.z` as the plugin was built.
+    pub wit_version: String,
+    pub imports: Vec<String>,
+    pub cache: CacheOutcome,
+    pub grants: Vec<Capability>,
+    pub dirs: Vec<PathBuf>,
+    pre: CollectorPre<HostState>,
+    runtime: Runtime,
+}
+
+impl LoadedPlugin {
+    pub async fn load_file(runtime: &Runtime, name: &str, path: &std::path::Path, grants: &[Capability], dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        Self::load(runtime, name, bytes, grants, dirs).await
+    }
+
+    /// Everything short of running the plugin with real capabilities.
+    pub async fn load(runtime: &Runtime, name: &str, bytes: Vec<u8>, grants: &[Capability], dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid { plugin: name.to_owned(), reason };
+        check_preamble(&bytes).map_err(invalid)?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len();
+        // Compiling takes tens of milliseconds to seconds of CPU: keep it off the scheduler's threads.
+        let cache = Arc::clone(&runtime.cache);
+        let engine = runtime.engine.clone();
+        let (component, cache) = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes))
+            .await
+            .map_err(|e| invalid(format!("compilation aborted: {e}")))?
+            .map_err(|e| invalid(format!("not a valid WebAssembly component: {e:#}")))?;
+
+        let wit_version = exported_wit_version(&runtime.engine, &component)
+            .ok_or_else(|| LoadError::NotACollector { plugin: name.to_owned() })?;
+        if !compatible(&wit_version) {
+            return Err(LoadError::WitVersion { plugin: name.to_owned(), found: format!("{WIT_PACKAGE}@{wit_version}") });
+        }
+
+        let imports: Vec<String> = component.component_type().imports(&runtime.engine).map(|(n, _)| n.to_owned()).collect();
+        check_imports(name, &imports, grants)?;
+
+        let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(format!("linking WASI: {e}")))?;
+        capabilities::link(&mut linker, grants).map_err(|e| invalid(format!("linking capabilities: {e}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(CollectorPre::new)
+            .map_err(|e| invalid(format!("does not match the collector world: {e:#}")))?;
+
+        let mut loaded = LoadedPlugin {
+            name: name.into(),
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                events: vec![],
+                capabilities: vec![],
+                default_group: super::bindings::edgeguard::collector::types::PriorityGroup::Medium,
+                description: String::new(),
+            },
+            sha256,
+            size,
+            wit_version: format!("{WIT_PACKAGE}@{wit_version}"),
+            imports,
+            cache,
+            grants: grants.to_vec(),
+            dirs: dirs.to_vec(),
+            pre,
+            runtime: runtime.clone(),
+        };
+        loaded.info = loaded.describe().await.map_err(|fault| LoadError::Describe { plugin: name.to_owned(), fault })?;
+        Ok(loaded)
+    }
+
+    /// Runs `describe` in a throw-away instance with default limits and no host data.
+    async fn describe(&self) -> Result<PluginInfo, Fault> {
+        let host = HostContext::new(std::path::Path::new("/nonexistent"));
+        let mut instance = self.instantiate_raw(host, &Limits::default()).await?;
+        instance.describe().await
+    }
+
+    /// A fresh instance with `init(config)` done.
+    pub async fn instantiate(&self, host: Arc<HostContext>, limits: &Limits, config_json: &str) -> Result<PluginInstance, Fault> {
+        let mut instance = self.instantiate_raw(host, limits).await?;
+        instance.init(config_json).await?;
+        Ok(instance)
+    }
+
+    async fn instantiate_raw(&self, host: Arc<HostContext>, limits: &Limits) -> Result<PluginInstance, Fault> {
+        PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, &self.dirs).await
+    }
+
+    pub fn engine(&self) -> &wasmtime::Engine {
+        &self.runtime.engine
+    }
+}
+
+/// A core module instead of a component is the most common mistake: say so plainly.
+fn check_preamble(bytes: &[u8]) -> Result<(), String> {
+    match bytes {
+        [0, b'a', b's', b'm', _, _, 0x01, 0x00, ..] => Ok(()),
+        [0, b'a', b's', b'm', 0x01, 0x00, 0x00, 0x00, ..] => Err(
+            "is a core WebAssembly module, not a component: build it with `--target wasm32-wasip2` (or `cargo component build`)".into(),
+        ),
+        _ => Err("is not WebAssembly (no `\\0asm` header)".into()),
+    }
+}
+
+/// The version of `edgeguard:collector/plugin@x.y.z` the component exports.
+fn exported_wit_version(engine: &wasmtime::Engine, component: &Component) -> Option<String> {
+    let prefix = format!("{WIT_PACKAGE}/plugin");
+    component.component_type().exports(engine).find_map(|(name, _)| {
+        let rest = name.strip_prefix(&prefix)?;
+        Some(rest.strip_prefix('@').unwrap_or("unversioned").to_owned())
+    })
+}
+
+/// Semver compatibility as the component linker applies it: same major, and for 0.x the same minor.
+fn compatible(version: &str) -> bool {
+    let parts = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parts(version), parts(WIT_VERSION)) {
+        (Some((0, minor)), Some((0, ours))) => minor == ours,
+        (Some((major, _)), Some((ours, _))) => major == ours,
+        _ => false,
+    }
+}
+
+fn check_imports(plugin: &str, imports: &[String], grants: &[Capability]) -> Result<(), LoadError> {
+    for import in imports {
+        match capabilities::import_need(import) {
+            ImportNeed::Baseline => {}
+            ImportNeed::Grant(capability) if grants.contains(&capability) => {}
+            ImportNeed::Grant(capability) => {
+                let granted = grants.iter().map(|g| g.name()).collect::<Vec<_>>();
+                return Err(LoadError::NotGranted {
+                    plugin: plugin.to_owned(),
+                    import: import.clone(),
+                    capability: capability.name(),
+                    granted: if granted.is_empty() { "nothing".into() } else { granted.join(", ") },
+                });
+            }
+            ImportNeed::Refused(why) => return Err(LoadError::Refused { plugin: plugin.to_owned(), import: import.clone(), why }),
+            ImportNeed::Unknown => return Err(LoadError::UnknownImport { plugin: plugin.to_owned(), import: import.clone() }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.7"));
+        assert!(!compatible("0.2.0"));
+        assert!(!compatible("1.0.0"));
+        assert!(!compatible("unversioned"));
+    }
+
+    #[test]
+    fn preamble() {
+        assert!(check_preamble(b"\0asm\x0d\x00\x01\x00").is_ok());
+        assert!(check_preamble(b"\0asm\x01\x00\x00\x00").unwrap_err().contains("core WebAssembly module"));
+        assert!(check_preamble(b"hello").unwrap_err().contains("not WebAssembly"));
+    }
+}

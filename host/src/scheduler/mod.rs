@@ -1,0 +1,212 @@
+//! When plugins run. Each plugin is an actor task that owns its instance and collects at its
+//! group's interval, so a slow or faulting plugin never delays another; a shared semaphore
+//! bounds how many collections run at once.
+
+use crate::capabilities::HostContext;
+use crate::config::{Group, Limits, ScheduleConfig};
+use crate::events::{self, SecurityEvent, Severity};
+use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
+use crate::runtime::bindings::edgeguard::collector::types::PriorityGroup;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+/// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
+#[derive(Debug)]
+pub struct Batch {
+    pub plugin: Arc<str>,
+    pub at: Instant,
+    pub events: Vec<SecurityEvent>,
+}
+
+/// A plugin as the scheduler runs it.
+pub struct PluginSpec {
+    pub loaded: Arc<LoadedPlugin>,
+    pub group: Group,
+    pub interval: Duration,
+    pub limits: Limits,
+    /// The plugin's configuration as a JSON object.
+    pub config_json: String,
+}
+
+impl PluginSpec {
+    /// The group: the configuration's override, else the plugin's own choice.
+    pub fn group_for(loaded: &LoadedPlugin, configured: Option<Group>) -> Group {
+        configured.unwrap_or(match loaded.info.default_group {
+            PriorityGroup::High => Group::High,
+            PriorityGroup::Medium => Group::Medium,
+            PriorityGroup::Low => Group::Low,
+        })
+    }
+}
+
+/// Live counters of one plugin, readable while it runs.
+#[derive(Clone, Debug, Default)]
+pub struct PluginStatus {
+    pub collections: u64,
+    pub events: u64,
+    pub faults: u64,
+    pub consecutive_faults: u32,
+    pub last_fault: Option<String>,
+    pub errors: u64,
+    pub skipped_while_backing_off: u64,
+}
+
+pub struct Scheduler {
+    host: Arc<HostContext>,
+    schedule: ScheduleConfig,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Batch>,
+}
+
+/// A running plugin task.
+pub struct Running {
+    pub name: Arc<str>,
+    pub status: Arc<Mutex<PluginStatus>>,
+    pub task: JoinHandle<()>,
+}
+
+impl Scheduler {
+    pub fn new(host: Arc<HostContext>, schedule: ScheduleConfig, tx: mpsc::Sender<Batch>) -> Scheduler {
+        let permits = Arc::new(Semaphore::new(schedule.max_concurrent));
+        Scheduler { host, schedule, permits, tx }
+    }
+
+    /// Starts a plugin's actor. With `once`, it collects a single time, right away, and ends.
+    pub fn spawn(&self, spec: PluginSpec, once: bool) -> Running {
+        let status = Arc::new(Mutex::new(PluginStatus::default()));
+        let actor = Actor {
+            spec,
+            host: Arc::clone(&self.host),
+            permits: Arc::clone(&self.permits),
+            tx: self.tx.clone(),
+            status: Arc::clone(&status),
+        };
+        let jitter = if once { Duration::ZERO } else { self.schedule.first_collection_jitter.0.mul_f64(fastrand::f64()) };
+        let name = Arc::clone(&actor.spec.loaded.name);
+        let task = tokio::spawn(actor.run(jitter, once));
+        Running { name, status, task }
+    }
+}
+
+struct Actor {
+    spec: PluginSpec,
+    host: Arc<HostContext>,
+    permits: Arc<Semaphore>,
+    tx: mpsc::Sender<Batch>,
+    status: Arc<Mutex<PluginStatus>>,
+}
+
+impl Actor {
+    fn name(&self) -> &Arc<str> {
+        &self.spec.loaded.name
+    }
+
+    async fn run(self, jitter: Duration, once: bool) {
+        let start = tokio::time::Instant::now() + jitter;
+        let mut ticker = tokio::time::interval_at(start, self.spec.interval);
+        // A collection that overruns its interval makes the next tick late, not doubled.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut instance: Option<PluginInstance> = None;
+        let mut restart_at = Instant::now();
+        loop {
+            ticker.tick().await;
+            if instance.is_none() {
+                if Instant::now() < restart_at {
+                    self.status.lock().unwrap().skipped_while_backing_off += 1;
+                    continue;
+                }
+                match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
+                    Ok(fresh) => instance = Some(fresh),
+                    Err(fault) => {
+                        restart_at = self.record_fault(&fault, "instantiating").await;
+                        if once {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(live) = instance.as_mut() else { continue };
+            let outcome = {
+                let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+                live.collect().await
+            };
+            match outcome {
+                Ok(Ok(plugin_events)) => self.deliver(plugin_events).await,
+                Ok(Err(error)) => {
+                    let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
+                    tracing::warn!("{message}");
+                    self.status.lock().unwrap().errors += 1;
+                    self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
+                }
+                Err(fault) => {
+                    instance = None;
+                    restart_at = self.record_fault(&fault, "collecting").await;
+                }
+            }
+            if once {
+                return;
+            }
+        }
+    }
+
+    /// Converts and forwards one collection's events; malformed ones become diagnostics.
+    async fn deliver(&self, plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>) {
+        let mut out = Vec::with_capacity(plugin_events.len());
+        for event in plugin_events {
+            match events::from_plugin(event) {
+                Ok(e) => out.push(e),
+                Err(rejected) => {
+                    let message = format!("plugin `{}` emitted an invalid event: {rejected}", self.name());
+                    tracing::warn!("{message}");
+                    out.push(SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())]));
+                }
+            }
+        }
+        {
+            let mut status = self.status.lock().unwrap();
+            status.collections += 1;
+            status.events += out.len() as u64;
+            status.consecutive_faults = 0;
+        }
+        self.send(out).await;
+    }
+
+    async fn send(&self, events: Vec<SecurityEvent>) {
+        // The receiver only goes away at shutdown; nothing to do then.
+        let _ = self.tx.send(Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events }).await;
+    }
+
+    /// Logs and reports a fault; returns when the plugin may be re-instantiated.
+    async fn record_fault(&self, fault: &Fault, during: &str) -> Instant {
+        let limits = &self.spec.limits;
+        let consecutive = {
+            let mut status = self.status.lock().unwrap();
+            status.faults += 1;
+            status.consecutive_faults += 1;
+            status.last_fault = Some(fault.to_string());
+            status.consecutive_faults
+        };
+        let backoff = limits
+            .restart_backoff
+            .0
+            .saturating_mul(1u32 << (consecutive - 1).min(20))
+            .min(limits.restart_backoff_max.0);
+        let message = format!(
+            "plugin `{}` {fault} while {during}; restarting it in {:.1}s (consecutive faults: {consecutive})",
+            self.name(),
+            backoff.as_secs_f64()
+        );
+        tracing::error!(plugin = %self.name(), fault = fault.kind(), "{message}");
+        let details = [
+            ("Plugin", self.name().to_string()),
+            ("Fault", fault.kind().to_string()),
+            ("ConsecutiveFaults", consecutive.to_string()),
+            ("RestartInMs", backoff.as_millis().to_string()),
+        ];
+        self.send(vec![SecurityEvent::diagnostic(Severity::Error, &message, &details)]).await;
+        Instant::now() + backoff
+    }
+}

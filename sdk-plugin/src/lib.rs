@@ -1,0 +1,221 @@
+//! The crate edgeguard collector plugins depend on.
+//!
+//! A collector is a type implementing [`Collector`], exported with [`export_collector!`] and
+//! built with `cargo build --target wasm32-wasip2`. One instance lives across collections, so a
+//! collector keeps whatever state it needs (the previous snapshot, a cursor) in `self`.
+//!
+//! ```ignore
+//! use edgeguard_sdk::prelude::*;
+//!
+//! struct Beat;
+//! impl Collector for Beat {
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("beat", "1.0.0").emits(["Heartbeat"]).group(PriorityGroup::Low)
+//!     }
+//!     fn new(_config: Config) -> Result<Self, CollectError> { Ok(Beat) }
+//!     fn collect(&mut self, _max: u32) -> Result<Vec<Event>, CollectError> {
+//!         Ok(vec![Event::Heartbeat])
+//!     }
+//! }
+//! edgeguard_sdk::export_collector!(Beat);
+//! ```
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "collector",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_collector_bindings",
+        default_bindings_module: "edgeguard_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::edgeguard::collector::types::{
+    CollectError, ConnectionCreate, CustomEvent, Direction, Event, HostError, ListeningPort, LocalUser,
+    Login, LoginResult, PluginInfo, PriorityGroup, ProcessCreate, ProcessTerminate, Protocol,
+    SystemInformation,
+};
+
+/// Host capabilities. Each is usable only when the plugin's configuration grants it; a plugin
+/// that uses one it was not granted is refused before it runs.
+pub mod host {
+    pub use crate::bindings::edgeguard::collector::clock;
+    pub use crate::bindings::edgeguard::collector::log;
+    pub use crate::bindings::edgeguard::collector::processes;
+}
+
+/// The plugin's configuration: the JSON object the host passes to `init`.
+pub type Config = serde_json::Map<String, serde_json::Value>;
+
+/// Everything a collector needs in one import.
+pub mod prelude {
+    pub use crate::host::{clock, log, processes};
+    pub use crate::{
+        CollectError, Collector, Config, Event, HostError, PluginInfo, PriorityGroup, ProcessCreate,
+        ProcessTerminate,
+    };
+    pub use crate::{debug, info, warn};
+}
+
+/// What a plugin implements. `new`, `collect` and `describe` are required; state hand-over on
+/// hot-swap is optional.
+pub trait Collector: Sized + 'static {
+    /// Self-description. Called before any capability is granted: it must not use one.
+    fn describe() -> PluginInfo;
+
+    /// Builds the instance from its configuration (an empty map when none is configured).
+    fn new(config: Config) -> Result<Self, CollectError>;
+
+    /// One collection: at most `max_events` events; keep the rest for the next call.
+    fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError>;
+
+    /// State for the next version of this plugin on a planned swap.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes over the state the previous version saved.
+    fn restore_state(&mut self, _state: Vec<u8>) -> Result<(), CollectError> {
+        Ok(())
+    }
+}
+
+impl PluginInfo {
+    /// A description with no events, no capabilities and the Medium group; refine it with the builders.
+    pub fn new(name: &str, version: &str) -> Self {
+        PluginInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            events: Vec::new(),
+            capabilities: Vec::new(),
+            default_group: PriorityGroup::Medium,
+            description: String::new(),
+        }
+    }
+    pub fn emits<I: IntoIterator<Item = S>, S: Into<String>>(mut self, events: I) -> Self {
+        self.events.extend(events.into_iter().map(Into::into));
+        self
+    }
+    pub fn needs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, capabilities: I) -> Self {
+        self.capabilities.extend(capabilities.into_iter().map(Into::into));
+        self
+    }
+    pub fn group(mut self, group: PriorityGroup) -> Self {
+        self.default_group = group;
+        self
+    }
+    pub fn about(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+}
+
+impl CollectError {
+    /// An `invalid-config` error naming the offending key.
+    pub fn config(key: &str, problem: impl std::fmt::Display) -> Self {
+        CollectError::InvalidConfig(format!("{key}: {problem}"))
+    }
+}
+
+impl From<HostError> for CollectError {
+    fn from(e: HostError) -> Self {
+        CollectError::Host(e)
+    }
+}
+
+/// Reads an optional boolean from the configuration, with a clear error on a wrong type.
+pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, CollectError> {
+    match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(CollectError::config(key, format!("expected true or false, got {other}"))),
+    }
+}
+
+/// Logs through the host's `log` capability (the plugin must be granted `log`).
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Info, &format!($($arg)*)) };
+}
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Warn, &format!($($arg)*)) };
+}
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Debug, &format!($($arg)*)) };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// The one live instance of a component. A component instance is single-threaded, so a
+    /// thread-local cell is the whole synchronisation story.
+    pub struct Slot<T>(RefCell<Option<T>>);
+
+    impl<T: Collector> Slot<T> {
+        pub const fn new() -> Self {
+            Slot(RefCell::new(None))
+        }
+        pub fn init(&self, config: String) -> Result<(), CollectError> {
+            let parsed: serde_json::Value = serde_json::from_str(&config)
+                .map_err(|e| CollectError::InvalidConfig(format!("configuration is not JSON: {e}")))?;
+            let map = match parsed {
+                serde_json::Value::Object(map) => map,
+                serde_json::Value::Null => Config::new(),
+                other => return Err(CollectError::InvalidConfig(format!("configuration must be an object, got {other}"))),
+            };
+            *self.0.borrow_mut() = Some(T::new(map)?);
+            Ok(())
+        }
+        pub fn with<R>(&self, f: impl FnOnce(&mut T) -> Result<R, CollectError>) -> Result<R, CollectError> {
+            match self.0.borrow_mut().as_mut() {
+                Some(instance) => f(instance),
+                None => Err(CollectError::Internal("called before init".into())),
+            }
+        }
+        pub fn save(&self) -> Option<Vec<u8>> {
+            self.0.borrow().as_ref().and_then(|t| t.save_state())
+        }
+    }
+}
+
+/// Exports a [`Collector`] implementation as the component's `plugin` interface.
+#[macro_export]
+macro_rules! export_collector {
+    ($collector:ty) => {
+        const _: () = {
+            use $crate::bindings::exports::edgeguard::collector::plugin::Guest;
+            use $crate::{CollectError, Collector, Event, PluginInfo};
+
+            struct Export;
+            thread_local! {
+                static SLOT: $crate::__private::Slot<$collector> = const { $crate::__private::Slot::new() };
+            }
+
+            impl Guest for Export {
+                fn describe() -> PluginInfo {
+                    <$collector as Collector>::describe()
+                }
+                fn init(config: String) -> Result<(), CollectError> {
+                    SLOT.with(|s| s.init(config))
+                }
+                fn collect(max_events: u32) -> Result<Vec<Event>, CollectError> {
+                    SLOT.with(|s| s.with(|c| c.collect(max_events)))
+                }
+                fn save_state() -> Option<Vec<u8>> {
+                    SLOT.with(|s| s.save())
+                }
+                fn restore_state(state: Vec<u8>) -> Result<(), CollectError> {
+                    SLOT.with(|s| s.with(|c| c.restore_state(state)))
+                }
+            }
+
+            $crate::bindings::__export_collector_bindings!(Export with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,150 @@
+//! `cargo xtask <command>`: the developer entry points. Each does its own set-up on a fresh
+//! Debian machine with rustup (wasm target, Debian packages, cargo tools), then its job.
+//!
+//!   cargo xtask run [-- ARGS]   build everything and run edgeguard locally (default: `run`)
+//!   cargo xtask test            build everything and run the whole test suite
+//!   cargo xtask bench           run the benchmarks
+//!   cargo xtask plugins         build the built-in plugins only
+//!
+//! Build output goes to CARGO_TARGET_DIR when set, else `target/`. Plugins land in
+//! `<target>/release/plugins/`, beside the `edgeguard` binary, where it looks by default.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The built-in plugins: crate directory under plugins/ → installed file name.
+const BUILTIN_PLUGINS: &[&str] = &["process"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    match command {
+        "run" => {
+            setup_toolchain()?;
+            build_all()?;
+            let exe = target_dir().join("release/edgeguard");
+            let mut cmd = Command::new(exe);
+            if rest.is_empty() { cmd.arg("run") } else { cmd.args(rest) };
+            run(&mut cmd)
+        }
+        "test" => {
+            setup_toolchain()?;
+            setup_test_tools()?;
+            build_all()?;
+            step("running the test suite");
+            run(cargo().args(["test", "--release", "--workspace", "--exclude", "edgeguard-sdk"]).args(exclude_wasm_crates()).args(rest))
+        }
+        "bench" => {
+            setup_toolchain()?;
+            build_all()?;
+            step("running the benchmarks");
+            run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))
+        }
+        "plugins" => {
+            setup_toolchain()?;
+            build_plugins()
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | plugins>");
+            if command == "help" { Ok(()) } else { bail!("unknown command `{command}`") }
+        }
+    }
+}
+
+fn exclude_wasm_crates() -> Vec<String> {
+    let mut args = Vec::new();
+    for p in BUILTIN_PLUGINS {
+        args.extend(["--exclude".to_string(), format!("edgeguard-plugin-{p}")]);
+    }
+    args.extend(["--exclude".to_string(), "edgeguard-fault-plugin".to_string()]);
+    args
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository").to_owned()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(repo_root());
+    c
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+}
+
+/// The wasm32-wasip2 target for plugins.
+fn setup_toolchain() -> Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup is required")?;
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
+        step("adding the wasm32-wasip2 target");
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+/// Tools the test suite drives: cargo-component (plugin authors' second build path).
+fn setup_test_tools() -> Result<()> {
+    if !succeeds(Command::new("cargo").args(["component", "--version"])) && !tools_bin().join("cargo-component").exists() {
+        step("installing cargo-component (once; cached in the tools directory)");
+        run(Command::new("cargo")
+            .args(["install", "--locked", "--root"])
+            .arg(tools_root())
+            .arg("cargo-component")
+            .env("CARGO_TARGET_DIR", target_dir().join("tools")))?;
+    }
+    Ok(())
+}
+
+/// cargo-component is installed beside the build output, so a reused target directory keeps it.
+fn tools_root() -> PathBuf {
+    target_dir().join("tools-root")
+}
+
+pub fn tools_bin() -> PathBuf {
+    tools_root().join("bin")
+}
+
+fn build_all() -> Result<()> {
+    build_plugins()?;
+    step("building edgeguard");
+    run(cargo().args(["build", "--release", "-p", "edgeguard"]))
+}
+
+fn build_plugins() -> Result<()> {
+    step("building the built-in plugins (wasm32-wasip2)");
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
+    for p in BUILTIN_PLUGINS {
+        cmd.args(["-p", &format!("edgeguard-plugin-{p}")]);
+    }
+    run(&mut cmd)?;
+    let dest = target_dir().join("release/plugins");
+    std::fs::create_dir_all(&dest)?;
+    for p in BUILTIN_PLUGINS {
+        let built = target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
+        std::fs::copy(&built, dest.join(format!("{p}.wasm"))).with_context(|| format!("copying {}", built.display()))?;
+    }
+    Ok(())
+}
