@@ -1,0 +1,59 @@
+//! Shared by the end-to-end tests: locating the build, building test plugins, starting the
+//! runtime, and validating messages against the official ASC schemas.
+
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_owned()
+}
+
+/// The build directory `cargo xtask test` used (CARGO_TARGET_DIR), else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The `edgeguard` binary of this build. It is built by `cargo xtask test` before the tests run.
+pub fn edgeguard_bin() -> PathBuf {
+    let bin = target_dir().join("release/edgeguard");
+    assert!(bin.exists(), "{} is missing: run the suite with `cargo xtask test`", bin.display());
+    bin
+}
+
+/// Builds a plugin crate of this workspace for wasm32-wasip2 (a no-op when up to date) and
+/// returns its component. Plugins use their own target directory, so this never waits on the
+/// lock `cargo test` holds.
+pub fn plugin(package: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let wasm_target = target_dir().join("wasm");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(repo_root())
+        .env("CARGO_TARGET_DIR", &wasm_target)
+        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", package])
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "building plugin {package} failed");
+    let file = wasm_target.join(format!("wasm32-wasip2/plugin/{}.wasm", package.replace('-', "_")));
+    assert!(file.exists(), "{} was not produced", file.display());
+    file
+}
+
+/// A runtime with a fresh, private artifact cache.
+pub fn runtime() -> (edgeguard::runtime::Runtime, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("temporary directory");
+    (edgeguard::runtime::Runtime::new(cache.path()).expect("runtime"), cache)
+}
+
+/// Limits for tests: defaults with a short deadline, so a looping plugin is caught quickly.
+pub fn test_limits() -> edgeguard::config::Limits {
+    edgeguard::config::Limits {
+        call_timeout: edgeguard::units::Span(std::time::Duration::from_millis(300)),
+        restart_backoff: edgeguard::units::Span(std::time::Duration::from_millis(100)),
+        restart_backoff_max: edgeguard::units::Span(std::time::Duration::from_millis(400)),
+        ..Default::default()
+    }
+}

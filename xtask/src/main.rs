@@ -68,13 +68,25 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository").to_owned()
 }
 
+/// Where builds go: CARGO_TARGET_DIR if set; else, for root, a directory outside the clone that
+/// later clones reuse (wasmtime takes minutes to build cold); else `target/`.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shared = Path::new(SHARED_TARGET_DIR);
+    if std::fs::create_dir_all(shared).is_ok() { shared.to_owned() } else { repo_root().join("target") }
 }
+
+const SHARED_TARGET_DIR: &str = "/var/cache/edgeguard-build/target";
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(repo_root());
+    c.current_dir(repo_root()).env("CARGO_TARGET_DIR", target_dir());
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![tools_bin()];
+    paths.extend(std::env::split_paths(&path));
+    c.env("PATH", std::env::join_paths(paths).expect("PATH entries"));
     c
 }
 
@@ -106,9 +118,9 @@ fn setup_toolchain() -> Result<()> {
 
 /// Tools the test suite drives: cargo-component (plugin authors' second build path).
 fn setup_test_tools() -> Result<()> {
-    if !succeeds(Command::new("cargo").args(["component", "--version"])) && !tools_bin().join("cargo-component").exists() {
+    if !succeeds(cargo().args(["component", "--version"])) {
         step("installing cargo-component (once; cached in the tools directory)");
-        run(Command::new("cargo")
+        run(cargo()
             .args(["install", "--locked", "--root"])
             .arg(tools_root())
             .arg("cargo-component")
@@ -126,6 +138,12 @@ pub fn tools_bin() -> PathBuf {
     tools_root().join("bin")
 }
 
+/// Plugins build in their own target directory, which the test harness shares: a test that
+/// builds a plugin never waits on the lock of the directory `cargo test` itself holds.
+fn wasm_target_dir() -> PathBuf {
+    target_dir().join("wasm")
+}
+
 fn build_all() -> Result<()> {
     build_plugins()?;
     step("building edgeguard");
@@ -135,6 +153,7 @@ fn build_all() -> Result<()> {
 fn build_plugins() -> Result<()> {
     step("building the built-in plugins (wasm32-wasip2)");
     let mut cmd = cargo();
+    cmd.env("CARGO_TARGET_DIR", wasm_target_dir());
     cmd.args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
     for p in BUILTIN_PLUGINS {
         cmd.args(["-p", &format!("edgeguard-plugin-{p}")]);
@@ -143,7 +162,7 @@ fn build_plugins() -> Result<()> {
     let dest = target_dir().join("release/plugins");
     std::fs::create_dir_all(&dest)?;
     for p in BUILTIN_PLUGINS {
-        let built = target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
+        let built = wasm_target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
         std::fs::copy(&built, dest.join(format!("{p}.wasm"))).with_context(|| format!("copying {}", built.display()))?;
     }
     Ok(())

@@ -1,0 +1,64 @@
+//! `edgeguard run --once` on this machine: every message validates against the official schema.
+
+use edgeguard_tests::schema::{asc_validator, assert_valid};
+use edgeguard_tests::{edgeguard_bin, plugin};
+
+#[test]
+fn local_run_once_writes_schema_valid_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
+    let out = std::process::Command::new(edgeguard_bin())
+        .args(["run", "--once", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "edgeguard failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let validator = asc_validator();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let messages: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    assert!(!messages.is_empty(), "no message written");
+    let mut process_creates = 0;
+    for m in &messages {
+        assert_valid(&validator, m);
+        for e in m["Events"].as_array().unwrap() {
+            if e["Name"] == "ProcessCreate" {
+                process_creates += 1;
+            }
+        }
+    }
+    // report_existing is on in the default configuration: at least this test and its parent run.
+    assert!(process_creates >= 2, "expected the running processes as ProcessCreate, got {process_creates}");
+    let me = std::process::id();
+    assert!(
+        messages.iter().flat_map(|m| m["Events"].as_array().unwrap()).any(|e| e["Payload"][0]["ProcessId"] == me),
+        "this test process ({me}) is not among the reported processes"
+    );
+}
+
+#[test]
+fn the_schema_check_rejects_what_it_should() {
+    // The validator must not be vacuous: a message missing AgentId, or with a bad timestamp, fails.
+    let validator = asc_validator();
+    let good = serde_json::json!({
+        "AgentVersion": "0.1.0", "AgentId": "9c647395-b913-4997-a732-a7fe7303b649", "MessageSchemaVersion": "1.0",
+        "Events": [{"Category": "Triggered", "EventType": "Security", "Name": "ProcessCreate", "PayloadSchemaVersion": "1.0",
+            "Id": "9c647395-b913-4997-a732-a7fe7303b649", "TimestampLocal": "2026-01-01T00:00:00.000Z",
+            "TimestampUTC": "2026-01-01T00:00:00.000Z", "IsEmpty": false,
+            "Payload": [{"Executable": "/bin/true", "ProcessId": 1, "ParentProcessId": 0, "UserId": "0", "CommandLine": "true"}]}]
+    });
+    assert!(validator.is_valid(&good));
+    let mut no_agent = good.clone();
+    no_agent.as_object_mut().unwrap().remove("AgentId");
+    assert!(!validator.is_valid(&no_agent));
+    let mut bad_time = good.clone();
+    bad_time["Events"][0]["TimestampUTC"] = "yesterday".into();
+    assert!(!validator.is_valid(&bad_time));
+    let mut string_pid = good;
+    string_pid["Events"][0]["Payload"][0]["ProcessId"] = "1".into();
+    assert!(!validator.is_valid(&string_pid));
+}

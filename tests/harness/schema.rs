@@ -1,0 +1,43 @@
+//! Validation against the official ASC security message schemas in `../shared/reference`.
+
+use jsonschema::{Retrieve, Uri, Validator};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Where the official schemas are: EDGEGUARD_ASC_SCHEMAS, else `../shared/reference/...` beside the repository.
+pub fn schema_dir() -> PathBuf {
+    let dir = std::env::var_os("EDGEGUARD_ASC_SCHEMAS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| super::repo_root().join("../shared/reference/asc-security-message-schemas"));
+    assert!(dir.join("messageRoot.json").exists(), "the ASC schemas are not at {} (set EDGEGUARD_ASC_SCHEMAS)", dir.display());
+    dir
+}
+
+/// Resolves the schemas' relative `$ref`s ("message_v1_0.json#") to the files beside them.
+struct LocalSchemas(PathBuf);
+
+impl Retrieve for LocalSchemas {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let name = uri.path().as_str().rsplit('/').next().unwrap_or_default().to_owned();
+        let text = std::fs::read_to_string(self.0.join(&name)).map_err(|e| format!("{name}: {e}"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// A validator for `messageRoot.json`, with formats (date-time, ipv4, ...) checked.
+pub fn asc_validator() -> Validator {
+    let dir = schema_dir();
+    let root: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("messageRoot.json")).unwrap()).unwrap();
+    jsonschema::options()
+        .with_base_uri("json-schema:///messageRoot.json")
+        .with_retriever(LocalSchemas(dir))
+        .should_validate_formats(true)
+        .build(&root)
+        .expect("the official schema compiles")
+}
+
+/// Panics with every validation error of `message`.
+pub fn assert_valid(validator: &Validator, message: &Value) {
+    let errors: Vec<String> = validator.iter_errors(message).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "message does not validate against messageRoot.json:\n{}\n{}", errors.join("\n"), message);
+}
