@@ -1,1 +1,156 @@
-fn main(){}
+//! Misbehaving plugins: each fault is caught, classified and reported, the host survives, and a
+//! healthy plugin scheduled beside them keeps its pace.
+
+use edgeguard::capabilities::{Capability, HostContext};
+use edgeguard::config::{Group, ScheduleConfig};
+use edgeguard::runtime::loader::LoadError;
+use edgeguard::runtime::{Fault, LoadedPlugin, Runtime};
+use edgeguard::scheduler::{Batch, PluginSpec, Scheduler};
+use edgeguard::units::Span;
+use edgeguard_tests::{plugin, runtime, test_limits};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The fault plugin imports `processes` and WASI filesystem (for its `file` mode).
+const FAULT_GRANTS: [Capability; 2] = [Capability::Processes, Capability::Filesystem];
+
+async fn fault_plugin(rt: &Runtime, name: &str) -> LoadedPlugin {
+    LoadedPlugin::load_file(rt, name, &plugin("edgeguard-fault-plugin"), &FAULT_GRANTS, &[]).await.unwrap()
+}
+
+async fn collect_once(loaded: &LoadedPlugin, mode: &str) -> Result<Result<usize, String>, Fault> {
+    let config = format!(r#"{{"mode": "{mode}"}}"#);
+    let mut instance = loaded.instantiate(HostContext::new(Path::new("/")), &test_limits(), &config).await?;
+    Ok(instance.collect().await?.map(|events| events.len()).map_err(|e| format!("{e:?}")))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_fault_is_classified() {
+    let (rt, _cache) = runtime();
+    let loaded = fault_plugin(&rt, "fault").await;
+
+    assert_eq!(collect_once(&loaded, "healthy").await.unwrap(), Ok(1));
+
+    let trap = collect_once(&loaded, "trap").await.unwrap_err();
+    assert!(matches!(trap, Fault::Trap(_)), "{trap:?}");
+
+    let started = Instant::now();
+    let looped = collect_once(&loaded, "loop").await.unwrap_err();
+    assert!(matches!(looped, Fault::Timeout(_)), "{looped:?}");
+    // Interrupted by the epoch deadline (300 ms), not left running. Generous bound: a loaded CI machine.
+    assert!(started.elapsed() < Duration::from_secs(5), "loop ran {:?}", started.elapsed());
+
+    let memory = collect_once(&loaded, "memory").await.unwrap_err();
+    match memory {
+        Fault::MemoryLimit { limit, asked } => {
+            assert_eq!(limit, 32 << 20);
+            assert!(asked > limit);
+        }
+        other => panic!("expected a memory fault, got {other:?}"),
+    }
+
+    let flood = collect_once(&loaded, "flood").await.unwrap_err();
+    assert!(matches!(flood, Fault::Flood { cap: 5000, returned: 5001 }), "{flood:?}");
+
+    // No preopened directory: the plugin's own read fails; the instance and the host are fine.
+    let file = collect_once(&loaded, "file").await.unwrap();
+    let error = file.unwrap_err();
+    assert!(error.contains("/etc/hostname"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_directory_is_readable_and_nothing_else() {
+    let (rt, _cache) = runtime();
+    let etc = [std::path::PathBuf::from("/etc")];
+    let loaded = LoadedPlugin::load_file(&rt, "fault", &plugin("edgeguard-fault-plugin"), &FAULT_GRANTS, &etc).await.unwrap();
+    let mut instance = loaded.instantiate(HostContext::new(Path::new("/")), &test_limits(), r#"{"mode":"file"}"#).await.unwrap();
+    let events = instance.collect().await.unwrap().expect("/etc is granted");
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ungranted_imports_are_refused_before_instantiation() {
+    let (rt, _cache) = runtime();
+    let path = plugin("edgeguard-fault-plugin");
+    match LoadedPlugin::load_file(&rt, "greedy", &path, &[Capability::Filesystem], &[]).await {
+        Err(LoadError::NotGranted { import, capability, .. }) => {
+            assert_eq!(import, "edgeguard:collector/processes@0.1.0");
+            assert_eq!(capability, "processes");
+        }
+        other => panic!("expected NotGranted, got {:?}", other.err()),
+    }
+    let err = LoadedPlugin::load_file(&rt, "greedy", &path, &[Capability::Processes], &[]).await.err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("wasi:filesystem/") && text.contains("`filesystem`"), "{text}");
+
+    // The process collector is refused without `processes` too.
+    let err = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &[Capability::Log], &[]).await.err().unwrap();
+    assert!(err.to_string().contains("edgeguard:collector/processes@0.1.0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faulty_plugins_never_disturb_a_healthy_one() {
+    let (rt, _cache) = runtime();
+    let interval = Duration::from_millis(100);
+    let schedule = ScheduleConfig {
+        high: Span(interval),
+        first_collection_jitter: Span(Duration::ZERO),
+        // Room for every plugin at once: this test is about isolation, not the concurrency bound.
+        max_concurrent: 8,
+        ..ScheduleConfig::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
+    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx);
+    let mut running = Vec::new();
+    for mode in ["healthy", "trap", "loop", "memory", "flood", "error", "bad-event"] {
+        let loaded = Arc::new(fault_plugin(&rt, mode).await);
+        let spec = PluginSpec {
+            loaded,
+            group: Group::High,
+            interval,
+            limits: test_limits(),
+            config_json: format!(r#"{{"mode": "{mode}"}}"#),
+        };
+        running.push(scheduler.spawn(spec, false));
+    }
+    drop(scheduler);
+
+    let window = Duration::from_secs(3);
+    let start = Instant::now();
+    let mut healthy_at = Vec::new();
+    let mut diagnostics: Vec<(String, serde_json::Value)> = Vec::new();
+    while start.elapsed() < window {
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await else { continue };
+        if &*batch.plugin == "healthy" {
+            healthy_at.push(batch.at);
+        }
+        for e in batch.events.iter().filter(|e| e.name == "Diagnostic") {
+            diagnostics.push((batch.plugin.to_string(), e.payload[0].clone()));
+        }
+    }
+    for r in &running {
+        r.task.abort();
+    }
+
+    // The healthy plugin collected at its pace the whole time: ~30 collections, no long gap.
+    assert!(healthy_at.len() >= 20, "healthy plugin collected only {} times in {window:?}", healthy_at.len());
+    let worst_gap = healthy_at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(worst_gap < Duration::from_millis(400), "healthy plugin stalled for {worst_gap:?}");
+
+    // Each faulty plugin was reported with its fault kind, and restarted (more than one report).
+    for (mode, kind) in [("trap", "trap"), ("loop", "timeout"), ("memory", "memory"), ("flood", "flood")] {
+        let reports: Vec<_> = diagnostics.iter().filter(|(p, _)| p == mode).map(|(_, d)| d).collect();
+        assert!(reports.len() >= 2, "{mode}: {} fault reports, expected restarts", reports.len());
+        for d in &reports {
+            assert_eq!(d["Severity"], "Error");
+            assert_eq!(d["ExtraDetails"]["Fault"], kind, "{d}");
+        }
+        let status = running.iter().find(|r| &*r.name == mode).unwrap().status.lock().unwrap().clone();
+        assert!(status.faults >= 2 && status.collections == 0, "{mode}: {status:?}");
+    }
+    // A plugin error and an invalid event are warnings; the instance lives on.
+    let error_status = running.iter().find(|r| &*r.name == "error").unwrap().status.lock().unwrap().clone();
+    assert!(error_status.errors >= 10 && error_status.faults == 0, "{error_status:?}");
+    assert!(diagnostics.iter().any(|(p, d)| p == "bad-event" && d["Severity"] == "Warning" && d["Message"].as_str().unwrap().contains("Broken")));
+}

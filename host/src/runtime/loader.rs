@@ -114,19 +114,19 @@ impl LoadedPlugin {
     /// Runs `describe` in a throw-away instance with default limits and no host data.
     async fn describe(&self) -> Result<PluginInfo, Fault> {
         let host = HostContext::new(std::path::Path::new("/nonexistent"));
-        let mut instance = self.instantiate_raw(host, &Limits::default()).await?;
+        let mut instance = self.instantiate_raw(host, &Limits::default(), &[]).await?;
         instance.describe().await
     }
 
     /// A fresh instance with `init(config)` done.
     pub async fn instantiate(&self, host: Arc<HostContext>, limits: &Limits, config_json: &str) -> Result<PluginInstance, Fault> {
-        let mut instance = self.instantiate_raw(host, limits).await?;
+        let mut instance = self.instantiate_raw(host, limits, &self.dirs).await?;
         instance.init(config_json).await?;
         Ok(instance)
     }
 
-    async fn instantiate_raw(&self, host: Arc<HostContext>, limits: &Limits) -> Result<PluginInstance, Fault> {
-        PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, &self.dirs).await
+    async fn instantiate_raw(&self, host: Arc<HostContext>, limits: &Limits, dirs: &[PathBuf]) -> Result<PluginInstance, Fault> {
+        PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, dirs).await
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
