@@ -53,8 +53,8 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 pub mod prelude {
     pub use crate::host::{clock, log, processes};
     pub use crate::{
-        CollectError, Collector, Config, Event, HostError, PluginInfo, PriorityGroup, ProcessCreate,
-        ProcessTerminate,
+        CollectError, Collector, Config, CustomEvent, Event, HostError, PluginInfo, PriorityGroup,
+        ProcessCreate, ProcessTerminate,
     };
     pub use crate::{debug, info, warn};
 }

@@ -1,1 +1,99 @@
-fn main(){}
+//! The command line: help, config check, plugin inspect, and exit codes on bad input.
+
+use edgeguard_tests::{edgeguard_bin, plugin, repo_root};
+use std::process::{Command, Output};
+
+fn edgeguard(args: &[&str]) -> Output {
+    Command::new(edgeguard_bin()).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn help_on_every_command() {
+    for args in [&["--help"][..], &["run", "--help"], &["plugin", "inspect", "--help"], &["config", "check", "--help"]] {
+        let out = edgeguard(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("Usage:"), "{args:?}");
+    }
+    let out = edgeguard(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_shipped_config_checks_clean() {
+    let out = edgeguard(&["config", "check", repo_root().join("config/edgeguard.toml").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("valid"));
+}
+
+#[test]
+fn an_invalid_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[schedule]\nhigh = \"soon\"\n", "high"),
+        ("[schedule]\nhihg = \"10s\"\n", "hihg"),
+        ("[limits]\nmemory = \"100B\"\n", "limits.memory"),
+        ("[[plugin]]\nname = \"p\"\nfile = \"p.wasm\"\ngrants = [\"root\"]\n", "plugin[0].grants"),
+        ("[agent\n", "TOML parse error"),
+    ];
+    for (i, (content, key)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, content).unwrap();
+        for args in [vec!["config", "check", file.to_str().unwrap()], vec!["run", "--once", "--config", file.to_str().unwrap()]] {
+            let out = edgeguard(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?} on {content:?}: {}", text(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(key) && stderr.contains(file.to_str().unwrap()), "{content:?}: {stderr}");
+        }
+    }
+    let out = edgeguard(&["config", "check", "/nonexistent/edgeguard.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn plugin_inspect_shows_the_self_description() {
+    let path = plugin("edgeguard-plugin-process");
+    let cache = tempfile::tempdir().unwrap();
+    let out = edgeguard(&["plugin", "inspect", path.to_str().unwrap(), "--json", "--cache-dir", cache.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "process");
+    assert_eq!(v["wit"], "edgeguard:collector@0.1.0");
+    assert_eq!(v["default_group"], "high");
+    assert_eq!(v["events"], serde_json::json!(["ProcessCreate", "ProcessTerminate"]));
+    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "edgeguard:collector/processes@0.1.0"));
+    assert_eq!(v["size"].as_u64().unwrap(), std::fs::metadata(&path).unwrap().len());
+
+    let junk = cache.path().join("junk.wasm");
+    std::fs::write(&junk, b"junk").unwrap();
+    let out = edgeguard(&["plugin", "inspect", junk.to_str().unwrap(), "--cache-dir", cache.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("not WebAssembly"));
+}
+
+#[test]
+fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-process"), dir.path().join("process.wasm")).unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\x00\x00\x00").unwrap();
+    let config = dir.path().join("edgeguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nplugin_dir = {:?}\ncache_dir = {:?}\nid = \"9c647395-b913-4997-a732-a7fe7303b649\"\n\
+             [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+             [[plugin]]\nname = \"broken\"\nfile = \"broken.wasm\"\n",
+            dir.path(),
+            dir.path().join("cache")
+        ),
+    )
+    .unwrap();
+    let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"ProcessCreate\""));
+    assert!(stdout.contains("\"Diagnostic\"") && stdout.contains("plugin `broken`"), "{stdout}");
+}

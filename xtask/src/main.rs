@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the developer entry points. Each does its own set-up on a fresh
 //! Debian machine with rustup (wasm target, Debian packages, cargo tools), then its job.
 //!
-//!   cargo xtask run [-- ARGS]   build everything and run edgeguard locally (default: `run`)
+//!   cargo xtask run [ARGS]      build everything and run `edgeguard run [ARGS]` locally
+//!                               (or `edgeguard ARGS` when ARGS starts with a subcommand)
 //!   cargo xtask test            build everything and run the whole test suite
 //!   cargo xtask bench           run the benchmarks
 //!   cargo xtask plugins         build the built-in plugins only
@@ -28,8 +29,11 @@ fn main() -> Result<()> {
             build_all()?;
             let exe = target_dir().join("release/edgeguard");
             let mut cmd = Command::new(exe);
-            if rest.is_empty() { cmd.arg("run") } else { cmd.args(rest) };
-            run(&mut cmd)
+            // `cargo xtask run --once` means `edgeguard run --once`; `cargo xtask run plugin …` passes through.
+            if rest.first().is_none_or(|a| a.starts_with('-')) {
+                cmd.arg("run");
+            }
+            run(cmd.args(rest))
         }
         "test" => {
             setup_toolchain()?;
@@ -108,16 +112,22 @@ fn succeeds(cmd: &mut Command) -> bool {
 
 /// The wasm32-wasip2 target for plugins.
 fn setup_toolchain() -> Result<()> {
+    add_target("wasm32-wasip2")
+}
+
+fn add_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup is required")?;
-    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") {
-        step("adding the wasm32-wasip2 target");
-        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == target) {
+        step(&format!("adding the {target} target"));
+        run(Command::new("rustup").args(["target", "add", target]))?;
     }
     Ok(())
 }
 
-/// Tools the test suite drives: cargo-component (plugin authors' second build path).
+/// Tools the test suite drives: cargo-component and its default target (plugin authors'
+/// second build path).
 fn setup_test_tools() -> Result<()> {
+    add_target("wasm32-wasip1")?;
     if !succeeds(cargo().args(["component", "--version"])) {
         step("installing cargo-component (once; cached in the tools directory)");
         run(cargo()

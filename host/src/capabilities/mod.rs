@@ -1,11 +1,13 @@
 //! Host capabilities: the privileged side of each WIT interface a plugin may import.
 //!
-//! A plugin's component imports only the interfaces it uses. Each import maps to a
+//! A plugin's component imports only the interfaces it uses. Each of our interfaces maps to a
 //! [`Capability`] that the plugin's configuration must grant; the loader refuses a component
 //! with an ungranted import before instantiating it. WASI is linked for every plugin because a
-//! Rust std guest imports `wasi:io` and `wasi:cli` even when it does no I/O, but its context
-//! carries no authority: no preopened directory (unless `filesystem` is granted), no
-//! environment, no arguments, no network, stdio discarded.
+//! Rust std guest imports `wasi:io` and `wasi:cli` even when it does no I/O (and a component
+//! made by the preview1 adapter, as `cargo component build` does by default, also imports
+//! `wasi:filesystem`), but its context carries no authority: no environment, no arguments, no
+//! network, stdio discarded, and no preopened directory unless `filesystem` is granted with
+//! `dirs`. `wasi:sockets` is refused outright.
 
 mod clock;
 mod log;
@@ -25,7 +27,7 @@ pub enum Capability {
     Log,
     Clock,
     Processes,
-    /// `wasi:filesystem`, limited to the read-only directories the configuration lists.
+    /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
     Filesystem,
 }
 
@@ -70,8 +72,8 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "log")) => ImportNeed::Grant(Capability::Log),
         Some(("edgeguard:collector", "clock")) => ImportNeed::Grant(Capability::Clock),
         Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
-        Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random", _)) => ImportNeed::Baseline,
-        Some(("wasi:filesystem", _)) => ImportNeed::Grant(Capability::Filesystem),
+        // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
+        Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
         Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
         _ => ImportNeed::Unknown,
     }
@@ -138,7 +140,7 @@ pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capab
             Capability::Log => wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Clock => wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            // Part of WASI, linked for all; authority comes only from the preopened `dirs`.
+            // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }
     }
@@ -154,7 +156,7 @@ mod tests {
         assert_eq!(import_need("edgeguard:collector/processes@0.1.0"), ImportNeed::Grant(Capability::Processes));
         assert_eq!(import_need("edgeguard:collector/types@0.1.3"), ImportNeed::Baseline);
         assert_eq!(import_need("wasi:cli/environment@0.2.6"), ImportNeed::Baseline);
-        assert_eq!(import_need("wasi:filesystem/preopens@0.2.0"), ImportNeed::Grant(Capability::Filesystem));
+        assert_eq!(import_need("wasi:filesystem/preopens@0.2.0"), ImportNeed::Baseline);
         assert!(matches!(import_need("wasi:sockets/tcp@0.2.0"), ImportNeed::Refused(_)));
         assert_eq!(import_need("acme:evil/thing"), ImportNeed::Unknown);
     }
