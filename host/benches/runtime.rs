@@ -1,1 +1,84 @@
-fn main(){}
+//! Plugin runtime costs: compile, cached load, instantiation, an empty call, per-event cost
+//! across the WIT boundary, and the process collector against a native scan of the same fields.
+//!
+//! Needs the plugins built (`cargo xtask bench` does it).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use edgeguard::capabilities::{Capability, HostContext, read_processes};
+use edgeguard::config::Limits;
+use edgeguard::runtime::{LoadedPlugin, Runtime};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn plugin_file(package: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let file = target.join(format!("wasm/wasm32-wasip2/plugin/{}.wasm", package.replace('-', "_")));
+    assert!(file.exists(), "{} is missing: run `cargo xtask bench`", file.display());
+    file
+}
+
+fn benches(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let cache = tempfile_dir();
+    let rt = Runtime::new(&cache).unwrap();
+    let process_bytes = std::fs::read(plugin_file("edgeguard-plugin-process")).unwrap();
+    let process_grants = [Capability::Processes, Capability::Log];
+    let host = HostContext::new(Path::new("/"));
+
+    c.bench_function("compile process plugin (cold, Cranelift)", |b| {
+        b.iter(|| wasmtime::component::Component::new(&rt.engine, &process_bytes).unwrap())
+    });
+
+    // Warm the cache once, then measure the full load path users see on a restart.
+    tokio.block_on(LoadedPlugin::load(&rt, "process", process_bytes.clone(), &process_grants, &[])).unwrap();
+    c.bench_function("load process plugin (cached artifact, checks, describe)", |b| {
+        b.iter(|| tokio.block_on(LoadedPlugin::load(&rt, "process", process_bytes.clone(), &process_grants, &[])).unwrap())
+    });
+
+    let process = tokio.block_on(LoadedPlugin::load(&rt, "process", process_bytes.clone(), &process_grants, &[])).unwrap();
+    c.bench_function("instantiate process plugin (InstancePre + init)", |b| {
+        b.iter(|| tokio.block_on(process.instantiate(host.clone(), &Limits::default(), "{}")).unwrap())
+    });
+
+    let synthetic = tokio
+        .block_on(LoadedPlugin::load_file(&rt, "synthetic", &plugin_file("edgeguard-fault-plugin"), &[Capability::Processes], &[]))
+        .unwrap();
+    for count in [0u32, 1000] {
+        let config = format!(r#"{{"mode":"synthetic","count":{count}}}"#);
+        let mut instance = tokio.block_on(synthetic.instantiate(host.clone(), &Limits::default(), &config)).unwrap();
+        let name = if count == 0 { "collect() round trip, no events".to_string() } else { format!("collect() returning {count} ProcessCreate") };
+        c.bench_function(&name, |b| b.iter(|| tokio.block_on(instance.collect()).unwrap().unwrap()));
+    }
+
+    // The process collector's cycle: snapshot through the capability, diff in the plugin.
+    let mut collector = tokio.block_on(process.instantiate(host.clone(), &Limits::default(), r#"{"report_existing":false}"#)).unwrap();
+    c.bench_function("process collector cycle (plugin)", |b| b.iter(|| tokio.block_on(collector.collect()).unwrap().unwrap()));
+
+    // The same work natively: the same procfs reads, keyed and diffed the same way.
+    let mut previous: Option<HashMap<(u32, u64), _>> = None;
+    c.bench_function("process scan and diff (native Rust)", |b| {
+        b.iter(|| {
+            let now: HashMap<(u32, u64), _> = read_processes(&host).unwrap().into_iter().map(|p| ((p.pid, p.start_time), p)).collect();
+            let changed = previous.as_ref().map(|before| now.keys().filter(|k| !before.contains_key(k)).count() + before.keys().filter(|k| !now.contains_key(k)).count());
+            previous = Some(now);
+            changed
+        })
+    });
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeguard-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+criterion_group! {
+    name = runtime;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(runtime);

@@ -45,6 +45,7 @@ fn main() -> Result<()> {
         "bench" => {
             setup_toolchain()?;
             build_all()?;
+            build_wasm(&["edgeguard-fault-plugin"])?;
             step("running the benchmarks");
             run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))
         }
@@ -160,15 +161,20 @@ fn build_all() -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "edgeguard"]))
 }
 
-fn build_plugins() -> Result<()> {
-    step("building the built-in plugins (wasm32-wasip2)");
+fn build_wasm(packages: &[&str]) -> Result<()> {
     let mut cmd = cargo();
     cmd.env("CARGO_TARGET_DIR", wasm_target_dir());
     cmd.args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
-    for p in BUILTIN_PLUGINS {
-        cmd.args(["-p", &format!("edgeguard-plugin-{p}")]);
+    for p in packages {
+        cmd.args(["-p", p]);
     }
-    run(&mut cmd)?;
+    run(&mut cmd)
+}
+
+fn build_plugins() -> Result<()> {
+    step("building the built-in plugins (wasm32-wasip2)");
+    let packages: Vec<String> = BUILTIN_PLUGINS.iter().map(|p| format!("edgeguard-plugin-{p}")).collect();
+    build_wasm(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
     let dest = target_dir().join("release/plugins");
     std::fs::create_dir_all(&dest)?;
     for p in BUILTIN_PLUGINS {

@@ -1,13 +1,15 @@
 //! Every way a plugin can misbehave, chosen by `mode` in its configuration:
 //! `healthy` (one heartbeat per call), `trap`, `loop`, `memory`, `flood`, `file` (reads
 //! /etc/hostname through WASI), `processes` (uses the processes capability),
-//! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error).
+//! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error),
+//! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call).
 
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::CustomEvent;
 
 struct Fault {
     mode: String,
+    count: u64,
     calls: u64,
 }
 
@@ -18,7 +20,8 @@ impl Collector for Fault {
 
     fn new(config: Config) -> Result<Self, CollectError> {
         let mode = config.get("mode").and_then(|m| m.as_str()).unwrap_or("healthy").to_owned();
-        Ok(Fault { mode, calls: 0 })
+        let count = config.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
+        Ok(Fault { mode, count, calls: 0 })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
@@ -47,9 +50,22 @@ impl Collector for Fault {
             "processes" => Ok(vec![custom("ProcessCount", format!("{{\"Count\":{}}}", processes::snapshot()?.len()))]),
             "bad-event" => Ok(vec![custom("Broken", "{not json".into()), Event::Heartbeat]),
             "error" => Err(CollectError::Internal("deliberate failure".into())),
+            "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
             other => Err(CollectError::config("mode", format!("unknown mode `{other}`"))),
         }
     }
+}
+
+fn synthetic_process(i: u32) -> Event {
+    Event::ProcessCreate(edgeguard_sdk::ProcessCreate {
+        executable: "/usr/bin/python3.11".into(),
+        process_id: 4000 + i,
+        parent_process_id: 1,
+        user_id: 1000,
+        user_name: Some("edge".into()),
+        command_line: format!("/usr/bin/python3 /opt/app/worker.py --queue telemetry --shard {i}"),
+        extra: vec![("Name".into(), "python3".into())],
+    })
 }
 
 fn custom(name: &str, json: String) -> Event {
