@@ -127,3 +127,29 @@ unsafe fn libc_geteuid() -> u32 {
     }
     unsafe { geteuid() }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_state_is_read_through_the_host_root() {
+    // A host root whose /proc is the real one and whose passwd names uid 0 differently: the
+    // collector must read both through the root, not through this process's own `/`.
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc", root.path().join("proc")).unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    let passwd = format!("hostadmin:x:0:0::/root:/bin/sh\nhostuser:x:{}:0::/:/bin/sh\n", unsafe { libc_geteuid() });
+    std::fs::write(root.path().join("etc/passwd"), passwd).unwrap();
+
+    let (rt, _cache) = runtime();
+    let grants = [Capability::Processes, Capability::Log];
+    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
+    let mut collector = loaded.instantiate(HostContext::new(root.path()), &Limits::default(), "{}").await.unwrap();
+    let events = collect(&mut collector).await;
+    let me = created(&events, std::process::id()).expect("this process, through the host root's /proc");
+    let expected = if me.user_id == 0 { "hostadmin" } else { "hostuser" };
+    assert_eq!(me.user_name.as_deref(), Some(expected));
+
+    // A host root without /proc is an error the plugin reports, not a crash.
+    let empty = tempfile::tempdir().unwrap();
+    let mut blind = loaded.instantiate(HostContext::new(empty.path()), &Limits::default(), "{}").await.unwrap();
+    let error = blind.collect().await.expect("no fault").expect_err("no /proc under the root");
+    assert!(edgeguard::runtime::instance::describe_error(&error).contains("proc"), "{error:?}");
+}
