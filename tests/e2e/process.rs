@@ -135,7 +135,7 @@ async fn host_state_is_read_through_the_host_root() {
     let root = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/proc", root.path().join("proc")).unwrap();
     std::fs::create_dir(root.path().join("etc")).unwrap();
-    let passwd = format!("hostadmin:x:0:0::/root:/bin/sh\nhostuser:x:{}:0::/:/bin/sh\n", unsafe { libc_geteuid() });
+    let passwd = format!("hostadmin:x:{}:0::/root:/bin/sh\n", unsafe { libc_geteuid() });
     std::fs::write(root.path().join("etc/passwd"), passwd).unwrap();
 
     let (rt, _cache) = runtime();
@@ -144,8 +144,7 @@ async fn host_state_is_read_through_the_host_root() {
     let mut collector = loaded.instantiate(HostContext::new(root.path()), &Limits::default(), "{}").await.unwrap();
     let events = collect(&mut collector).await;
     let me = created(&events, std::process::id()).expect("this process, through the host root's /proc");
-    let expected = if me.user_id == 0 { "hostadmin" } else { "hostuser" };
-    assert_eq!(me.user_name.as_deref(), Some(expected));
+    assert_eq!(me.user_name.as_deref(), Some("hostadmin"));
 
     // A host root without /proc is an error the plugin reports, not a crash.
     let empty = tempfile::tempdir().unwrap();
