@@ -5,7 +5,7 @@ use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::runtime::bindings::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{plugin, runtime};
+use edgeguard_tests::{euid, plugin, runtime};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -67,7 +67,7 @@ async fn reports_create_then_terminate_with_exit_status() {
     let (create, _) = collect_until(&mut collector, |events| created(events, pid).cloned()).await;
     assert_eq!(create.command_line, command_line);
     assert_eq!(create.parent_process_id, std::process::id());
-    assert_eq!(create.user_id, unsafe { libc_geteuid() });
+    assert_eq!(create.user_id, euid());
     assert!(create.executable.ends_with("/sleep"), "executable: {}", create.executable);
     if create.user_id == 0 {
         assert_eq!(create.user_name.as_deref(), Some("root"));
@@ -121,13 +121,6 @@ async fn bad_plugin_configuration_is_refused_by_name() {
     assert!(err.to_string().contains("reportExisting"), "{err}");
 }
 
-unsafe fn libc_geteuid() -> u32 {
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn host_state_is_read_through_the_host_root() {
     // A host root whose /proc is the real one and whose passwd names uid 0 differently: the
@@ -135,7 +128,7 @@ async fn host_state_is_read_through_the_host_root() {
     let root = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/proc", root.path().join("proc")).unwrap();
     std::fs::create_dir(root.path().join("etc")).unwrap();
-    let passwd = format!("hostadmin:x:{}:0::/root:/bin/sh\n", unsafe { libc_geteuid() });
+    let passwd = format!("hostadmin:x:{}:0::/root:/bin/sh\n", euid());
     std::fs::write(root.path().join("etc/passwd"), passwd).unwrap();
 
     let (rt, _cache) = runtime();

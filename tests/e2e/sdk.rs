@@ -6,7 +6,7 @@ use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::{Config, Limits};
 use edgeguard::runtime::LoadedPlugin;
 use edgeguard::runtime::bindings::edgeguard::collector::types::Event;
-use edgeguard_tests::{repo_root, runtime, target_dir};
+use edgeguard_tests::{euid, repo_root, runtime, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -68,7 +68,7 @@ async fn load_and_collect(component: PathBuf) {
     let events = instance.collect().await.unwrap().unwrap();
     let Some(Event::Custom(c)) = events.first() else { panic!("expected a custom event, got {events:?}") };
     assert_eq!(c.name, "UserProcesses");
-    let me = if unsafe { libc_geteuid() } == 0 { "root" } else { "" };
+    let me = if euid() == 0 { "root" } else { "" };
     assert!(c.payload_json.iter().any(|item| item.contains(&format!("\"User\":\"{me}")) && item.contains("\"Processes\":")), "{:?}", c.payload_json);
     let event = edgeguard::events::from_plugin(events[0].clone()).expect("valid custom event");
     assert_eq!(event.family, edgeguard::events::Family::Edgeguard);
@@ -93,11 +93,4 @@ async fn readme_collector_builds_with_cargo_component() {
     // cargo-component's default target is wasm32-wasip1 plus the preview1 adapter.
     build(dir.path(), &["component", "build", "--release"]);
     load_and_collect(target_dir().join("sdk-example/wasm32-wasip1/release/user_processes.wasm")).await;
-}
-
-unsafe fn libc_geteuid() -> u32 {
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() }
 }

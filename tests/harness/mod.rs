@@ -57,3 +57,12 @@ pub fn test_limits() -> edgeguard::config::Limits {
         ..Default::default()
     }
 }
+
+/// The effective user id of the test process.
+pub fn euid() -> u32 {
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { geteuid() }
+}
