@@ -87,16 +87,11 @@ impl LoadedPlugin {
             .and_then(CollectorPre::new)
             .map_err(|e| invalid(format!("does not match the collector world: {e:#}")))?;
 
-        let mut loaded = LoadedPlugin {
-            name: name.into(),
-            info: PluginInfo {
-                name: String::new(),
-                version: String::new(),
-                events: vec![],
-                capabilities: vec![],
-                default_group: super::bindings::edgeguard::collector::types::PriorityGroup::Medium,
-                description: String::new(),
-            },
+        let name: Arc<str> = name.into();
+        let info = describe(&runtime.engine, &pre, &name).await.map_err(|fault| LoadError::Describe { plugin: name.to_string(), fault })?;
+        Ok(LoadedPlugin {
+            name,
+            info,
             sha256,
             size,
             wit_version: format!("{WIT_PACKAGE}@{wit_version}"),
@@ -106,32 +101,27 @@ impl LoadedPlugin {
             dirs: dirs.to_vec(),
             pre,
             runtime: runtime.clone(),
-        };
-        loaded.info = loaded.describe().await.map_err(|fault| LoadError::Describe { plugin: name.to_owned(), fault })?;
-        Ok(loaded)
-    }
-
-    /// Runs `describe` in a throw-away instance with default limits and no host data.
-    async fn describe(&self) -> Result<PluginInfo, Fault> {
-        let host = HostContext::new(std::path::Path::new("/nonexistent"));
-        let mut instance = self.instantiate_raw(host, &Limits::default(), &[]).await?;
-        instance.describe().await
+        })
     }
 
     /// A fresh instance with `init(config)` done.
     pub async fn instantiate(&self, host: Arc<HostContext>, limits: &Limits, config_json: &str) -> Result<PluginInstance, Fault> {
-        let mut instance = self.instantiate_raw(host, limits, &self.dirs).await?;
+        let mut instance =
+            PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, &self.dirs).await?;
         instance.init(config_json).await?;
         Ok(instance)
-    }
-
-    async fn instantiate_raw(&self, host: Arc<HostContext>, limits: &Limits, dirs: &[PathBuf]) -> Result<PluginInstance, Fault> {
-        PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, dirs).await
     }
 
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.runtime.engine
     }
+}
+
+/// Runs `describe` in a throw-away instance with default limits, no host data and no directories.
+async fn describe(engine: &wasmtime::Engine, pre: &CollectorPre<HostState>, name: &Arc<str>) -> Result<PluginInfo, Fault> {
+    let host = HostContext::new(std::path::Path::new("/nonexistent"));
+    let mut instance = PluginInstance::new(engine, pre, Arc::clone(name), host, &Limits::default(), &[]).await?;
+    instance.describe().await
 }
 
 /// A core module instead of a component is the most common mistake: say so plainly.
