@@ -1,9 +1,10 @@
 //! `edgeguard run`: load the configured plugins, schedule them, and write their messages.
 
 use crate::capabilities::{Capability, HostContext};
-use crate::config::Config;
+use crate::config::{Config, SinkKind};
 use crate::events::{SecurityEvent, Severity};
-use crate::output::{MessageBuilder, Sink, agent_id_from_host};
+use crate::output::{FileSink, Sink, StdoutSink, agent_id_from_host};
+use crate::pipeline::{self, Pipeline, StateDir};
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::scheduler::{Batch, PluginSpec, Running, Scheduler};
 use anyhow::Context;
@@ -68,52 +69,60 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     } else {
         config.agent.id.clone()
     };
-    let builder = MessageBuilder::new(agent_id);
-    let mut sink = match &options.output {
-        Some(path) => Sink::file(path).await.with_context(|| format!("cannot open output file {}", path.display()))?,
-        None => Sink::stdout(),
+    let settings = config.pipeline_settings().map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let issues = settings.asc.check();
+    let state_dir = config.state_dir();
+    let (mut pipeline, resumed) = Pipeline::open(StateDir::open(&state_dir)?, settings, &agent_id)?;
+    tracing::info!(
+        state_dir = %state_dir.display(),
+        queued = resumed.queued_events,
+        aggregating = resumed.aggregating,
+        "pipeline open"
+    );
+    if resumed.discarded_bytes > 0 {
+        let message = format!("{} bytes of the event cache were torn or corrupt and were cut", resumed.discarded_bytes);
+        tracing::warn!("{message}");
+        pipeline.accept(vec![pipeline::diagnostic(Severity::Warning, &message)])?;
+    }
+    for issue in &issues {
+        tracing::warn!("agent configuration: {issue}");
+    }
+    pipeline.accept(issues.iter().map(|i| i.to_event()).collect())?;
+
+    let mut sink: Box<dyn Sink> = match (&options.output, config.output.sink) {
+        (Some(path), _) => Box::new(file_sink(path, &config).await?),
+        (None, SinkKind::File) => Box::new(file_sink(&config.output.file, &config).await?),
+        (None, SinkKind::Stdout) => Box::new(StdoutSink::new()),
     };
 
     let (specs, load_failures) = load_plugins(&config, &runtime).await;
     if specs.is_empty() {
         anyhow::bail!("no plugin could be loaded (plugin directory: {})", config.plugin_dir().display());
     }
+    pipeline.accept(load_failures)?;
 
-    let (tx, mut rx) = mpsc::channel::<Batch>(256);
-    if !load_failures.is_empty() {
-        tx.send(Batch { plugin: "edgeguard".into(), at: std::time::Instant::now(), events: load_failures }).await?;
-    }
-    let scheduler = Scheduler::new(host, config.schedule.clone(), tx);
+    let (tx, rx) = mpsc::channel::<Batch>(256);
+    let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
     let running: Vec<Running> = specs.into_iter().map(|spec| scheduler.spawn(spec, options.once)).collect();
     drop(scheduler);
-    tracing::info!(plugins = running.len(), agent_id = builder.agent_id(), "edgeguard running");
+    tracing::info!(plugins = running.len(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
 
-    let writer = async {
-        while let Some(batch) = rx.recv().await {
-            for message in builder.build(&batch.events) {
-                sink.send(&message).await.context("writing a message")?;
-            }
-        }
-        anyhow::Ok(())
-    };
-
-    if options.once {
-        // Every actor ends after one collection and drops its sender; the writer then drains.
-        writer.await?;
-        for r in running {
-            r.task.await.ok();
-        }
-    } else {
-        tokio::select! {
-            result = writer => result?,
-            _ = shutdown_signal() => tracing::info!("shutting down"),
-        }
-        for r in &running {
-            r.task.abort();
-        }
+    // With --once every actor ends after one collection and drops its sender; the pipeline
+    // then closes its windows and drains. Otherwise it runs until a signal.
+    let pipeline = pipeline.run(rx, sink.as_mut(), options.once, shutdown_signal()).await?;
+    for r in running {
+        r.task.abort();
+        let _ = r.task.await;
     }
-    tracing::info!(messages = sink.messages, "edgeguard stopped");
+    let c = pipeline.statistics();
+    tracing::info!(queued = pipeline.queued(), messages = c.messages_sent, failed = c.total_failed, "edgeguard stopped");
     Ok(())
+}
+
+async fn file_sink(path: &std::path::Path, config: &Config) -> anyhow::Result<FileSink> {
+    FileSink::open(path, config.output.max_file_size.0, config.output.max_files)
+        .await
+        .with_context(|| format!("cannot open output file {}", path.display()))
 }
 
 async fn shutdown_signal() {

@@ -2,9 +2,12 @@
 //! unknown keys and bad values are refused with the key's name.
 
 use crate::capabilities::Capability;
+use crate::pipeline::aggregation::Rule;
+use crate::pipeline::asc_config::{AgentConfiguration, Priority};
+use crate::pipeline::settings::{EventSettings, Settings};
 use crate::units::{Bytes, Span};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +26,81 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
+    /// The ASC agent configuration object, keys as in the module twin; a value may be given
+    /// bare or wrapped as `{ value = ... }`.
+    #[serde(default)]
+    pub asc: toml::Table,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Per event kind: priority and aggregation of the project's own kinds, identities of all.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Queued events, open aggregation windows, counters. Empty: /var/lib/edgeguard for root,
+    /// else $XDG_STATE_HOME/edgeguard or ~/.local/state/edgeguard.
+    pub state_dir: PathBuf,
+    /// How often queued events are flushed to the device (fsync); a crash of the process loses
+    /// nothing in between, a power cut may.
+    pub sync_interval: Span,
+    /// Messages handed to the sink and not yet acknowledged.
+    pub max_in_flight: usize,
+    /// Distinct events an aggregation window may hold before it closes early.
+    pub aggregation_max_entries: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let d = Settings::default();
+        PipelineConfig {
+            state_dir: PathBuf::new(),
+            sync_interval: Span(d.sync_interval),
+            max_in_flight: d.max_in_flight,
+            aggregation_max_entries: d.aggregation_max_entries,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventConfig {
+    /// "High", "Low" or "Off" (any case); not for ASC event kinds (their priority is in [asc]).
+    pub priority: Option<String>,
+    pub aggregate: Option<bool>,
+    pub aggregation_interval: Option<Span>,
+    /// The fields that make two events identical: `Field`, `ExtraDetails.Key`, `Field when Other=Value`.
+    pub aggregate_by: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    #[default]
+    Stdout,
+    File,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub sink: SinkKind,
+    /// For `file`: where messages are appended, one JSON message per line.
+    pub file: PathBuf,
+    /// For `file`: past this size the file rotates.
+    pub max_file_size: Bytes,
+    /// For `file`: rotated files kept (FILE.1 ... FILE.n).
+    pub max_files: u32,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { sink: SinkKind::Stdout, file: PathBuf::new(), max_file_size: Bytes(16 << 20), max_files: 4 }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -248,6 +326,13 @@ impl Config {
             return Err(("schedule.max_concurrent".into(), "must be at least 1".into()));
         }
         check_limits("limits", &self.limits)?;
+        self.pipeline_settings()?;
+        if self.output.sink == SinkKind::File && self.output.file.as_os_str().is_empty() {
+            return Err(("output.file".into(), "the file sink needs a file".into()));
+        }
+        if self.output.max_file_size.0 < 4096 {
+            return Err(("output.max_file_size".into(), format!("{} is too small (at least 4KiB)", self.output.max_file_size)));
+        }
 
         let mut names = HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
@@ -287,6 +372,83 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The ASC configuration object as the twin carries it: every value `{"value": ...}`.
+    pub fn asc_object(&self) -> serde_json::Value {
+        let wrapped = self
+            .asc
+            .iter()
+            .map(|(k, v)| {
+                let v = serde_json::to_value(v).expect("TOML is JSON-compatible");
+                let is_wrapped = v.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("value"));
+                (k.clone(), if is_wrapped { v } else { serde_json::json!({ "value": v }) })
+            })
+            .collect();
+        serde_json::Value::Object(wrapped)
+    }
+
+    /// The pipeline's settings, validated; errors name the key.
+    pub fn pipeline_settings(&self) -> Result<Settings, (String, String)> {
+        let asc = AgentConfiguration::parse(&self.asc_object(), &AgentConfiguration::default()).map_err(|refused| {
+            let first = &refused.issues[0];
+            (format!("asc.{}", first.name), first.message.clone())
+        })?;
+        let p = &self.pipeline;
+        if p.sync_interval.0 < Duration::from_millis(10) {
+            return Err(("pipeline.sync_interval".into(), format!("{} is too short (at least 10ms)", p.sync_interval)));
+        }
+        if p.max_in_flight == 0 {
+            return Err(("pipeline.max_in_flight".into(), "must be at least 1".into()));
+        }
+        if p.aggregation_max_entries == 0 {
+            return Err(("pipeline.aggregation_max_entries".into(), "must be at least 1".into()));
+        }
+        let mut events = BTreeMap::new();
+        for (name, e) in &self.events {
+            let at = |field: &str| format!("events.{name}.{field}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err((format!("events.{name}"), "an event name is ASCII letters and digits".into()));
+            }
+            let priority = match &e.priority {
+                None => None,
+                Some(text) => Some(Priority::parse(text).ok_or_else(|| (at("priority"), format!("`{text}`: expected High, Low or Off")))?),
+            };
+            if let Some(span) = e.aggregation_interval
+                && span.0.is_zero()
+            {
+                return Err((at("aggregation_interval"), "must be longer than zero".into()));
+            }
+            let aggregate_by = match &e.aggregate_by {
+                None => None,
+                Some(specs) => Some(Rule::parse(specs).map_err(|m| (at("aggregate_by"), m))?),
+            };
+            events.insert(name.clone(), EventSettings { priority, aggregate: e.aggregate, aggregation_interval: e.aggregation_interval.map(|s| s.0), aggregate_by });
+        }
+        let settings = Settings {
+            asc,
+            events,
+            max_in_flight: p.max_in_flight,
+            sync_interval: p.sync_interval.0,
+            aggregation_max_entries: p.aggregation_max_entries,
+        };
+        settings.check_events().map_err(|(name, message)| (format!("events.{name}"), message))?;
+        Ok(settings)
+    }
+
+    /// The pipeline's state directory, resolved.
+    pub fn state_dir(&self) -> PathBuf {
+        if !self.pipeline.state_dir.as_os_str().is_empty() {
+            return self.pipeline.state_dir.clone();
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/edgeguard");
+        }
+        match std::env::var_os("XDG_STATE_HOME").or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state").into())) {
+            Some(base) => Path::new(&base).join("edgeguard"),
+            None => std::env::temp_dir().join("edgeguard-state"),
+        }
     }
 
     /// The plugin directory, resolved.

@@ -3,16 +3,16 @@
 
 use crate::runtime::bindings::edgeguard::collector::types::{self as wit, Direction, LoginResult, Protocol};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Category {
     Periodic,
     Triggered,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
     Security,
     Operational,
@@ -21,7 +21,8 @@ pub enum EventType {
 
 /// Which message family an event travels in: the ASC security message schema, or the
 /// project's own schema for event kinds ASC does not know.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     Asc,
     Edgeguard,
@@ -52,19 +53,34 @@ impl SecurityEvent {
     }
 
     /// The event as the ASC schema wants it, keys in the order the reference agent writes them.
-    pub fn to_json(&self) -> Value {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Wire<'a> {
+            category: Category,
+            event_type: EventType,
+            name: &'a str,
+            payload_schema_version: &'static str,
+            id: uuid::fmt::Hyphenated,
+            timestamp_local: String,
+            #[serde(rename = "TimestampUTC")]
+            timestamp_utc: String,
+            is_empty: bool,
+            payload: &'a [Value],
+        }
         let local: DateTime<Local> = self.time.with_timezone(&Local);
-        json!({
-            "Category": self.category,
-            "EventType": self.event_type,
-            "Name": self.name,
-            "PayloadSchemaVersion": "1.0",
-            "Id": self.id.to_string(),
-            "TimestampLocal": local.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "TimestampUTC": self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "IsEmpty": self.payload.is_empty(),
-            "Payload": self.payload,
-        })
+        let wire = Wire {
+            category: self.category,
+            event_type: self.event_type,
+            name: &self.name,
+            payload_schema_version: "1.0",
+            id: self.id.hyphenated(),
+            timestamp_local: local.to_rfc3339_opts(SecondsFormat::Millis, true),
+            timestamp_utc: self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            is_empty: self.payload.is_empty(),
+            payload: &self.payload,
+        };
+        serde_json::to_vec(&wire).expect("an event always serializes")
     }
 
     /// A Diagnostic event from the host itself (plugin faults, load failures).

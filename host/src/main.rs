@@ -26,7 +26,7 @@ enum Command {
         /// Configuration file (TOML); default: the embedded configuration with every built-in plugin.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Collect every plugin once, write the messages and exit.
+        /// Collect every plugin once, send everything queued (whatever the send frequencies) and exit.
         #[arg(long)]
         once: bool,
         /// Append messages to FILE instead of writing them to stdout.
@@ -41,6 +41,9 @@ enum Command {
         /// Compiled-plugin cache directory (overrides agent.cache_dir).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Queued events and pipeline state (overrides pipeline.state_dir).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Inspect plugin components.
     Plugin {
@@ -101,7 +104,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), (u8, String)> {
     let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
     match command {
-        Command::Run { config, once, output, plugin_dir, host_root, cache_dir } => {
+        Command::Run { config, once, output, plugin_dir, host_root, cache_dir, state_dir } => {
             let mut config = match config {
                 Some(path) => Config::load(&path).map_err(|e| bad_input(&e))?,
                 None => Config::embedded_default(),
@@ -114,6 +117,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             }
             if let Some(dir) = cache_dir {
                 config.agent.cache_dir = dir;
+            }
+            if let Some(dir) = state_dir {
+                config.pipeline.state_dir = dir;
             }
             app::run(RunOptions { config, once, output }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
         }
@@ -130,6 +136,10 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             let config = Config::load(&file).map_err(|e| bad_input(&e))?;
             let enabled = config.plugins.iter().filter(|p| p.enabled).count();
             println!("{}: valid ({} plugins, {enabled} enabled)", file.display(), config.plugins.len());
+            let settings = config.pipeline_settings().map_err(|(k, m)| (EXIT_BAD_INPUT, format!("`{k}`: {m}")))?;
+            for issue in settings.asc.check() {
+                println!("  warning: asc.{issue}");
+            }
             for p in &config.plugins {
                 let path = config.plugin_path(p);
                 if !path.exists() {

@@ -84,10 +84,12 @@ fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
         &config,
         format!(
             "[agent]\nplugin_dir = {:?}\ncache_dir = {:?}\nid = \"9c647395-b913-4997-a732-a7fe7303b649\"\n\
+             [pipeline]\nstate_dir = {:?}\n\
              [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
              [[plugin]]\nname = \"broken\"\nfile = \"broken.wasm\"\n",
             dir.path(),
-            dir.path().join("cache")
+            dir.path().join("cache"),
+            dir.path().join("state")
         ),
     )
     .unwrap();

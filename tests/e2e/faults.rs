@@ -99,7 +99,8 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         ..ScheduleConfig::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx);
+    let routing = tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx, routing.subscribe());
     let mut running = Vec::new();
     for mode in ["healthy", "trap", "loop", "memory", "flood", "error", "bad-event"] {
         let loaded = Arc::new(fault_plugin(&rt, mode).await);

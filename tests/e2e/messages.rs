@@ -12,6 +12,8 @@ fn local_run_once_writes_schema_valid_messages() {
     let out = std::process::Command::new(edgeguard_bin())
         .args(["run", "--once", "--cache-dir"])
         .arg(dir.path().join("cache"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .arg("--plugin-dir")
         .arg(&plugins)
         .output()

@@ -1,7 +1,55 @@
-//! From events to bytes somewhere: message envelopes and sinks.
+//! Where messages go. Every sink follows one contract, send then acknowledge: `send` returns
+//! once the sink has taken the message (backpressure), with an [`Acknowledgement`] that
+//! resolves when the message is safe at its destination. The pipeline forgets cached events
+//! only on acknowledgement, so a sink that fails, or a process that dies, loses nothing.
 
-mod message;
-mod sink;
+pub mod envelope;
+mod file;
+mod stdout;
 
-pub use message::{MessageBuilder, agent_id_from_host};
-pub use sink::Sink;
+pub use envelope::agent_id_from_host;
+pub use file::FileSink;
+pub use stdout::StdoutSink;
+
+use crate::events::Family;
+use crate::pipeline::asc_config::Priority;
+use std::future::Future;
+use std::pin::Pin;
+
+/// One message, serialized.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub id: uuid::Uuid,
+    pub family: Family,
+    /// The queue that triggered the send (`MessagePriority` property of the ASC C# agent).
+    pub priority: Priority,
+    pub body: Vec<u8>,
+    pub events: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the sink went away before acknowledging")]
+    Gone,
+}
+
+/// Resolves when the message is delivered (Ok) or known lost (Err).
+pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+
+pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<Acknowledgement, SinkError>> + Send + 'a>>;
+
+pub trait Sink: Send {
+    /// For logs: where messages go.
+    fn describe(&self) -> String;
+    /// Hands a message over; see the module documentation.
+    fn send(&mut self, message: Message) -> Sending<'_>;
+}
+
+/// An acknowledgement that is already in: the message is written.
+pub fn acknowledged() -> Acknowledgement {
+    Box::pin(std::future::ready(Ok(())))
+}

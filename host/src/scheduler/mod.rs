@@ -5,11 +5,12 @@
 use crate::capabilities::HostContext;
 use crate::config::{Group, Limits, ScheduleConfig};
 use crate::events::{self, SecurityEvent, Severity};
+use crate::pipeline::Routing;
 use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
 use crate::runtime::bindings::edgeguard::collector::types::PriorityGroup;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
@@ -51,6 +52,8 @@ pub struct PluginStatus {
     pub last_fault: Option<String>,
     pub errors: u64,
     pub skipped_while_backing_off: u64,
+    /// Collections not made because every event the plugin emits is Off.
+    pub skipped_all_off: u64,
 }
 
 pub struct Scheduler {
@@ -58,6 +61,7 @@ pub struct Scheduler {
     schedule: ScheduleConfig,
     permits: Arc<Semaphore>,
     tx: mpsc::Sender<Batch>,
+    routing: watch::Receiver<Arc<Routing>>,
 }
 
 /// A running plugin task.
@@ -68,9 +72,10 @@ pub struct Running {
 }
 
 impl Scheduler {
-    pub fn new(host: Arc<HostContext>, schedule: ScheduleConfig, tx: mpsc::Sender<Batch>) -> Scheduler {
+    /// `routing` tells which events are Off: a plugin whose events all are is not called.
+    pub fn new(host: Arc<HostContext>, schedule: ScheduleConfig, tx: mpsc::Sender<Batch>, routing: watch::Receiver<Arc<Routing>>) -> Scheduler {
         let permits = Arc::new(Semaphore::new(schedule.max_concurrent));
-        Scheduler { host, schedule, permits, tx }
+        Scheduler { host, schedule, permits, tx, routing }
     }
 
     /// Starts a plugin's actor. With `once`, it collects a single time, right away, and ends.
@@ -82,6 +87,7 @@ impl Scheduler {
             permits: Arc::clone(&self.permits),
             tx: self.tx.clone(),
             status: Arc::clone(&status),
+            routing: self.routing.clone(),
         };
         let jitter = if once { Duration::ZERO } else { self.schedule.first_collection_jitter.0.mul_f64(fastrand::f64()) };
         let name = Arc::clone(&actor.spec.loaded.name);
@@ -96,6 +102,7 @@ struct Actor {
     permits: Arc<Semaphore>,
     tx: mpsc::Sender<Batch>,
     status: Arc<Mutex<PluginStatus>>,
+    routing: watch::Receiver<Arc<Routing>>,
 }
 
 impl Actor {
@@ -112,6 +119,13 @@ impl Actor {
         let mut restart_at = Instant::now();
         loop {
             ticker.tick().await;
+            if self.routing.borrow().silences(&self.spec.loaded.info.events) {
+                self.status.lock().unwrap().skipped_all_off += 1;
+                if once {
+                    return;
+                }
+                continue;
+            }
             if instance.is_none() {
                 if Instant::now() < restart_at {
                     self.status.lock().unwrap().skipped_while_backing_off += 1;

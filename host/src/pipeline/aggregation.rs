@@ -1,0 +1,479 @@
+//! Aggregation: identical events within a window become one, with a hit count and the times of
+//! the first and last hit in ExtraDetails (the ASC agents' `HitCount`, `StartTime*`, `EndTime*`).
+//!
+//! "Identical" is a rule per event name: the payload fields that make up its identity. Fields
+//! outside the identity vary between hits, so the merged event shows them neutralised (numbers
+//! 0, strings "*"), as the agents show aggregated process ids as 0.
+//!
+//! The open windows are journaled to disk (one append per batch), so a crash loses no hit: on
+//! restart the journal is replayed and each merged event keeps the Id it was given at its
+//! first hit, which makes a re-send after a crash recognisable as a duplicate.
+
+use crate::events::{Category, EventType, Family, SecurityEvent};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One field of an identity: a payload field, or `ExtraDetails.<key>`, optionally only when
+/// another field has a given value (`LocalPort when Direction=In`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityField {
+    pub field: String,
+    pub extra: bool,
+    pub when: Option<(String, String)>,
+}
+
+impl IdentityField {
+    pub fn parse(spec: &str) -> Result<IdentityField, String> {
+        let (field, when) = match spec.split_once(" when ") {
+            Some((f, cond)) => {
+                let (k, v) = cond.split_once('=').ok_or_else(|| format!("`{spec}`: the condition must read `Field=Value`"))?;
+                (f.trim(), Some((k.trim().to_owned(), v.trim().to_owned())))
+            }
+            None => (spec.trim(), None),
+        };
+        let (field, extra) = match field.strip_prefix("ExtraDetails.") {
+            Some(key) => (key, true),
+            None => (field, false),
+        };
+        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid(field) || when.as_ref().is_some_and(|(k, _)| !valid(k)) {
+            return Err(format!("`{spec}` is not a field name (e.g. `CommandLine`, `ExtraDetails.Key`, `LocalPort when Direction=In`)"));
+        }
+        Ok(IdentityField { field: field.to_owned(), extra, when })
+    }
+
+    fn applies(&self, item: &Map<String, Value>) -> bool {
+        match &self.when {
+            None => true,
+            Some((k, v)) => item.get(k).and_then(Value::as_str) == Some(v.as_str()),
+        }
+    }
+
+    fn value<'a>(&self, item: &'a Map<String, Value>) -> Option<&'a Value> {
+        if self.extra { item.get("ExtraDetails")?.get(&self.field) } else { item.get(&self.field) }
+    }
+}
+
+/// Which payload fields make two events of a name identical.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub identity: Vec<IdentityField>,
+}
+
+impl Rule {
+    pub fn parse(specs: &[impl AsRef<str>]) -> Result<Rule, String> {
+        if specs.is_empty() {
+            return Err("an identity needs at least one field".into());
+        }
+        Ok(Rule { identity: specs.iter().map(|s| IdentityField::parse(s.as_ref())).collect::<Result<_, _>>()? })
+    }
+
+    /// The reference agents' identities ([CS] comparers; ExtraDetails.Existing keeps processes
+    /// found at start apart from new ones). `None` for names with no built-in rule.
+    pub fn builtin(event: &str) -> Option<Rule> {
+        let specs: &[&str] = match event {
+            "ProcessCreate" => &["Executable", "CommandLine", "UserId", "UserName", "ExtraDetails.Existing"],
+            "ConnectionCreate" => &[
+                "CommandLine",
+                "Executable",
+                "UserId",
+                "Direction",
+                "LocalAddress",
+                "RemoteAddress",
+                "Protocol",
+                "LocalPort when Direction=In",
+                "RemotePort when Direction=Out",
+            ],
+            "ProcessTerminate" => &["Executable", "ExitStatus"],
+            _ => return None,
+        };
+        Some(Rule::parse(specs).expect("built-in rules are valid"))
+    }
+
+    fn hash(&self, item: &Map<String, Value>) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        for f in &self.identity {
+            if f.applies(item) {
+                hash_value(f.value(item), &mut h);
+            } else {
+                0xffu8.hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
+    fn same(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+        self.identity.iter().all(|f| f.applies(a) == f.applies(b) && (!f.applies(a) || f.value(a) == f.value(b)))
+    }
+
+    /// The payload item the merged event shows: identity fields as they are, other fields
+    /// neutralised, ExtraDetails reduced to its identity keys.
+    fn neutralise(&self, item: &Map<String, Value>) -> Map<String, Value> {
+        let in_identity = |name: &str, extra: bool| self.identity.iter().any(|f| f.extra == extra && f.field == name && f.applies(item));
+        let mut out = Map::with_capacity(item.len());
+        for (k, v) in item {
+            if k == "ExtraDetails" {
+                if let Value::Object(details) = v {
+                    let kept: Map<String, Value> = details.iter().filter(|(dk, _)| in_identity(dk, true)).map(|(a, b)| (a.clone(), b.clone())).collect();
+                    if !kept.is_empty() {
+                        out.insert(k.clone(), Value::Object(kept));
+                    }
+                }
+                continue;
+            }
+            let v = if in_identity(k, false) {
+                v.clone()
+            } else {
+                match v {
+                    Value::Number(_) => Value::from(0),
+                    Value::String(_) => Value::from("*"),
+                    other => other.clone(),
+                }
+            };
+            out.insert(k.clone(), v);
+        }
+        out
+    }
+}
+
+fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
+    match v {
+        None => 0u8.hash(h),
+        Some(Value::Null) => 1u8.hash(h),
+        Some(Value::Bool(b)) => (2u8, *b).hash(h),
+        Some(Value::Number(n)) => (3u8, n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h),
+        Some(Value::String(s)) => (4u8, s.as_str()).hash(h),
+        // Arrays and objects are rare in identities: hash their text.
+        Some(other) => (5u8, other.to_string()).hash(h),
+    }
+}
+
+/// What aggregates, for one event name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindSettings {
+    pub rule: Rule,
+    pub interval: Duration,
+}
+
+/// One merged event being counted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    id: uuid::Uuid,
+    item: Map<String, Value>,
+    /// The first hit as it came, while it is the only one: a window with a single hit gives the
+    /// event back unchanged, process id and all, rather than a merged event of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original: Option<Map<String, Value>>,
+    event_type: EventType,
+    family: Family,
+    count: u64,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    #[serde(skip)]
+    hash: u64,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+struct Window {
+    settings: KindSettings,
+    opened: Option<DateTime<Utc>>,
+    entries: Vec<Entry>,
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+/// A journal line: a new entry (whole), or the counts of entries touched by one batch.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum JournalLine {
+    New { kind: String, opened: DateTime<Utc>, entry: Entry },
+    Hits(Vec<(uuid::Uuid, u64, DateTime<Utc>)>),
+}
+
+/// Every open window. Bounded: a window holding `max_entries` distinct events closes early.
+pub struct Aggregator {
+    windows: HashMap<String, Window>,
+    max_entries: usize,
+    journal: Option<Journal>,
+}
+
+struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Aggregator {
+    /// An aggregator without a journal (benchmarks, tests of the rules).
+    pub fn in_memory(kinds: HashMap<String, KindSettings>, max_entries: usize) -> Aggregator {
+        let windows = kinds.into_iter().map(|(name, settings)| (name, Window::new(settings))).collect();
+        Aggregator { windows, max_entries: max_entries.max(1), journal: None }
+    }
+
+    /// Opens (and replays) the journal at `path`. Entries of kinds no longer aggregated come
+    /// back from [`Aggregator::take_orphans`].
+    pub fn open(path: &Path, kinds: HashMap<String, KindSettings>, max_entries: usize) -> std::io::Result<(Aggregator, Vec<SecurityEvent>)> {
+        let mut agg = Aggregator::in_memory(kinds, max_entries);
+        let mut orphans: HashMap<String, Window> = HashMap::new();
+        if let Ok(file) = std::fs::File::open(path) {
+            let mut index: HashMap<uuid::Uuid, (String, usize)> = HashMap::new();
+            for line in std::io::BufReader::new(file).lines() {
+                // A line cut by a crash is the last one; whatever it held was not acknowledged.
+                let Ok(Ok(parsed)) = line.map(|l| serde_json::from_str::<JournalLine>(&l)) else { break };
+                match parsed {
+                    JournalLine::New { kind, opened, mut entry } => {
+                        let window = match agg.windows.get_mut(&kind) {
+                            Some(w) => w,
+                            None => orphans.entry(kind.clone()).or_insert_with(|| Window::new(KindSettings { rule: Rule { identity: vec![] }, interval: Duration::ZERO })),
+                        };
+                        window.opened.get_or_insert(opened);
+                        entry.hash = window.settings.rule.hash(&entry.item);
+                        index.insert(entry.id, (kind, window.entries.len()));
+                        window.insert(entry);
+                    }
+                    JournalLine::Hits(hits) => {
+                        for (id, count, last) in hits {
+                            if let Some((kind, i)) = index.get(&id) {
+                                let window = agg.windows.get_mut(kind).or_else(|| orphans.get_mut(kind)).expect("indexed");
+                                let e = &mut window.entries[*i];
+                                e.count = count;
+                                e.last = last;
+                                if count > 1 {
+                                    e.original = None;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let now = Utc::now();
+        let orphaned: Vec<SecurityEvent> = orphans.into_iter().flat_map(|(name, mut w)| w.drain(&name, now)).collect();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        agg.journal = Some(Journal { path: path.to_owned(), file });
+        agg.compact()?;
+        Ok((agg, orphaned))
+    }
+
+    /// The kinds aggregated and their settings; a kind removed closes its window (returned).
+    pub fn reconfigure(&mut self, kinds: HashMap<String, KindSettings>, now: DateTime<Utc>) -> std::io::Result<Vec<SecurityEvent>> {
+        let mut closed = Vec::new();
+        self.windows.retain(|name, w| match kinds.get(name) {
+            Some(s) if w.settings.rule == s.rule => {
+                w.settings.interval = s.interval;
+                true
+            }
+            // A new identity changes what "identical" means: close the window under the old one.
+            _ => {
+                closed.extend(w.drain(name, now));
+                false
+            }
+        });
+        for (name, settings) in kinds {
+            self.windows.entry(name).or_insert_with(|| Window::new(settings));
+        }
+        if !closed.is_empty() {
+            self.compact()?;
+        }
+        Ok(closed)
+    }
+
+    pub fn aggregates(&self, name: &str) -> bool {
+        self.windows.contains_key(name)
+    }
+
+    /// Counts the events of a batch that aggregate; returns the others, untouched, and the
+    /// events of windows that filled up (queue them, then [`Aggregator::compact`]). Journals the
+    /// batch in one append.
+    pub fn add(&mut self, events: Vec<SecurityEvent>) -> std::io::Result<(Vec<SecurityEvent>, Vec<SecurityEvent>)> {
+        let mut passed = Vec::new();
+        let mut full = Vec::new();
+        let mut new_lines: Vec<JournalLine> = Vec::new();
+        let mut touched: Vec<(String, usize)> = Vec::new();
+        for event in events {
+            let Some(window) = self.windows.get_mut(&event.name) else {
+                passed.push(event);
+                continue;
+            };
+            // Only single-item triggered events merge; a snapshot is not a repetition.
+            let item = match (&event.category, event.payload.as_slice()) {
+                (Category::Triggered, [Value::Object(item)]) => item,
+                _ => {
+                    passed.push(event);
+                    continue;
+                }
+            };
+            let rule = &window.settings.rule;
+            let hash = rule.hash(item);
+            let found = window.by_hash.get(&hash).and_then(|c| c.iter().copied().find(|&i| rule.same(&window.entries[i].item, item)));
+            match found {
+                Some(i) => {
+                    let e = &mut window.entries[i];
+                    e.count += 1;
+                    e.original = None;
+                    e.last = e.last.max(event.time);
+                    if !e.dirty {
+                        e.dirty = true;
+                        touched.push((event.name.clone(), i));
+                    }
+                }
+                None => {
+                    let opened = *window.opened.get_or_insert(event.time);
+                    let entry = Entry {
+                        id: event.id,
+                        item: rule.neutralise(item),
+                        original: Some(item.clone()),
+                        event_type: event.event_type,
+                        family: event.family,
+                        count: 1,
+                        first: event.time,
+                        last: event.time,
+                        hash,
+                        dirty: false,
+                    };
+                    if self.journal.is_some() {
+                        new_lines.push(JournalLine::New { kind: event.name.clone(), opened, entry: entry.clone() });
+                    }
+                    window.insert(entry);
+                    if window.entries.len() >= self.max_entries {
+                        full.extend(window.drain(&event.name, Utc::now()));
+                        touched.retain(|(k, _)| *k != event.name);
+                        new_lines.retain(|l| !matches!(l, JournalLine::New { kind, .. } if *kind == event.name));
+                    }
+                }
+            }
+        }
+        let hits: Vec<_> = touched
+            .into_iter()
+            .filter_map(|(kind, i)| {
+                let e = self.windows.get_mut(&kind)?.entries.get_mut(i)?;
+                e.dirty = false;
+                Some((e.id, e.count, e.last))
+            })
+            .collect();
+        if !hits.is_empty() {
+            new_lines.push(JournalLine::Hits(hits));
+        }
+        // Windows that filled up are not compacted away here: the caller queues their events
+        // first, then compacts; a crash in between replays them (same Ids) rather than losing them.
+        if let Some(journal) = &mut self.journal
+            && !new_lines.is_empty()
+        {
+            let mut buf = Vec::new();
+            for line in &new_lines {
+                serde_json::to_writer(&mut buf, line).map_err(std::io::Error::other)?;
+                buf.push(b'\n');
+            }
+            journal.file.write_all(&buf)?;
+        }
+        Ok((passed, full))
+    }
+
+    /// Closes the windows whose interval has passed (all of them with `all`), returning the
+    /// merged events. The caller queues them durably before calling [`Aggregator::compact`].
+    pub fn due(&mut self, now: DateTime<Utc>, all: bool) -> Vec<SecurityEvent> {
+        let mut out = Vec::new();
+        for (name, w) in &mut self.windows {
+            let expired = w.opened.is_some_and(|o| now.signed_duration_since(o).to_std().unwrap_or_default() >= w.settings.interval);
+            if all || expired {
+                out.extend(w.drain(name, now));
+            }
+        }
+        out
+    }
+
+    /// When the next window closes, if one is open.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.windows.values().filter_map(|w| Some(w.opened? + chrono::Duration::from_std(w.settings.interval).ok()?)).min()
+    }
+
+    /// Rewrites the journal to hold just the open windows (after closed ones were queued).
+    pub fn compact(&mut self) -> std::io::Result<()> {
+        let Some(journal) = &mut self.journal else { return Ok(()) };
+        let mut buf = Vec::new();
+        for (name, w) in &self.windows {
+            for e in &w.entries {
+                let line = JournalLine::New { kind: name.clone(), opened: w.opened.unwrap_or(e.first), entry: e.clone() };
+                serde_json::to_writer(&mut buf, &line).map_err(std::io::Error::other)?;
+                buf.push(b'\n');
+            }
+        }
+        let tmp = journal.path.with_extension("tmp");
+        std::fs::write(&tmp, &buf)?;
+        std::fs::rename(&tmp, &journal.path)?;
+        journal.file = std::fs::OpenOptions::new().append(true).open(&journal.path)?;
+        Ok(())
+    }
+
+    /// Distinct events being counted, across all windows.
+    pub fn len(&self) -> usize {
+        self.windows.values().map(|w| w.entries.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Window {
+    fn new(settings: KindSettings) -> Window {
+        Window { settings, opened: None, entries: Vec::new(), by_hash: HashMap::new() }
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        self.by_hash.entry(entry.hash).or_default().push(self.entries.len());
+        self.entries.push(entry);
+    }
+
+    fn drain(&mut self, name: &str, now: DateTime<Utc>) -> Vec<SecurityEvent> {
+        self.opened = None;
+        self.by_hash.clear();
+        self.entries.drain(..).map(|e| e.into_event(name, now)).collect()
+    }
+}
+
+impl Entry {
+    /// The merged event. Its category stays Triggered: the agents send "Aggregated", which the
+    /// official schema does not allow, and a message that fails the schema is dropped unseen.
+    fn into_event(self, name: &str, now: DateTime<Utc>) -> SecurityEvent {
+        if let (1, Some(original)) = (self.count, self.original) {
+            return SecurityEvent {
+                id: self.id,
+                name: name.to_owned(),
+                category: Category::Triggered,
+                event_type: self.event_type,
+                time: self.first,
+                payload: vec![Value::Object(original)],
+                family: self.family,
+            };
+        }
+        let stamp = |t: DateTime<Utc>| {
+            (t.with_timezone(&Local).to_rfc3339_opts(SecondsFormat::Millis, true), t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        };
+        let (start_local, start_utc) = stamp(self.first);
+        let (end_local, end_utc) = stamp(self.last);
+        let mut item = self.item;
+        let details = item.entry("ExtraDetails").or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(d) = details {
+            d.insert("HitCount".into(), self.count.to_string().into());
+            d.insert("StartTimeLocal".into(), start_local.into());
+            d.insert("StartTimeUtc".into(), start_utc.into());
+            d.insert("EndTimeLocal".into(), end_local.into());
+            d.insert("EndTimeUtc".into(), end_utc.into());
+        }
+        SecurityEvent {
+            id: self.id,
+            name: name.to_owned(),
+            category: Category::Triggered,
+            event_type: self.event_type,
+            time: now,
+            payload: vec![Value::Object(item)],
+            family: self.family,
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! From collected events to acknowledged messages, with the ASC agents' semantics:
+//! Off events are dropped at the door; identical events aggregate over a window; the rest wait
+//! in durable, bounded queues (operational, high, low); the high and low queues are sent at
+//! their own frequencies, operational events first and the other queue as padding; a backlog
+//! of a full message's worth is sent at once; messages are packed up to the size limit; cached
+//! events are forgotten only when the sink acknowledges them.
+//!
+//! Each queue exists once per message family (ASC, and the project's own event kinds), since a
+//! message carries one family.
+
+pub mod aggregation;
+pub mod asc_config;
+pub mod settings;
+pub mod statistics;
+pub mod store;
+
+use crate::events::{Family, SecurityEvent, Severity};
+use crate::output::{Acknowledgement, Message, Sink, SinkError, envelope};
+use crate::scheduler::Batch;
+use aggregation::Aggregator;
+use asc_config::{ConfigIssue, Priority};
+pub use settings::{Queue, Routing, Settings};
+use statistics::Statistics;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use store::{QueueLog, RECORD_HEADER};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
+
+/// Where the pipeline keeps its state.
+pub struct StateDir {
+    path: PathBuf,
+    // Held for the pipeline's life: two processes on one state directory would corrupt it.
+    _lock: std::fs::File,
+}
+
+impl StateDir {
+    pub fn open(path: &Path) -> anyhow::Result<StateDir> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("cannot create the state directory {}: {e}", path.display()))?;
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.join("lock"))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!("the state directory {} is in use by another edgeguard", path.display());
+        }
+        Ok(StateDir { path: path.to_owned(), _lock: lock })
+    }
+}
+
+struct InFlight {
+    takes: Vec<(usize, u64)>,
+    bytes: usize,
+    ack: Acknowledgement,
+}
+
+/// What a pipeline found on start.
+#[derive(Debug, Default)]
+pub struct Resumed {
+    pub queued_events: u64,
+    pub aggregating: usize,
+    pub discarded_bytes: u64,
+}
+
+pub struct Pipeline {
+    settings: Settings,
+    routing: watch::Sender<Arc<Routing>>,
+    prefixes: [Vec<u8>; 2],
+    aggregator: Aggregator,
+    /// Indexed by [`Pipeline::log_index`].
+    logs: Vec<QueueLog>,
+    stats: Statistics,
+    in_flight: VecDeque<InFlight>,
+    last_high: [Instant; 2],
+    last_low: [Instant; 2],
+    last_report: Instant,
+    last_sync: Instant,
+    failures: u32,
+    retry_at: Option<Instant>,
+    _state: StateDir,
+}
+
+impl Pipeline {
+    /// Opens the pipeline's state (queues, open aggregation windows, counters), resuming
+    /// whatever a previous run left.
+    pub fn open(state: StateDir, settings: Settings, agent_id: &str) -> anyhow::Result<(Pipeline, Resumed)> {
+        let dir = state.path.clone();
+        let segment = (settings.asc.max_local_cache_size / 8).clamp(64 << 10, 4 << 20);
+        let mut logs = Vec::new();
+        let mut resumed = Resumed::default();
+        for queue in Queue::ALL {
+            for family in FAMILIES {
+                let path = dir.join("queues").join(format!("{}-{}", queue.name(), family_name(family)));
+                let (log, recovered) = QueueLog::open(&path, segment).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                resumed.queued_events += recovered.records;
+                resumed.discarded_bytes += recovered.discarded_bytes;
+                logs.push(log);
+            }
+        }
+        let journal = dir.join("aggregation.journal");
+        let (aggregator, orphans) = Aggregator::open(&journal, settings.aggregation_kinds(), settings.aggregation_max_entries)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", journal.display()))?;
+        resumed.aggregating = aggregator.len();
+        let now = Instant::now();
+        let mut pipeline = Pipeline {
+            routing: watch::Sender::new(Arc::new(settings.routing())),
+            prefixes: FAMILIES.map(|f| envelope::prefix(agent_id, f)),
+            aggregator,
+            logs,
+            stats: Statistics::open(&dir.join("statistics.json")),
+            in_flight: VecDeque::new(),
+            last_high: [now; 2],
+            last_low: [now; 2],
+            last_report: now,
+            last_sync: now,
+            failures: 0,
+            retry_at: None,
+            settings,
+            _state: state,
+        };
+        pipeline.enqueue(orphans)?;
+        Ok((pipeline, resumed))
+    }
+
+    /// The routing in force, kept current for the scheduler.
+    pub fn routing(&self) -> watch::Receiver<Arc<Routing>> {
+        self.routing.subscribe()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Applies new settings: routing at once, aggregation windows whose rule changed close.
+    /// Events already queued keep their queue.
+    pub fn reconfigure(&mut self, settings: Settings) -> io::Result<Vec<ConfigIssue>> {
+        let closed = self.aggregator.reconfigure(settings.aggregation_kinds(), chrono::Utc::now())?;
+        self.settings = settings;
+        self.routing.send_replace(Arc::new(self.settings.routing()));
+        self.enqueue(closed)?;
+        let issues = self.settings.asc.check();
+        self.accept(issues.iter().map(ConfigIssue::to_event).collect())?;
+        Ok(issues)
+    }
+
+    /// Takes a batch in: once this returns, every event in it is on disk (queued or in an
+    /// aggregation window) or counted as dropped.
+    pub fn accept(&mut self, events: Vec<SecurityEvent>) -> io::Result<()> {
+        let routing = self.routing.borrow().clone();
+        let events: Vec<SecurityEvent> = events.into_iter().filter(|e| routing.queue(&e.name).is_some()).collect();
+        let (passed, full) = self.aggregator.add(events)?;
+        self.enqueue(passed)?;
+        if !full.is_empty() {
+            self.enqueue(full)?;
+            self.aggregator.compact()?;
+        }
+        Ok(())
+    }
+
+    fn log_index(queue: Queue, family: Family) -> usize {
+        let q = Queue::ALL.iter().position(|x| *x == queue).expect("a queue");
+        let f = FAMILIES.iter().position(|x| *x == family).expect("a family");
+        q * FAMILIES.len() + f
+    }
+
+    /// The byte budget of a queue: operational events have a tenth of the cache to themselves,
+    /// so the reports of drops are never crowded out by what is dropped.
+    fn budget(&self, queue: Queue) -> u64 {
+        let total = self.settings.asc.max_local_cache_size;
+        match queue {
+            Queue::Operational => total / 10,
+            _ => total - total / 10,
+        }
+    }
+
+    fn used(&self, queue: Queue) -> u64 {
+        let class = |q: Queue| if q == Queue::Operational { 0 } else { 1 };
+        Queue::ALL
+            .into_iter()
+            .filter(|q| class(*q) == class(queue))
+            .flat_map(|q| FAMILIES.map(|f| self.logs[Self::log_index(q, f)].bytes()))
+            .sum()
+    }
+
+    /// Queues events, dropping the newest when their queue's budget is spent (tail drop: under
+    /// a flood, the first events, which show how it started, are the ones kept).
+    fn enqueue(&mut self, events: Vec<SecurityEvent>) -> io::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let routing = self.routing.borrow().clone();
+        let max = self.settings.asc.max_message_size as usize;
+        let mut batches: Vec<Vec<Box<[u8]>>> = (0..self.logs.len()).map(|_| Vec::new()).collect();
+        // Bytes in use and budget per class: [operational, high and low].
+        let mut used = [self.used(Queue::Operational), self.used(Queue::High)];
+        let budget = [self.budget(Queue::Operational), self.budget(Queue::High)];
+        let (mut too_large, mut full) = (0u64, 0u64);
+        for event in events {
+            let Some(queue) = routing.queue(&event.name) else { continue };
+            let class = usize::from(queue != Queue::Operational);
+            let bytes = event.to_bytes();
+            let fi = FAMILIES.iter().position(|f| *f == event.family).expect("a family");
+            let cost = RECORD_HEADER + bytes.len() as u64;
+            let dropped = if self.prefixes[fi].len() + bytes.len() + envelope::SUFFIX.len() > max {
+                too_large += 1;
+                true
+            } else if used[class] + cost > budget[class] {
+                full += 1;
+                true
+            } else {
+                used[class] += cost;
+                batches[Self::log_index(queue, event.family)].push(bytes.into_boxed_slice());
+                false
+            };
+            let counters = self.stats.touch();
+            let c = match queue {
+                Queue::Operational => &mut counters.operational,
+                Queue::High => &mut counters.high,
+                Queue::Low => &mut counters.low,
+            };
+            c.collected += 1;
+            c.dropped += u64::from(dropped);
+        }
+        if too_large > 0 {
+            tracing::warn!(events = too_large, max_message_size = max, "dropped events larger than a message can carry");
+        }
+        if full > 0 {
+            tracing::warn!(events = full, cache = self.settings.asc.max_local_cache_size, "cache full: dropped the newest events");
+        }
+        for (log, batch) in self.logs.iter_mut().zip(batches) {
+            log.append(batch)?;
+        }
+        Ok(())
+    }
+
+    fn pending(&self, queue: Queue, family: Family) -> u64 {
+        self.logs[Self::log_index(queue, family)].pending_bytes()
+    }
+
+    /// The next message due, if any, marked in flight. `drain` sends whatever is queued.
+    fn next_message(&mut self, now: Instant, drain: bool) -> Option<(Message, Vec<(usize, u64)>)> {
+        if self.in_flight.len() >= self.settings.max_in_flight || self.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        let asc = &self.settings.asc;
+        for (fi, family) in FAMILIES.into_iter().enumerate() {
+            let pending: u64 = Queue::ALL.iter().map(|q| self.pending(*q, family)).sum();
+            if pending == 0 {
+                continue;
+            }
+            let high = self.pending(Queue::High, family) > 0;
+            let low = self.pending(Queue::Low, family) > 0 || self.pending(Queue::Operational, family) > 0;
+            let main = if pending >= asc.max_message_size || drain {
+                if high || !low { Priority::High } else { Priority::Low }
+            } else if high && now.duration_since(self.last_high[fi]) >= asc.high_priority_message_frequency {
+                Priority::High
+            } else if low && now.duration_since(self.last_low[fi]) >= asc.low_priority_message_frequency {
+                Priority::Low
+            } else {
+                continue;
+            };
+            let packed = self.pack(family, main);
+            // A due queue is sent until empty; its clock restarts when it is.
+            if main == Priority::High && self.pending(Queue::High, family) == 0 {
+                self.last_high[fi] = now;
+            }
+            if main == Priority::Low && self.pending(Queue::Low, family) == 0 {
+                self.last_low[fi] = now;
+            }
+            return packed;
+        }
+        None
+    }
+
+    /// Packs one message: operational events, then the main queue, then the other as padding,
+    /// each in order, while the message stays within maxMessageSizeInBytes on the wire.
+    fn pack(&mut self, family: Family, main: Priority) -> Option<(Message, Vec<(usize, u64)>)> {
+        let max = self.settings.asc.max_message_size as usize;
+        let fi = FAMILIES.iter().position(|f| *f == family).expect("a family");
+        let order = match main {
+            Priority::Low => [Queue::Operational, Queue::Low, Queue::High],
+            _ => [Queue::Operational, Queue::High, Queue::Low],
+        };
+        let mut body = self.prefixes[fi].clone();
+        let mut events = 0;
+        let mut takes = Vec::new();
+        for queue in order {
+            let li = Self::log_index(queue, family);
+            let mut taken = 0;
+            for record in self.logs[li].pending() {
+                let comma = usize::from(events > 0);
+                if body.len() + comma + record.data.len() + envelope::SUFFIX.len() > max {
+                    break;
+                }
+                if comma == 1 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&record.data);
+                events += 1;
+                taken += 1;
+            }
+            if taken > 0 {
+                takes.push((li, self.logs[li].take(taken)));
+            }
+        }
+        if events == 0 {
+            return None;
+        }
+        body.extend_from_slice(envelope::SUFFIX);
+        Some((Message { id: uuid::Uuid::new_v4(), family, priority: main, body, events }, takes))
+    }
+
+    /// The oldest message in flight was acknowledged, or failed.
+    fn settle(&mut self, result: Result<(), SinkError>) -> io::Result<()> {
+        let done = self.in_flight.pop_front().expect("a message in flight");
+        match result {
+            Ok(()) => {
+                for (li, upto) in done.takes {
+                    self.logs[li].ack(upto)?;
+                }
+                let c = self.stats.touch();
+                c.messages_sent += 1;
+                c.messages_under_4kb += u64::from(done.bytes < 4096);
+                self.failures = 0;
+            }
+            Err(e) => self.failed(&e),
+        }
+        Ok(())
+    }
+
+    /// A send failed: everything in flight goes back to the queues and sending pauses, with a
+    /// backoff doubling up to a minute.
+    fn failed(&mut self, error: &SinkError) {
+        self.stats.touch().total_failed += 1;
+        self.in_flight.clear();
+        for log in &mut self.logs {
+            log.rewind();
+        }
+        self.failures += 1;
+        let backoff = Duration::from_millis(500).saturating_mul(1 << self.failures.min(7)).min(Duration::from_secs(60));
+        self.retry_at = Some(Instant::now() + backoff);
+        tracing::warn!(retry_in = ?backoff, "sending failed: {error}; the events stay queued");
+    }
+
+    /// Timed work: closing aggregation windows, statistics, flushing to disk.
+    fn tick(&mut self, now: Instant) -> io::Result<()> {
+        let closed = self.aggregator.due(chrono::Utc::now(), false);
+        if !closed.is_empty() {
+            self.enqueue(closed)?;
+            self.aggregator.compact()?;
+        }
+        if now.duration_since(self.last_report) >= self.settings.asc.snapshot_frequency {
+            self.last_report = now;
+            self.report()?;
+        }
+        if now.duration_since(self.last_sync) >= self.settings.sync_interval {
+            self.last_sync = now;
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Queues DroppedEventsStatistics and MessageStatistics for what happened since the last.
+    pub fn report(&mut self) -> io::Result<()> {
+        let routing = self.routing.borrow().clone();
+        let events = self.stats.report(routing.queue("DroppedEventsStatistics").is_some(), routing.queue("MessageStatistics").is_some());
+        self.enqueue(events)?;
+        self.stats.checkpoint()
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
+        for log in &mut self.logs {
+            log.sync()?;
+        }
+        self.stats.checkpoint()
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let asc = &self.settings.asc;
+        let mut at = now + Duration::from_secs(1);
+        for fi in 0..FAMILIES.len() {
+            at = at.min(self.last_high[fi] + asc.high_priority_message_frequency).min(self.last_low[fi] + asc.low_priority_message_frequency);
+        }
+        at = at.min(self.last_report + asc.snapshot_frequency);
+        if let Some(retry) = self.retry_at {
+            at = at.min(retry);
+        }
+        if let Some(due) = self.aggregator.next_due() {
+            let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+            at = at.min(now + wait);
+        }
+        at.max(now + Duration::from_millis(1))
+    }
+
+    /// Events queued and not yet acknowledged.
+    pub fn queued(&self) -> usize {
+        self.logs.iter().map(QueueLog::len).sum()
+    }
+
+    pub fn statistics(&self) -> &statistics::Counters {
+        &self.stats.counters
+    }
+
+    /// Runs until `shutdown` (or, with `drain`, until the batches end and everything is
+    /// delivered): takes batches in, sends what is due to `sink`, settles acknowledgements.
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>, sink: &mut dyn Sink, drain: bool, shutdown: impl Future<Output = ()>) -> anyhow::Result<Pipeline> {
+        enum Wake {
+            Batch(Option<Batch>),
+            Ack(Result<(), SinkError>),
+            Timer,
+            Shutdown,
+        }
+        tokio::pin!(shutdown);
+        let mut open = true;
+        loop {
+            let now = Instant::now();
+            while let Some((message, takes)) = self.next_message(now, drain && !open) {
+                let bytes = message.body.len();
+                match sink.send(message).await {
+                    Ok(ack) => self.in_flight.push_back(InFlight { takes, bytes, ack }),
+                    Err(e) => {
+                        self.failed(&e);
+                        if drain && !open {
+                            anyhow::bail!("could not deliver to {}: {e}; {} events stay queued", sink.describe(), self.queued());
+                        }
+                    }
+                }
+            }
+            if drain && !open && self.in_flight.is_empty() && self.queued() == 0 {
+                break;
+            }
+            let deadline = self.next_deadline(now);
+            let has_in_flight = !self.in_flight.is_empty();
+            let wake = tokio::select! {
+                batch = batches.recv(), if open => Wake::Batch(batch),
+                result = async { self.in_flight.front_mut().expect("checked").ack.as_mut().await }, if has_in_flight => Wake::Ack(result),
+                _ = tokio::time::sleep_until(deadline) => Wake::Timer,
+                _ = &mut shutdown, if !drain => Wake::Shutdown,
+            };
+            match wake {
+                Wake::Batch(Some(batch)) => self.accept(batch.events)?,
+                Wake::Batch(None) => {
+                    open = false;
+                    if !drain {
+                        break;
+                    }
+                    // Everything collected is in: close the windows and report, then drain.
+                    let closed = self.aggregator.due(chrono::Utc::now(), true);
+                    self.enqueue(closed)?;
+                    self.aggregator.compact()?;
+                    self.report()?;
+                }
+                Wake::Ack(result) => {
+                    let failed = result.is_err();
+                    self.settle(result)?;
+                    if failed && drain && !open {
+                        anyhow::bail!("{} did not acknowledge a message; {} events stay queued", sink.describe(), self.queued());
+                    }
+                }
+                Wake::Timer => self.tick(Instant::now())?,
+                Wake::Shutdown => break,
+            }
+        }
+        self.sync()?;
+        Ok(self)
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Asc => "asc",
+        Family::Edgeguard => "edgeguard",
+    }
+}
+
+/// A Diagnostic about the pipeline itself.
+pub fn diagnostic(severity: Severity, message: &str) -> SecurityEvent {
+    SecurityEvent::diagnostic(severity, message, &[("Component", "pipeline".into())])
+}
