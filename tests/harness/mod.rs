@@ -66,3 +66,70 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { geteuid() }
 }
+
+/// A sink that keeps what it is sent, for tests of the pipeline. It acknowledges each message
+/// at once, or refuses the next `fail_next` ones, as a broker that is down would.
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    pub messages: std::sync::Arc<Mutex<Vec<serde_json::Value>>>,
+    pub sizes: std::sync::Arc<Mutex<Vec<usize>>>,
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MemorySink {
+    pub fn taken(&self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut self.messages.lock().unwrap())
+    }
+
+    /// Every event of every message received so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.messages.lock().unwrap().iter().flat_map(|m| m["Events"].as_array().unwrap().clone()).collect()
+    }
+}
+
+impl edgeguard::output::Sink for MemorySink {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+
+    fn send(&mut self, message: edgeguard::output::Message) -> edgeguard::output::Sending<'_> {
+        use std::sync::atomic::Ordering;
+        let fail = self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if !fail {
+            self.sizes.lock().unwrap().push(message.body.len());
+            self.messages.lock().unwrap().push(serde_json::from_slice(&message.body).expect("a message is JSON"));
+        }
+        Box::pin(async move {
+            let ack: edgeguard::output::Acknowledgement = if fail {
+                Box::pin(async { Err(edgeguard::output::SinkError::Refused("the test broker is down".into())) })
+            } else {
+                edgeguard::output::acknowledged()
+            };
+            Ok(ack)
+        })
+    }
+}
+
+/// A ProcessCreate as the process plugin reports it.
+pub fn process_create(pid: u32, command_line: &str) -> edgeguard::events::SecurityEvent {
+    use edgeguard::events::{Category, EventType, SecurityEvent};
+    SecurityEvent::new(
+        "ProcessCreate",
+        Category::Triggered,
+        EventType::Security,
+        vec![serde_json::json!({
+            "Executable": "/usr/bin/python3.11",
+            "ProcessId": pid,
+            "ParentProcessId": 1,
+            "UserId": "1000",
+            "UserName": "edge",
+            "CommandLine": command_line,
+        })],
+    )
+}
+
+/// A custom event of the project's own family.
+pub fn custom_event(name: &str, item: serde_json::Value) -> edgeguard::events::SecurityEvent {
+    use edgeguard::events::{Category, EventType, Family, SecurityEvent};
+    SecurityEvent { family: Family::Edgeguard, ..SecurityEvent::new(name, Category::Triggered, EventType::Security, vec![item]) }
+}

@@ -1,4 +1,5 @@
-//! Validation against the official ASC security message schemas in `../shared/reference`.
+//! Validation against the official ASC security message schemas in `../shared/reference`, and
+//! against the project's own schema for the event kinds ASC lacks.
 
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -14,7 +15,7 @@ pub fn schema_dir() -> PathBuf {
 }
 
 /// Resolves the schemas' relative `$ref`s ("message_v1_0.json#") to the files beside them.
-struct LocalSchemas(PathBuf);
+pub struct LocalSchemas(pub PathBuf);
 
 impl Retrieve for LocalSchemas {
     fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
@@ -36,8 +37,46 @@ pub fn asc_validator() -> Validator {
         .expect("the official schema compiles")
 }
 
+/// A validator for the project's own message family, `schemas/edgeguard-message.json`.
+pub fn edgeguard_validator() -> Validator {
+    let path = super::repo_root().join("schemas/edgeguard-message.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::options().should_validate_formats(true).build(&schema).expect("schemas/edgeguard-message.json compiles")
+}
+
+/// Both message families, each checked against its own schema.
+pub struct Validators {
+    pub asc: Validator,
+    pub edgeguard: Validator,
+}
+
+impl Validators {
+    pub fn new() -> Validators {
+        Validators { asc: asc_validator(), edgeguard: edgeguard_validator() }
+    }
+
+    /// Validates a message against the schema its MessageSchemaVersion names.
+    pub fn assert_valid(&self, message: &Value) {
+        match message["MessageSchemaVersion"].as_str() {
+            Some("1.0") => assert_valid(&self.asc, message),
+            Some("edgeguard/1.0") => check(&self.edgeguard, message, "schemas/edgeguard-message.json"),
+            other => panic!("unknown MessageSchemaVersion {other:?} in {message}"),
+        }
+    }
+}
+
+impl Default for Validators {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Panics with every validation error of `message`.
 pub fn assert_valid(validator: &Validator, message: &Value) {
+    check(validator, message, "messageRoot.json")
+}
+
+fn check(validator: &Validator, message: &Value, schema: &str) {
     let errors: Vec<String> = validator.iter_errors(message).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "message does not validate against messageRoot.json:\n{}\n{}", errors.join("\n"), message);
+    assert!(errors.is_empty(), "message does not validate against {schema}:\n{}\n{}", errors.join("\n"), message);
 }

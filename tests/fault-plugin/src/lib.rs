@@ -2,7 +2,8 @@
 //! `healthy` (one heartbeat per call), `trap`, `loop`, `memory`, `flood`, `file` (reads
 //! /etc/hostname through WASI), `processes` (uses the processes capability),
 //! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error),
-//! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call).
+//! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call),
+//! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls).
 
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::CustomEvent;
@@ -11,17 +12,18 @@ struct Fault {
     mode: String,
     count: u64,
     calls: u64,
+    sequence: u64,
 }
 
 impl Collector for Fault {
     fn describe() -> PluginInfo {
-        PluginInfo::new("fault", "0.1.0").emits(["Heartbeat"]).group(PriorityGroup::High).about("misbehaves on purpose")
+        PluginInfo::new("fault", "0.1.0").emits(["Heartbeat", "Sequence", "FileRead", "ProcessCount", "ProcessCreate"]).group(PriorityGroup::High).about("misbehaves on purpose")
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
         let mode = config.get("mode").and_then(|m| m.as_str()).unwrap_or("healthy").to_owned();
         let count = config.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
-        Ok(Fault { mode, count, calls: 0 })
+        Ok(Fault { mode, count, calls: 0, sequence: 0 })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
@@ -51,6 +53,11 @@ impl Collector for Fault {
             "bad-event" => Ok(vec![custom("Broken", "{not json".into()), Event::Heartbeat]),
             "error" => Err(CollectError::Internal("deliberate failure".into())),
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
+            "sequence" => {
+                let start = self.sequence;
+                self.sequence += self.count;
+                Ok((start..self.sequence).map(|n| custom("Sequence", format!("{{\"N\":{n}}}"))).collect())
+            }
             other => Err(CollectError::config("mode", format!("unknown mode `{other}`"))),
         }
     }
