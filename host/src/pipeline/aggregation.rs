@@ -96,22 +96,11 @@ impl Rule {
         Some(Rule::parse(specs).expect("built-in rules are valid"))
     }
 
-    fn hash(&self, item: &Map<String, Value>) -> u64 {
-        let mut h = std::hash::DefaultHasher::new();
-        for f in &self.identity {
-            if f.applies(item) {
-                hash_value(f.value(item), &mut h);
-            } else {
-                0xffu8.hash(&mut h);
-            }
-        }
-        h.finish()
+    /// The identity of an item: per field, `None` when its condition does not apply, else the
+    /// field's value (`Some(None)` when absent). Read once per event; comparisons use it.
+    fn key<'a>(&self, item: &'a Map<String, Value>) -> Vec<Option<Option<&'a Value>>> {
+        self.identity.iter().map(|f| f.applies(item).then(|| f.value(item))).collect()
     }
-
-    fn same(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
-        self.identity.iter().all(|f| f.applies(a) == f.applies(b) && (!f.applies(a) || f.value(a) == f.value(b)))
-    }
-
     /// The payload item the merged event shows: identity fields as they are, other fields
     /// neutralised, ExtraDetails reduced to its identity keys.
     fn neutralise(&self, item: &Map<String, Value>) -> Map<String, Value> {
@@ -140,6 +129,25 @@ impl Rule {
         }
         out
     }
+}
+
+fn hash_key(key: &[Option<Option<&Value>>]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    for slot in key {
+        match slot {
+            None => 0xffu8.hash(&mut h),
+            Some(v) => hash_value(*v, &mut h),
+        }
+    }
+    h.finish()
+}
+
+fn owned_key(key: &[Option<Option<&Value>>]) -> Vec<Option<Option<Value>>> {
+    key.iter().map(|slot| slot.map(|v| v.cloned())).collect()
+}
+
+fn same_key(a: &[Option<Option<&Value>>], b: &[Option<Option<Value>>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| *x == y.as_ref().map(Option::as_ref))
 }
 
 fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
@@ -175,8 +183,9 @@ struct Entry {
     count: u64,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
+    /// The identity, as [`Rule::key`] read it (recomputed on replay).
     #[serde(skip)]
-    hash: u64,
+    key: Vec<Option<Option<Value>>>,
     #[serde(skip)]
     dirty: bool,
 }
@@ -189,11 +198,19 @@ struct Window {
 }
 
 /// A journal line: a new entry (whole), or the counts of entries touched by one batch.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum JournalLine {
     New { kind: String, opened: DateTime<Utc>, entry: Entry },
     Hits(Vec<(uuid::Uuid, u64, DateTime<Utc>)>),
+}
+
+/// [`JournalLine`] as written, borrowing.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum JournalLineRef<'a> {
+    New { kind: &'a str, opened: DateTime<Utc>, entry: &'a Entry },
+    Hits(&'a [(uuid::Uuid, u64, DateTime<Utc>)]),
 }
 
 /// Every open window. Bounded: a window holding `max_entries` distinct events closes early.
@@ -232,7 +249,7 @@ impl Aggregator {
                             None => orphans.entry(kind.clone()).or_insert_with(|| Window::new(KindSettings { rule: Rule { identity: vec![] }, interval: Duration::ZERO })),
                         };
                         window.opened.get_or_insert(opened);
-                        entry.hash = window.settings.rule.hash(&entry.item);
+                        entry.key = owned_key(&window.settings.rule.key(entry.original.as_ref().unwrap_or(&entry.item)));
                         index.insert(entry.id, (kind, window.entries.len()));
                         window.insert(entry);
                     }
@@ -293,24 +310,23 @@ impl Aggregator {
     pub fn add(&mut self, events: Vec<SecurityEvent>) -> std::io::Result<(Vec<SecurityEvent>, Vec<SecurityEvent>)> {
         let mut passed = Vec::new();
         let mut full = Vec::new();
-        let mut new_lines: Vec<JournalLine> = Vec::new();
+        let mut journal_buf: Vec<u8> = Vec::new();
         let mut touched: Vec<(String, usize)> = Vec::new();
-        for event in events {
+        for mut event in events {
             let Some(window) = self.windows.get_mut(&event.name) else {
                 passed.push(event);
                 continue;
             };
             // Only single-item triggered events merge; a snapshot is not a repetition.
-            let item = match (&event.category, event.payload.as_slice()) {
-                (Category::Triggered, [Value::Object(item)]) => item,
-                _ => {
-                    passed.push(event);
-                    continue;
-                }
-            };
+            if event.category != Category::Triggered || event.payload.len() != 1 || !event.payload[0].is_object() {
+                passed.push(event);
+                continue;
+            }
+            let Some(Value::Object(item)) = event.payload.pop() else { unreachable!("checked above") };
             let rule = &window.settings.rule;
-            let hash = rule.hash(item);
-            let found = window.by_hash.get(&hash).and_then(|c| c.iter().copied().find(|&i| rule.same(&window.entries[i].item, item)));
+            let key = rule.key(&item);
+            let hash = hash_key(&key);
+            let found = window.by_hash.get(&hash).and_then(|c| c.iter().copied().find(|&i| same_key(&key, &window.entries[i].key)));
             match found {
                 Some(i) => {
                     let e = &mut window.entries[i];
@@ -319,31 +335,33 @@ impl Aggregator {
                     e.last = e.last.max(event.time);
                     if !e.dirty {
                         e.dirty = true;
-                        touched.push((event.name.clone(), i));
+                        touched.push((event.name, i));
                     }
                 }
                 None => {
                     let opened = *window.opened.get_or_insert(event.time);
                     let entry = Entry {
                         id: event.id,
-                        item: rule.neutralise(item),
-                        original: Some(item.clone()),
+                        key: owned_key(&key),
+                        item: rule.neutralise(&item),
+                        original: Some(item),
                         event_type: event.event_type,
                         family: event.family,
                         count: 1,
                         first: event.time,
                         last: event.time,
-                        hash,
                         dirty: false,
                     };
                     if self.journal.is_some() {
-                        new_lines.push(JournalLine::New { kind: event.name.clone(), opened, entry: entry.clone() });
+                        serde_json::to_writer(&mut journal_buf, &JournalLineRef::New { kind: &event.name, opened, entry: &entry }).map_err(std::io::Error::other)?;
+                        journal_buf.push(b'\n');
                     }
                     window.insert(entry);
                     if window.entries.len() >= self.max_entries {
+                        // Its entries' journal lines stay; replayed after a crash, they come
+                        // back with the same Ids (a duplicate, recognisable, never a loss).
                         full.extend(window.drain(&event.name, Utc::now()));
                         touched.retain(|(k, _)| *k != event.name);
-                        new_lines.retain(|l| !matches!(l, JournalLine::New { kind, .. } if *kind == event.name));
                     }
                 }
             }
@@ -357,19 +375,15 @@ impl Aggregator {
             })
             .collect();
         if !hits.is_empty() {
-            new_lines.push(JournalLine::Hits(hits));
+            serde_json::to_writer(&mut journal_buf, &JournalLineRef::Hits(&hits)).map_err(std::io::Error::other)?;
+            journal_buf.push(b'\n');
         }
         // Windows that filled up are not compacted away here: the caller queues their events
         // first, then compacts; a crash in between replays them (same Ids) rather than losing them.
         if let Some(journal) = &mut self.journal
-            && !new_lines.is_empty()
+            && !journal_buf.is_empty()
         {
-            let mut buf = Vec::new();
-            for line in &new_lines {
-                serde_json::to_writer(&mut buf, line).map_err(std::io::Error::other)?;
-                buf.push(b'\n');
-            }
-            journal.file.write_all(&buf)?;
+            journal.file.write_all(&journal_buf)?;
         }
         Ok((passed, full))
     }
@@ -398,7 +412,7 @@ impl Aggregator {
         let mut buf = Vec::new();
         for (name, w) in &self.windows {
             for e in &w.entries {
-                let line = JournalLine::New { kind: name.clone(), opened: w.opened.unwrap_or(e.first), entry: e.clone() };
+                let line = JournalLineRef::New { kind: name, opened: w.opened.unwrap_or(e.first), entry: e };
                 serde_json::to_writer(&mut buf, &line).map_err(std::io::Error::other)?;
                 buf.push(b'\n');
             }
@@ -426,7 +440,8 @@ impl Window {
     }
 
     fn insert(&mut self, entry: Entry) {
-        self.by_hash.entry(entry.hash).or_default().push(self.entries.len());
+        let hash = hash_key(&entry.key.iter().map(|slot| slot.as_ref().map(Option::as_ref)).collect::<Vec<_>>());
+        self.by_hash.entry(hash).or_default().push(self.entries.len());
         self.entries.push(entry);
     }
 

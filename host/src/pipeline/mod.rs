@@ -81,7 +81,34 @@ pub struct Pipeline {
     last_sync: Instant,
     failures: u32,
     retry_at: Option<Instant>,
+    drop_log: DropLog,
     _state: StateDir,
+}
+
+/// Drops are logged at most every ten seconds, with the counts since the last line: a flood
+/// must not turn into a flood of log lines. (Every drop is counted in the statistics anyway.)
+#[derive(Default)]
+struct DropLog {
+    too_large: u64,
+    full: u64,
+    last: Option<Instant>,
+}
+
+impl DropLog {
+    fn note(&mut self, too_large: u64, full: u64, max_message: usize, cache: u64) {
+        self.too_large += too_large;
+        self.full += full;
+        if self.too_large + self.full == 0 || self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        if self.too_large > 0 {
+            tracing::warn!(events = self.too_large, max_message_size = max_message, "dropped events larger than a message can carry");
+        }
+        if self.full > 0 {
+            tracing::warn!(events = self.full, cache, "cache full: dropped the newest events");
+        }
+        *self = DropLog { last: Some(Instant::now()), ..DropLog::default() };
+    }
 }
 
 impl Pipeline {
@@ -119,6 +146,7 @@ impl Pipeline {
             last_sync: now,
             failures: 0,
             retry_at: None,
+            drop_log: DropLog::default(),
             settings,
             _state: state,
         };
@@ -225,12 +253,7 @@ impl Pipeline {
             c.collected += 1;
             c.dropped += u64::from(dropped);
         }
-        if too_large > 0 {
-            tracing::warn!(events = too_large, max_message_size = max, "dropped events larger than a message can carry");
-        }
-        if full > 0 {
-            tracing::warn!(events = full, cache = self.settings.asc.max_local_cache_size, "cache full: dropped the newest events");
-        }
+        self.drop_log.note(too_large, full, max, self.settings.asc.max_local_cache_size);
         for (log, batch) in self.logs.iter_mut().zip(batches) {
             log.append(batch)?;
         }
