@@ -438,17 +438,7 @@ impl Config {
 
     /// The pipeline's state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
-        if !self.pipeline.state_dir.as_os_str().is_empty() {
-            return self.pipeline.state_dir.clone();
-        }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return PathBuf::from("/var/lib/edgeguard");
-        }
-        match std::env::var_os("XDG_STATE_HOME").or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state").into())) {
-            Some(base) => Path::new(&base).join("edgeguard"),
-            None => std::env::temp_dir().join("edgeguard-state"),
-        }
+        resolve_dir(&self.pipeline.state_dir, "/var/lib/edgeguard", "XDG_STATE_HOME", ".local/state", "edgeguard-state")
     }
 
     /// The plugin directory, resolved.
@@ -464,21 +454,27 @@ impl Config {
 
     /// The compiled-artifact cache directory, resolved.
     pub fn cache_dir(&self) -> PathBuf {
-        if !self.agent.cache_dir.as_os_str().is_empty() {
-            return self.agent.cache_dir.clone();
-        }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return PathBuf::from("/var/cache/edgeguard");
-        }
-        match std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").into())) {
-            Some(base) => Path::new(&base).join("edgeguard"),
-            None => std::env::temp_dir().join("edgeguard-cache"),
-        }
+        resolve_dir(&self.agent.cache_dir, "/var/cache/edgeguard", "XDG_CACHE_HOME", ".cache", "edgeguard-cache")
     }
 
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.plugin_dir().join(&plugin.file)
+    }
+}
+
+/// A directory setting: as given; empty means the system place for root, else the XDG place
+/// (`$<xdg_var>/edgeguard`, or `~/<home_default>/edgeguard`), else a temporary one.
+fn resolve_dir(given: &Path, root: &str, xdg_var: &str, home_default: &str, temp: &str) -> PathBuf {
+    if !given.as_os_str().is_empty() {
+        return given.to_owned();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from(root);
+    }
+    match std::env::var_os(xdg_var).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(home_default).into())) {
+        Some(base) => Path::new(&base).join("edgeguard"),
+        None => std::env::temp_dir().join(temp),
     }
 }
 

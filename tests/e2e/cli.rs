@@ -38,6 +38,9 @@ fn an_invalid_config_is_refused_naming_the_key() {
         ("[limits]\nmemory = \"100B\"\n", "limits.memory"),
         ("[[plugin]]\nname = \"p\"\nfile = \"p.wasm\"\ngrants = [\"root\"]\n", "plugin[0].grants"),
         ("[agent\n", "TOML parse error"),
+        ("[asc]\nmaxMessageSizeInBytes = 100\n", "asc.maxMessageSizeInBytes"),
+        ("[asc]\nlowPriorityMessageFrequency = \"5h\"\n", "asc.lowPriorityMessageFrequency"),
+        ("[events.Heartbeat]\npriority = \"loud\"\n", "events.Heartbeat.priority"),
     ];
     for (i, (content, key)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
@@ -51,6 +54,18 @@ fn an_invalid_config_is_refused_naming_the_key() {
     }
     let out = edgeguard(&["config", "check", "/nonexistent/edgeguard.toml"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_check_warns_of_what_the_agents_would_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edgeguard.toml");
+    std::fs::write(&file, "[asc]\nmaxMessageSizeInBytes = 10000\nhighPriorityMessageFrequency = \"PT6H\"\n").unwrap();
+    let out = edgeguard(&["config", "check", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("maxMessageSizeInBytes (NotOptimal)"), "{stdout}");
+    assert!(stdout.contains("highPriorityMessageFrequency (Conflict)"), "{stdout}");
 }
 
 #[test]

@@ -157,3 +157,18 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     assert!(delivered > 0 && dropped > 0);
     eprintln!("flood: {collected} collected, {delivered} delivered, {dropped} dropped; RSS {early} KiB in the first 1.5 s of flood, {late} KiB after 4 s");
 }
+
+#[test]
+fn a_state_directory_serves_one_process_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let asc = "highPriorityMessageFrequency = \"PT1S\"";
+    let config_path = config(dir.path(), asc, 1, "1s", &dir.path().join("out.jsonl"));
+    let mut child = start(&config_path);
+    wait_for("the first instance to open its state", Duration::from_secs(30), || dir.path().join("state/queues").exists());
+    let out = Command::new(edgeguard_bin()).args(["run", "--once", "--config"]).arg(&config_path).output().unwrap();
+    // SAFETY: kill on our own child.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    child.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another edgeguard"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -173,11 +173,11 @@ pub struct KindSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
     id: uuid::Uuid,
+    /// The first hit as it came while it is the only one (a window with a single hit gives the
+    /// event back unchanged, process id and all); from the second hit on, the merged item.
     item: Map<String, Value>,
-    /// The first hit as it came, while it is the only one: a window with a single hit gives the
-    /// event back unchanged, process id and all, rather than a merged event of one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    original: Option<Map<String, Value>>,
+    #[serde(default)]
+    merged: bool,
     event_type: EventType,
     family: Family,
     count: u64,
@@ -249,7 +249,7 @@ impl Aggregator {
                             None => orphans.entry(kind.clone()).or_insert_with(|| Window::new(KindSettings { rule: Rule { identity: vec![] }, interval: Duration::ZERO })),
                         };
                         window.opened.get_or_insert(opened);
-                        entry.key = owned_key(&window.settings.rule.key(entry.original.as_ref().unwrap_or(&entry.item)));
+                        entry.key = owned_key(&window.settings.rule.key(&entry.item));
                         index.insert(entry.id, (kind, window.entries.len()));
                         window.insert(entry);
                     }
@@ -260,8 +260,10 @@ impl Aggregator {
                                 let e = &mut window.entries[*i];
                                 e.count = count;
                                 e.last = last;
-                                if count > 1 {
-                                    e.original = None;
+                                // A kind no longer aggregated has no rule to merge by: its
+                                // built-in one, else the first hit as it came.
+                                if let Some(rule) = Some(&window.settings.rule).filter(|r| !r.identity.is_empty()).cloned().or_else(|| Rule::builtin(kind)) {
+                                    e.merge(&rule);
                                 }
                             }
                         }
@@ -331,7 +333,7 @@ impl Aggregator {
                 Some(i) => {
                     let e = &mut window.entries[i];
                     e.count += 1;
-                    e.original = None;
+                    e.merge(rule);
                     e.last = e.last.max(event.time);
                     if !e.dirty {
                         e.dirty = true;
@@ -343,8 +345,8 @@ impl Aggregator {
                     let entry = Entry {
                         id: event.id,
                         key: owned_key(&key),
-                        item: rule.neutralise(&item),
-                        original: Some(item),
+                        item,
+                        merged: false,
                         event_type: event.event_type,
                         family: event.family,
                         count: 1,
@@ -453,17 +455,25 @@ impl Window {
 }
 
 impl Entry {
+    /// From the second hit on, the item shows the identity only.
+    fn merge(&mut self, rule: &Rule) {
+        if !self.merged && self.count > 1 {
+            self.item = rule.neutralise(&self.item);
+            self.merged = true;
+        }
+    }
+
     /// The merged event. Its category stays Triggered: the agents send "Aggregated", which the
     /// official schema does not allow, and a message that fails the schema is dropped unseen.
     fn into_event(self, name: &str, now: DateTime<Utc>) -> SecurityEvent {
-        if let (1, Some(original)) = (self.count, self.original) {
+        if !self.merged {
             return SecurityEvent {
                 id: self.id,
                 name: name.to_owned(),
                 category: Category::Triggered,
                 event_type: self.event_type,
                 time: self.first,
-                payload: vec![Value::Object(original)],
+                payload: vec![Value::Object(self.item)],
                 family: self.family,
             };
         }

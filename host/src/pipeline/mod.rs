@@ -32,6 +32,12 @@ use tokio::time::Instant;
 
 const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
 
+/// How long a stop waits for the acknowledgements of messages in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// No serialized event is smaller: the fixed fields alone (`Category` to `Payload`) take more.
+const MIN_EVENT_BYTES: u64 = 200;
+
 /// Where the pipeline keeps its state.
 pub struct StateDir {
     path: PathBuf,
@@ -230,10 +236,14 @@ impl Pipeline {
         for event in events {
             let Some(queue) = routing.queue(&event.name) else { continue };
             let class = usize::from(queue != Queue::Operational);
-            let bytes = event.to_bytes();
+            // A full cache drops without serializing: a flood costs as little as possible.
+            let bytes = if used[class] + RECORD_HEADER + MIN_EVENT_BYTES > budget[class] { Vec::new() } else { event.to_bytes() };
             let fi = FAMILIES.iter().position(|f| *f == event.family).expect("a family");
             let cost = RECORD_HEADER + bytes.len() as u64;
-            let dropped = if self.prefixes[fi].len() + bytes.len() + envelope::SUFFIX.len() > max {
+            let dropped = if bytes.is_empty() {
+                full += 1;
+                true
+            } else if self.prefixes[fi].len() + bytes.len() + envelope::SUFFIX.len() > max {
                 too_large += 1;
                 true
             } else if used[class] + cost > budget[class] {
@@ -351,6 +361,19 @@ impl Pipeline {
                 self.failures = 0;
             }
             Err(e) => self.failed(&e),
+        }
+        Ok(())
+    }
+
+    /// Waits, up to `grace`, for the messages in flight to be acknowledged, so that a clean
+    /// stop does not send them again at the next start.
+    async fn settle_in_flight(&mut self, grace: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + grace;
+        while let Some(front) = self.in_flight.front_mut() {
+            match tokio::time::timeout_at(deadline, front.ack.as_mut()).await {
+                Ok(result) => self.settle(result)?,
+                Err(_) => break,
+            }
         }
         Ok(())
     }
@@ -485,7 +508,10 @@ impl Pipeline {
                     }
                 }
                 Wake::Timer => self.tick(Instant::now())?,
-                Wake::Shutdown => break,
+                Wake::Shutdown => {
+                    self.settle_in_flight(SHUTDOWN_GRACE).await?;
+                    break;
+                }
             }
         }
         self.sync()?;
