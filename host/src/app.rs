@@ -1,4 +1,5 @@
-//! `edgeguard run`: load the configured plugins, schedule them, and write their messages.
+//! `edgeguard run`: open the pipeline, load the configured plugins, schedule them, and ship what
+//! they collect through the pipeline to the sink.
 
 use crate::capabilities::{Capability, HostContext};
 use crate::config::{Config, SinkKind};

@@ -226,6 +226,6 @@ fn the_local_file_takes_the_same_object_bare_or_wrapped() {
     }
     // The embedded default is valid and differs from the ASC defaults only where it says so.
     let embedded = Config::embedded_default().pipeline_settings().unwrap();
-    assert_eq!(embedded.asc.high_priority_message_frequency, Duration::from_secs(10));
+    assert_eq!(embedded.asc.high_priority_message_frequency, Duration::from_secs(5));
     assert_eq!(embedded.asc.max_message_size, AgentConfiguration::default().max_message_size);
 }

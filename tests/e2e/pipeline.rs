@@ -404,3 +404,28 @@ async fn the_file_sink_rotates_within_its_bound() {
     // The newest messages are kept, in order, whole.
     assert_eq!(lines, ((20 - lines.len() as u64)..20).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_projects_own_event_kinds_aggregate_by_their_configured_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = edgeguard::config::Config::parse(
+        "[events.ContainerFinding]\npriority = \"High\"\naggregate = true\naggregation_interval = \"1h\"\naggregate_by = [\"Container\", \"Finding\"]\n",
+        "test",
+    )
+    .unwrap();
+    let mut pipeline = open(dir.path(), config.pipeline_settings().unwrap());
+    let finding = |container: &str, seen: u32| custom_event("ContainerFinding", json!({"Container": container, "Finding": "privileged", "Seen": seen}));
+    pipeline.accept(vec![finding("web", 1), finding("web", 2), finding("web", 3), finding("db", 4)]).unwrap();
+    let mut sink = MemorySink::default();
+    drain(pipeline, &mut sink).await;
+    let validators = Validators::new();
+    sink.messages.lock().unwrap().iter().for_each(|m| validators.assert_valid(m));
+    let events = sink.events();
+    let findings = named(&events, "ContainerFinding");
+    assert_eq!(findings.len(), 2);
+    let web = findings.iter().find(|e| e["Payload"][0]["Container"] == "web").unwrap();
+    assert_eq!(web["Payload"][0]["ExtraDetails"]["HitCount"], "3");
+    assert_eq!(web["Payload"][0]["Seen"], 0, "a field outside the identity is neutralised");
+    let db = findings.iter().find(|e| e["Payload"][0]["Container"] == "db").unwrap();
+    assert_eq!(db["Payload"][0]["Seen"], 4, "a single hit comes back unchanged");
+}
