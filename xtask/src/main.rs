@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
-const BUILTIN_PLUGINS: &[&str] = &["process"];
+const BUILTIN_PLUGINS: &[&str] = &["process", "network"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

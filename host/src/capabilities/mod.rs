@@ -12,6 +12,7 @@
 mod clock;
 mod log;
 mod processes;
+mod sockets;
 
 use crate::runtime::bindings::edgeguard::collector::types;
 use crate::runtime::limits::CallGuard;
@@ -21,24 +22,27 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use processes::read_processes;
+pub use sockets::{Preference as SocketSource, read_sockets};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
     Log,
     Clock,
     Processes,
+    Sockets,
     /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
     Filesystem,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [Capability::Log, Capability::Clock, Capability::Processes, Capability::Filesystem];
+    pub const ALL: [Capability; 5] = [Capability::Log, Capability::Clock, Capability::Processes, Capability::Sockets, Capability::Filesystem];
 
     pub fn name(self) -> &'static str {
         match self {
             Capability::Log => "log",
             Capability::Clock => "clock",
             Capability::Processes => "processes",
+            Capability::Sockets => "sockets",
             Capability::Filesystem => "filesystem",
         }
     }
@@ -64,7 +68,7 @@ pub enum ImportNeed {
     Unknown,
 }
 
-/// Classifies a component import name such as `edgeguard:collector/processes@0.1.0`.
+/// Classifies a component import name such as `edgeguard:collector/processes@0.1.1`.
 pub fn import_need(import: &str) -> ImportNeed {
     let unversioned = import.split('@').next().unwrap_or(import);
     match unversioned.split_once('/') {
@@ -72,6 +76,7 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "log")) => ImportNeed::Grant(Capability::Log),
         Some(("edgeguard:collector", "clock")) => ImportNeed::Grant(Capability::Clock),
         Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
+        Some(("edgeguard:collector", "sockets")) => ImportNeed::Grant(Capability::Sockets),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
         Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
         Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
@@ -140,6 +145,7 @@ pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capab
             Capability::Log => wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Clock => wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Sockets => wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }
@@ -154,6 +160,7 @@ mod tests {
     #[test]
     fn imports_map_to_capabilities() {
         assert_eq!(import_need("edgeguard:collector/processes@0.1.0"), ImportNeed::Grant(Capability::Processes));
+        assert_eq!(import_need("edgeguard:collector/sockets@0.1.1"), ImportNeed::Grant(Capability::Sockets));
         assert_eq!(import_need("edgeguard:collector/types@0.1.3"), ImportNeed::Baseline);
         assert_eq!(import_need("wasi:cli/environment@0.2.6"), ImportNeed::Baseline);
         assert_eq!(import_need("wasi:filesystem/preopens@0.2.0"), ImportNeed::Baseline);

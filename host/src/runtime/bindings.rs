@@ -6,11 +6,12 @@ wasmtime::component::bindgen!({
     imports: {
         // Reads /proc on the blocking pool; see capabilities::processes.
         "edgeguard:collector/processes.snapshot": async,
+        "edgeguard:collector/sockets.snapshot": async,
     },
     exports: { default: async },
 });
 
 /// The WIT package version this host implements; plugins built against the same major
 /// (for 0.x: the same minor) load.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 pub const WIT_PACKAGE: &str = "edgeguard:collector";

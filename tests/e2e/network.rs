@@ -1,0 +1,164 @@
+//! The network collector against the real kernel: listeners and connections this test opens
+//! on loopback, IPv4 and IPv6, TCP and UDP, are reported with this process as their owner and
+//! the right direction, once; the sock_diag source and the /proc/net fallback agree.
+
+use edgeguard::capabilities::{Capability, HostContext, SocketSource, read_sockets};
+use edgeguard::config::Limits;
+use edgeguard::events::from_plugin;
+use edgeguard::runtime::bindings::edgeguard::collector::sockets::{SocketState, Source};
+use edgeguard::runtime::bindings::edgeguard::collector::types::Protocol;
+use edgeguard::runtime::{LoadError, LoadedPlugin, PluginInstance};
+use edgeguard_tests::{plugin, runtime};
+use serde_json::Value;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+
+async fn network_collector(rt: &edgeguard::runtime::Runtime, host_root: &Path) -> PluginInstance {
+    let grants = [Capability::Sockets, Capability::Log];
+    let loaded = LoadedPlugin::load_file(rt, "network", &plugin("edgeguard-plugin-network"), &grants, &[]).await.unwrap();
+    loaded.instantiate(HostContext::new(host_root), &Limits::default(), "{}").await.unwrap()
+}
+
+/// One collection, as ASC events (name and payload items).
+async fn collect(instance: &mut PluginInstance) -> Vec<(String, Value)> {
+    let events = instance.collect().await.expect("no fault").expect("no plugin error");
+    events
+        .into_iter()
+        .flat_map(|e| {
+            let e = from_plugin(e).unwrap();
+            e.payload.into_iter().map(move |item| (e.name.clone(), item))
+        })
+        .collect()
+}
+
+fn find<'a>(events: &'a [(String, Value)], name: &str, mut pred: impl FnMut(&Value) -> bool) -> Vec<&'a Value> {
+    events.iter().filter(|(n, item)| n == name && pred(item)).map(|(_, item)| item).collect()
+}
+
+fn port(v: &Value, key: &str) -> u16 {
+    v[key].as_str().unwrap().parse().unwrap()
+}
+
+/// The listening set is the host's: the tests of this file take turns, so one test's listeners
+/// do not change the set another one watches.
+static HOST_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    HOST_SOCKETS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Loopback {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+}
+
+fn listeners() -> Loopback {
+    Loopback {
+        tcp: vec![TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("[::1]:0").unwrap()],
+        udp: vec![UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("[::1]:0").unwrap()],
+    }
+}
+
+async fn listens_and_connects(host_root: &Path) {
+    let _turn = one_at_a_time();
+    let (rt, _cache) = runtime();
+    let me = std::process::id();
+    let lo = listeners();
+    let mut collector = network_collector(&rt, host_root).await;
+
+    let first = collect(&mut collector).await;
+    for (listener, address) in lo.tcp.iter().zip(["127.0.0.1", "::1"]) {
+        let p = listener.local_addr().unwrap().port();
+        let found = find(&first, "ListeningPorts", |i| i["Protocol"] == "TCP" && port(i, "LocalPort") == p);
+        assert_eq!(found.len(), 1, "TCP {address}:{p} listening: {first:#?}");
+        assert_eq!(found[0]["LocalAddress"], address);
+        assert_eq!(found[0]["ExtraDetails"]["Pid"], me.to_string());
+        assert!(found[0]["ExtraDetails"]["Executable"].as_str().unwrap().contains("network-"), "{:?}", found[0]);
+    }
+    for socket in &lo.udp {
+        let p = socket.local_addr().unwrap().port();
+        assert_eq!(find(&first, "ListeningPorts", |i| i["Protocol"] == "UDP" && port(i, "LocalPort") == p).len(), 1, "UDP {p} bound");
+    }
+
+    // New connections: TCP over IPv4 and IPv6, and a connected UDP socket.
+    let mut streams = Vec::new();
+    for listener in &lo.tcp {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        streams.push((client, server));
+    }
+    let udp_client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp_client.connect(lo.udp[0].local_addr().unwrap()).unwrap();
+
+    let second = collect(&mut collector).await;
+    assert!(find(&second, "ListeningPorts", |_| true).is_empty(), "the listening set did not change");
+    for (client, server) in &streams {
+        let (c, s) = (client.local_addr().unwrap(), server.local_addr().unwrap());
+        let out = find(&second, "ConnectionCreate", |i| i["Protocol"] == "TCP" && port(i, "LocalPort") == c.port());
+        assert_eq!(out.len(), 1, "the client side of {c} -> {s}: {second:#?}");
+        assert_eq!(out[0]["Direction"], "Out");
+        assert_eq!(port(out[0], "RemotePort"), s.port());
+        assert_eq!(out[0]["RemoteAddress"], s.ip().to_string());
+        assert_eq!(out[0]["ProcessId"], me);
+        let inbound = find(&second, "ConnectionCreate", |i| i["Protocol"] == "TCP" && port(i, "LocalPort") == s.port() && port(i, "RemotePort") == c.port());
+        assert_eq!(inbound.len(), 1, "the accepted side of {c} -> {s}");
+        assert_eq!(inbound[0]["Direction"], "In");
+        assert_eq!(inbound[0]["ProcessId"], me);
+        assert!(inbound[0]["Executable"].as_str().unwrap().contains("network-"));
+        assert!(inbound[0].get("ExtraDetails").is_none_or(|d| d.get("Existing").is_none()), "a new connection is not marked existing");
+    }
+    let udp = find(&second, "ConnectionCreate", |i| i["Protocol"] == "UDP" && port(i, "LocalPort") == udp_client.local_addr().unwrap().port());
+    assert_eq!(udp.len(), 1);
+    assert_eq!(udp[0]["Direction"], "Out");
+    assert_eq!(port(udp[0], "RemotePort"), lo.udp[0].local_addr().unwrap().port());
+
+    // Seen once: the next collection reports none of them again, even after they close.
+    let ours: Vec<u16> = streams.iter().flat_map(|(c, s)| [c.local_addr().unwrap().port(), s.local_addr().unwrap().port()]).collect();
+    for (mut client, server) in streams {
+        drop(server);
+        let _ = client.read(&mut [0u8; 1]);
+    }
+    let third = collect(&mut collector).await;
+    assert!(find(&third, "ConnectionCreate", |i| ours.contains(&port(i, "LocalPort"))).is_empty(), "{third:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_listeners_and_new_connections_through_sock_diag() {
+    listens_and_connects(Path::new("/")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_the_same_through_the_proc_net_fallback() {
+    // A host root other than `/` reads `<root>/proc/1/net`: here a root whose proc is ours.
+    let root = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc", root.path().join("proc")).unwrap();
+    listens_and_connects(root.path()).await;
+}
+
+#[test]
+fn sock_diag_and_proc_net_agree() {
+    let _turn = one_at_a_time();
+    let lo = listeners();
+    let host = HostContext::new(Path::new("/"));
+    let diag = read_sockets(&host, SocketSource::Auto).unwrap();
+    let proc = read_sockets(&host, SocketSource::Procfs).unwrap();
+    assert_eq!(diag.source, Source::SockDiag, "sock_diag answers on this kernel");
+    assert_eq!(proc.source, Source::Procfs);
+    for table in [&diag, &proc] {
+        for (protocol, port) in lo.tcp.iter().map(|l| (Protocol::Tcp, l.local_addr().unwrap().port())).chain(lo.udp.iter().map(|u| (Protocol::Udp, u.local_addr().unwrap().port()))) {
+            let s = table.sockets.iter().find(|s| s.protocol == protocol && s.local_port == port).unwrap_or_else(|| panic!("{protocol:?} {port} in {:?}", table.source));
+            assert_eq!(s.state, SocketState::Listen);
+            assert_eq!(s.owner.as_ref().map(|o| o.pid), Some(std::process::id()));
+            assert_ne!(s.inode, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn refused_without_the_sockets_grant() {
+    let (rt, _cache) = runtime();
+    let err = LoadedPlugin::load_file(&rt, "network", &plugin("edgeguard-plugin-network"), &[Capability::Log], &[]).await.err().expect("refused");
+    assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
+    assert!(err.to_string().contains("edgeguard:collector/sockets@0.1.1"), "{err}");
+}
