@@ -114,3 +114,33 @@ fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
     assert!(stdout.contains("\"ProcessCreate\""));
     assert!(stdout.contains("\"Diagnostic\"") && stdout.contains("plugin `broken`"), "{stdout}");
 }
+
+#[test]
+fn a_plugin_built_against_the_previous_contract_still_loads() {
+    // tests/compat-plugin is built against the frozen edgeguard:collector@0.1.0 WIT.
+    let path = plugin("edgeguard-compat-plugin");
+    let cache = tempfile::tempdir().unwrap();
+    let out = edgeguard(&["plugin", "inspect", path.to_str().unwrap(), "--json", "--cache-dir", cache.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["wit"], "edgeguard:collector@0.1.0");
+    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "edgeguard:collector/log@0.1.0"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, dir.path().join("compat.wasm")).unwrap();
+    let config = dir.path().join("edgeguard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nplugin_dir = {:?}\ncache_dir = {:?}\n[pipeline]\nstate_dir = {:?}\n\
+             [[plugin]]\nname = \"compat\"\nfile = \"compat.wasm\"\ngrants = [\"log\"]\n",
+            dir.path(),
+            dir.path().join("cache"),
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"Heartbeat\""), "{}", text(&out));
+}

@@ -1,4 +1,5 @@
-//! `edgeguard run --once` on this machine: every message validates against the official schema.
+//! `edgeguard run --once` on this machine, with the built-in plugins: every message validates
+//! against the official schema.
 
 use edgeguard_tests::schema::{asc_validator, assert_valid};
 use edgeguard_tests::{edgeguard_bin, plugin};
@@ -9,6 +10,11 @@ fn local_run_once_writes_schema_valid_messages() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-network"), plugins.join("network.wasm")).unwrap();
+    // Something of ours to be seen by the network collector: a listener and a connection to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let _server = listener.accept().unwrap();
     let out = std::process::Command::new(edgeguard_bin())
         .args(["run", "--once", "--cache-dir"])
         .arg(dir.path().join("cache"))
@@ -25,13 +31,18 @@ fn local_run_once_writes_schema_valid_messages() {
     let messages: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
     assert!(!messages.is_empty(), "no message written");
     let mut process_creates = 0;
+    let mut names = std::collections::BTreeSet::new();
     for m in &messages {
         assert_valid(&validator, m);
         for e in m["Events"].as_array().unwrap() {
             if e["Name"] == "ProcessCreate" {
                 process_creates += 1;
             }
+            names.insert(e["Name"].as_str().unwrap().to_owned());
         }
+    }
+    for name in ["ListeningPorts", "ConnectionCreate"] {
+        assert!(names.contains(name), "no {name} from the network collector: {names:?}");
     }
     // report_existing is on in the default configuration: at least this test and its parent run.
     assert!(process_creates >= 2, "expected the running processes as ProcessCreate, got {process_creates}");

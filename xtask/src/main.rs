@@ -16,6 +16,8 @@ use std::process::Command;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
 const BUILTIN_PLUGINS: &[&str] = &["process", "network"];
+/// Plugins only the test suite builds (for wasm32-wasip2, never natively).
+const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -65,7 +67,9 @@ fn exclude_wasm_crates() -> Vec<String> {
     for p in BUILTIN_PLUGINS {
         args.extend(["--exclude".to_string(), format!("edgeguard-plugin-{p}")]);
     }
-    args.extend(["--exclude".to_string(), "edgeguard-fault-plugin".to_string()]);
+    for test_plugin in TEST_PLUGINS {
+        args.extend(["--exclude".to_string(), test_plugin.to_string()]);
+    }
     args
 }
 
