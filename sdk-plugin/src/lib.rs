@@ -45,6 +45,7 @@ pub mod host {
     pub use crate::bindings::edgeguard::collector::log;
     pub use crate::bindings::edgeguard::collector::processes;
     pub use crate::bindings::edgeguard::collector::sockets;
+    pub use crate::bindings::edgeguard::collector::system;
 }
 
 /// The plugin's configuration: the JSON object the host passes to `init`.
@@ -52,7 +53,7 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 
 /// Everything a collector needs in one import.
 pub mod prelude {
-    pub use crate::host::{clock, log, processes, sockets};
+    pub use crate::host::{clock, log, processes, sockets, system};
     pub use crate::{
         CollectError, Collector, Config, CustomEvent, Event, HostError, PluginInfo, PriorityGroup,
         ProcessCreate, ProcessTerminate,

@@ -13,6 +13,7 @@ mod clock;
 mod log;
 mod processes;
 mod sockets;
+mod system;
 
 use crate::runtime::bindings::edgeguard::collector::types;
 use crate::runtime::limits::CallGuard;
@@ -30,12 +31,14 @@ pub enum Capability {
     Clock,
     Processes,
     Sockets,
+    System,
     /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
     Filesystem,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [Capability::Log, Capability::Clock, Capability::Processes, Capability::Sockets, Capability::Filesystem];
+    pub const ALL: [Capability; 6] =
+        [Capability::Log, Capability::Clock, Capability::Processes, Capability::Sockets, Capability::System, Capability::Filesystem];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -43,6 +46,7 @@ impl Capability {
             Capability::Clock => "clock",
             Capability::Processes => "processes",
             Capability::Sockets => "sockets",
+            Capability::System => "system",
             Capability::Filesystem => "filesystem",
         }
     }
@@ -77,6 +81,7 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "clock")) => ImportNeed::Grant(Capability::Clock),
         Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
         Some(("edgeguard:collector", "sockets")) => ImportNeed::Grant(Capability::Sockets),
+        Some(("edgeguard:collector", "system")) => ImportNeed::Grant(Capability::System),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
         Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
         Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
@@ -146,6 +151,7 @@ pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capab
             Capability::Clock => wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Sockets => wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::System => wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }
