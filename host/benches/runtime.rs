@@ -100,6 +100,51 @@ fn network(c: &mut Criterion) {
     drop(open);
 }
 
+/// The login collector reading a wtmp of 100,000 records from the start, through the host's
+/// `logins` capability, in collections of the default cap (5,000 events).
+fn logins(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile_dir();
+    let rt = Runtime::new(&dir.join("cache")).unwrap();
+    let wtmp = dir.join("wtmp");
+    let mut bytes = Vec::new();
+    for i in 0..100_000u32 {
+        // SAFETY: utmpx is plain data; all-zero is a valid empty record.
+        let mut u: libc::utmpx = unsafe { std::mem::zeroed() };
+        u.ut_type = libc::USER_PROCESS;
+        u.ut_pid = 1_000_000 + i as i32;
+        for (d, b) in u.ut_user.iter_mut().zip(b"fleet") {
+            *d = *b as libc::c_char;
+        }
+        for (d, b) in u.ut_host.iter_mut().zip(format!("10.0.{}.{}", i / 250, i % 250).bytes()) {
+            *d = b as libc::c_char;
+        }
+        // SAFETY: viewing a plain-data struct as its bytes, as the C library writes it.
+        bytes.extend_from_slice(unsafe { std::slice::from_raw_parts((&u as *const libc::utmpx).cast::<u8>(), std::mem::size_of::<libc::utmpx>()) });
+    }
+    std::fs::write(&wtmp, bytes).unwrap();
+    let grants = [Capability::Logins, Capability::Log];
+    let login = tokio.block_on(LoadedPlugin::load_file(&rt, "login", &plugin_file("edgeguard-plugin-login"), &grants, &[])).unwrap();
+    let config = serde_json::json!({"wtmp": wtmp, "btmp": "", "auth_log": "", "from_start": true}).to_string();
+    let host = HostContext::new(Path::new("/"));
+    let mut group = c.benchmark_group("login");
+    group.throughput(criterion::Throughput::Elements(100_000));
+    group.bench_function("read and convert 100,000 wtmp records", |b| {
+        b.iter(|| {
+            let mut instance = tokio.block_on(login.instantiate(host.clone(), &Limits::default(), &config)).unwrap();
+            let mut total = 0;
+            loop {
+                let n = tokio.block_on(instance.collect()).unwrap().unwrap().len();
+                if n == 0 {
+                    break total;
+                }
+                total += n;
+            }
+        })
+    });
+    group.finish();
+}
+
 fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgeguard-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -110,6 +155,6 @@ fn tempfile_dir() -> PathBuf {
 criterion_group! {
     name = runtime;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches, network
+    targets = benches, network, logins
 }
 criterion_main!(runtime);

@@ -47,6 +47,7 @@ pub async fn load_plugins(config: &Config, runtime: &Runtime) -> (Vec<PluginSpec
                     interval,
                     limits: config.limits.with(&plugin.limits),
                     config_json: plugin.config.to_string(),
+                    state_file: Some(config.state_dir().join("plugins").join(format!("{}.state", plugin.name))),
                 });
             }
             Err(e) => {

@@ -46,6 +46,7 @@ pub mod host {
     pub use crate::bindings::edgeguard::collector::processes;
     pub use crate::bindings::edgeguard::collector::sockets;
     pub use crate::bindings::edgeguard::collector::system;
+    pub use crate::bindings::edgeguard::collector::logins;
 }
 
 /// The plugin's configuration: the JSON object the host passes to `init`.
@@ -53,7 +54,7 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 
 /// Everything a collector needs in one import.
 pub mod prelude {
-    pub use crate::host::{clock, log, processes, sockets, system};
+    pub use crate::host::{clock, log, logins, processes, sockets, system};
     pub use crate::{
         CollectError, Collector, Config, CustomEvent, Event, HostError, PluginInfo, PriorityGroup,
         ProcessCreate, ProcessTerminate,

@@ -110,6 +110,7 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
             interval,
             limits: test_limits(),
             config_json: format!(r#"{{"mode": "{mode}"}}"#),
+            state_file: None,
         };
         running.push(scheduler.spawn(spec, false));
     }

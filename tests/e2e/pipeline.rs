@@ -208,7 +208,7 @@ fn spawn(pipeline: Pipeline, sink: MemorySink) -> (mpsc::Sender<Batch>, tokio::s
 }
 
 async fn send(tx: &mpsc::Sender<Batch>, events: Vec<SecurityEvent>) {
-    tx.send(Batch { plugin: "test".into(), at: std::time::Instant::now(), events }).await.unwrap();
+    tx.send(Batch { plugin: "test".into(), at: std::time::Instant::now(), events, accepted: None }).await.unwrap();
 }
 
 async fn wait(seconds: f64) {
@@ -368,6 +368,7 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
         interval: Duration::from_millis(50),
         limits: edgeguard_tests::test_limits(),
         config_json: "{}".into(),
+        state_file: None,
     };
     let running = scheduler.spawn(spec, false);
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -133,3 +133,17 @@ pub fn custom_event(name: &str, item: serde_json::Value) -> edgeguard::events::S
     use edgeguard::events::{Category, EventType, Family, SecurityEvent};
     SecurityEvent { family: Family::Edgeguard, ..SecurityEvent::new(name, Category::Triggered, EventType::Security, vec![item]) }
 }
+
+/// Events wrapped in a message envelope of their family, as the pipeline sends them.
+pub fn message_of(events: &[edgeguard::events::SecurityEvent]) -> serde_json::Value {
+    let family = events.first().map(|e| e.family).unwrap_or(edgeguard::events::Family::Asc);
+    let mut bytes = edgeguard::output::envelope::prefix("9c647395-b913-4997-a732-a7fe7303b649", family);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(&e.to_bytes());
+    }
+    bytes.extend_from_slice(edgeguard::output::envelope::SUFFIX);
+    serde_json::from_slice(&bytes).expect("a message is JSON")
+}

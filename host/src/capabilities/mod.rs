@@ -11,6 +11,7 @@
 
 mod clock;
 mod log;
+mod logins;
 mod processes;
 mod sockets;
 mod system;
@@ -32,13 +33,21 @@ pub enum Capability {
     Processes,
     Sockets,
     System,
+    Logins,
     /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
     Filesystem,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] =
-        [Capability::Log, Capability::Clock, Capability::Processes, Capability::Sockets, Capability::System, Capability::Filesystem];
+    pub const ALL: [Capability; 7] = [
+        Capability::Log,
+        Capability::Clock,
+        Capability::Processes,
+        Capability::Sockets,
+        Capability::System,
+        Capability::Logins,
+        Capability::Filesystem,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +56,7 @@ impl Capability {
             Capability::Processes => "processes",
             Capability::Sockets => "sockets",
             Capability::System => "system",
+            Capability::Logins => "logins",
             Capability::Filesystem => "filesystem",
         }
     }
@@ -82,6 +92,7 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
         Some(("edgeguard:collector", "sockets")) => ImportNeed::Grant(Capability::Sockets),
         Some(("edgeguard:collector", "system")) => ImportNeed::Grant(Capability::System),
+        Some(("edgeguard:collector", "logins")) => ImportNeed::Grant(Capability::Logins),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
         Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
         Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
@@ -152,6 +163,7 @@ pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capab
             Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Sockets => wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::System => wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Logins => wit::logins::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }

@@ -488,7 +488,12 @@ impl Pipeline {
                 _ = &mut shutdown, if !drain => Wake::Shutdown,
             };
             match wake {
-                Wake::Batch(Some(batch)) => self.accept(batch.events)?,
+                Wake::Batch(Some(batch)) => {
+                    self.accept(batch.events)?;
+                    if let Some(accepted) = batch.accepted {
+                        let _ = accepted.send(());
+                    }
+                }
                 Wake::Batch(None) => {
                     open = false;
                     if !drain {

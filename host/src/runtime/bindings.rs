@@ -7,6 +7,9 @@ wasmtime::component::bindgen!({
         // Reads /proc on the blocking pool; see capabilities::processes.
         "edgeguard:collector/processes.snapshot": async,
         "edgeguard:collector/sockets.snapshot": async,
+        "edgeguard:collector/logins.stat": async,
+        "edgeguard:collector/logins.read-utmp": async,
+        "edgeguard:collector/logins.read-lines": async,
     },
     exports: { default: async },
 });

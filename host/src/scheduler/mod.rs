@@ -19,6 +19,9 @@ pub struct Batch {
     pub plugin: Arc<str>,
     pub at: Instant,
     pub events: Vec<SecurityEvent>,
+    /// Told once the pipeline has the events on disk: only then may the plugin's state (its
+    /// cursors) be persisted, so a crash in between re-reports rather than loses.
+    pub accepted: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A plugin as the scheduler runs it.
@@ -29,6 +32,9 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
+    /// Where the plugin's `save-state` is kept between runs (cursors survive restarts); None:
+    /// state lives only as long as the instance.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl PluginSpec {
@@ -111,6 +117,7 @@ impl Actor {
     }
 
     async fn run(self, jitter: Duration, once: bool) {
+        let mut saved = self.spec.state_file.as_ref().and_then(|f| std::fs::read(f).ok());
         let start = tokio::time::Instant::now() + jitter;
         let mut ticker = tokio::time::interval_at(start, self.spec.interval);
         // A collection that overruns its interval makes the next tick late, not doubled.
@@ -131,7 +138,11 @@ impl Actor {
                     self.status.lock().unwrap().skipped_while_backing_off += 1;
                     continue;
                 }
-                match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
+                let fresh = match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
+                    Ok(mut fresh) => self.restore(&mut fresh, &mut saved).await.map(|()| fresh),
+                    Err(fault) => Err(fault),
+                };
+                match fresh {
                     Ok(fresh) => instance = Some(fresh),
                     Err(fault) => {
                         restart_at = self.record_fault(&fault, "instantiating").await;
@@ -148,7 +159,13 @@ impl Actor {
                 live.collect().await
             };
             match outcome {
-                Ok(Ok(plugin_events)) => self.deliver(plugin_events).await,
+                Ok(Ok(plugin_events)) => {
+                    let accepted = self.deliver(plugin_events).await;
+                    if let Err(fault) = self.persist(live, accepted, &mut saved).await {
+                        instance = None;
+                        restart_at = self.record_fault(&fault, "saving its state").await;
+                    }
+                }
                 Ok(Err(error)) => {
                     let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
                     tracing::warn!("{message}");
@@ -166,8 +183,40 @@ impl Actor {
         }
     }
 
+    /// Hands a fresh instance the state its predecessor saved (in this run or the last). A
+    /// plugin that refuses it starts afresh, with a warning.
+    async fn restore(&self, instance: &mut PluginInstance, saved: &mut Option<Vec<u8>>) -> Result<(), Fault> {
+        let Some(state) = saved.as_ref() else { return Ok(()) };
+        if let Err(error) = instance.restore_state(state).await? {
+            let message = format!("plugin `{}` refused its saved state ({}); it starts afresh", self.name(), crate::runtime::instance::describe_error(&error));
+            tracing::warn!("{message}");
+            self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
+            *saved = None;
+        }
+        Ok(())
+    }
+
+    /// Keeps the plugin's state on disk once its last events are safe in the pipeline.
+    async fn persist(&self, instance: &mut PluginInstance, accepted: bool, saved: &mut Option<Vec<u8>>) -> Result<(), Fault> {
+        let Some(file) = &self.spec.state_file else { return Ok(()) };
+        let Some(state) = instance.save_state().await? else { return Ok(()) };
+        if !accepted || saved.as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let tmp = file.with_extension("tmp");
+        let written = std::fs::create_dir_all(file.parent().unwrap_or(file))
+            .and_then(|()| std::fs::write(&tmp, &state))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        match written {
+            Ok(()) => *saved = Some(state),
+            Err(e) => tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display()),
+        }
+        Ok(())
+    }
+
     /// Converts and forwards one collection's events; malformed ones become diagnostics.
-    async fn deliver(&self, plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>) {
+    /// True once the pipeline has them on disk.
+    async fn deliver(&self, plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>) -> bool {
         let mut out = Vec::with_capacity(plugin_events.len());
         for event in plugin_events {
             match events::from_plugin(event) {
@@ -185,12 +234,28 @@ impl Actor {
             status.events += out.len() as u64;
             status.consecutive_faults = 0;
         }
-        self.send(out).await;
+        // Waiting for the pipeline matters only when there is state to persist after it.
+        let (accepted, on_disk) = match self.spec.state_file {
+            Some(_) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        // The receiver only goes away at shutdown; nothing to do then.
+        let batch = Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events: out, accepted };
+        if self.tx.send(batch).await.is_err() {
+            return false;
+        }
+        match on_disk {
+            Some(rx) => rx.await.is_ok(),
+            None => true,
+        }
     }
 
     async fn send(&self, events: Vec<SecurityEvent>) {
         // The receiver only goes away at shutdown; nothing to do then.
-        let _ = self.tx.send(Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events }).await;
+        let _ = self.tx.send(Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events, accepted: None }).await;
     }
 
     /// Logs and reports a fault; returns when the plugin may be re-instantiated.
