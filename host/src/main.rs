@@ -50,6 +50,17 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Analyse an IoT Edge deployment manifest for security findings.
+    CheckManifest {
+        /// The deployment manifest (JSON).
+        file: PathBuf,
+        /// Print the findings as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Exit with 1 when a finding is at least this severe (low, medium, high).
+        #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+        fail_on: Option<edgeguard_manifest::Severity>,
+    },
     /// Check configuration files.
     Config {
         #[command(subcommand)]
@@ -148,11 +159,64 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
+        Command::CheckManifest { file, json, fail_on } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+            let findings = edgeguard_manifest::analyze_text(&text).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+            print_findings(&findings, json);
+            match fail_on {
+                Some(threshold) if findings.iter().any(|f| f.severity >= threshold) => Err((EXIT_FAILURE, format!("{}: findings at or above {threshold}", file.display()))),
+                _ => Ok(()),
+            }
+        }
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", edgeguard::config::EMBEDDED_DEFAULT);
             Ok(())
         }
     }
+}
+
+fn parse_severity(text: &str) -> Result<edgeguard_manifest::Severity, String> {
+    edgeguard_manifest::Severity::parse(text).ok_or_else(|| format!("`{text}`: expected low, medium or high"))
+}
+
+fn print_findings(findings: &[edgeguard_manifest::Finding], json: bool) {
+    if json {
+        let list: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "severity": f.severity.as_str(),
+                    "code": f.code,
+                    "module": f.module,
+                    "path": f.path,
+                    "message": f.message,
+                    "remediation": f.remediation,
+                    "recommendation": f.recommendation,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+        return;
+    }
+    if findings.is_empty() {
+        println!("no findings");
+        return;
+    }
+    let width = findings.iter().map(|f| f.module.len()).max().unwrap_or(6).max(6);
+    println!("{:<8} {:<width$} {:<26} WHAT", "SEVERITY", "MODULE", "FINDING");
+    for f in findings {
+        println!("{:<8} {:<width$} {:<26} {}", f.severity.as_str(), f.module, f.code, f.message);
+        println!("{:<8} {:<width$} {:<26} at {}", "", "", "", f.path);
+        println!("{:<8} {:<width$} {:<26} fix: {}", "", "", "", f.remediation);
+    }
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    println!(
+        "{} findings: {} high, {} medium, {} low",
+        findings.len(),
+        count(edgeguard_manifest::Severity::High),
+        count(edgeguard_manifest::Severity::Medium),
+        count(edgeguard_manifest::Severity::Low)
+    );
 }
 
 fn print_inspection(p: &LoadedPlugin, json: bool) {
