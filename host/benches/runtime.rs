@@ -145,6 +145,15 @@ fn logins(c: &mut Criterion) {
     group.finish();
 }
 
+/// The deployment-manifest analyzer on the reference example (4 modules, 5 findings) and on a
+/// manifest with chunked createOptions.
+fn manifests(c: &mut Criterion) {
+    for name in ["02-reference-example", "07-chunked-createoptions"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/manifests/{name}.json"))).unwrap();
+        c.bench_function(&format!("analyse manifest {name}"), |b| b.iter(|| edgeguard_manifest::analyze_text(&text).unwrap()));
+    }
+}
+
 fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgeguard-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -155,6 +164,6 @@ fn tempfile_dir() -> PathBuf {
 criterion_group! {
     name = runtime;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = benches, network, logins
+    targets = benches, network, logins, manifests
 }
 criterion_main!(runtime);

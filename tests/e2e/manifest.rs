@@ -58,3 +58,49 @@ fn fail_on_sets_the_exit_code_and_the_table_reads_well() {
     assert_eq!(clean.trim(), "no findings");
     assert_eq!(check(&["/nonexistent/deployment.json"]).status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manifest_collector_reports_findings_when_a_manifest_appears_or_changes() {
+    use edgeguard::capabilities::{Capability, HostContext};
+    use edgeguard::events::{Family, from_plugin};
+    use edgeguard::runtime::LoadedPlugin;
+    let (rt, _cache) = edgeguard_tests::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = repo_root().join("tests/manifests");
+    std::fs::copy(manifests.join("03-asc-security-module.json"), dir.path().join("deployment.json")).unwrap();
+    std::fs::copy(manifests.join("14-createoptions-not-json.json"), dir.path().join("broken.json")).unwrap();
+    let dirs = [dir.path().to_owned()];
+    let grants = [Capability::Filesystem, Capability::Log];
+    let loaded = LoadedPlugin::load_file(&rt, "manifest", &edgeguard_tests::plugin("edgeguard-plugin-manifest"), &grants, &dirs).await.unwrap();
+    let paths: Vec<String> = ["deployment.json", "broken.json", "absent.json"].iter().map(|f| dir.path().join(f).to_string_lossy().into_owned()).collect();
+    let config = serde_json::json!({ "paths": paths }).to_string();
+    let mut collector = loaded.instantiate(HostContext::new(std::path::Path::new("/")), &edgeguard::config::Limits::default(), &config).await.unwrap();
+    let mut collect = async || -> Vec<edgeguard::events::SecurityEvent> {
+        collector.collect().await.expect("no fault").expect("no plugin error").into_iter().map(|e| from_plugin(e).unwrap()).collect()
+    };
+
+    let events = collect().await;
+    let findings: Vec<_> = events.iter().filter(|e| e.name == "ManifestFinding").collect();
+    assert_eq!(findings.len(), 4, "{events:#?}");
+    assert!(findings.iter().all(|e| e.family == Family::Edgeguard && e.payload[0]["Manifest"] == paths[0].as_str()));
+    let privileged = findings.iter().find(|e| e.payload[0]["Code"] == "privileged").unwrap();
+    assert_eq!(privileged.payload[0]["Severity"], "High");
+    assert_eq!(privileged.payload[0]["Module"], "azureiotsecurity");
+    assert_eq!(privileged.payload[0]["Recommendation"], "IoT_PrivilegedDockerOptions");
+    let errors: Vec<_> = events.iter().filter(|e| e.name == "ManifestError").collect();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].payload[0]["Message"].as_str().unwrap().contains("not JSON once its chunks are joined"));
+    let validator = edgeguard_tests::schema::edgeguard_validator();
+    assert!(validator.is_valid(&edgeguard_tests::message_of(&events)), "findings validate against the project's schema");
+
+    assert!(collect().await.is_empty(), "an unchanged manifest is not reported again");
+    std::fs::copy(manifests.join("12-ipc-host.json"), dir.path().join("deployment.json")).unwrap();
+    let events = collect().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload[0]["Code"], "host-ipc");
+
+    // Without the directory grant, the plugin reads nothing.
+    let blind = LoadedPlugin::load_file(&rt, "manifest", &edgeguard_tests::plugin("edgeguard-plugin-manifest"), &grants, &[]).await.unwrap();
+    let mut blind = blind.instantiate(HostContext::new(std::path::Path::new("/")), &edgeguard::config::Limits::default(), &config).await.unwrap();
+    assert!(blind.collect().await.unwrap().unwrap().is_empty());
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
-const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login"];
+const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login", "manifest"];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
