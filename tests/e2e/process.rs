@@ -145,3 +145,33 @@ async fn host_state_is_read_through_the_host_root() {
     let error = blind.collect().await.expect("no fault").expect_err("no /proc under the root");
     assert!(edgeguard::runtime::instance::describe_error(&error).contains("proc"), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_restart_it_reports_what_changed_while_it_was_down() {
+    let (rt, _cache) = runtime();
+    let (mut old_sleeper, _) = unique_sleeper();
+    let mut before = process_collector(&rt).await;
+    collect(&mut before).await;
+    let state = before.save_state().await.unwrap().expect("the process collector keeps what it knows");
+    drop(before);
+
+    // While edgeguard is down: one process ends (and is reaped), another starts.
+    old_sleeper.kill().unwrap();
+    old_sleeper.wait().unwrap();
+    let (mut new_sleeper, new_command) = unique_sleeper();
+
+    // A fresh instance with the default configuration (report_existing on) takes the state over.
+    let grants = [Capability::Processes, Capability::Log];
+    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
+    let mut after = loaded.instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}").await.unwrap();
+    after.restore_state(&state).await.unwrap().unwrap();
+    let events = collect(&mut after).await;
+    let created_new = created(&events, new_sleeper.id()).expect("the process started while down is reported");
+    assert_eq!(created_new.command_line, new_command);
+    assert!(created_new.extra.iter().all(|(k, _)| k != "Existing"), "it is new, not existing");
+    let ended = terminated(&events, old_sleeper.id()).expect("the process that ended while down is reported");
+    assert_eq!(ended.exit_status, None, "reaped before we looked: its status is gone");
+    assert!(created(&events, std::process::id()).is_none(), "processes known before the restart are not reported again");
+    new_sleeper.kill().unwrap();
+    new_sleeper.wait().unwrap();
+}

@@ -80,6 +80,44 @@ impl Collector for ProcessCollector {
         }
         Ok(self.backlog.drain(..take).collect())
     }
+
+    /// The processes known at the last collection, so that after a restart the processes that
+    /// started meanwhile are reported as created (not as existing) and those that ended as
+    /// terminated.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        let known = self.known.as_ref()?;
+        let list: Vec<serde_json::Value> = known
+            .values()
+            .map(|p| serde_json::json!([p.pid, p.start_time, p.name, p.executable, p.state == State::Zombie]))
+            .collect();
+        Some(serde_json::Value::Array(list).to_string().into_bytes())
+    }
+
+    fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
+        let bad = |why: &str| CollectError::InvalidState(format!("process state: {why}"));
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&state).map_err(|e| bad(&e.to_string()))?;
+        let mut known = HashMap::with_capacity(list.len());
+        for item in list {
+            let field = |i: usize| item.get(i).ok_or_else(|| bad("an entry is [pid, start, name, executable, zombie]"));
+            let pid = field(0)?.as_u64().ok_or_else(|| bad("pid"))? as u32;
+            let start_time = field(1)?.as_u64().ok_or_else(|| bad("start time"))?;
+            let p = Process {
+                pid,
+                parent_pid: 0,
+                user_id: 0,
+                user_name: None,
+                name: field(2)?.as_str().unwrap_or_default().to_owned(),
+                executable: field(3)?.as_str().unwrap_or_default().to_owned(),
+                command_line: String::new(),
+                start_time,
+                state: if field(4)?.as_bool() == Some(true) { State::Zombie } else { State::Sleeping },
+                exit_code: None,
+            };
+            known.insert((pid, start_time), p);
+        }
+        self.known = Some(known);
+        Ok(())
+    }
 }
 
 fn created(p: &Process, existing: bool) -> Event {
