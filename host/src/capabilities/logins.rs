@@ -4,7 +4,7 @@
 //! host only reads, and only files whose names say they are login logs, so this capability
 //! cannot be used to read anything else on the host.
 
-use super::HostState;
+use super::{HostState, executable_of, read_error};
 use crate::runtime::bindings::edgeguard::collector::logins::{FileId, FileInfo, Host, LinesChunk, RecordType, UtmpChunk, UtmpRecord};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,7 +20,7 @@ const RECORD: usize = std::mem::size_of::<libc::utmpx>();
 impl Host for HostState {
     async fn stat(&mut self, path: String) -> Result<FileInfo, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
-        blocking(move || std::fs::metadata(&file).map(|m| info(&m)).map_err(|e| io_error(&file, e))).await
+        blocking(move || std::fs::metadata(&file).map(|m| info(&m)).map_err(|e| read_error(&file, e))).await
     }
 
     async fn read_utmp(&mut self, path: String, offset: u64, max: u32) -> Result<UtmpChunk, HostError> {
@@ -56,22 +56,14 @@ fn info(m: &std::fs::Metadata) -> FileInfo {
     FileInfo { id: FileId { device: m.dev(), inode: m.ino() }, size: m.len() }
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> HostError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => HostError::Unavailable(format!("{} does not exist", path.display())),
-        std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(format!("cannot read {}", path.display())),
-        _ => HostError::Io(format!("{}: {e}", path.display())),
-    }
-}
-
 /// Opens `path` and reads up to `len` bytes from `offset`, with the file's identity.
 fn read_at(path: &Path, offset: u64, len: usize) -> Result<(FileInfo, Vec<u8>), HostError> {
-    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
+    let meta = file.metadata().map_err(|e| read_error(path, e))?;
     let mut buf = Vec::new();
     if offset < meta.len() {
-        file.seek(SeekFrom::Start(offset)).map_err(|e| io_error(path, e))?;
-        file.take(len as u64).read_to_end(&mut buf).map_err(|e| io_error(path, e))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| read_error(path, e))?;
+        file.take(len as u64).read_to_end(&mut buf).map_err(|e| read_error(path, e))?;
     }
     Ok((info(&meta), buf))
 }
@@ -130,7 +122,7 @@ fn record(u: &libc::utmpx, proc_dir: &Path) -> UtmpRecord {
         host: text(&u.ut_host),
         address,
         time_micros: (u.ut_tv.tv_sec as i64).max(0) as u64 * 1_000_000 + (u.ut_tv.tv_usec as i64).max(0) as u64,
-        executable: (pid > 0).then(|| std::fs::read_link(proc_dir.join(format!("{pid}/exe"))).ok()).flatten().map(|p| p.to_string_lossy().into_owned()),
+        executable: (pid > 0).then(|| executable_of(proc_dir, pid)).flatten(),
     }
 }
 

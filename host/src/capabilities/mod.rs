@@ -100,6 +100,21 @@ pub fn import_need(import: &str) -> ImportNeed {
     }
 }
 
+/// A failed read of a host file, as the capability error the plugin can act on.
+pub(crate) fn read_error(path: &Path, e: std::io::Error) -> types::HostError {
+    use types::HostError;
+    match e.kind() {
+        std::io::ErrorKind::NotFound => HostError::Unavailable(format!("{} does not exist", path.display())),
+        std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(format!("cannot read {}", path.display())),
+        _ => HostError::Io(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The executable of a process under `proc_dir`, if it still runs and can be read.
+pub(crate) fn executable_of(proc_dir: &Path, pid: u32) -> Option<String> {
+    std::fs::read_link(proc_dir.join(format!("{pid}/exe"))).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
 /// State shared by every plugin: where the host is, and caches of its databases.
 pub struct HostContext {
     pub host_root: PathBuf,

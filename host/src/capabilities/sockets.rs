@@ -109,9 +109,7 @@ fn read_procfs(host_root: &Path) -> Result<Vec<Raw>, HostError> {
             Ok(t) => t,
             // A kernel without IPv6 has no tcp6/udp6.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && family == AddressFamily::Ipv6 => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(HostError::PermissionDenied(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HostError::Unavailable(format!("{} does not exist", path.display()))),
-            Err(e) => return Err(HostError::Io(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(super::read_error(&path, e)),
         };
         for line in text.lines().skip(1) {
             if let Some(raw) = parse_proc_line(line, protocol, family) {
@@ -178,9 +176,8 @@ fn owners(host_root: &Path) -> HashMap<u64, Owner> {
         .into_iter()
         .map(|(inode, pid)| {
             let owner = details.entry(pid).or_insert_with(|| {
-                let dir = proc_dir.join(pid.to_string());
-                let executable = std::fs::read_link(dir.join("exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                let command_line = std::fs::read(dir.join("cmdline"))
+                let executable = super::executable_of(&proc_dir, pid).unwrap_or_default();
+                let command_line = std::fs::read(proc_dir.join(format!("{pid}/cmdline")))
                     .map(|b| b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
                     .unwrap_or_default();
                 Owner { pid, executable, command_line }

@@ -24,11 +24,7 @@ impl Host for HostState {
 
 fn read(host_root: &Path, relative: &str) -> Result<String, HostError> {
     let path = host_root.join(relative);
-    std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => HostError::Unavailable(format!("{} does not exist", path.display())),
-        std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(format!("cannot read {}", path.display())),
-        _ => HostError::Io(format!("{}: {e}", path.display())),
-    })
+    std::fs::read_to_string(&path).map_err(|e| super::read_error(&path, e))
 }
 
 pub fn read_os_info(host_root: &Path) -> Result<OsInfo, HostError> {
