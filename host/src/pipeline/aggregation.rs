@@ -233,7 +233,7 @@ impl Aggregator {
     }
 
     /// Opens (and replays) the journal at `path`. Entries of kinds no longer aggregated come
-    /// back from [`Aggregator::take_orphans`].
+    /// back as events: queue them, then [`Aggregator::compact`].
     pub fn open(path: &Path, kinds: HashMap<String, KindSettings>, max_entries: usize) -> std::io::Result<(Aggregator, Vec<SecurityEvent>)> {
         let mut agg = Aggregator::in_memory(kinds, max_entries);
         let mut orphans: HashMap<String, Window> = HashMap::new();
@@ -275,12 +275,12 @@ impl Aggregator {
         let orphaned: Vec<SecurityEvent> = orphans.into_iter().flat_map(|(name, mut w)| w.drain(&name, now)).collect();
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         agg.journal = Some(Journal { path: path.to_owned(), file });
-        agg.compact()?;
         Ok((agg, orphaned))
     }
 
-    /// The kinds aggregated and their settings; a kind removed closes its window (returned).
-    pub fn reconfigure(&mut self, kinds: HashMap<String, KindSettings>, now: DateTime<Utc>) -> std::io::Result<Vec<SecurityEvent>> {
+    /// The kinds aggregated and their settings; a kind removed, or given a new identity, closes
+    /// its window: its events are returned (queue them, then [`Aggregator::compact`]).
+    pub fn reconfigure(&mut self, kinds: HashMap<String, KindSettings>, now: DateTime<Utc>) -> Vec<SecurityEvent> {
         let mut closed = Vec::new();
         self.windows.retain(|name, w| match kinds.get(name) {
             Some(s) if w.settings.rule == s.rule => {
@@ -296,14 +296,7 @@ impl Aggregator {
         for (name, settings) in kinds {
             self.windows.entry(name).or_insert_with(|| Window::new(settings));
         }
-        if !closed.is_empty() {
-            self.compact()?;
-        }
-        Ok(closed)
-    }
-
-    pub fn aggregates(&self, name: &str) -> bool {
-        self.windows.contains_key(name)
+        closed
     }
 
     /// Counts the events of a batch that aggregate; returns the others, untouched, and the

@@ -156,7 +156,7 @@ impl Pipeline {
             settings,
             _state: state,
         };
-        pipeline.enqueue(orphans)?;
+        pipeline.queue_closed(orphans)?;
         Ok((pipeline, resumed))
     }
 
@@ -165,17 +165,13 @@ impl Pipeline {
         self.routing.subscribe()
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     /// Applies new settings: routing at once, aggregation windows whose rule changed close.
     /// Events already queued keep their queue.
     pub fn reconfigure(&mut self, settings: Settings) -> io::Result<Vec<ConfigIssue>> {
-        let closed = self.aggregator.reconfigure(settings.aggregation_kinds(), chrono::Utc::now())?;
+        let closed = self.aggregator.reconfigure(settings.aggregation_kinds(), chrono::Utc::now());
         self.settings = settings;
         self.routing.send_replace(Arc::new(self.settings.routing()));
-        self.enqueue(closed)?;
+        self.queue_closed(closed)?;
         let issues = self.settings.asc.check();
         self.accept(issues.iter().map(ConfigIssue::to_event).collect())?;
         Ok(issues)
@@ -188,17 +184,22 @@ impl Pipeline {
         let events: Vec<SecurityEvent> = events.into_iter().filter(|e| routing.queue(&e.name).is_some()).collect();
         let (passed, full) = self.aggregator.add(events)?;
         self.enqueue(passed)?;
-        if !full.is_empty() {
-            self.enqueue(full)?;
-            self.aggregator.compact()?;
+        self.queue_closed(full)
+    }
+
+    /// Queues the merged events of closed aggregation windows, then drops them from the
+    /// journal: in this order, so a crash in between sends them again (same Ids), never loses them.
+    fn queue_closed(&mut self, closed: Vec<SecurityEvent>) -> io::Result<()> {
+        if closed.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.enqueue(closed)?;
+        self.aggregator.compact()
     }
 
     fn log_index(queue: Queue, family: Family) -> usize {
         let q = Queue::ALL.iter().position(|x| *x == queue).expect("a queue");
-        let f = FAMILIES.iter().position(|x| *x == family).expect("a family");
-        q * FAMILIES.len() + f
+        q * FAMILIES.len() + family_index(family)
     }
 
     /// The byte budget of a queue: operational events have a tenth of the cache to themselves,
@@ -238,7 +239,7 @@ impl Pipeline {
             let class = usize::from(queue != Queue::Operational);
             // A full cache drops without serializing: a flood costs as little as possible.
             let bytes = if used[class] + RECORD_HEADER + MIN_EVENT_BYTES > budget[class] { Vec::new() } else { event.to_bytes() };
-            let fi = FAMILIES.iter().position(|f| *f == event.family).expect("a family");
+            let fi = family_index(event.family);
             let cost = RECORD_HEADER + bytes.len() as u64;
             let dropped = if bytes.is_empty() {
                 full += 1;
@@ -313,7 +314,7 @@ impl Pipeline {
     /// each in order, while the message stays within maxMessageSizeInBytes on the wire.
     fn pack(&mut self, family: Family, main: Priority) -> Option<(Message, Vec<(usize, u64)>)> {
         let max = self.settings.asc.max_message_size as usize;
-        let fi = FAMILIES.iter().position(|f| *f == family).expect("a family");
+        let fi = family_index(family);
         let order = match main {
             Priority::Low => [Queue::Operational, Queue::Low, Queue::High],
             _ => [Queue::Operational, Queue::High, Queue::Low],
@@ -395,10 +396,7 @@ impl Pipeline {
     /// Timed work: closing aggregation windows, statistics, flushing to disk.
     fn tick(&mut self, now: Instant) -> io::Result<()> {
         let closed = self.aggregator.due(chrono::Utc::now(), false);
-        if !closed.is_empty() {
-            self.enqueue(closed)?;
-            self.aggregator.compact()?;
-        }
+        self.queue_closed(closed)?;
         if now.duration_since(self.last_report) >= self.settings.asc.snapshot_frequency {
             self.last_report = now;
             self.report()?;
@@ -501,8 +499,7 @@ impl Pipeline {
                     }
                     // Everything collected is in: close the windows and report, then drain.
                     let closed = self.aggregator.due(chrono::Utc::now(), true);
-                    self.enqueue(closed)?;
-                    self.aggregator.compact()?;
+                    self.queue_closed(closed)?;
                     self.report()?;
                 }
                 Wake::Ack(result) => {
@@ -522,6 +519,10 @@ impl Pipeline {
         self.sync()?;
         Ok(self)
     }
+}
+
+fn family_index(f: Family) -> usize {
+    FAMILIES.iter().position(|x| *x == f).expect("a family")
 }
 
 fn family_name(f: Family) -> &'static str {

@@ -168,10 +168,6 @@ impl QueueLog {
         self.records.iter().skip(self.in_flight)
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.records.len() - self.in_flight
-    }
-
     pub fn pending_bytes(&self) -> u64 {
         self.bytes - self.in_flight_bytes
     }
@@ -239,10 +235,6 @@ impl QueueLog {
         Ok(())
     }
 
-    /// Bytes of the segment files (what the queue occupies on disk).
-    pub fn disk_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.bytes).sum()
-    }
 }
 
 fn parse_record(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
@@ -313,8 +305,8 @@ mod tests {
         let (mut log, _) = QueueLog::open(dir.path(), 1 << 20).unwrap();
         log.append(payloads(0..5)).unwrap();
         log.take(3);
-        assert_eq!(log.pending_len(), 2);
+        assert_eq!(log.pending().count(), 2);
         log.rewind();
-        assert_eq!(log.pending_len(), 5);
+        assert_eq!(log.pending().count(), 5);
     }
 }
