@@ -128,6 +128,14 @@ impl From<HostError> for CollectError {
     }
 }
 
+/// Refuses a configuration with a key outside `known`, naming it and the keys that are.
+pub fn config_keys(config: &Config, known: &[&str]) -> Result<(), CollectError> {
+    match config.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(CollectError::config(key, format!("unknown key (known: {})", known.join(", ")))),
+        None => Ok(()),
+    }
+}
+
 /// Reads an optional boolean from the configuration, with a clear error on a wrong type.
 pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, CollectError> {
     match config.get(key) {

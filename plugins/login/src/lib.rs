@@ -7,7 +7,7 @@
 //! was truncated and is read again from its start.
 
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{Login, LoginResult, config_bool};
+use edgeguard_sdk::{Login, LoginResult, config_bool, config_keys};
 use logins::{RecordType, UtmpRecord};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -56,10 +56,7 @@ impl Collector for LoginCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        const KEYS: [&str; 4] = ["wtmp", "btmp", "auth_log", "from_start"];
-        if let Some(key) = config.keys().find(|k| !KEYS.contains(&k.as_str())) {
-            return Err(CollectError::config(key, format!("unknown key (known: {})", KEYS.join(", "))));
-        }
+        config_keys(&config, &["wtmp", "btmp", "auth_log", "from_start"])?;
         let path = |key: &str, default: &str| -> Result<Option<String>, CollectError> {
             match config.get(key) {
                 None => Ok(Some(default.to_owned()).filter(|d| !d.is_empty())),

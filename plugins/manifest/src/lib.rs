@@ -4,7 +4,7 @@
 //! directories the configuration grants (`filesystem` with `dirs`); the analysis is the same
 //! code as `edgeguard check-manifest`.
 
-use edgeguard_sdk::CustomEvent;
+use edgeguard_sdk::{CustomEvent, config_keys};
 use edgeguard_sdk::prelude::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -26,9 +26,7 @@ impl Collector for ManifestCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        if let Some(key) = config.keys().find(|k| k.as_str() != "paths") {
-            return Err(CollectError::config(key, "unknown key (known: paths)"));
-        }
+        config_keys(&config, &["paths"])?;
         let paths = match config.get("paths") {
             None => vec!["/etc/iotedge/deployment.json".to_owned()],
             Some(Value::Array(items)) => items

@@ -5,7 +5,7 @@
 //! A connection is identified by protocol and both endpoints, so one that moved from
 //! established to time-wait between two collections is not reported twice.
 
-use edgeguard_sdk::config_bool;
+use edgeguard_sdk::{config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{ConnectionCreate, Direction, ListeningPort, Protocol};
 use sockets::{Socket, SocketState, Source};
@@ -34,9 +34,7 @@ impl Collector for NetworkCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        if let Some(key) = config.keys().find(|k| k.as_str() != "report_existing") {
-            return Err(CollectError::config(key, "unknown key (known: report_existing)"));
-        }
+        config_keys(&config, &["report_existing"])?;
         Ok(NetworkCollector {
             known: None,
             listening: None,

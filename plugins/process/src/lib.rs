@@ -5,7 +5,7 @@
 //! only processes alive at a collection; kernel event sources catch the short-lived ones.
 
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::config_bool;
+use edgeguard_sdk::{config_bool, config_keys};
 use processes::{Process, State};
 use std::collections::HashMap;
 
@@ -30,9 +30,7 @@ impl Collector for ProcessCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        if let Some(key) = config.keys().find(|k| k.as_str() != "report_existing") {
-            return Err(CollectError::config(key, "unknown key (known: report_existing)"));
-        }
+        config_keys(&config, &["report_existing"])?;
         Ok(ProcessCollector {
             known: None,
             report_existing: config_bool(&config, "report_existing", true)?,

@@ -5,7 +5,7 @@
 //! Snapshots are periodic by nature, so each collection sends them whole; `users` can be
 //! turned off for hosts whose account database is not to leave the device.
 
-use edgeguard_sdk::config_bool;
+use edgeguard_sdk::{config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{LocalUser, SystemInformation};
 
@@ -23,9 +23,7 @@ impl Collector for SystemCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        if let Some(key) = config.keys().find(|k| k.as_str() != "users") {
-            return Err(CollectError::config(key, "unknown key (known: users)"));
-        }
+        config_keys(&config, &["users"])?;
         Ok(SystemCollector { users: config_bool(&config, "users", true)? })
     }
 
