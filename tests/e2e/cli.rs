@@ -1,6 +1,6 @@
 //! The command line: help, config check, plugin inspect, and exit codes on bad input.
 
-use edgeguard_tests::{edgeguard_bin, plugin, repo_root};
+use edgeguard_tests::{edgeguard_bin, plugin, repo_root, write_config};
 use std::process::{Command, Output};
 
 fn edgeguard(args: &[&str]) -> Output {
@@ -94,20 +94,13 @@ fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(plugin("edgeguard-plugin-process"), dir.path().join("process.wasm")).unwrap();
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\x00\x00\x00").unwrap();
-    let config = dir.path().join("edgeguard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nplugin_dir = {:?}\ncache_dir = {:?}\nid = \"9c647395-b913-4997-a732-a7fe7303b649\"\n\
-             [pipeline]\nstate_dir = {:?}\n\
-             [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
-             [[plugin]]\nname = \"broken\"\nfile = \"broken.wasm\"\n",
-            dir.path(),
-            dir.path().join("cache"),
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        dir.path(),
+        "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         [[plugin]]\nname = \"broken\"\nfile = \"broken.wasm\"\n",
+    );
     let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -128,18 +121,7 @@ fn a_plugin_built_against_the_previous_contract_still_loads() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&path, dir.path().join("compat.wasm")).unwrap();
-    let config = dir.path().join("edgeguard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nplugin_dir = {:?}\ncache_dir = {:?}\n[pipeline]\nstate_dir = {:?}\n\
-             [[plugin]]\nname = \"compat\"\nfile = \"compat.wasm\"\ngrants = [\"log\"]\n",
-            dir.path(),
-            dir.path().join("cache"),
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "edgeguard.toml", dir.path(), "[[plugin]]\nname = \"compat\"\nfile = \"compat.wasm\"\ngrants = [\"log\"]\n");
     let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"Heartbeat\""), "{}", text(&out));

@@ -2,7 +2,7 @@
 //! into a tiny cache keeps memory bounded and counts its drops.
 
 use edgeguard_tests::schema::Validators;
-use edgeguard_tests::{edgeguard_bin, plugin};
+use edgeguard_tests::{edgeguard_bin, plugin, write_config};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,21 +15,15 @@ fn config(dir: &Path, asc: &str, count: u32, interval: &str, output: &Path) -> P
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
-    let text = format!(
-        "[agent]\nid = \"9c647395-b913-4997-a732-a7fe7303b649\"\nplugin_dir = {plugins:?}\ncache_dir = {cache:?}\n\
-         [schedule]\nfirst_collection_jitter = \"0s\"\n\
-         [pipeline]\nstate_dir = {state:?}\n\
+    let rest = format!(
+        "[schedule]\nfirst_collection_jitter = \"0s\"\n\
          [asc]\n{asc}\n\
          [events.Sequence]\npriority = \"High\"\n\
          [output]\nsink = \"file\"\nfile = {output:?}\nmax_file_size = \"1GiB\"\n\
          [[plugin]]\nname = \"sequence\"\nfile = \"fault.wasm\"\ninterval = \"{interval}\"\ngrants = [\"processes\"]\n\
-         [plugin.config]\nmode = \"sequence\"\ncount = {count}\n",
-        cache = dir.join("cache"),
-        state = dir.join("state"),
+         [plugin.config]\nmode = \"sequence\"\ncount = {count}\n"
     );
-    let path = dir.join(format!("edgeguard-{count}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    write_config(dir, &format!("edgeguard-{count}.toml"), &plugins, &rest)
 }
 
 fn start(config: &Path) -> Child {

@@ -5,8 +5,8 @@
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
-use edgeguard::runtime::{LoadError, LoadedPlugin, PluginInstance, Runtime};
-use edgeguard_tests::{edgeguard_bin, plugin, runtime};
+use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
+use edgeguard_tests::{assert_refused, edgeguard_bin, plugin, runtime, write_config};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::Write;
@@ -155,18 +155,15 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     std::fs::copy(plugin("edgeguard-plugin-login"), plugins.join("login.wasm")).unwrap();
-    let config = dir.path().join("edgeguard.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nplugin_dir = {plugins:?}\ncache_dir = {:?}\n[pipeline]\nstate_dir = {:?}\n\
-             [[plugin]]\nname = \"login\"\nfile = \"login.wasm\"\ngrants = [\"logins\", \"log\"]\n\
-             [plugin.config]\nwtmp = {wtmp:?}\nbtmp = \"\"\nauth_log = \"\"\nfrom_start = true\n",
-            dir.path().join("cache"),
-            dir.path().join("state"),
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        &format!(
+            "[[plugin]]\nname = \"login\"\nfile = \"login.wasm\"\ngrants = [\"logins\", \"log\"]\n\
+             [plugin.config]\nwtmp = {wtmp:?}\nbtmp = \"\"\nauth_log = \"\"\nfrom_start = true\n"
         ),
-    )
-    .unwrap();
+    );
     let run = || {
         let out = std::process::Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--once", "--config"]).arg(&config).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -180,10 +177,7 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
 
 #[tokio::test]
 async fn refused_without_the_logins_grant() {
-    let (rt, _cache) = runtime();
-    let err = LoadedPlugin::load_file(&rt, "login", &plugin("edgeguard-plugin-login"), &[Capability::Log], &[]).await.err().expect("refused");
-    assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
-    assert!(err.to_string().contains("edgeguard:collector/logins@0.1.1"), "{err}");
+    assert_refused("edgeguard-plugin-login", &[Capability::Log], "edgeguard:collector/logins@0.1.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,8 @@ use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
 use edgeguard::runtime::bindings::edgeguard::collector::sockets::{SocketState, Source};
 use edgeguard::runtime::bindings::edgeguard::collector::types::Protocol;
-use edgeguard::runtime::{LoadError, LoadedPlugin, PluginInstance};
-use edgeguard_tests::{plugin, runtime};
+use edgeguard::runtime::{LoadedPlugin, PluginInstance};
+use edgeguard_tests::{assert_refused, plugin, runtime};
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -157,8 +157,5 @@ fn sock_diag_and_proc_net_agree() {
 
 #[tokio::test]
 async fn refused_without_the_sockets_grant() {
-    let (rt, _cache) = runtime();
-    let err = LoadedPlugin::load_file(&rt, "network", &plugin("edgeguard-plugin-network"), &[Capability::Log], &[]).await.err().expect("refused");
-    assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
-    assert!(err.to_string().contains("edgeguard:collector/sockets@0.1.1"), "{err}");
+    assert_refused("edgeguard-plugin-network", &[Capability::Log], "edgeguard:collector/sockets@0.1.1").await;
 }

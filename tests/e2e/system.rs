@@ -4,8 +4,8 @@
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::{Family, from_plugin};
-use edgeguard::runtime::{LoadError, LoadedPlugin};
-use edgeguard_tests::{plugin, runtime};
+use edgeguard::runtime::LoadedPlugin;
+use edgeguard_tests::{assert_refused, plugin, runtime};
 use serde_json::Value;
 use std::path::Path;
 
@@ -91,8 +91,5 @@ async fn reads_everything_under_the_host_root() {
 
 #[tokio::test]
 async fn refused_without_the_system_grant() {
-    let (rt, _cache) = runtime();
-    let err = LoadedPlugin::load_file(&rt, "system", &plugin("edgeguard-plugin-system"), &[Capability::Log], &[]).await.err().expect("refused");
-    assert!(matches!(err, LoadError::NotGranted { .. }), "{err}");
-    assert!(err.to_string().contains("edgeguard:collector/system@0.1.1"), "{err}");
+    assert_refused("edgeguard-plugin-system", &[Capability::Log], "edgeguard:collector/system@0.1.1").await;
 }

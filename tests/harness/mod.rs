@@ -137,7 +137,7 @@ pub fn custom_event(name: &str, item: serde_json::Value) -> edgeguard::events::S
 /// Events wrapped in a message envelope of their family, as the pipeline sends them.
 pub fn message_of(events: &[edgeguard::events::SecurityEvent]) -> serde_json::Value {
     let family = events.first().map(|e| e.family).unwrap_or(edgeguard::events::Family::Asc);
-    let mut bytes = edgeguard::output::envelope::prefix("9c647395-b913-4997-a732-a7fe7303b649", family);
+    let mut bytes = edgeguard::output::envelope::prefix(AGENT_ID, family);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             bytes.push(b',');
@@ -146,4 +146,29 @@ pub fn message_of(events: &[edgeguard::events::SecurityEvent]) -> serde_json::Va
     }
     bytes.extend_from_slice(edgeguard::output::envelope::SUFFIX);
     serde_json::from_slice(&bytes).expect("a message is JSON")
+}
+
+/// The AgentId of the test configurations and messages.
+pub const AGENT_ID: &str = "9c647395-b913-4997-a732-a7fe7303b649";
+
+/// Writes `dir/name`, a configuration for a run on private directories: plugins from
+/// `plugin_dir`, compiled cache and pipeline state under `dir`, a fixed AgentId; then `rest`
+/// (more tables: `[asc]`, `[[plugin]]`, ...).
+pub fn write_config(dir: &Path, name: &str, plugin_dir: &Path, rest: &str) -> PathBuf {
+    let text = format!(
+        "[agent]\nid = \"{AGENT_ID}\"\nplugin_dir = {plugin_dir:?}\ncache_dir = {:?}\n[pipeline]\nstate_dir = {:?}\n{rest}",
+        dir.join("cache"),
+        dir.join("state")
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a test configuration");
+    path
+}
+
+/// Asserts that the plugin `package` is refused when loaded with only `grants`, naming `import`.
+pub async fn assert_refused(package: &str, grants: &[edgeguard::capabilities::Capability], import: &str) {
+    let (rt, _cache) = runtime();
+    let err = edgeguard::runtime::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[]).await.err().expect("refused");
+    assert!(matches!(err, edgeguard::runtime::LoadError::NotGranted { .. }), "{err}");
+    assert!(err.to_string().contains(import), "{err}");
 }
