@@ -38,9 +38,11 @@ impl Collector for Fault {
                 }
             }
             "memory" => {
+                // Reserve without writing: the memory limit, not the CPU deadline, must stop it,
+                // however loaded the machine is.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(4 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
