@@ -62,7 +62,7 @@ pub async fn load_plugins(config: &Config, runtime: &Runtime) -> (Vec<PluginSpec
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = options.config;
     let runtime = Runtime::new(&config.cache_dir())?;
-    let host = HostContext::new(&config.agent.host_root);
+    let host = HostContext::with_docker_socket(&config.agent.host_root, &config.agent.docker_socket());
     let agent_id = if config.agent.id.is_empty() {
         agent_id_from_host(&config.agent.host_root).unwrap_or_else(|| {
             tracing::warn!("no usable machine-id under the host root; using a random AgentId for this run");

@@ -118,6 +118,16 @@ pub struct AgentConfig {
     /// Compiled-plugin cache; empty: `/var/cache/edgeguard` for root, else `~/.cache/edgeguard`.
     #[serde(default)]
     pub cache_dir: PathBuf,
+    /// The Docker daemon's socket, for plugins granted `containers`; a path of edgeguard's own
+    /// filesystem. Empty: `var/run/docker.sock` under the host root.
+    #[serde(default)]
+    pub docker_socket: PathBuf,
+}
+
+impl AgentConfig {
+    pub fn docker_socket(&self) -> PathBuf {
+        if self.docker_socket.as_os_str().is_empty() { self.host_root.join("var/run/docker.sock") } else { self.docker_socket.clone() }
+    }
 }
 
 fn default_host_root() -> PathBuf {

@@ -38,6 +38,9 @@ enum Command {
         /// Where the host's / is visible (overrides agent.host_root).
         #[arg(long, value_name = "DIR")]
         host_root: Option<PathBuf>,
+        /// The Docker daemon's socket (overrides agent.docker_socket).
+        #[arg(long, value_name = "PATH")]
+        docker_socket: Option<PathBuf>,
         /// Compiled-plugin cache directory (overrides agent.cache_dir).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
@@ -115,7 +118,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), (u8, String)> {
     let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
     match command {
-        Command::Run { config, once, output, plugin_dir, host_root, cache_dir, state_dir } => {
+        Command::Run { config, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir } => {
             let mut config = match config {
                 Some(path) => Config::load(&path).map_err(|e| bad_input(&e))?,
                 None => Config::embedded_default(),
@@ -125,6 +128,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             }
             if let Some(root) = host_root {
                 config.agent.host_root = root;
+            }
+            if let Some(socket) = docker_socket {
+                config.agent.docker_socket = socket;
             }
             if let Some(dir) = cache_dir {
                 config.agent.cache_dir = dir;

@@ -47,6 +47,7 @@ pub mod host {
     pub use crate::bindings::edgeguard::collector::sockets;
     pub use crate::bindings::edgeguard::collector::system;
     pub use crate::bindings::edgeguard::collector::logins;
+    pub use crate::bindings::edgeguard::collector::containers;
 }
 
 /// The plugin's configuration: the JSON object the host passes to `init`.
@@ -54,7 +55,7 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 
 /// Everything a collector needs in one import.
 pub mod prelude {
-    pub use crate::host::{clock, log, logins, processes, sockets, system};
+    pub use crate::host::{clock, containers, log, logins, processes, sockets, system};
     pub use crate::{
         CollectError, Collector, Config, CustomEvent, Event, HostError, PluginInfo, PriorityGroup,
         ProcessCreate, ProcessTerminate,
@@ -143,6 +144,25 @@ pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, Co
         Some(serde_json::Value::Bool(b)) => Ok(*b),
         Some(other) => Err(CollectError::config(key, format!("expected true or false, got {other}"))),
     }
+}
+
+/// A Unix time in nanoseconds as RFC 3339 UTC with microseconds (`2026-11-23T01:02:03.000004Z`),
+/// without a date library in the plugin.
+pub fn rfc3339(unix_nanos: u64) -> String {
+    let secs = unix_nanos / 1_000_000_000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let micros = unix_nanos % 1_000_000_000 / 1000;
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// Logs through the host's `log` capability (the plugin must be granted `log`).

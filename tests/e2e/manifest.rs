@@ -70,10 +70,11 @@ async fn the_manifest_collector_reports_findings_when_a_manifest_appears_or_chan
     std::fs::copy(manifests.join("03-asc-security-module.json"), dir.path().join("deployment.json")).unwrap();
     std::fs::copy(manifests.join("14-createoptions-not-json.json"), dir.path().join("broken.json")).unwrap();
     let dirs = [dir.path().to_owned()];
-    let grants = [Capability::Filesystem, Capability::Log];
+    let grants = [Capability::Filesystem, Capability::Containers, Capability::Log];
     let loaded = LoadedPlugin::load_file(&rt, "manifest", &edgeguard_tests::plugin("edgeguard-plugin-manifest"), &grants, &dirs).await.unwrap();
     let paths: Vec<String> = ["deployment.json", "broken.json", "absent.json"].iter().map(|f| dir.path().join(f).to_string_lossy().into_owned()).collect();
-    let config = serde_json::json!({ "paths": paths }).to_string();
+    // Files only: the running deployment is the subject of the container tests.
+    let config = serde_json::json!({ "paths": paths, "running": false }).to_string();
     let mut collector = loaded.instantiate(HostContext::new(std::path::Path::new("/")), &edgeguard::config::Limits::default(), &config).await.unwrap();
     let mut collect = async || -> Vec<edgeguard::events::SecurityEvent> {
         collector.collect().await.expect("no fault").expect("no plugin error").into_iter().map(|e| from_plugin(e).unwrap()).collect()

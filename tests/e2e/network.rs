@@ -4,11 +4,10 @@
 
 use edgeguard::capabilities::{Capability, HostContext, SocketSource, read_sockets};
 use edgeguard::config::Limits;
-use edgeguard::events::from_plugin;
 use edgeguard::runtime::bindings::edgeguard::collector::sockets::{SocketState, Source};
 use edgeguard::runtime::bindings::edgeguard::collector::types::Protocol;
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{assert_refused, plugin, runtime};
+use edgeguard_tests::{assert_refused, collect_items as collect, find_items as find, plugin, runtime};
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -18,22 +17,6 @@ async fn network_collector(rt: &edgeguard::runtime::Runtime, host_root: &Path) -
     let grants = [Capability::Sockets, Capability::Log];
     let loaded = LoadedPlugin::load_file(rt, "network", &plugin("edgeguard-plugin-network"), &grants, &[]).await.unwrap();
     loaded.instantiate(HostContext::new(host_root), &Limits::default(), "{}").await.unwrap()
-}
-
-/// One collection, as ASC events (name and payload items).
-async fn collect(instance: &mut PluginInstance) -> Vec<(String, Value)> {
-    let events = instance.collect().await.expect("no fault").expect("no plugin error");
-    events
-        .into_iter()
-        .flat_map(|e| {
-            let e = from_plugin(e).unwrap();
-            e.payload.into_iter().map(move |item| (e.name.clone(), item))
-        })
-        .collect()
-}
-
-fn find<'a>(events: &'a [(String, Value)], name: &str, mut pred: impl FnMut(&Value) -> bool) -> Vec<&'a Value> {
-    events.iter().filter(|(n, item)| n == name && pred(item)).map(|(_, item)| item).collect()
 }
 
 fn port(v: &Value, key: &str) -> u16 {

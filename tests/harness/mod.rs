@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: locating the build, building test plugins, starting the
 //! runtime, and validating messages against the official ASC schemas.
 
+pub mod docker;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -171,4 +172,21 @@ pub async fn assert_refused(package: &str, grants: &[edgeguard::capabilities::Ca
     let err = edgeguard::runtime::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[]).await.err().expect("refused");
     assert!(matches!(err, edgeguard::runtime::LoadError::NotGranted { .. }), "{err}");
     assert!(err.to_string().contains(import), "{err}");
+}
+
+/// One collection, as (event name, payload item) pairs.
+pub async fn collect_items(instance: &mut edgeguard::runtime::PluginInstance) -> Vec<(String, serde_json::Value)> {
+    let events = instance.collect().await.expect("no fault").expect("no plugin error");
+    events
+        .into_iter()
+        .flat_map(|e| {
+            let e = edgeguard::events::from_plugin(e).unwrap();
+            e.payload.into_iter().map(move |item| (e.name.clone(), item))
+        })
+        .collect()
+}
+
+/// The payload items of the events named `name` that satisfy `pred`.
+pub fn find_items<'a>(items: &'a [(String, serde_json::Value)], name: &str, mut pred: impl FnMut(&serde_json::Value) -> bool) -> Vec<&'a serde_json::Value> {
+    items.iter().filter(|(n, item)| n == name && pred(item)).map(|(_, item)| item).collect()
 }

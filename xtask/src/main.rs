@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
-const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login", "manifest"];
+const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login", "container", "manifest"];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
@@ -132,6 +132,9 @@ fn add_target(target: &str) -> Result<()> {
 /// Tools the test suite drives: cargo-component and its default target (plugin authors'
 /// second build path).
 fn setup_test_tools() -> Result<()> {
+    // The real servers the tests start: a Docker daemon (with a busybox image made from the
+    // static busybox, since no registry is reachable).
+    install_packages(&["docker.io", "busybox-static"])?;
     add_target("wasm32-wasip1")?;
     if !succeeds(cargo().args(["component", "--version"])) {
         step("installing cargo-component (once; cached in the tools directory)");
@@ -140,6 +143,27 @@ fn setup_test_tools() -> Result<()> {
             .arg(tools_root())
             .arg("cargo-component")
             .env("CARGO_TARGET_DIR", target_dir().join("tools")))?;
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages of `packages` that are not installed yet.
+fn install_packages(packages: &[&str]) -> Result<()> {
+    let installed = |p: &&str| {
+        Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with("install ok installed"))
+    };
+    let missing: Vec<&str> = packages.iter().filter(|p| !installed(p)).copied().collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    let apt = |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
+    // A fresh machine may have no package lists yet, or stale ones.
+    if !apt(&[&["install", "-y", "-q", "--no-install-recommends"], &missing[..]].concat()) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        if !apt(&[&["install", "-y", "-q", "--no-install-recommends"], &missing[..]].concat()) {
+            bail!("cannot install {} with apt-get (the test suite needs them; run as root on Debian)", missing.join(" "));
+        }
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! `dirs`. `wasi:sockets` is refused outright.
 
 mod clock;
+mod containers;
 mod log;
 mod logins;
 mod processes;
@@ -34,18 +35,20 @@ pub enum Capability {
     Sockets,
     System,
     Logins,
+    Containers,
     /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
     Filesystem,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Log,
         Capability::Clock,
         Capability::Processes,
         Capability::Sockets,
         Capability::System,
         Capability::Logins,
+        Capability::Containers,
         Capability::Filesystem,
     ];
 
@@ -57,6 +60,7 @@ impl Capability {
             Capability::Sockets => "sockets",
             Capability::System => "system",
             Capability::Logins => "logins",
+            Capability::Containers => "containers",
             Capability::Filesystem => "filesystem",
         }
     }
@@ -93,6 +97,7 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "sockets")) => ImportNeed::Grant(Capability::Sockets),
         Some(("edgeguard:collector", "system")) => ImportNeed::Grant(Capability::System),
         Some(("edgeguard:collector", "logins")) => ImportNeed::Grant(Capability::Logins),
+        Some(("edgeguard:collector", "containers")) => ImportNeed::Grant(Capability::Containers),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
         Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
         Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
@@ -120,14 +125,22 @@ pub struct HostContext {
     pub host_root: PathBuf,
     users: processes::UserNames,
     started: std::time::Instant,
+    docker: containers::Engine,
 }
 
 impl HostContext {
+    /// A host seen at `host_root`, its Docker daemon at `<host root>/var/run/docker.sock`.
     pub fn new(host_root: &Path) -> Arc<HostContext> {
+        Self::with_docker_socket(host_root, &host_root.join("var/run/docker.sock"))
+    }
+
+    /// The same with the Docker daemon's socket elsewhere (a path of edgeguard's own filesystem).
+    pub fn with_docker_socket(host_root: &Path, docker_socket: &Path) -> Arc<HostContext> {
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
             users: processes::UserNames::default(),
             started: std::time::Instant::now(),
+            docker: containers::Engine::new(docker_socket.to_owned()),
         })
     }
 }
@@ -140,6 +153,7 @@ pub struct HostState {
     table: ResourceTable,
     /// Memory limit, CPU deadline and per-call counters, enforced by the runtime.
     pub guard: CallGuard,
+    containers: containers::PluginContainers,
 }
 
 impl HostState {
@@ -154,7 +168,7 @@ impl HostState {
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
-        Ok(HostState { plugin, host, wasi: wasi.build(), table, guard })
+        Ok(HostState { plugin, host, wasi: wasi.build(), table, guard, containers: containers::PluginContainers::new() })
     }
 }
 
@@ -179,6 +193,7 @@ pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capab
             Capability::Sockets => wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::System => wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             Capability::Logins => wit::logins::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Containers => wit::containers::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
             // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }

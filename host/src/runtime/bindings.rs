@@ -10,6 +10,10 @@ wasmtime::component::bindgen!({
         "edgeguard:collector/logins.stat": async,
         "edgeguard:collector/logins.read-utmp": async,
         "edgeguard:collector/logins.read-lines": async,
+        // The Docker daemon's API.
+        "edgeguard:collector/containers.daemon": async,
+        "edgeguard:collector/containers.inventory": async,
+        "edgeguard:collector/containers.events": async,
     },
     exports: { default: async },
 });

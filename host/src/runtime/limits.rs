@@ -46,6 +46,13 @@ impl CallGuard {
         self.ticks <= self.budget_ticks
     }
 
+    /// How long a host capability may wait on an outside service (the Docker daemon) within
+    /// one call: three quarters of the call's deadline, so that a hung service is reported as
+    /// the capability's error and not as the plugin's timeout.
+    pub fn host_call_deadline(&self) -> std::time::Duration {
+        TICK * (self.budget_ticks * 3 / 4).max(1) as u32
+    }
+
     pub fn allow_log_line(&mut self) -> bool {
         self.log_lines += 1;
         if self.log_lines > LOG_LINES_PER_CALL {

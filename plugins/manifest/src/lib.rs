@@ -1,34 +1,50 @@
-//! Manifest collector: analyses the IoT Edge deployment manifests at the configured paths and
-//! reports each finding (`ManifestFinding`) when a manifest is first seen or changes, and a
-//! `ManifestError` for one that cannot be analysed. The manifests are read through WASI from the
-//! directories the configuration grants (`filesystem` with `dirs`); the analysis is the same
-//! code as `edgeguard check-manifest`.
+//! Manifest collector: analyses IoT Edge deployments and reports each finding
+//! (`ManifestFinding`) when a deployment is first seen or changes, and a `ManifestError` for one
+//! that cannot be analysed. Two sources:
+//!
+//! - the deployment running now, reconstructed from the containers edgeAgent created (granted
+//!   `containers`): edgeAgent labels each with the module's createOptions as the manifest gave
+//!   them, its version, restart policy and desired status, and names it after the module;
+//! - manifest files at the configured `paths`, read through WASI from the directories the
+//!   configuration grants (`filesystem` with `dirs`).
+//!
+//! The analysis is the same code as `edgeguard check-manifest`.
 
-use edgeguard_sdk::{CustomEvent, config_keys};
 use edgeguard_sdk::prelude::*;
+use edgeguard_sdk::{CustomEvent, config_bool, config_keys};
+use edgeguard_manifest::{Finding, Invalid};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+/// Labels edgeAgent puts on the containers it creates.
+const OWNER: (&str, &str) = ("net.azure-devices.edge.owner", "Microsoft.Azure.Devices.Edge.Agent");
+const CREATE_OPTIONS: &str = "net.azure-devices.edge.normalizedCreateOptions";
+const MODULE_LABELS: [(&str, &str); 3] = [("version", "net.azure-devices.edge.version"), ("restartPolicy", "net.azure-devices.edge.restartPolicy"), ("status", "net.azure-devices.edge.desiredStatus")];
+/// How findings about the running deployment name their source.
+const RUNNING: &str = "running modules (edgeAgent containers)";
+
 struct ManifestCollector {
     paths: Vec<String>,
+    running: bool,
     /// Fingerprint of each manifest as last analysed.
     seen: HashMap<String, u64>,
+    backlog: Vec<Event>,
 }
 
 impl Collector for ManifestCollector {
     fn describe() -> PluginInfo {
         PluginInfo::new("manifest", env!("CARGO_PKG_VERSION"))
             .emits(["ManifestFinding", "ManifestError"])
-            .needs(["filesystem", "log"])
+            .needs(["containers", "filesystem", "log"])
             .group(PriorityGroup::Low)
             .about("security findings of IoT Edge deployment manifests")
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        config_keys(&config, &["paths"])?;
+        config_keys(&config, &["paths", "running"])?;
         let paths = match config.get("paths") {
-            None => vec!["/etc/iotedge/deployment.json".to_owned()],
+            None => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(str::to_owned))
@@ -36,49 +52,37 @@ impl Collector for ManifestCollector {
                 .ok_or_else(|| CollectError::config("paths", "expected a list of absolute paths"))?,
             Some(other) => return Err(CollectError::config("paths", format!("expected a list of absolute paths, got {other}"))),
         };
-        Ok(ManifestCollector { paths, seen: HashMap::new() })
+        Ok(ManifestCollector { paths, running: config_bool(&config, "running", true)?, seen: HashMap::new(), backlog: Vec::new() })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
-        let mut events = Vec::new();
-        for path in &self.paths {
-            let text = match std::fs::read_to_string(path) {
+        let mut events = std::mem::take(&mut self.backlog);
+        let mut current: Vec<String> = self.paths.clone();
+        // Each running module is analysed alone, so that one whose labels cannot be read does
+        // not hide the findings of the others.
+        match self.running.then(running_modules).flatten() {
+            Some(modules) => for (name, path, module) in &modules {
+                let key = format!("{RUNNING}/{name}");
+                self.report(&key, RUNNING, &module.to_string(), || edgeguard_manifest::analyze_modules(&[(name.clone(), path.clone(), module)]), &mut events);
+                current.push(key);
+            },
+            // No daemon to ask right now: what was seen stays seen.
+            None => current.extend(self.seen.keys().filter(|k| k.starts_with(RUNNING)).cloned()),
+        }
+        // A module or file gone is forgotten: when it comes back, it is reported anew.
+        self.seen.retain(|key, _| current.contains(key));
+        for path in self.paths.clone() {
+            let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
                     debug!("{path}: {e}");
                     continue;
                 }
             };
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text.hash(&mut h);
-            let fingerprint = h.finish();
-            if self.seen.get(path) == Some(&fingerprint) {
-                continue;
-            }
-            match edgeguard_manifest::analyze_text(&text) {
-                Ok(findings) => {
-                    info!("{path}: {} findings", findings.len());
-                    events.extend(findings.iter().map(|f| {
-                        event("ManifestFinding", json!({
-                            "Manifest": path,
-                            "Severity": f.severity.as_str(),
-                            "Code": f.code,
-                            "Module": f.module,
-                            "Field": f.path,
-                            "Message": f.message,
-                            "Remediation": f.remediation,
-                            "Recommendation": f.recommendation,
-                        }))
-                    }));
-                }
-                Err(invalid) => {
-                    warn!("{path}: {invalid}");
-                    events.push(event("ManifestError", json!({ "Manifest": path, "Field": invalid.path, "Message": invalid.message })));
-                }
-            }
-            self.seen.insert(path.clone(), fingerprint);
+            self.report(&path, &path, &text, || edgeguard_manifest::analyze_text(&text), &mut events);
         }
-        events.truncate(max_events as usize);
+        // What does not fit in this call waits for the next.
+        self.backlog = events.split_off(events.len().min(max_events as usize));
         Ok(events)
     }
 
@@ -91,6 +95,79 @@ impl Collector for ManifestCollector {
         self.seen = seen;
         Ok(())
     }
+}
+
+impl ManifestCollector {
+    /// Analyses a deployment (or one module of it) named `source`, remembered as `key`, unless
+    /// its content `text` is unchanged since the last time.
+    fn report(&mut self, key: &str, source: &str, text: &str, analyze: impl FnOnce() -> Result<Vec<Finding>, Invalid>, events: &mut Vec<Event>) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        let fingerprint = h.finish();
+        if self.seen.get(key) == Some(&fingerprint) {
+            return;
+        }
+        match analyze() {
+            Ok(findings) => {
+                info!("{source}: {} findings", findings.len());
+                events.extend(findings.iter().map(|f| {
+                    event("ManifestFinding", json!({
+                        "Manifest": source,
+                        "Severity": f.severity.as_str(),
+                        "Code": f.code,
+                        "Module": f.module,
+                        "Field": f.path,
+                        "Message": f.message,
+                        "Remediation": f.remediation,
+                        "Recommendation": f.recommendation,
+                    }))
+                }));
+            }
+            Err(invalid) => {
+                warn!("{source}: {invalid}");
+                events.push(event("ManifestError", json!({ "Manifest": source, "Field": invalid.path, "Message": invalid.message })));
+            }
+        }
+        self.seen.insert(key.to_owned(), fingerprint);
+    }
+}
+
+/// The running deployment's modules in the manifest's shape (name, path, module), from the
+/// containers edgeAgent created; None when there is no Docker daemon to ask.
+fn running_modules() -> Option<Vec<(String, String, Value)>> {
+    let list = match containers::inventory() {
+        Ok(list) => list,
+        Err(HostError::Unavailable(why)) => {
+            debug!("{why}");
+            return None;
+        }
+        Err(e) => {
+            warn!("cannot list the containers: {e:?}");
+            return None;
+        }
+    };
+    let label = |labels: &[(String, String)], key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let mut modules: Vec<_> = list
+        .into_iter()
+        .filter(|c| label(&c.labels, OWNER.0).as_deref() == Some(OWNER.1))
+        .map(|c| {
+            let group = if c.name == "edgeAgent" || c.name == "edgeHub" { "systemModules" } else { "modules" };
+            let env: serde_json::Map<String, Value> = c.env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), json!({ "value": v }))).collect();
+            let mut module = json!({
+                "type": "docker",
+                "settings": { "image": c.image, "createOptions": label(&c.labels, CREATE_OPTIONS).unwrap_or_default() },
+                "env": env,
+            });
+            for (field, key) in MODULE_LABELS {
+                if let Some(value) = label(&c.labels, key) {
+                    module[field] = Value::String(value);
+                }
+            }
+            (c.name.clone(), format!("{group}.{}", c.name), module)
+        })
+        .collect();
+    modules.sort_by(|a, b| a.1.cmp(&b.1));
+    Some(modules)
 }
 
 fn event(name: &str, item: Value) -> Event {

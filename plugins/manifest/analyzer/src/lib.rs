@@ -5,6 +5,8 @@
 //! Each finding names its severity, the module, the offending field's path in the manifest, and
 //! a remediation. The ASC service's recommendation type is given where one applies.
 
+pub mod container;
+
 use serde_json::Value;
 use std::fmt;
 
@@ -70,25 +72,6 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid { path: path.into(), message: message.into() }
 }
 
-/// Capabilities that hand a container most of the host.
-const DANGEROUS_CAPS: [&str; 10] = ["ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH", "SYS_BOOT", "MAC_ADMIN", "BPF"];
-
-/// Host paths a module should not see, with the severity of binding them.
-const SENSITIVE_PATHS: [(&str, Severity); 12] = [
-    ("/", Severity::High),
-    ("/var/run/docker.sock", Severity::High),
-    ("/run/docker.sock", Severity::High),
-    ("/var/run/iotedge", Severity::High),
-    ("/etc", Severity::High),
-    ("/root", Severity::High),
-    ("/proc", Severity::Medium),
-    ("/sys", Severity::Medium),
-    ("/dev", Severity::Medium),
-    ("/boot", Severity::Medium),
-    ("/var/lib/docker", Severity::High),
-    ("/var/lib/aziot", Severity::High),
-];
-
 /// Parses and analyses a manifest's text.
 pub fn analyze_text(text: &str) -> Result<Vec<Finding>, Invalid> {
     let manifest: Value = serde_json::from_str(text).map_err(|e| invalid("", format!("not JSON: {e}")))?;
@@ -141,44 +124,7 @@ pub fn analyze(manifest: &Value) -> Result<Vec<Finding>, Invalid> {
             Some(_) => return Err(invalid(join(&agent_path, key), "must be an object")),
         }
     }
-    let mut hub_env: Option<(&Value, String)> = None;
-    let mut hub_ports: Vec<String> = Vec::new();
-    for (name, path, module) in &modules {
-        if !module.is_object() {
-            return Err(invalid(path, "must be an object"));
-        }
-        let image = module.pointer("/settings/image").and_then(Value::as_str).ok_or_else(|| invalid(format!("{path}.settings.image"), "missing: every module needs an image"))?;
-        check_image(name, path, image, &mut findings);
-        let options = create_options(module, path)?;
-        let options_path = format!("{path}.settings.createOptions");
-        check_create_options(name, &options_path, &options, &mut findings);
-        if name == "edgeHub" {
-            hub_env = module.get("env").map(|e| (e, format!("{path}.env")));
-            if let Some(bindings) = options.pointer("/HostConfig/PortBindings").and_then(Value::as_object) {
-                hub_ports = bindings.keys().cloned().collect();
-            }
-        }
-    }
-
-    // An edgeHub protocol head nothing can use: HTTPS serves only devices downstream (modules
-    // speak MQTT or AMQP to the hub), so with its port unpublished it is memory and attack surface
-    // for nobody. MQTT and AMQP heads may serve modules; which one they use is not in the manifest.
-    if modules.iter().any(|(n, _, _)| n == "edgeHub") {
-        for (head, port, env_key) in [("HTTPS", "443/tcp", "httpSettings__enabled")] {
-            let disabled = hub_env.as_ref().and_then(|(env, _)| env.get(env_key)).and_then(|v| v.get("value")).is_some_and(|v| v == false || v == "false");
-            if !disabled && !hub_ports.iter().any(|p| p == port) {
-                findings.push(Finding {
-                    severity: Severity::Low,
-                    code: "edgehub-idle-protocol-head",
-                    module: "edgeHub".into(),
-                    path: hub_env.as_ref().map(|(_, p)| format!("{p}.{env_key}")).unwrap_or_else(|| format!("{agent_path}.systemModules.edgeHub.env.{env_key}")),
-                    message: format!("the {head} protocol head is enabled but its port ({port}) is not published: nothing downstream can use it"),
-                    remediation: "set the edgeHub environment variable to false, which saves memory and attack surface (IoT Edge production checklist)",
-                    recommendation: Some("IoT_EdgeHubMemOptimize"),
-                });
-            }
-        }
-    }
+    findings.extend(analyze_modules(&modules)?);
 
     // Routes.
     let hub_path = join(base, "$edgeHub.properties.desired");
@@ -198,6 +144,66 @@ pub fn analyze(manifest: &Value) -> Result<Vec<Finding>, Invalid> {
     }
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.module.cmp(&b.module)).then_with(|| a.path.cmp(&b.path)));
     Ok(findings)
+}
+
+/// Analyses modules in the manifest's shape (`{settings: {image, createOptions...}, env}`), each
+/// given with its name and its path in the document: the modules of a manifest, or the running
+/// modules reconstructed from the containers edgeAgent created.
+pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Finding>, Invalid> {
+    let mut findings = Vec::new();
+    let mut hub_env: Option<(&Value, String)> = None;
+    let mut hub_ports: Vec<String> = Vec::new();
+    for (name, path, module) in modules {
+        if !module.is_object() {
+            return Err(invalid(path, "must be an object"));
+        }
+        let image = module.pointer("/settings/image").and_then(Value::as_str).ok_or_else(|| invalid(format!("{path}.settings.image"), "missing: every module needs an image"))?;
+        if let Some(issue) = container::check_image(image) {
+            findings.push(place(issue, name, format!("{path}.settings.image")));
+        }
+        let options = create_options(module, path)?;
+        let options_path = format!("{path}.settings.createOptions");
+        for issue in container::check(&container::Settings::from_create_options(&options)) {
+            let at = format!("{options_path}.{}", issue.field);
+            findings.push(place(issue, name, at));
+        }
+        if name == "edgeHub" {
+            hub_env = module.get("env").map(|e| (e, format!("{path}.env")));
+            if let Some(bindings) = options.pointer("/HostConfig/PortBindings").and_then(Value::as_object) {
+                hub_ports = bindings.keys().cloned().collect();
+            }
+        }
+    }
+
+    // An edgeHub protocol head nothing can use: HTTPS serves only devices downstream (modules
+    // speak MQTT or AMQP to the hub), so with its port unpublished it is memory and attack surface
+    // for nobody. MQTT and AMQP heads may serve modules; which one they use is not in the manifest.
+    if let Some((_, hub_path, _)) = modules.iter().find(|(n, _, _)| n == "edgeHub") {
+        for (head, port, env_key) in [("HTTPS", "443/tcp", "httpSettings__enabled")] {
+            let disabled = hub_env.as_ref().and_then(|(env, _)| env.get(env_key)).and_then(|v| v.get("value")).is_some_and(|v| v == false || v == "false");
+            if !disabled && !hub_ports.iter().any(|p| p == port) {
+                findings.push(Finding {
+                    severity: Severity::Low,
+                    code: "edgehub-idle-protocol-head",
+                    module: "edgeHub".into(),
+                    path: hub_env.as_ref().map(|(_, p)| format!("{p}.{env_key}")).unwrap_or_else(|| format!("{hub_path}.env.{env_key}")),
+                    message: format!("the {head} protocol head is enabled but its port ({port}) is not published: nothing downstream can use it"),
+                    remediation: "set the edgeHub environment variable to false, which saves memory and attack surface (IoT Edge production checklist)",
+                    recommendation: Some("IoT_EdgeHubMemOptimize"),
+                });
+            }
+        }
+    }
+    sort(&mut findings);
+    Ok(findings)
+}
+
+fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.module.cmp(&b.module)).then_with(|| a.path.cmp(&b.path)));
+}
+
+fn place(issue: container::Issue, module: &str, path: String) -> Finding {
+    Finding { severity: issue.severity, code: issue.code, module: module.to_owned(), path, message: issue.message, remediation: issue.remediation, recommendation: issue.recommendation }
 }
 
 /// `createOptions`, `createOptions01`, ... joined in order, then parsed (edgeAgent's chunking).
@@ -226,65 +232,6 @@ fn create_options(module: &Value, path: &str) -> Result<Value, Invalid> {
 
 fn finding(severity: Severity, code: &'static str, module: &str, path: String, message: String, remediation: &'static str, recommendation: Option<&'static str>) -> Finding {
     Finding { severity, code, module: module.to_owned(), path, message, remediation, recommendation }
-}
-
-fn check_image(module: &str, path: &str, image: &str, out: &mut Vec<Finding>) {
-    if image.contains("@sha256:") {
-        return;
-    }
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let tag = last.split_once(':').map(|(_, t)| t);
-    let (severity, message) = match tag {
-        None => (Severity::Medium, format!("image `{image}` has no tag: it runs whatever `latest` is when pulled")),
-        Some("latest") => (Severity::Medium, format!("image `{image}` uses `latest`: what runs changes without a deployment")),
-        Some(_) => return,
-    };
-    out.push(finding(severity, "unpinned-image", module, format!("{path}.settings.image"), message, "pin a version tag, or better a digest (image@sha256:...), so that a deployment says exactly what runs", None));
-}
-
-fn check_create_options(module: &str, path: &str, options: &Value, out: &mut Vec<Finding>) {
-    let host = options.get("HostConfig");
-    let host_path = format!("{path}.HostConfig");
-    let get = |key: &str| host.and_then(|h| h.get(key));
-    if get("Privileged") == Some(&Value::Bool(true)) {
-        out.push(finding(Severity::High, "privileged", module, format!("{host_path}.Privileged"), "runs privileged: every device and capability of the host".into(),
-            "drop Privileged; grant only the capabilities and devices the module needs (CapAdd, Devices)", Some("IoT_PrivilegedDockerOptions")));
-    }
-    for cap in get("CapAdd").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-        let bare = cap.trim_start_matches("CAP_").to_ascii_uppercase();
-        if DANGEROUS_CAPS.contains(&bare.as_str()) {
-            out.push(finding(Severity::High, "dangerous-capability", module, format!("{host_path}.CapAdd"), format!("adds capability {cap}, which gives the container control over the host"),
-                "remove the capability, or replace it by a narrower one", Some("IoT_PrivilegedDockerOptions")));
-        }
-    }
-    for (key, code, what) in [("NetworkMode", "host-network", "the host's network namespace"), ("PidMode", "host-pid", "the host's process namespace"), ("IpcMode", "host-ipc", "the host's IPC namespace")] {
-        if get(key).and_then(Value::as_str) == Some("host") {
-            let severity = if key == "IpcMode" { Severity::Medium } else { Severity::High };
-            out.push(finding(severity, code, module, format!("{host_path}.{key}"), format!("shares {what}"), "use the default (a private namespace) unless the module truly needs the host's",
-                (key == "NetworkMode").then_some("IoT_PrivilegedDockerOptions")));
-        }
-    }
-    let binds = get("Binds").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(|b| (b.split(':').next().unwrap_or(b).to_owned(), format!("{host_path}.Binds")));
-    let mounts = get("Mounts").and_then(Value::as_array).into_iter().flatten().filter(|m| m.get("Type").and_then(Value::as_str).is_none_or(|t| t == "bind")).filter_map(|m| Some((m.get("Source")?.as_str()?.to_owned(), format!("{host_path}.Mounts"))));
-    for (source, field) in binds.chain(mounts) {
-        let normal = if source.len() > 1 { source.trim_end_matches('/') } else { source.as_str() };
-        if let Some((p, severity)) = SENSITIVE_PATHS.iter().find(|(p, _)| *p == normal) {
-            out.push(finding(*severity, "sensitive-bind", module, field, format!("binds the host's {p}"), "bind only the directories the module needs, read-only where it can", None));
-        }
-    }
-    match get("LogConfig") {
-        None => out.push(finding(Severity::Low, "no-log-rotation", module, format!("{host_path}.LogConfig"), "no log options: the engine's default may keep logs without bound".into(),
-            "set LogConfig with the local driver or json-file with max-size and max-file (or set them in the Docker daemon's configuration)", Some("IoT_EdgeLoggingOptions"))),
-        Some(config) => {
-            let kind = config.get("Type").and_then(Value::as_str).unwrap_or("json-file");
-            let rotated = config.pointer("/Config/max-size").is_some();
-            if kind == "none" {
-                out.push(finding(Severity::Low, "logging-disabled", module, format!("{host_path}.LogConfig.Type"), "logging is disabled".into(), "use the local driver, or json-file with rotation", Some("IoT_EdgeLoggingOptions")));
-            } else if kind == "json-file" && !rotated {
-                out.push(finding(Severity::Low, "no-log-rotation", module, format!("{host_path}.LogConfig.Config"), "json-file logs without max-size grow without bound".into(), "set max-size and max-file", Some("IoT_EdgeLoggingOptions")));
-            }
-        }
-    }
 }
 
 fn check_route(name: &str, path: &str, route: &str, out: &mut Vec<Finding>) -> Result<(), Invalid> {
