@@ -9,6 +9,7 @@
 pub mod app;
 pub mod capabilities;
 pub mod config;
+pub mod edge;
 pub mod events;
 pub mod output;
 pub mod pipeline;

@@ -3,6 +3,7 @@
 
 pub mod docker;
 pub mod schema;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
