@@ -146,6 +146,16 @@ pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, Co
     }
 }
 
+/// A 64-bit fingerprint of `value`, to tell whether something changed since a plugin last saw
+/// it. Stable for a given build (std's `DefaultHasher` with its fixed keys), so it may be kept in
+/// saved state; a plugin built by another Rust release may see a change once.
+pub fn fingerprint(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// A Unix time in nanoseconds as RFC 3339 UTC with microseconds (`2026-11-23T01:02:03.000004Z`),
 /// without a date library in the plugin.
 pub fn rfc3339(unix_nanos: u64) -> String {

@@ -73,7 +73,7 @@ async fn each_failure_of_the_security_daemon_is_named() {
     let other = WorkloadClient::new(&environment(&workload.uri(), "intruder"));
     assert!(matches!(other.sign(b"x").await, Err(WorkloadError::Refused { status: 403, .. })));
 
-    let gone = environment(&format!("unix://{}", workload.path().with_file_name("absent.sock").display()), "edgeguard");
+    let gone = environment(&format!("unix://{}", workload.socket.with_file_name("absent.sock").display()), "edgeguard");
     let e = WorkloadClient::new(&gone).sign(b"x").await.unwrap_err();
     assert!(matches!(e, WorkloadError::Unreachable { .. }) && e.to_string().contains("absent.sock"), "{e}");
 }
@@ -84,7 +84,7 @@ async fn the_simulator_enforces_the_daemon_rules() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let workload = WorkloadSimulator::start("edgeguard", KEY, Some(PEM.into()));
     let raw = async |request: &str| -> String {
-        let mut stream = tokio::net::UnixStream::connect(workload.path()).await.unwrap();
+        let mut stream = tokio::net::UnixStream::connect(&workload.socket).await.unwrap();
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.unwrap();

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -82,10 +82,6 @@ impl WorkloadSimulator {
     /// Successful `sign` requests so far.
     pub fn signs(&self) -> usize {
         self.signs.load(Ordering::SeqCst)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.socket
     }
 }
 

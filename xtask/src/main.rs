@@ -157,11 +157,11 @@ fn install_packages(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     step(&format!("installing Debian packages: {}", missing.join(" ")));
-    let apt = |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
+    let install = || Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
     // A fresh machine may have no package lists yet, or stale ones.
-    if !apt(&[&["install", "-y", "-q", "--no-install-recommends"], &missing[..]].concat()) {
+    if !install() {
         run(Command::new("apt-get").args(["update", "-q"]))?;
-        if !apt(&[&["install", "-y", "-q", "--no-install-recommends"], &missing[..]].concat()) {
+        if !install() {
             bail!("cannot install {} with apt-get (the test suite needs them; run as root on Debian)", missing.join(" "));
         }
     }

@@ -141,7 +141,7 @@ impl Host for HostState {
     }
 
     async fn inventory(&mut self) -> Result<Vec<Container>, HostError> {
-        let engine = Arc::clone(&self.host);
+        let host = Arc::clone(&self.host);
         let deadline = self.guard.host_call_deadline();
         self.host
             .docker
@@ -161,7 +161,7 @@ impl Host for HostState {
                 for result in inspected {
                     match result {
                         Ok(c) => {
-                            let image_user = engine.docker.image_user(&docker, c.image.as_deref().unwrap_or_default()).await;
+                            let image_user = host.docker.image_user(&docker, c.image.as_deref().unwrap_or_default()).await;
                             containers.push(container(c, image_user));
                         }
                         // Removed between the list and its inspection.

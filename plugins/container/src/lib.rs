@@ -13,16 +13,13 @@
 //! IoT Edge module (`EdgeModule`).
 
 use edgeguard_manifest::container::{self as judge, Issue, Settings};
+use edgeguard_manifest::edge_agent;
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{config_bool, config_keys, rfc3339};
+use edgeguard_sdk::{config_bool, config_keys, fingerprint, rfc3339};
 use containers::{Container, ContainerEvent};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
-/// The label edgeAgent puts on every container it creates, and its value.
-const EDGE_OWNER: (&str, &str) = ("net.azure-devices.edge.owner", "Microsoft.Azure.Devices.Edge.Agent");
-const EDGE_VERSION: &str = "net.azure-devices.edge.version";
 /// Lifecycle actions worth an event; the stream also carries attach, resize, exec_*, ...
 const ACTIONS: [&str; 8] = ["create", "start", "restart", "die", "oom", "kill", "stop", "destroy"];
 
@@ -167,16 +164,6 @@ fn issues(c: &Container, remapped: bool) -> Vec<Issue> {
     issues
 }
 
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// The IoT Edge module a container runs, when edgeAgent created it: edgeAgent names the
-/// container after the module.
-fn edge_module(labels: &[(String, String)], name: &str) -> Option<String> {
-    (label(labels, EDGE_OWNER.0) == Some(EDGE_OWNER.1)).then(|| name.to_owned())
-}
-
 fn lifecycle(e: &ContainerEvent) -> Value {
     json!({
         "Action": e.action,
@@ -185,7 +172,7 @@ fn lifecycle(e: &ContainerEvent) -> Value {
         "Image": e.image,
         "ExitCode": e.exit_code.map(|c| c.to_string()),
         "Time": rfc3339(e.time_unix_nanos),
-        "EdgeModule": edge_module(&e.labels, &e.name),
+        "EdgeModule": edge_agent::module_of(&e.labels, &e.name),
     })
 }
 
@@ -197,7 +184,7 @@ fn finding(i: &Issue, c: Option<&Container>) -> Value {
         "ContainerId": c.map(|c| c.id.as_str()),
         "Name": c.map(|c| c.name.as_str()),
         "Image": c.map(|c| c.image.as_str()),
-        "EdgeModule": c.and_then(|c| edge_module(&c.labels, &c.name)),
+        "EdgeModule": c.and_then(|c| edge_agent::module_of(&c.labels, &c.name)),
         "Field": i.field,
         "Message": i.message,
         "Remediation": i.remediation,
@@ -212,8 +199,8 @@ fn inventory_item(c: &Container) -> Value {
         "Name": c.name,
         "Image": c.image,
         "State": c.state,
-        "EdgeModule": edge_module(&c.labels, &c.name),
-        "EdgeModuleVersion": label(&c.labels, EDGE_VERSION),
+        "EdgeModule": edge_agent::module_of(&c.labels, &c.name),
+        "EdgeModuleVersion": edge_agent::label(&c.labels, edge_agent::VERSION),
         "User": if user.is_empty() { "root (image default)" } else { user.as_str() },
         "Privileged": c.privileged.to_string(),
         "CapAdd": c.cap_add.join(","),
@@ -224,12 +211,6 @@ fn inventory_item(c: &Container) -> Value {
         "Binds": c.mounts.iter().filter(|m| m.kind == "bind").map(|m| format!("{}:{}{}", m.source, m.destination, if m.read_only { ":ro" } else { "" })).collect::<Vec<_>>().join(","),
         "Ports": c.ports.iter().map(|p| format!("{}:{}->{}", if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }, p.host_port, p.container_port)).collect::<Vec<_>>().join(","),
     })
-}
-
-fn fingerprint(value: &impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
 }
 
 fn event(name: &str, periodic: bool, items: Vec<Value>) -> Event {

@@ -7,7 +7,7 @@
 //! was truncated and is read again from its start.
 
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{Login, LoginResult, config_bool, config_keys};
+use edgeguard_sdk::{Login, LoginResult, config_bool, config_keys, fingerprint};
 use logins::{RecordType, UtmpRecord};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -227,21 +227,17 @@ impl LoginCollector {
 
 /// The fingerprint and length of the record or line that ends at `offset`.
 fn last_before(kind: Kind, path: &str, offset: u64) -> Result<(u64, u64), CollectError> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
     if kind == Kind::AuthLog {
         // Lines are short; the last one is within the 4 KiB before the offset.
         let from = offset.saturating_sub(4096);
         let chunk = logins::read_lines(path, from, (offset - from) as u32)?;
         let Some(line) = chunk.lines.last().filter(|_| chunk.next_offset == offset) else { return Ok((0, 0)) };
-        line.hash(&mut h);
-        return Ok((h.finish(), line.len() as u64 + 1));
+        return Ok((fingerprint(line), line.len() as u64 + 1));
     }
     let chunk = logins::read_utmp(path, offset.saturating_sub(1), 1)?;
     let Some(r) = chunk.records.first().filter(|_| chunk.next_offset == offset) else { return Ok((0, 0)) };
-    (r.time_micros, r.pid, &r.line, &r.user, &r.host).hash(&mut h);
     // Records have a fixed size; the length only marks that there is a last record.
-    Ok((h.finish(), 1))
+    Ok((fingerprint(&(r.time_micros, r.pid, &r.line, &r.user, &r.host)), 1))
 }
 
 /// `... sshd[812]: Failed password for invalid user admin from 203.0.113.9 port 51234 ssh2`

@@ -11,16 +11,14 @@
 //! The analysis is the same code as `edgeguard check-manifest`.
 
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{CustomEvent, config_bool, config_keys};
+use edgeguard_sdk::{CustomEvent, config_bool, config_keys, fingerprint};
+use edgeguard_manifest::edge_agent;
 use edgeguard_manifest::{Finding, Invalid};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
-/// Labels edgeAgent puts on the containers it creates.
-const OWNER: (&str, &str) = ("net.azure-devices.edge.owner", "Microsoft.Azure.Devices.Edge.Agent");
-const CREATE_OPTIONS: &str = "net.azure-devices.edge.normalizedCreateOptions";
-const MODULE_LABELS: [(&str, &str); 3] = [("version", "net.azure-devices.edge.version"), ("restartPolicy", "net.azure-devices.edge.restartPolicy"), ("status", "net.azure-devices.edge.desiredStatus")];
+/// The module fields edgeAgent keeps in labels, by their name in the manifest.
+const MODULE_LABELS: [(&str, &str); 3] = [("version", edge_agent::VERSION), ("restartPolicy", edge_agent::RESTART_POLICY), ("status", edge_agent::DESIRED_STATUS)];
 /// How findings about the running deployment name their source.
 const RUNNING: &str = "running modules (edgeAgent containers)";
 
@@ -101,9 +99,7 @@ impl ManifestCollector {
     /// Analyses a deployment (or one module of it) named `source`, remembered as `key`, unless
     /// its content `text` is unchanged since the last time.
     fn report(&mut self, key: &str, source: &str, text: &str, analyze: impl FnOnce() -> Result<Vec<Finding>, Invalid>, events: &mut Vec<Event>) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        text.hash(&mut h);
-        let fingerprint = h.finish();
+        let fingerprint = fingerprint(&text);
         if self.seen.get(key) == Some(&fingerprint) {
             return;
         }
@@ -146,24 +142,23 @@ fn running_modules() -> Option<Vec<(String, String, Value)>> {
             return None;
         }
     };
-    let label = |labels: &[(String, String)], key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let mut modules: Vec<_> = list
-        .into_iter()
-        .filter(|c| label(&c.labels, OWNER.0).as_deref() == Some(OWNER.1))
-        .map(|c| {
-            let group = if c.name == "edgeAgent" || c.name == "edgeHub" { "systemModules" } else { "modules" };
+        .iter()
+        .filter_map(|c| edge_agent::module_of(&c.labels, &c.name).map(|name| (name, c)))
+        .map(|(name, c)| {
+            let group = if name == "edgeAgent" || name == "edgeHub" { "systemModules" } else { "modules" };
             let env: serde_json::Map<String, Value> = c.env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), json!({ "value": v }))).collect();
             let mut module = json!({
                 "type": "docker",
-                "settings": { "image": c.image, "createOptions": label(&c.labels, CREATE_OPTIONS).unwrap_or_default() },
+                "settings": { "image": c.image, "createOptions": edge_agent::label(&c.labels, edge_agent::CREATE_OPTIONS).unwrap_or_default() },
                 "env": env,
             });
             for (field, key) in MODULE_LABELS {
-                if let Some(value) = label(&c.labels, key) {
-                    module[field] = Value::String(value);
+                if let Some(value) = edge_agent::label(&c.labels, key) {
+                    module[field] = Value::String(value.to_owned());
                 }
             }
-            (c.name.clone(), format!("{group}.{}", c.name), module)
+            (name.to_owned(), format!("{group}.{name}"), module)
         })
         .collect();
     modules.sort_by(|a, b| a.1.cmp(&b.1));

@@ -6,6 +6,7 @@
 //! a remediation. The ASC service's recommendation type is given where one applies.
 
 pub mod container;
+pub mod edge_agent;
 
 use serde_json::Value;
 use std::fmt;
