@@ -3,6 +3,10 @@
 
 use crate::capabilities::{Capability, HostContext};
 use crate::config::{Config, SinkKind};
+use crate::edge::hub::{HubLink, HubOptions};
+use crate::edge::module::{Collector, EdgeModule};
+use crate::edge::sink::EdgeHubSink;
+use crate::edge::EdgeEnvironment;
 use crate::events::{SecurityEvent, Severity};
 use crate::output::{FileSink, Sink, StdoutSink, agent_id_from_host};
 use crate::pipeline::{self, Pipeline, StateDir};
@@ -13,10 +17,38 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// How long `run --once` as a module waits for edgeHub before giving up.
+const ONCE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct RunOptions {
     pub config: Config,
     pub once: bool,
     pub output: Option<PathBuf>,
+    /// Run as an IoT Edge module whatever the configured sink.
+    pub edge: bool,
+}
+
+/// Where messages go.
+enum Target {
+    Stdout,
+    File(PathBuf),
+    EdgeHub(EdgeEnvironment),
+}
+
+impl Target {
+    /// `--output` wins, then `--edge`, then the configured sink; `auto` is edgeHub when the
+    /// IOTEDGE_* environment is there.
+    fn choose(output: &Option<PathBuf>, edge_flag: bool, config: &Config) -> anyhow::Result<Target> {
+        let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let edge = || EdgeEnvironment::from_vars(&vars).map(Target::EdgeHub).map_err(|e| anyhow::anyhow!("edge mode: {e}"));
+        match (output, edge_flag, config.output.sink) {
+            (Some(path), _, _) => Ok(Target::File(path.clone())),
+            (None, true, _) | (None, false, SinkKind::EdgeHub) => edge(),
+            (None, false, SinkKind::Auto) if EdgeEnvironment::present(&vars) => edge(),
+            (None, false, SinkKind::Auto | SinkKind::Stdout) => Ok(Target::Stdout),
+            (None, false, SinkKind::File) => Ok(Target::File(config.output.file.clone())),
+        }
+    }
 }
 
 /// Loads every enabled plugin. A plugin that fails to load is reported and left out; the
@@ -45,6 +77,7 @@ pub async fn load_plugins(config: &Config, runtime: &Runtime) -> (Vec<PluginSpec
                     loaded: Arc::new(loaded),
                     group,
                     interval,
+                    own_interval: plugin.interval.is_some(),
                     limits: config.limits.with(&plugin.limits),
                     config_json: plugin.config.to_string(),
                     state_file: Some(config.state_dir().join("plugins").join(format!("{}.state", plugin.name))),
@@ -72,6 +105,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         config.agent.id.clone()
     };
     let settings = config.pipeline_settings().map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let settings_in_force = settings.clone();
     let issues = settings.asc.check();
     let state_dir = config.state_dir();
     let (mut pipeline, resumed) = Pipeline::open(StateDir::open(&state_dir)?, settings, &agent_id)?;
@@ -91,10 +125,22 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     pipeline.accept(issues.iter().map(|i| i.to_event()).collect())?;
 
-    let mut sink: Box<dyn Sink> = match (&options.output, config.output.sink) {
-        (Some(path), _) => Box::new(file_sink(path, &config).await?),
-        (None, SinkKind::File) => Box::new(file_sink(&config.output.file, &config).await?),
-        (None, SinkKind::Stdout) => Box::new(StdoutSink::new()),
+    let mut edge = None;
+    let mut sink: Box<dyn Sink> = match Target::choose(&options.output, options.edge, &config)? {
+        Target::File(path) => Box::new(file_sink(&path, &config).await?),
+        Target::Stdout => Box::new(StdoutSink::new()),
+        Target::EdgeHub(env) => {
+            tracing::info!(device = %env.device_id, module = %env.module_id, gateway = %env.gateway_hostname, "IoT Edge module mode");
+            let hub = HubOptions {
+                port: config.edge.port,
+                keep_alive: config.edge.keep_alive.0,
+                token_ttl: config.edge.token_ttl.0,
+                ..HubOptions::default()
+            };
+            let (link, inbound) = HubLink::start(env, hub);
+            edge = Some((link.clone(), inbound));
+            Box::new(EdgeHubSink::new(link))
+        }
     };
 
     let (specs, load_failures) = load_plugins(&config, &runtime).await;
@@ -105,9 +151,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel::<Batch>(256);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
-    let running: Vec<Running> = specs.into_iter().map(|spec| scheduler.spawn(spec, options.once)).collect();
+    let mut collectors = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
+    for spec in specs {
+        let (loaded, group, interval, own_interval, limits) = (Arc::clone(&spec.loaded), spec.group, spec.interval, spec.own_interval, spec.limits.clone());
+        let r = scheduler.spawn(spec, options.once);
+        collectors.push(Collector { loaded, group, interval, own_interval, limits, status: Arc::clone(&r.status) });
+        running.push(r);
+    }
+    let control = scheduler.control();
     drop(scheduler);
     tracing::info!(plugins = running.len(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
+
+    // The twin and direct methods, as a module. A single collection (--once) only delivers.
+    let mut module_task = None;
+    if let Some((link, mut inbound)) = edge {
+        if options.once {
+            tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+            link.wait_connected(ONCE_CONNECT_WAIT).await?;
+        } else {
+            let module = EdgeModule::new(link, config.clone(), settings_in_force, pipeline.commands(), control, collectors, &agent_id);
+            module_task = Some(tokio::spawn(module.run(inbound)));
+        }
+    }
 
     // With --once every actor ends after one collection and drops its sender; the pipeline
     // then closes its windows and drains. Otherwise it runs until a signal.
@@ -115,6 +181,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     for r in running {
         r.task.abort();
         let _ = r.task.await;
+    }
+    if let Some(task) = module_task {
+        task.abort();
     }
     let c = pipeline.statistics();
     tracing::info!(queued = pipeline.queued(), messages = c.messages_sent, failed = c.total_failed, "edgeguard stopped");

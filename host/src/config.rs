@@ -37,6 +37,8 @@ pub struct Config {
     pub events: BTreeMap<String, EventConfig>,
     #[serde(default)]
     pub output: OutputConfig,
+    #[serde(default)]
+    pub edge: EdgeConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -80,9 +82,37 @@ pub struct EventConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
+    /// edgeHub when the IoT Edge environment is present, else stdout.
     #[default]
+    Auto,
     Stdout,
     File,
+    EdgeHub,
+}
+
+/// The IoT Edge module's connection to edgeHub (the rest comes from the IOTEDGE_* variables).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// edgeHub's MQTT-over-TLS port on IOTEDGE_GATEWAYHOSTNAME.
+    pub port: u16,
+    pub keep_alive: Span,
+    /// Lifetime of each SAS token; a fresh one is used (reconnecting) at 80% of it.
+    pub token_ttl: Span,
+    /// Pace of the collector status in the twin's reported properties (changes of the
+    /// configuration are reported at once).
+    pub status_interval: Span,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            port: 8883,
+            keep_alive: Span(Duration::from_secs(60)),
+            token_ttl: Span(Duration::from_secs(3600)),
+            status_interval: Span(Duration::from_secs(300)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -99,7 +129,7 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { sink: SinkKind::Stdout, file: PathBuf::new(), max_file_size: Bytes(16 << 20), max_files: 4 }
+        OutputConfig { sink: SinkKind::Auto, file: PathBuf::new(), max_file_size: Bytes(16 << 20), max_files: 4 }
     }
 }
 
@@ -134,7 +164,7 @@ fn default_host_root() -> PathBuf {
     PathBuf::from("/")
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     #[serde(default = "ScheduleConfig::default_high")]
@@ -340,6 +370,16 @@ impl Config {
         if self.output.sink == SinkKind::File && self.output.file.as_os_str().is_empty() {
             return Err(("output.file".into(), "the file sink needs a file".into()));
         }
+        let e = &self.edge;
+        if e.keep_alive.0 < Duration::from_secs(1) || e.keep_alive.0 > Duration::from_secs(1177) {
+            return Err(("edge.keep_alive".into(), format!("{} is outside 1s..1177s (IoT Hub's limit)", e.keep_alive)));
+        }
+        if e.token_ttl.0 < Duration::from_secs(5) {
+            return Err(("edge.token_ttl".into(), format!("{} is too short (at least 5s)", e.token_ttl)));
+        }
+        if e.status_interval.0 < Duration::from_secs(1) {
+            return Err(("edge.status_interval".into(), format!("{} is too short (at least 1s)", e.status_interval)));
+        }
         if self.output.max_file_size.0 < 4096 {
             return Err(("output.max_file_size".into(), format!("{} is too small (at least 4KiB)", self.output.max_file_size)));
         }
@@ -404,6 +444,11 @@ impl Config {
             let first = &refused.issues[0];
             (format!("asc.{}", first.name), first.message.clone())
         })?;
+        self.pipeline_settings_with(asc)
+    }
+
+    /// The pipeline's settings around a given ASC configuration (e.g. the module twin's).
+    pub fn pipeline_settings_with(&self, asc: AgentConfiguration) -> Result<Settings, (String, String)> {
         let p = &self.pipeline;
         if p.sync_interval.0 < Duration::from_millis(10) {
             return Err(("pipeline.sync_interval".into(), format!("{} is too short (at least 10ms)", p.sync_interval)));

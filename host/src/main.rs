@@ -47,6 +47,10 @@ enum Command {
         /// Queued events and pipeline state (overrides pipeline.state_dir).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Run as an IoT Edge module: messages to edgeHub, configuration from the module twin.
+        /// The default when the IOTEDGE_* variables are set and output.sink is `auto`.
+        #[arg(long, conflicts_with = "output")]
+        edge: bool,
     },
     /// Inspect plugin components.
     Plugin {
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
@@ -118,7 +123,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), (u8, String)> {
     let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
     match command {
-        Command::Run { config, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir } => {
+        Command::Run { config, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir, edge } => {
             let mut config = match config {
                 Some(path) => Config::load(&path).map_err(|e| bad_input(&e))?,
                 None => Config::embedded_default(),
@@ -138,7 +143,7 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             if let Some(dir) = state_dir {
                 config.pipeline.state_dir = dir;
             }
-            app::run(RunOptions { config, once, output }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
+            app::run(RunOptions { config, once, output, edge }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
         }
         Command::Plugin { command: PluginCommand::Inspect { file, json, cache_dir } } => {
             let cache_dir = cache_dir.unwrap_or_else(|| Config::default().cache_dir());

@@ -108,6 +108,7 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
             loaded,
             group: Group::High,
             interval,
+            own_interval: true,
             limits: test_limits(),
             config_json: format!(r#"{{"mode": "{mode}"}}"#),
             state_file: None,

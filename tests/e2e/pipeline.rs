@@ -366,6 +366,7 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
         loaded: Arc::new(loaded),
         group: edgeguard::config::Group::High,
         interval: Duration::from_millis(50),
+        own_interval: true,
         limits: edgeguard_tests::test_limits(),
         config_json: "{}".into(),
         state_file: None,

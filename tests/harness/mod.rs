@@ -2,6 +2,7 @@
 //! runtime, and validating messages against the official ASC schemas.
 
 pub mod docker;
+pub mod edgehub;
 pub mod schema;
 pub mod workload;
 

@@ -6,6 +6,9 @@
 //!   cargo xtask test            build everything and run the whole test suite
 //!   cargo xtask bench           run the benchmarks
 //!   cargo xtask plugins         build the built-in plugins only
+//!   cargo xtask image [TAG]     build the IoT Edge module image (FROM scratch: the static
+//!                               musl binary and the plugins); without a reachable Docker
+//!                               engine, only its build context
 //!
 //! Build output goes to CARGO_TARGET_DIR when set, else `target/`. Plugins land in
 //! `<target>/release/plugins/`, beside the `edgeguard` binary, where it looks by default.
@@ -41,6 +44,8 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             setup_test_tools()?;
             build_all()?;
+            // The image test builds the module image from this context under its own dockerd.
+            stage_image()?;
             step("running the test suite");
             run(cargo().args(["test", "--release", "--workspace", "--exclude", "edgeguard-sdk"]).args(exclude_wasm_crates()).args(rest))
         }
@@ -49,14 +54,28 @@ fn main() -> Result<()> {
             build_all()?;
             build_wasm(&["edgeguard-fault-plugin"])?;
             step("running the benchmarks");
-            run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))
+            run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))?;
+            // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
+            install_packages(&["mosquitto"])?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))
         }
         "plugins" => {
             setup_toolchain()?;
             build_plugins()
         }
+        "image" => {
+            setup_toolchain()?;
+            let context = stage_image()?;
+            let tag = rest.first().cloned().unwrap_or_else(|| format!("edgeguard:{}", env!("CARGO_PKG_VERSION")));
+            if !succeeds(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])) {
+                eprintln!("no Docker engine reachable: the build context is {}; build it with\n  docker build -t {tag} {}", context.display(), context.display());
+                return Ok(());
+            }
+            step(&format!("docker build -t {tag}"));
+            run(Command::new("docker").arg("build").arg("-t").arg(&tag).arg(&context))
+        }
         _ => {
-            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | plugins>");
+            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | plugins | image [TAG]>");
             if command == "help" { Ok(()) } else { bail!("unknown command `{command}`") }
         }
     }
@@ -133,8 +152,8 @@ fn add_target(target: &str) -> Result<()> {
 /// second build path).
 fn setup_test_tools() -> Result<()> {
     // The real servers the tests start: a Docker daemon (with a busybox image made from the
-    // static busybox, since no registry is reachable).
-    install_packages(&["docker.io", "busybox-static"])?;
+    // static busybox, since no registry is reachable) and mosquitto (the Edge Hub test bed).
+    install_packages(&["docker.io", "busybox-static", "mosquitto"])?;
     add_target("wasm32-wasip1")?;
     if !succeeds(cargo().args(["component", "--version"])) {
         step("installing cargo-component (once; cached in the tools directory)");
@@ -197,6 +216,34 @@ fn build_wasm(packages: &[&str]) -> Result<()> {
         cmd.args(["-p", p]);
     }
     run(&mut cmd)
+}
+
+/// The module image's build context: `deploy/Dockerfile`, the static binary, the plugins.
+/// Returns its directory (`<target>/image`).
+fn stage_image() -> Result<PathBuf> {
+    const MUSL: &str = "x86_64-unknown-linux-musl";
+    add_target(MUSL)?;
+    // ring's C and assembly parts, for musl.
+    install_packages(&["musl-tools"])?;
+    build_plugins()?;
+    step("building the static edgeguard binary (musl)");
+    run(cargo().env("CARGO_PROFILE_RELEASE_STRIP", "symbols").args(["build", "--release", "--target", MUSL, "-p", "edgeguard"]))?;
+    let context = target_dir().join("image");
+    if context.exists() {
+        std::fs::remove_dir_all(&context)?;
+    }
+    std::fs::create_dir_all(context.join("plugins"))?;
+    std::fs::copy(repo_root().join("deploy/Dockerfile"), context.join("Dockerfile"))?;
+    let binary = target_dir().join(MUSL).join("release/edgeguard");
+    std::fs::copy(&binary, context.join("edgeguard")).with_context(|| format!("copying {}", binary.display()))?;
+    let mut size = std::fs::metadata(&binary)?.len();
+    for p in BUILTIN_PLUGINS {
+        let file = format!("{p}.wasm");
+        std::fs::copy(target_dir().join("release/plugins").join(&file), context.join("plugins").join(&file))?;
+        size += std::fs::metadata(context.join("plugins").join(&file))?.len();
+    }
+    step(&format!("image context ready at {} ({:.1} MB of content)", context.display(), size as f64 / 1e6));
+    Ok(context)
 }
 
 fn build_plugins() -> Result<()> {

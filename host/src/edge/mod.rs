@@ -3,10 +3,20 @@
 //!
 //! - [`environment`]: the `IOTEDGE_*` variables edgeAgent gives a module;
 //! - [`workload`]: the security daemon's workload API (sign, trust bundle) over its socket;
-//! - [`sas`]: the module's SAS token, signed by the workload API, as the official SDKs build it.
+//! - [`sas`]: the module's SAS token, signed by the workload API, as the official SDKs build it;
+//! - [`hub`]: the MQTT link to edgeHub (TLS, reconnects, token renewal, PUBACK tracking);
+//! - [`topics`]: edgeHub's topic strings and property bags;
+//! - [`sink`]: security messages as module telemetry, acknowledged on PUBACK;
+//! - [`twin`]: the desired properties and what they ask for;
+//! - [`module`]: twin and direct methods at work (`collectNow`, `status`).
 
 pub mod environment;
+pub mod hub;
+pub mod module;
 pub mod sas;
+pub mod sink;
+pub mod topics;
+pub mod twin;
 pub mod workload;
 
 pub use environment::EdgeEnvironment;

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use store::{QueueLog, RECORD_HEADER};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
@@ -56,6 +56,24 @@ impl StateDir {
         }
         Ok(StateDir { path: path.to_owned(), _lock: lock })
     }
+}
+
+/// Requests to a running pipeline from outside its loop (the module twin, direct methods).
+pub enum Command {
+    /// New settings; answered with the semantic issues found in them (applied anyway).
+    Reconfigure(Settings, oneshot::Sender<Vec<ConfigIssue>>),
+    /// Events from outside the plugins (e.g. a refused twin configuration).
+    Accept(Vec<SecurityEvent>),
+    Status(oneshot::Sender<Status>),
+}
+
+/// A running pipeline's state, for `status`.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub queued: usize,
+    pub in_flight: usize,
+    /// Counts since the last statistics report.
+    pub counters: statistics::Counters,
 }
 
 struct InFlight {
@@ -88,6 +106,7 @@ pub struct Pipeline {
     failures: u32,
     retry_at: Option<Instant>,
     drop_log: DropLog,
+    commands: Option<mpsc::Receiver<Command>>,
     _state: StateDir,
 }
 
@@ -153,11 +172,19 @@ impl Pipeline {
             failures: 0,
             retry_at: None,
             drop_log: DropLog::default(),
+            commands: None,
             settings,
             _state: state,
         };
         pipeline.queue_closed(orphans)?;
         Ok((pipeline, resumed))
+    }
+
+    /// A handle to steer the pipeline while it runs.
+    pub fn commands(&mut self) -> mpsc::Sender<Command> {
+        let (tx, rx) = mpsc::channel(16);
+        self.commands = Some(rx);
+        tx
     }
 
     /// The routing in force, kept current for the scheduler.
@@ -455,11 +482,13 @@ impl Pipeline {
         enum Wake {
             Batch(Option<Batch>),
             Ack(Result<(), SinkError>),
+            Command(Option<Command>),
             Timer,
             Shutdown,
         }
         tokio::pin!(shutdown);
         let mut open = true;
+        let mut commands = self.commands.take();
         loop {
             let now = Instant::now();
             while let Some((message, takes)) = self.next_message(now, drain && !open) {
@@ -482,6 +511,7 @@ impl Pipeline {
             let wake = tokio::select! {
                 batch = batches.recv(), if open => Wake::Batch(batch),
                 result = async { self.in_flight.front_mut().expect("checked").ack.as_mut().await }, if has_in_flight => Wake::Ack(result),
+                command = async { commands.as_mut().expect("checked").recv().await }, if commands.is_some() => Wake::Command(command),
                 _ = tokio::time::sleep_until(deadline) => Wake::Timer,
                 _ = &mut shutdown, if !drain => Wake::Shutdown,
             };
@@ -509,6 +539,21 @@ impl Pipeline {
                         anyhow::bail!("{} did not acknowledge a message; {} events stay queued", sink.describe(), self.queued());
                     }
                 }
+                Wake::Command(None) => commands = None,
+                Wake::Command(Some(command)) => match command {
+                    Command::Reconfigure(settings, reply) => {
+                        let issues = self.reconfigure(settings)?;
+                        let _ = reply.send(issues);
+                    }
+                    Command::Accept(events) => self.accept(events)?,
+                    Command::Status(reply) => {
+                        let _ = reply.send(Status {
+                            queued: self.queued(),
+                            in_flight: self.in_flight.len(),
+                            counters: self.stats.counters.clone(),
+                        });
+                    }
+                },
                 Wake::Timer => self.tick(Instant::now())?,
                 Wake::Shutdown => {
                     self.settle_in_flight(SHUTDOWN_GRACE).await?;

@@ -1,6 +1,7 @@
 //! When plugins run. Each plugin is an actor task that owns its instance and collects at its
 //! group's interval, so a slow or faulting plugin never delays another; a shared semaphore
-//! bounds how many collections run at once.
+//! bounds how many collections run at once. The group intervals can change while running, and
+//! a group can be told to collect now ([`Control`]).
 
 use crate::capabilities::HostContext;
 use crate::config::{Group, Limits, ScheduleConfig};
@@ -10,7 +11,7 @@ use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
 use crate::runtime::bindings::edgeguard::collector::types::PriorityGroup;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
@@ -29,6 +30,9 @@ pub struct PluginSpec {
     pub loaded: Arc<LoadedPlugin>,
     pub group: Group,
     pub interval: Duration,
+    /// The interval is the plugin's own (configured for it), not its group's: a change of the
+    /// group intervals leaves it alone.
+    pub own_interval: bool,
     pub limits: Limits,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
@@ -68,6 +72,45 @@ pub struct Scheduler {
     permits: Arc<Semaphore>,
     tx: mpsc::Sender<Batch>,
     routing: watch::Receiver<Arc<Routing>>,
+    control: Control,
+}
+
+/// What one collection made of a request to collect now.
+#[derive(Clone, Debug)]
+pub struct CollectReport {
+    pub plugin: Arc<str>,
+    pub events: usize,
+    /// `collected`, or why not (an error, a fault, everything Off, backing off).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug)]
+struct Nudge {
+    group: Group,
+    reply: mpsc::UnboundedSender<CollectReport>,
+}
+
+/// Steers running plugins: group intervals and immediate collections. Cheap to clone; the
+/// plugins keep running on their last intervals when every handle is gone.
+#[derive(Clone)]
+pub struct Control {
+    intervals: Arc<watch::Sender<[Duration; 3]>>,
+    nudges: broadcast::Sender<Nudge>,
+}
+
+impl Control {
+    /// New intervals for the three groups; plugins with their own interval keep it.
+    pub fn set_intervals(&self, schedule: &ScheduleConfig) {
+        self.intervals.send_replace(Group::ALL.map(|g| schedule.interval(g)));
+    }
+
+    /// Makes every plugin of `group` collect now; each reports on the returned channel once
+    /// its collection is done. The channel closes when every plugin reported (or went away).
+    pub fn collect_now(&self, group: Group) -> mpsc::UnboundedReceiver<CollectReport> {
+        let (reply, reports) = mpsc::unbounded_channel();
+        let _ = self.nudges.send(Nudge { group, reply });
+        reports
+    }
 }
 
 /// A running plugin task.
@@ -81,7 +124,15 @@ impl Scheduler {
     /// `routing` tells which events are Off: a plugin whose events all are is not called.
     pub fn new(host: Arc<HostContext>, schedule: ScheduleConfig, tx: mpsc::Sender<Batch>, routing: watch::Receiver<Arc<Routing>>) -> Scheduler {
         let permits = Arc::new(Semaphore::new(schedule.max_concurrent));
-        Scheduler { host, schedule, permits, tx, routing }
+        let control = Control {
+            intervals: Arc::new(watch::Sender::new(Group::ALL.map(|g| schedule.interval(g)))),
+            nudges: broadcast::channel(16).0,
+        };
+        Scheduler { host, schedule, permits, tx, routing, control }
+    }
+
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// Starts a plugin's actor. With `once`, it collects a single time, right away, and ends.
@@ -94,6 +145,8 @@ impl Scheduler {
             tx: self.tx.clone(),
             status: Arc::clone(&status),
             routing: self.routing.clone(),
+            intervals: self.control.intervals.subscribe(),
+            nudges: self.control.nudges.subscribe(),
         };
         let jitter = if once { Duration::ZERO } else { self.schedule.first_collection_jitter.0.mul_f64(fastrand::f64()) };
         let name = Arc::clone(&actor.spec.loaded.name);
@@ -109,6 +162,14 @@ struct Actor {
     tx: mpsc::Sender<Batch>,
     status: Arc<Mutex<PluginStatus>>,
     routing: watch::Receiver<Arc<Routing>>,
+    intervals: watch::Receiver<[Duration; 3]>,
+    nudges: broadcast::Receiver<Nudge>,
+}
+
+/// Why a collection is made.
+enum Wake {
+    Tick,
+    Nudged(mpsc::UnboundedSender<CollectReport>),
 }
 
 impl Actor {
@@ -116,69 +177,106 @@ impl Actor {
         &self.spec.loaded.name
     }
 
-    async fn run(self, jitter: Duration, once: bool) {
+    async fn run(mut self, jitter: Duration, once: bool) {
         let mut saved = self.spec.state_file.as_ref().and_then(|f| std::fs::read(f).ok());
         let start = tokio::time::Instant::now() + jitter;
-        let mut ticker = tokio::time::interval_at(start, self.spec.interval);
-        // A collection that overruns its interval makes the next tick late, not doubled.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval = self.spec.interval;
+        let mut ticker = ticker_at(start, interval);
+        let mut last_tick: Option<tokio::time::Instant> = None;
         let mut instance: Option<PluginInstance> = None;
         let mut restart_at = Instant::now();
+        let (mut steered, mut nudgeable) = (!self.spec.own_interval, true);
         loop {
-            ticker.tick().await;
-            if self.routing.borrow().silences(&self.spec.loaded.info.events) {
-                self.status.lock().unwrap().skipped_all_off += 1;
-                if once {
-                    return;
+            let wake = tokio::select! {
+                at = ticker.tick() => {
+                    last_tick = Some(at);
+                    Wake::Tick
                 }
-                continue;
-            }
-            if instance.is_none() {
-                if Instant::now() < restart_at {
-                    self.status.lock().unwrap().skipped_while_backing_off += 1;
+                changed = self.intervals.changed(), if steered => {
+                    match changed {
+                        Ok(()) => {
+                            let group = Group::ALL.iter().position(|g| *g == self.spec.group).expect("a group");
+                            let new = self.intervals.borrow_and_update()[group];
+                            if new != interval {
+                                tracing::info!(plugin = %self.name(), interval = ?new, "collection interval changed");
+                                interval = new;
+                                // The next collection keeps its place relative to the last (or
+                                // the first is still due at its start).
+                                ticker = ticker_at(last_tick.map_or(start, |t| t + interval), interval);
+                            }
+                        }
+                        Err(_) => steered = false,
+                    }
                     continue;
                 }
-                let fresh = match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
-                    Ok(mut fresh) => self.restore(&mut fresh, &mut saved).await.map(|()| fresh),
-                    Err(fault) => Err(fault),
-                };
-                match fresh {
-                    Ok(fresh) => instance = Some(fresh),
-                    Err(fault) => {
-                        restart_at = self.record_fault(&fault, "instantiating").await;
-                        if once {
-                            return;
-                        }
+                nudge = self.nudges.recv(), if nudgeable => match nudge {
+                    Ok(n) if n.group == self.spec.group => Wake::Nudged(n.reply),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        nudgeable = false;
                         continue;
                     }
-                }
-            }
-            let Some(live) = instance.as_mut() else { continue };
-            let outcome = {
-                let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-                live.collect().await
+                },
             };
-            match outcome {
-                Ok(Ok(plugin_events)) => {
-                    let accepted = self.deliver(plugin_events).await;
-                    if let Err(fault) = self.persist(live, accepted, &mut saved).await {
-                        instance = None;
-                        restart_at = self.record_fault(&fault, "saving its state").await;
-                    }
-                }
-                Ok(Err(error)) => {
-                    let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
-                    tracing::warn!("{message}");
-                    self.status.lock().unwrap().errors += 1;
-                    self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
-                }
-                Err(fault) => {
-                    instance = None;
-                    restart_at = self.record_fault(&fault, "collecting").await;
-                }
+            let (events, outcome) = self.collect(&mut instance, &mut restart_at, &mut saved).await;
+            if let Wake::Nudged(reply) = wake {
+                let _ = reply.send(CollectReport { plugin: Arc::clone(self.name()), events, outcome });
             }
             if once {
                 return;
+            }
+        }
+    }
+
+    /// One collection, instantiating first when needed: the events delivered and the outcome.
+    async fn collect(&self, instance: &mut Option<PluginInstance>, restart_at: &mut Instant, saved: &mut Option<Vec<u8>>) -> (usize, String) {
+        if self.routing.borrow().silences(&self.spec.loaded.info.events) {
+            self.status.lock().unwrap().skipped_all_off += 1;
+            return (0, "skipped: every event it emits is Off".into());
+        }
+        if instance.is_none() {
+            if Instant::now() < *restart_at {
+                self.status.lock().unwrap().skipped_while_backing_off += 1;
+                return (0, "skipped: restarting after a fault".into());
+            }
+            let fresh = match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
+                Ok(mut fresh) => self.restore(&mut fresh, saved).await.map(|()| fresh),
+                Err(fault) => Err(fault),
+            };
+            match fresh {
+                Ok(fresh) => *instance = Some(fresh),
+                Err(fault) => {
+                    *restart_at = self.record_fault(&fault, "instantiating").await;
+                    return (0, format!("fault: {fault}"));
+                }
+            }
+        }
+        let Some(live) = instance.as_mut() else { return (0, "no instance".into()) };
+        let outcome = {
+            let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            live.collect().await
+        };
+        match outcome {
+            Ok(Ok(plugin_events)) => {
+                let count = plugin_events.len();
+                let accepted = self.deliver(plugin_events).await;
+                if let Err(fault) = self.persist(live, accepted, saved).await {
+                    *instance = None;
+                    *restart_at = self.record_fault(&fault, "saving its state").await;
+                }
+                (count, "collected".into())
+            }
+            Ok(Err(error)) => {
+                let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
+                tracing::warn!("{message}");
+                self.status.lock().unwrap().errors += 1;
+                self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
+                (0, format!("error: {}", crate::runtime::instance::describe_error(&error)))
+            }
+            Err(fault) => {
+                *instance = None;
+                *restart_at = self.record_fault(&fault, "collecting").await;
+                (0, format!("fault: {fault}"))
             }
         }
     }
@@ -288,4 +386,11 @@ impl Actor {
         self.send(vec![SecurityEvent::diagnostic(Severity::Error, &message, &details)]).await;
         Instant::now() + backoff
     }
+}
+
+/// A collection clock. One that overruns its interval makes the next tick late, not doubled.
+fn ticker_at(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval_at(start, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }

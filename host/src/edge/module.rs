@@ -1,0 +1,392 @@
+//! The module's side of the twin and direct methods: reads the twin on every connection, follows
+//! desired patches, applies what they ask (pipeline settings, group intervals) without a
+//! restart, reports what is in force, and answers `collectNow` and `status`.
+
+use super::hub::{HubLink, Inbound};
+use super::twin::{self, Desired, Patched, Wanted};
+use crate::config::{Config, Group, Limits};
+use crate::events::SecurityEvent;
+use crate::pipeline::asc_config::{ConfigIssue, OBJECT_NAME};
+use crate::pipeline::{self, Command};
+use crate::runtime::LoadedPlugin;
+use crate::scheduler::{self, PluginStatus};
+use crate::units::Span;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The methods this module answers.
+pub const METHODS: [&str; 2] = ["collectNow", "status"];
+/// How long `collectNow` waits for the group's collections (callers wait 30 s by default).
+const COLLECT_NOW_WAIT: Duration = Duration::from_secs(20);
+/// Wait before reading the twin again after a failed read.
+const TWIN_RETRY: Duration = Duration::from_secs(10);
+/// edgeHub's limit on a reported string.
+const MAX_REPORTED_STRING: usize = 4096;
+
+/// A running collector as the twin and `status` show it.
+#[derive(Clone)]
+pub struct Collector {
+    pub loaded: Arc<LoadedPlugin>,
+    pub group: Group,
+    pub interval: Duration,
+    pub own_interval: bool,
+    pub limits: Limits,
+    pub status: Arc<Mutex<PluginStatus>>,
+}
+
+/// The outcome of the last desired configuration.
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    desired_version: Option<u64>,
+    refused: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
+    at: Option<String>,
+}
+
+/// Everything the module's handlers share.
+#[derive(Clone)]
+struct Shared {
+    link: HubLink,
+    pipeline: mpsc::Sender<Command>,
+    scheduler: scheduler::Control,
+    collectors: Arc<Vec<Collector>>,
+    agent_id: Arc<str>,
+}
+
+pub struct EdgeModule {
+    shared: Shared,
+    local: Config,
+    desired: Option<Desired>,
+    in_force: Wanted,
+    outcome: Outcome,
+    status_interval: Duration,
+    reported: Option<Value>,
+    reported_collectors: BTreeSet<String>,
+}
+
+impl EdgeModule {
+    pub fn new(
+        link: HubLink,
+        local: Config,
+        in_force: pipeline::Settings,
+        pipeline: mpsc::Sender<Command>,
+        scheduler: scheduler::Control,
+        collectors: Vec<Collector>,
+        agent_id: &str,
+    ) -> EdgeModule {
+        let status_interval = local.edge.status_interval.0;
+        let in_force = Wanted { settings: in_force, schedule: local.schedule.clone() };
+        EdgeModule {
+            shared: Shared { link, pipeline, scheduler, collectors: Arc::new(collectors), agent_id: agent_id.into() },
+            local,
+            desired: None,
+            in_force,
+            outcome: Outcome::default(),
+            status_interval,
+            reported: None,
+            reported_collectors: BTreeSet::new(),
+        }
+    }
+
+    /// Serves the link's inbound traffic until it ends.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+        let mut status_tick = tokio::time::interval(self.status_interval);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reread: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                message = inbound.recv() => match message {
+                    None => return,
+                    Some(Inbound::Connected) => reread = self.read_twin().await,
+                    Some(Inbound::DesiredPatch { version, body }) => {
+                        if let Some(again) = self.on_patch(version, &body).await {
+                            reread = Some(again);
+                        }
+                    }
+                    Some(Inbound::MethodCall { name, rid, body }) => {
+                        let shared = self.shared.clone();
+                        let view = (configuration_section(&self.outcome), self.in_force.clone());
+                        tokio::spawn(async move { answer(shared, view, name, rid, body).await });
+                    }
+                },
+                _ = async { tokio::time::sleep_until(reread.expect("checked")).await }, if reread.is_some() => {
+                    reread = self.read_twin().await;
+                }
+                _ = status_tick.tick() => {
+                    if self.desired.is_some() {
+                        self.report().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the whole twin and applies it; on failure, when to try again.
+    async fn read_twin(&mut self) -> Option<tokio::time::Instant> {
+        let twin = match self.shared.link.twin_get().await {
+            Ok(twin) => twin,
+            Err(e) => {
+                tracing::warn!(retry_in = ?TWIN_RETRY, "reading the module twin: {e}");
+                return Some(tokio::time::Instant::now() + TWIN_RETRY);
+            }
+        };
+        match Desired::from_twin(&twin) {
+            Ok(desired) => {
+                tracing::info!(version = desired.version, "module twin read");
+                self.desired = Some(desired);
+                self.apply().await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(retry_in = ?TWIN_RETRY, "edgeHub sent an unusable twin: {e}");
+                Some(tokio::time::Instant::now() + TWIN_RETRY)
+            }
+        }
+    }
+
+    /// Follows a desired patch; returns when to read the whole twin if the patch cannot be
+    /// applied in order.
+    async fn on_patch(&mut self, version: Option<u64>, body: &[u8]) -> Option<tokio::time::Instant> {
+        let Some(desired) = self.desired.as_mut() else {
+            // The twin read in progress (or due) will include it.
+            return None;
+        };
+        let patch: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("a desired patch is not JSON ({e}); reading the whole twin");
+                return Some(tokio::time::Instant::now());
+            }
+        };
+        match desired.patch(version, &patch) {
+            Ok(Patched::Applied) => {
+                tracing::info!(version = ?version, "desired properties changed");
+                self.apply().await;
+                None
+            }
+            Ok(Patched::Stale) => None,
+            Ok(Patched::Gap) => {
+                tracing::info!(have = desired.version, got = ?version, "desired versions were skipped; reading the whole twin");
+                Some(tokio::time::Instant::now())
+            }
+            Err(e) => {
+                tracing::warn!("{e}; reading the whole twin");
+                Some(tokio::time::Instant::now())
+            }
+        }
+    }
+
+    /// Applies the desired document, or refuses it whole; then reports what is in force.
+    async fn apply(&mut self) {
+        let desired = self.desired.as_ref().expect("read before applied");
+        let version = desired.version;
+        match twin::resolve(&self.local, &desired.doc, &self.in_force) {
+            Ok(wanted) => {
+                let mut warnings = self.outcome.warnings.clone();
+                if wanted.settings != self.in_force.settings {
+                    let (tx, rx) = oneshot::channel();
+                    if self.shared.pipeline.send(Command::Reconfigure(wanted.settings.clone(), tx)).await.is_ok() {
+                        warnings = rx.await.unwrap_or_default();
+                    }
+                }
+                if wanted.schedule != self.in_force.schedule {
+                    self.shared.scheduler.set_intervals(&wanted.schedule);
+                }
+                if wanted != self.in_force || !self.outcome.refused.is_empty() {
+                    tracing::info!(version, "twin configuration applied");
+                }
+                self.in_force = wanted;
+                self.outcome = Outcome { desired_version: Some(version), refused: Vec::new(), warnings, at: Some(now()) };
+            }
+            Err(issues) => {
+                for i in &issues {
+                    tracing::warn!(version, "twin configuration refused: {i}");
+                }
+                let events: Vec<SecurityEvent> = issues.iter().map(ConfigIssue::to_event).collect();
+                let _ = self.shared.pipeline.send(Command::Accept(events)).await;
+                self.outcome = Outcome { desired_version: Some(version), refused: issues, warnings: Vec::new(), at: Some(now()) };
+            }
+        }
+        self.report().await;
+    }
+
+    /// Reports what is in force and how the collectors do, when anything changed.
+    async fn report(&mut self) {
+        let mut section = self.project_section();
+        // Collectors no longer running are removed (null deletes).
+        let collectors = section["collectors"].as_object_mut().expect("an object");
+        let now: BTreeSet<String> = collectors.keys().cloned().collect();
+        for gone in self.reported_collectors.difference(&now) {
+            collectors.insert(gone.clone(), Value::Null);
+        }
+        let patch = json!({ OBJECT_NAME: self.in_force.settings.asc.to_reported(), twin::SECTION: section });
+        if self.reported.as_ref() == Some(&patch) {
+            return;
+        }
+        match self.shared.link.twin_report(&patch).await {
+            Ok(()) => {
+                tracing::debug!("reported properties updated");
+                self.reported = Some(patch);
+                self.reported_collectors = now;
+            }
+            Err(e) => tracing::warn!("updating the reported properties: {e}"),
+        }
+    }
+
+    fn project_section(&self) -> Value {
+        json!({
+            "agentVersion": crate::AGENT_VERSION,
+            "configuration": configuration_section(&self.outcome),
+            "schedule": twin::reported_schedule(&self.in_force.schedule),
+            "limits": limits(&self.local.limits),
+            "collectors": collectors(&self.shared.collectors, &self.in_force),
+        })
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Keeps a reported string within edgeHub's limit.
+fn bounded(text: String) -> String {
+    if text.len() <= MAX_REPORTED_STRING {
+        return text;
+    }
+    let mut end = MAX_REPORTED_STRING - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+fn configuration_section(outcome: &Outcome) -> Value {
+    let describe = |issues: &[ConfigIssue]| Value::Array(issues.iter().map(|i| Value::String(bounded(i.to_string()))).collect());
+    json!({
+        "status": if !outcome.refused.is_empty() { "refused" } else if outcome.desired_version.is_some() { "applied" } else { "local" },
+        "desiredVersion": outcome.desired_version,
+        "errors": describe(&outcome.refused),
+        "warnings": describe(&outcome.warnings),
+        "at": outcome.at,
+    })
+}
+
+fn limits(l: &Limits) -> Value {
+    json!({
+        "memory": l.memory.to_string(),
+        "callTimeout": l.call_timeout.to_string(),
+        "maxEventsPerCall": l.max_events_per_call,
+        "restartBackoff": l.restart_backoff.to_string(),
+        "restartBackoffMax": l.restart_backoff_max.to_string(),
+    })
+}
+
+/// Each collector: what it is, how it is scheduled and limited, how it fares.
+fn collectors(list: &[Collector], in_force: &Wanted) -> Value {
+    let mut map = Map::new();
+    for c in list {
+        let s = c.status.lock().unwrap().clone();
+        let interval = if c.own_interval { c.interval } else { in_force.schedule.interval(c.group) };
+        let state = if s.consecutive_faults > 0 { "faulted" } else { "running" };
+        map.insert(
+            c.loaded.name.to_string(),
+            json!({
+                "version": c.loaded.info.version,
+                "sha256": c.loaded.sha256,
+                "group": c.group.name(),
+                "interval": Span(interval).to_string(),
+                "grants": c.loaded.grants.iter().map(|g| g.name()).collect::<Vec<_>>(),
+                "memory": c.limits.memory.to_string(),
+                "callTimeout": c.limits.call_timeout.to_string(),
+                "state": state,
+                "collections": s.collections,
+                "events": s.events,
+                "errors": s.errors,
+                "faults": s.faults,
+                "lastFault": s.last_fault.map(bounded),
+            }),
+        );
+    }
+    Value::Object(map)
+}
+
+/// Answers one direct method call.
+async fn answer(shared: Shared, view: (Value, Wanted), name: String, rid: String, body: bytes::Bytes) {
+    let payload: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    let (status, response) = match name.as_str() {
+        "collectNow" => collect_now(&shared, &payload).await,
+        "status" => (200, status(&shared, view).await),
+        other => (501, json!({ "error": format!("unknown method `{other}`; this module answers {}", METHODS.join(", ")) })),
+    };
+    tracing::info!(method = %name, status, "direct method answered");
+    if let Err(e) = shared.link.respond(&rid, status, &response).await {
+        tracing::warn!(method = %name, "could not answer the direct method: {e}");
+    }
+}
+
+/// `collectNow {"group": "high"}`: the group's collectors collect at once (all groups when no
+/// group is named); the answer lists each collector's outcome.
+async fn collect_now(shared: &Shared, payload: &Value) -> (u16, Value) {
+    let groups: Vec<Group> = match payload.get("group") {
+        None | Some(Value::Null) => Group::ALL.to_vec(),
+        Some(Value::String(name)) => match Group::ALL.into_iter().find(|g| g.name() == name.to_ascii_lowercase()) {
+            Some(g) => vec![g],
+            None => return (400, json!({ "error": format!("unknown group `{name}`: expected high, medium or low") })),
+        },
+        Some(other) => return (400, json!({ "error": format!("`group` must be a string (high, medium or low), not {other}") })),
+    };
+    let mut results = Vec::new();
+    for group in groups {
+        let expected: Vec<&Collector> = shared.collectors.iter().filter(|c| c.group == group).collect();
+        let mut reports = shared.scheduler.collect_now(group);
+        let deadline = tokio::time::Instant::now() + COLLECT_NOW_WAIT;
+        let mut answered = BTreeSet::new();
+        while answered.len() < expected.len() {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(report)) => {
+                    answered.insert(report.plugin.to_string());
+                    results.push(json!({ "collector": &*report.plugin, "group": group.name(), "events": report.events, "outcome": report.outcome }));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for c in expected.iter().filter(|c| !answered.contains(&*c.loaded.name)) {
+            results.push(json!({ "collector": &*c.loaded.name, "group": group.name(), "events": 0, "outcome": "still collecting" }));
+        }
+    }
+    (200, json!({ "collected": results }))
+}
+
+async fn status(shared: &Shared, (configuration, in_force): (Value, Wanted)) -> Value {
+    let link = shared.link.status();
+    let (tx, rx) = oneshot::channel();
+    let pipeline = match shared.pipeline.send(Command::Status(tx)).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    json!({
+        "agentVersion": crate::AGENT_VERSION,
+        "agentId": &*shared.agent_id,
+        "connection": {
+            "connected": link.connected,
+            "connections": link.connections,
+            "lastError": link.last_error,
+            "tokenExpiresAt": link.token_expires_at,
+        },
+        "configuration": configuration,
+        "pipeline": pipeline.as_ref().map(|p| json!({
+            "queuedEvents": p.queued,
+            "messagesInFlight": p.in_flight,
+            "sinceLastStatistics": {
+                "messagesSent": p.counters.messages_sent,
+                "sendFailures": p.counters.total_failed,
+                "collected": p.counters.high.collected + p.counters.low.collected + p.counters.operational.collected,
+                "dropped": p.counters.high.dropped + p.counters.low.dropped + p.counters.operational.dropped,
+            },
+        })),
+        "collectors": collectors(&shared.collectors, &in_force),
+    })
+}
