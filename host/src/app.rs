@@ -1,27 +1,35 @@
 //! `edgeguard run`: open the pipeline, load the configured plugins, schedule them, and ship what
 //! they collect through the pipeline to the sink.
 
-use crate::capabilities::{Capability, HostContext};
-use crate::config::{Config, SinkKind};
-use crate::edge::hub::{HubLink, HubOptions};
-use crate::edge::module::{Collector, EdgeModule};
-use crate::edge::sink::EdgeHubSink;
+use crate::capabilities::HostContext;
+use crate::config::{Config, Overrides, SinkKind};
+use crate::control::{self, Controller};
 use crate::edge::EdgeEnvironment;
-use crate::events::{SecurityEvent, Severity};
+use crate::edge::hub::{HubLink, HubOptions};
+use crate::edge::module::EdgeModule;
+use crate::edge::sink::EdgeHubSink;
+use crate::edge::twin::Wanted;
+use crate::events::Severity;
+use crate::fleet::Fleet;
 use crate::output::{FileSink, Sink, StdoutSink, agent_id_from_host};
 use crate::pipeline::{self, Pipeline, StateDir};
-use crate::runtime::{LoadedPlugin, Runtime};
-use crate::scheduler::{Batch, PluginSpec, Running, Scheduler};
+use crate::runtime::Runtime;
+use crate::scheduler::{Batch, Scheduler};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How long `run --once` as a module waits for edgeHub before giving up.
 const ONCE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct RunOptions {
     pub config: Config,
+    /// The file `config` came from: reloaded on SIGHUP and when it changes. None: the
+    /// embedded default.
+    pub config_file: Option<PathBuf>,
+    /// Command-line settings that win over the file, also after a reload.
+    pub overrides: Overrides,
     pub once: bool,
     pub output: Option<PathBuf>,
     /// Run as an IoT Edge module whatever the configured sink.
@@ -49,47 +57,6 @@ impl Target {
             (None, false, SinkKind::File) => Ok(Target::File(config.output.file.clone())),
         }
     }
-}
-
-/// Loads every enabled plugin. A plugin that fails to load is reported and left out; the
-/// others run.
-pub async fn load_plugins(config: &Config, runtime: &Runtime) -> (Vec<PluginSpec>, Vec<SecurityEvent>) {
-    let mut specs = Vec::new();
-    let mut diagnostics = Vec::new();
-    for plugin in config.plugins.iter().filter(|p| p.enabled) {
-        let grants: Vec<Capability> = plugin.grants.iter().filter_map(|g| Capability::from_name(g)).collect();
-        let path = config.plugin_path(plugin);
-        let started = std::time::Instant::now();
-        match LoadedPlugin::load_file(runtime, &plugin.name, &path, &grants, &plugin.dirs).await {
-            Ok(loaded) => {
-                let group = PluginSpec::group_for(&loaded, plugin.group);
-                let interval = plugin.interval.map(|s| s.0).unwrap_or_else(|| config.schedule.interval(group));
-                tracing::info!(
-                    plugin = %plugin.name,
-                    version = %loaded.info.version,
-                    group = group.name(),
-                    interval = ?interval,
-                    cache = ?loaded.cache,
-                    elapsed = ?started.elapsed(),
-                    "plugin loaded"
-                );
-                specs.push(PluginSpec {
-                    loaded: Arc::new(loaded),
-                    group,
-                    interval,
-                    own_interval: plugin.interval.is_some(),
-                    limits: config.limits.with(&plugin.limits),
-                    config_json: plugin.config.to_string(),
-                    state_file: Some(config.state_dir().join("plugins").join(format!("{}.state", plugin.name))),
-                });
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                diagnostics.push(SecurityEvent::diagnostic(Severity::Error, &e.to_string(), &[("Plugin", plugin.name.clone())]));
-            }
-        }
-    }
-    (specs, diagnostics)
 }
 
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
@@ -143,51 +110,59 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         }
     };
 
-    let (specs, load_failures) = load_plugins(&config, &runtime).await;
-    if specs.is_empty() {
-        anyhow::bail!("no plugin could be loaded (plugin directory: {})", config.plugin_dir().display());
-    }
-    pipeline.accept(load_failures)?;
-
     let (tx, rx) = mpsc::channel::<Batch>(256);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
-    let mut collectors = Vec::new();
-    let mut running: Vec<Running> = Vec::new();
-    for spec in specs {
-        let (loaded, group, interval, own_interval, limits) = (Arc::clone(&spec.loaded), spec.group, spec.interval, spec.own_interval, spec.limits.clone());
-        let r = scheduler.spawn(spec, options.once);
-        collectors.push(Collector { loaded, group, interval, own_interval, limits, status: Arc::clone(&r.status) });
-        running.push(r);
-    }
     let control = scheduler.control();
-    drop(scheduler);
-    tracing::info!(plugins = running.len(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
+    let in_force = Wanted::local(&config).map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let in_force = Wanted { settings: settings_in_force, ..in_force };
+    let default_ca_file = config.agent.host_root.join("etc/ssl/certs/ca-certificates.crt");
+    let mut fleet = Fleet::new(runtime, scheduler, state_dir.clone(), default_ca_file, options.once);
+    fleet.apply(&in_force.fleet).await;
+    if fleet.running() == 0 {
+        anyhow::bail!("no plugin could be loaded (plugin directory: {})", config.plugin_dir().display());
+    }
+    let view = fleet.view();
+    tracing::info!(plugins = fleet.running(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
 
-    // The twin and direct methods, as a module. A single collection (--once) only delivers.
-    let mut module_task = None;
-    if let Some((link, mut inbound)) = edge {
-        if options.once {
+    // A single collection (--once) only delivers: no reloads, no twin, no swaps.
+    let mut tasks = Vec::new();
+    if options.once {
+        drop(fleet);
+        if let Some((link, mut inbound)) = edge {
             tokio::spawn(async move { while inbound.recv().await.is_some() {} });
             link.wait_connected(ONCE_CONNECT_WAIT).await?;
-        } else {
-            let module = EdgeModule::new(link, config.clone(), settings_in_force, pipeline.commands(), control, collectors, &agent_id);
-            module_task = Some(tokio::spawn(module.run(inbound)));
         }
+    } else {
+        let (wanted_tx, wanted_rx) = watch::channel(Arc::new(in_force.fleet.clone()));
+        tasks.push(tokio::spawn(fleet.run(wanted_rx)));
+        let controller = Controller::new(config.clone(), in_force, pipeline.commands(), control.clone(), wanted_tx);
+        let reloads = options.config_file.map(|path| control::watch_config(path, options.overrides));
+        tasks.push(match edge {
+            Some((link, inbound)) => tokio::spawn(EdgeModule::new(link, controller, control, view, &agent_id).run(inbound, reloads)),
+            None => tokio::spawn(follow_reloads(controller, reloads)),
+        });
     }
 
     // With --once every actor ends after one collection and drops its sender; the pipeline
     // then closes its windows and drains. Otherwise it runs until a signal.
     let pipeline = pipeline.run(rx, sink.as_mut(), options.once, shutdown_signal()).await?;
-    for r in running {
-        r.task.abort();
-        let _ = r.task.await;
-    }
-    if let Some(task) = module_task {
+    for task in tasks {
         task.abort();
     }
     let c = pipeline.statistics();
     tracing::info!(queued = pipeline.queued(), messages = c.messages_sent, failed = c.total_failed, "edgeguard stopped");
     Ok(())
+}
+
+/// Without a twin, the local file alone says what runs.
+async fn follow_reloads(mut controller: Controller, reloads: Option<mpsc::Receiver<Result<Config, String>>>) {
+    if let Some(mut reloads) = reloads {
+        while let Some(reading) = reloads.recv().await {
+            controller.reload(reading).await;
+        }
+    }
+    // The controller holds the fleet's wanted set: dropping it would stop every collector.
+    std::future::pending::<()>().await;
 }
 
 async fn file_sink(path: &std::path::Path, config: &Config) -> anyhow::Result<FileSink> {

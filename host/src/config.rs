@@ -39,6 +39,73 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub edge: EdgeConfig,
+    #[serde(default)]
+    pub remote: RemoteConfig,
+}
+
+/// Plugins that come from elsewhere: the module twin's collector set and http(s) sources. The
+/// trust in them is rooted here, in the local file: the twin can name a plugin and pin its
+/// digest, never add a key or widen what it may grant.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteConfig {
+    /// Ed25519 public keys (base64 of the 32 bytes) that may sign plugins, by name; a
+    /// signature names the key it was made with.
+    pub signing_keys: BTreeMap<String, String>,
+    /// Accept an http(s) plugin without a signature (its sha256 is still checked).
+    pub allow_unsigned: bool,
+    /// The capabilities the module twin may grant a collector.
+    pub twin_grants: Vec<String>,
+    /// PEM file of the roots https sources are checked against; empty: the host's
+    /// `etc/ssl/certs/ca-certificates.crt` under the host root.
+    pub ca_file: PathBuf,
+    /// Largest plugin component accepted from anywhere.
+    pub max_plugin_size: Bytes,
+    /// A download that takes longer fails.
+    pub fetch_timeout: Span,
+    /// Compiled plugins no collector uses that the cache keeps (most recent first), so that
+    /// swapping back to one is instant.
+    pub keep_unused: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            signing_keys: BTreeMap::new(),
+            allow_unsigned: false,
+            // Everything but `filesystem`: the twin should not pick which host files a plugin reads.
+            twin_grants: Capability::ALL.iter().filter(|c| **c != Capability::Filesystem).map(|c| c.name().to_owned()).collect(),
+            ca_file: PathBuf::new(),
+            max_plugin_size: Bytes(32 << 20),
+            fetch_timeout: Span(Duration::from_secs(60)),
+            keep_unused: 8,
+        }
+    }
+}
+
+/// Command-line settings that win over the configuration file (also after a reload).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub plugin_dir: Option<PathBuf>,
+    pub host_root: Option<PathBuf>,
+    pub docker_socket: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        let set = |slot: &mut PathBuf, value: &Option<PathBuf>| {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        };
+        set(&mut config.agent.plugin_dir, &self.plugin_dir);
+        set(&mut config.agent.host_root, &self.host_root);
+        set(&mut config.agent.docker_socket, &self.docker_socket);
+        set(&mut config.agent.cache_dir, &self.cache_dir);
+        set(&mut config.pipeline.state_dir, &self.state_dir);
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -247,9 +314,14 @@ impl ScheduleConfig {
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub memory: Option<Bytes>,
+    // The module twin spells keys in camelCase, as it reports them.
+    #[serde(alias = "callTimeout")]
     pub call_timeout: Option<Span>,
+    #[serde(alias = "maxEventsPerCall")]
     pub max_events_per_call: Option<u32>,
+    #[serde(alias = "restartBackoff")]
     pub restart_backoff: Option<Span>,
+    #[serde(alias = "restartBackoffMax")]
     pub restart_backoff_max: Option<Span>,
 }
 
@@ -296,8 +368,14 @@ impl Limits {
 pub struct PluginConfig {
     /// Unique name; events and diagnostics name the plugin by it.
     pub name: String,
-    /// The component file, relative to the plugin directory unless absolute.
+    /// The component: a file, relative to the plugin directory unless absolute, or an
+    /// http(s) URL (which needs `sha256`).
+    #[serde(alias = "source")]
     pub file: PathBuf,
+    /// The component's SHA-256 (hex); when given, other bytes are refused.
+    pub sha256: Option<String>,
+    /// An ed25519 signature over the component's bytes.
+    pub signature: Option<SignatureConfig>,
     /// Capabilities the plugin may import (`log`, `clock`, `processes`, `filesystem`).
     #[serde(default)]
     pub grants: Vec<String>,
@@ -315,6 +393,15 @@ pub struct PluginConfig {
     /// Handed to the plugin's `init` as a JSON object.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+}
+
+/// A plugin signature: the name of the key (in `[remote] signing_keys`) and the signature.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureConfig {
+    pub key: String,
+    /// Base64 of the 64-byte ed25519 signature over the component's bytes.
+    pub ed25519: String,
 }
 
 fn yes() -> bool {
@@ -380,6 +467,12 @@ impl Config {
         if e.status_interval.0 < Duration::from_secs(1) {
             return Err(("edge.status_interval".into(), format!("{} is too short (at least 1s)", e.status_interval)));
         }
+        for (name, key) in &self.remote.signing_keys {
+            crate::fleet::trust::public_key(key).map_err(|m| (format!("remote.signing_keys.{name}"), m))?;
+        }
+        if let Some(g) = self.remote.twin_grants.iter().find(|g| Capability::from_name(g).is_none()) {
+            return Err(("remote.twin_grants".into(), format!("unknown capability `{g}` (known: {})", Capability::names().join(", "))));
+        }
         if self.output.max_file_size.0 < 4096 {
             return Err(("output.max_file_size".into(), format!("{} is too small (at least 4KiB)", self.output.max_file_size)));
         }
@@ -395,6 +488,14 @@ impl Config {
             }
             if p.file.as_os_str().is_empty() {
                 return Err((at("file"), "must name the plugin's component file".into()));
+            }
+            if let Some(sha) = &p.sha256
+                && !is_sha256(sha)
+            {
+                return Err((at("sha256"), format!("`{sha}` is not a SHA-256 (64 hex digits)")));
+            }
+            if is_url(&p.file.to_string_lossy()) && p.sha256.is_none() {
+                return Err((at("sha256"), "a plugin from a URL needs its sha256".into()));
             }
             let mut grants = HashSet::new();
             for g in &p.grants {
@@ -515,6 +616,36 @@ impl Config {
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.plugin_dir().join(&plugin.file)
     }
+
+    /// The settings a reload cannot change in a running agent (they hold open files, sockets
+    /// and identities): the names of those that differ from `other`.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        fn json<T: Serialize>(value: &T) -> serde_json::Value {
+            serde_json::to_value(value).unwrap_or_default()
+        }
+        let mut changed = Vec::new();
+        for (name, a, b) in [
+            ("agent", json(&self.agent), json(&other.agent)),
+            ("output", json(&self.output), json(&other.output)),
+            ("edge", json(&self.edge), json(&other.edge)),
+            ("pipeline.state_dir", json(&self.pipeline.state_dir), json(&other.pipeline.state_dir)),
+            ("schedule.first_collection_jitter", json(&self.schedule.first_collection_jitter), json(&other.schedule.first_collection_jitter)),
+            ("schedule.max_concurrent", json(&self.schedule.max_concurrent), json(&other.schedule.max_concurrent)),
+        ] {
+            if a != b {
+                changed.push(name);
+            }
+        }
+        changed
+    }
+}
+
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn is_url(text: &str) -> bool {
+    text.starts_with("http://") || text.starts_with("https://")
 }
 
 /// A directory setting: as given; empty means the system place for root, else the XDG place
@@ -533,7 +664,7 @@ fn resolve_dir(given: &Path, root: &str, xdg_var: &str, home_default: &str, temp
     }
 }
 
-fn check_limits(key: &str, l: &Limits) -> Result<(), (String, String)> {
+pub(crate) fn check_limits(key: &str, l: &Limits) -> Result<(), (String, String)> {
     if l.memory.0 < (1 << 20) || l.memory.0 > (4 << 30) {
         return Err((format!("{key}.memory"), format!("{} is out of range (1MiB to 4GiB)", l.memory)));
     }

@@ -3,14 +3,17 @@
 //!
 //! Data flows one way: host sources → [`capabilities`] (WIT imports) → plugin ([`runtime`]) →
 //! [`events`] → [`pipeline`] (priorities, aggregation, durable queues, message packing) →
-//! [`output`] (sinks). The [`scheduler`] decides when each plugin runs; [`config`] decides
-//! which plugins run, with what grants and limits, and how the pipeline queues and sends.
+//! [`output`] (sinks). The [`scheduler`] decides when each plugin runs; the [`fleet`] which
+//! plugins run and which versions, swapping them while running; [`config`] (reloadable) and the
+//! module twin ([`edge`]) what is wanted, through the [`control`] that applies it.
 
 pub mod app;
 pub mod capabilities;
 pub mod config;
+pub mod control;
 pub mod edge;
 pub mod events;
+pub mod fleet;
 pub mod output;
 pub mod pipeline;
 pub mod runtime;

@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 use edgeguard::app::{self, RunOptions};
 use edgeguard::capabilities::Capability;
-use edgeguard::config::Config;
+use edgeguard::config::{Config, Overrides};
+use edgeguard::fleet::trust::signing;
 use edgeguard::runtime::{LoadedPlugin, Runtime};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Make an ed25519 signing key: the private key goes to FILE, the public key (for
+    /// `[remote] signing_keys`) to stdout.
+    Keygen {
+        /// Where to write the private key (created with mode 0600; never overwritten).
+        private_key: PathBuf,
+    },
+    /// Sign a plugin component: prints its sha256 and signature as the twin's collector entry takes them.
+    Sign {
+        file: PathBuf,
+        /// The private key file made by `plugin keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The name the devices know the key by (in `[remote] signing_keys`).
+        #[arg(long, value_name = "NAME")]
+        key_name: String,
+    },
     /// Show a plugin's self-description, WIT version, imports and size.
     Inspect {
         file: PathBuf,
@@ -123,27 +140,33 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), (u8, String)> {
     let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
     match command {
-        Command::Run { config, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir, edge } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path).map_err(|e| bad_input(&e))?,
+        Command::Run { config: config_file, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir, edge } => {
+            let mut config = match &config_file {
+                Some(path) => Config::load(path).map_err(|e| bad_input(&e))?,
                 None => Config::embedded_default(),
             };
-            if let Some(dir) = plugin_dir {
-                config.agent.plugin_dir = dir;
-            }
-            if let Some(root) = host_root {
-                config.agent.host_root = root;
-            }
-            if let Some(socket) = docker_socket {
-                config.agent.docker_socket = socket;
-            }
-            if let Some(dir) = cache_dir {
-                config.agent.cache_dir = dir;
-            }
-            if let Some(dir) = state_dir {
-                config.pipeline.state_dir = dir;
-            }
-            app::run(RunOptions { config, once, output, edge }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
+            let overrides = Overrides { plugin_dir, host_root, docker_socket, cache_dir, state_dir };
+            overrides.apply(&mut config);
+            app::run(RunOptions { config, config_file, overrides, once, output, edge }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
+        }
+        Command::Plugin { command: PluginCommand::Keygen { private_key } } => {
+            let seed = signing::new_seed().map_err(|e| (EXIT_FAILURE, format!("cannot read random bytes: {e}")))?;
+            let key = signing::key_from_text(&signing::encode(&seed)).map_err(|e| (EXIT_FAILURE, e))?;
+            write_private(&private_key, &signing::encode(&seed)).map_err(|e| bad_input(&format!("{}: {e}", private_key.display())))?;
+            eprintln!("private key written to {} (keep it off the devices)", private_key.display());
+            println!("{}", signing::encode(key.verifying_key().as_bytes()));
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::Sign { file, key, key_name } } => {
+            let text = std::fs::read_to_string(&key).map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
+            let key = signing::key_from_text(&text).map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
+            let bytes = std::fs::read(&file).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+            let signature = serde_json::json!({
+                "sha256": edgeguard::runtime::artifact_cache::sha256_hex(&bytes),
+                "signature": { "key": key_name, "ed25519": signing::sign(&key, &bytes) },
+            });
+            println!("{}", serde_json::to_string_pretty(&signature).expect("JSON"));
+            Ok(())
         }
         Command::Plugin { command: PluginCommand::Inspect { file, json, cache_dir } } => {
             let cache_dir = cache_dir.unwrap_or_else(|| Config::default().cache_dir());
@@ -184,6 +207,14 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             Ok(())
         }
     }
+}
+
+/// Creates `path` readable by its owner only; refuses to replace an existing key.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(file, "{text}")
 }
 
 fn parse_severity(text: &str) -> Result<edgeguard_manifest::Severity, String> {

@@ -1,4 +1,4 @@
-//! The command line: help, config check, plugin inspect, and exit codes on bad input.
+//! The command line: help, config check, plugin inspect, keygen and sign, and exit codes on bad input.
 
 use edgeguard_tests::{edgeguard_bin, plugin, repo_root, write_config};
 use std::process::{Command, Output};
@@ -13,7 +13,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn help_on_every_command() {
-    for args in [&["--help"][..], &["run", "--help"], &["plugin", "inspect", "--help"], &["config", "check", "--help"]] {
+    for args in [&["--help"][..], &["run", "--help"], &["plugin", "inspect", "--help"], &["plugin", "keygen", "--help"], &["plugin", "sign", "--help"], &["config", "check", "--help"]] {
         let out = edgeguard(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         assert!(text(&out).contains("Usage:"), "{args:?}");
@@ -125,4 +125,46 @@ fn a_plugin_built_against_the_previous_contract_still_loads() {
     let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"Heartbeat\""), "{}", text(&out));
+}
+
+#[test]
+fn plugins_signed_with_keygen_and_sign_are_accepted_and_others_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.key");
+    let out = edgeguard(&["plugin", "keygen", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(edgeguard(&["plugin", "keygen", key.to_str().unwrap()]).status.code(), Some(2), "an existing key is never replaced");
+
+    let component = dir.path().join("process.wasm");
+    std::fs::copy(plugin("edgeguard-plugin-process"), &component).unwrap();
+    let out = edgeguard(&["plugin", "sign", component.to_str().unwrap(), "--key", key.to_str().unwrap(), "--key-name", "release"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = |signature: &str| {
+        format!(
+            "[remote]\nsigning_keys = {{ release = \"{public}\" }}\n[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\nsha256 = {}\nsignature = {{ key = \"release\", ed25519 = \"{signature}\" }}\n",
+            signed["sha256"]
+        )
+    };
+    let good = write_config(dir.path(), "good.toml", dir.path(), &entry(signed["signature"]["ed25519"].as_str().unwrap()));
+    let out = edgeguard(&["run", "--once", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ProcessCreate\""));
+    // Someone else's signature over the same bytes is refused, and with it the only collector.
+    let other = signing_of_other_key(&component);
+    let bad = write_config(dir.path(), "bad.toml", dir.path(), &entry(&other));
+    let out = edgeguard(&["run", "--once", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the signature is not valid for these bytes with key `release`"), "{}", text(&out));
+}
+
+/// A signature of `component` by a key the configuration does not know.
+fn signing_of_other_key(component: &std::path::Path) -> String {
+    use edgeguard::fleet::trust::signing;
+    let key = signing::key_from_text(&signing::encode(&[42u8; 32])).unwrap();
+    signing::sign(&key, &std::fs::read(component).unwrap())
 }

@@ -107,8 +107,7 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         let spec = PluginSpec {
             loaded,
             group: Group::High,
-            interval,
-            own_interval: true,
+            interval: Some(interval),
             limits: test_limits(),
             config_json: format!(r#"{{"mode": "{mode}"}}"#),
             state_file: None,

@@ -365,8 +365,7 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
     let spec = PluginSpec {
         loaded: Arc::new(loaded),
         group: edgeguard::config::Group::High,
-        interval: Duration::from_millis(50),
-        own_interval: true,
+        interval: Some(Duration::from_millis(50)),
         limits: edgeguard_tests::test_limits(),
         config_json: "{}".into(),
         state_file: None,

@@ -3,6 +3,8 @@
 
 pub mod docker;
 pub mod edgehub;
+pub mod http;
+pub mod module;
 pub mod schema;
 pub mod workload;
 
@@ -191,4 +193,52 @@ pub async fn collect_items(instance: &mut edgeguard::runtime::PluginInstance) ->
 /// The payload items of the events named `name` that satisfy `pred`.
 pub fn find_items<'a>(items: &'a [(String, serde_json::Value)], name: &str, mut pred: impl FnMut(&serde_json::Value) -> bool) -> Vec<&'a serde_json::Value> {
     items.iter().filter(|(n, item)| n == name && pred(item)).map(|(_, item)| item).collect()
+}
+
+/// `component` with a custom section appended: the same plugin, other bytes (another build of
+/// one version, as a rebuild with other metadata gives).
+pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// `component` as if built against another version of the `edgeguard:collector` package: every
+/// `edgeguard:collector/<interface>@<from>` name it imports or exports now says `@<to>` (same
+/// length, so the binary stays well-formed).
+pub fn with_wit_version(component: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let prefix = b"edgeguard:collector/";
+    let mut out = component.to_vec();
+    let mut i = 0;
+    let mut renamed = 0;
+    while let Some(at) = out[i..].windows(prefix.len()).position(|w| w == prefix) {
+        let start = i + at + prefix.len();
+        let name_end = start + out[start..].iter().take_while(|b| b.is_ascii_lowercase() || **b == b'-').count();
+        let version = name_end + 1..name_end + 1 + from.len();
+        if out.get(name_end) == Some(&b'@') && out.get(version.clone()) == Some(from.as_bytes()) {
+            out[version].copy_from_slice(to.as_bytes());
+            renamed += 1;
+        }
+        i = name_end;
+    }
+    assert!(renamed > 0, "no edgeguard:collector name at version {from}");
+    out
 }

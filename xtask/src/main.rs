@@ -55,6 +55,7 @@ fn main() -> Result<()> {
             build_wasm(&["edgeguard-fault-plugin"])?;
             step("running the benchmarks");
             run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "hot_swap"]))?;
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))

@@ -281,17 +281,21 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// rustls trusting exactly the workload API's bundle (every certificate in it).
-fn tls_config(bundle_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+/// rustls trusting exactly the certificates of `pem` (`what` names it in errors): the workload
+/// API's trust bundle here, the https roots of plugin sources elsewhere.
+pub(crate) fn tls_config(pem: &str, what: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let mut count = 0;
-    for cert in rustls_pemfile::certs(&mut bundle_pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("the trust bundle has an unreadable certificate: {e}"))?;
-        roots.add(cert).map_err(|e| format!("the trust bundle has an unusable certificate: {e}"))?;
-        count += 1;
+    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("{what} has an unreadable certificate: {e}"))?;
+        // A system bundle may hold a certificate rustls cannot use; the others still count.
+        match roots.add(cert) {
+            Ok(()) => count += 1,
+            Err(e) => tracing::debug!("{what}: skipping an unusable certificate: {e}"),
+        }
     }
     if count == 0 {
-        return Err("the trust bundle holds no certificate".into());
+        return Err(format!("{what} holds no usable certificate"));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -315,7 +319,7 @@ async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, option
         Ok(b) => b,
         Err(e) => return End::Lost(describe(e)),
     };
-    let tls = match tls_config(&bundle) {
+    let tls = match tls_config(&bundle, "the trust bundle") {
         Ok(t) => t,
         Err(e) => return End::Lost(e),
     };
@@ -482,6 +486,6 @@ mod tests {
 
     #[test]
     fn a_bundle_without_certificates_is_refused_by_name() {
-        assert_eq!(tls_config("not a pem").unwrap_err(), "the trust bundle holds no certificate");
+        assert_eq!(tls_config("not a pem", "the trust bundle").unwrap_err(), "the trust bundle holds no usable certificate");
     }
 }

@@ -1,19 +1,20 @@
 //! The module's side of the twin and direct methods: reads the twin on every connection, follows
-//! desired patches, applies what they ask (pipeline settings, group intervals) without a
-//! restart, reports what is in force, and answers `collectNow` and `status`.
+//! desired patches, has the [`Controller`] apply them (pipeline settings, group intervals, the
+//! collector set) without a restart, reports what is in force and how each collector does, and
+//! answers `collectNow` and `status`.
 
 use super::hub::{HubLink, Inbound};
 use super::twin::{self, Desired, Patched, Wanted};
 use crate::config::{Config, Group, Limits};
-use crate::events::SecurityEvent;
+use crate::control::{Applied, Controller};
+use crate::fleet::{CollectorView, FleetView};
+use crate::pipeline::Command;
 use crate::pipeline::asc_config::{ConfigIssue, OBJECT_NAME};
-use crate::pipeline::{self, Command};
-use crate::runtime::LoadedPlugin;
-use crate::scheduler::{self, PluginStatus};
+use crate::scheduler;
 use crate::units::Span;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,17 +26,6 @@ const COLLECT_NOW_WAIT: Duration = Duration::from_secs(20);
 const TWIN_RETRY: Duration = Duration::from_secs(10);
 /// edgeHub's limit on a reported string.
 const MAX_REPORTED_STRING: usize = 4096;
-
-/// A running collector as the twin and `status` show it.
-#[derive(Clone)]
-pub struct Collector {
-    pub loaded: Arc<LoadedPlugin>,
-    pub group: Group,
-    pub interval: Duration,
-    pub own_interval: bool,
-    pub limits: Limits,
-    pub status: Arc<Mutex<PluginStatus>>,
-}
 
 /// The outcome of the last desired configuration.
 #[derive(Clone, Debug, Default)]
@@ -52,15 +42,14 @@ struct Shared {
     link: HubLink,
     pipeline: mpsc::Sender<Command>,
     scheduler: scheduler::Control,
-    collectors: Arc<Vec<Collector>>,
+    fleet: FleetView,
     agent_id: Arc<str>,
 }
 
 pub struct EdgeModule {
     shared: Shared,
-    local: Config,
+    controller: Controller,
     desired: Option<Desired>,
-    in_force: Wanted,
     outcome: Outcome,
     status_interval: Duration,
     reported: Option<Value>,
@@ -68,22 +57,13 @@ pub struct EdgeModule {
 }
 
 impl EdgeModule {
-    pub fn new(
-        link: HubLink,
-        local: Config,
-        in_force: pipeline::Settings,
-        pipeline: mpsc::Sender<Command>,
-        scheduler: scheduler::Control,
-        collectors: Vec<Collector>,
-        agent_id: &str,
-    ) -> EdgeModule {
-        let status_interval = local.edge.status_interval.0;
-        let in_force = Wanted { settings: in_force, schedule: local.schedule.clone() };
+    pub fn new(link: HubLink, controller: Controller, scheduler: scheduler::Control, fleet: FleetView, agent_id: &str) -> EdgeModule {
+        let status_interval = controller.local().edge.status_interval.0;
+        let pipeline = controller.pipeline();
         EdgeModule {
-            shared: Shared { link, pipeline, scheduler, collectors: Arc::new(collectors), agent_id: agent_id.into() },
-            local,
+            shared: Shared { link, pipeline, scheduler, fleet, agent_id: agent_id.into() },
+            controller,
             desired: None,
-            in_force,
             outcome: Outcome::default(),
             status_interval,
             reported: None,
@@ -91,13 +71,28 @@ impl EdgeModule {
         }
     }
 
-    /// Serves the link's inbound traffic until it ends.
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>) {
+    /// Serves the link's inbound traffic and the local file's reloads until the link ends.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut reloads: Option<mpsc::Receiver<Result<Config, String>>>) {
         let mut status_tick = tokio::time::interval(self.status_interval);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reread: Option<tokio::time::Instant> = None;
+        let mut fleet_changes = self.shared.fleet.changes.clone();
         loop {
             tokio::select! {
+                reading = async { reloads.as_mut().expect("checked").recv().await }, if reloads.is_some() => match reading {
+                    None => reloads = None,
+                    Some(reading) => {
+                        if let Some(applied) = self.controller.reload(reading).await {
+                            self.record(self.outcome.desired_version, applied);
+                            self.report().await;
+                        }
+                    }
+                },
+                changed = fleet_changes.changed() => {
+                    if changed.is_ok() && self.desired.is_some() {
+                        self.report().await;
+                    }
+                }
                 message = inbound.recv() => match message {
                     None => return,
                     Some(Inbound::Connected) => reread = self.read_twin().await,
@@ -108,7 +103,7 @@ impl EdgeModule {
                     }
                     Some(Inbound::MethodCall { name, rid, body }) => {
                         let shared = self.shared.clone();
-                        let view = (configuration_section(&self.outcome), self.in_force.clone());
+                        let view = (configuration_section(&self.outcome), self.controller.in_force().clone());
                         tokio::spawn(async move { answer(shared, view, name, rid, body).await });
                     }
                 },
@@ -183,34 +178,31 @@ impl EdgeModule {
     async fn apply(&mut self) {
         let desired = self.desired.as_ref().expect("read before applied");
         let version = desired.version;
-        match twin::resolve(&self.local, &desired.doc, &self.in_force) {
-            Ok(wanted) => {
-                let mut warnings = self.outcome.warnings.clone();
-                if wanted.settings != self.in_force.settings {
-                    let (tx, rx) = oneshot::channel();
-                    if self.shared.pipeline.send(Command::Reconfigure(wanted.settings.clone(), tx)).await.is_ok() {
-                        warnings = rx.await.unwrap_or_default();
-                    }
-                }
-                if wanted.schedule != self.in_force.schedule {
-                    self.shared.scheduler.set_intervals(&wanted.schedule);
-                }
-                if wanted != self.in_force || !self.outcome.refused.is_empty() {
-                    tracing::info!(version, "twin configuration applied");
-                }
-                self.in_force = wanted;
-                self.outcome = Outcome { desired_version: Some(version), refused: Vec::new(), warnings, at: Some(now()) };
-            }
-            Err(issues) => {
-                for i in &issues {
+        self.controller.set_desired(desired.doc.clone());
+        let applied = self.controller.apply(false).await;
+        match &applied {
+            Applied::Applied(_) => tracing::info!(version, "twin configuration applied"),
+            Applied::Refused(issues) => {
+                for i in issues {
                     tracing::warn!(version, "twin configuration refused: {i}");
                 }
-                let events: Vec<SecurityEvent> = issues.iter().map(ConfigIssue::to_event).collect();
-                let _ = self.shared.pipeline.send(Command::Accept(events)).await;
-                self.outcome = Outcome { desired_version: Some(version), refused: issues, warnings: Vec::new(), at: Some(now()) };
             }
         }
+        self.record(Some(version), applied);
         self.report().await;
+    }
+
+    fn record(&mut self, desired_version: Option<u64>, applied: Applied) {
+        self.outcome = match applied {
+            // Without a new pipeline configuration, its warnings stay what they were.
+            Applied::Applied(warnings) => Outcome {
+                desired_version,
+                refused: Vec::new(),
+                warnings: warnings.unwrap_or_else(|| self.outcome.warnings.clone()),
+                at: Some(now()),
+            },
+            Applied::Refused(issues) => Outcome { desired_version, refused: issues, warnings: Vec::new(), at: Some(now()) },
+        };
     }
 
     /// Reports what is in force and how the collectors do, when anything changed.
@@ -222,7 +214,7 @@ impl EdgeModule {
         for gone in self.reported_collectors.difference(&now) {
             collectors.insert(gone.clone(), Value::Null);
         }
-        let patch = json!({ OBJECT_NAME: self.in_force.settings.asc.to_reported(), twin::SECTION: section });
+        let patch = json!({ OBJECT_NAME: self.controller.in_force().settings.asc.to_reported(), twin::SECTION: section });
         if self.reported.as_ref() == Some(&patch) {
             return;
         }
@@ -237,12 +229,13 @@ impl EdgeModule {
     }
 
     fn project_section(&self) -> Value {
+        let in_force = self.controller.in_force();
         json!({
             "agentVersion": crate::AGENT_VERSION,
             "configuration": configuration_section(&self.outcome),
-            "schedule": twin::reported_schedule(&self.in_force.schedule),
-            "limits": limits(&self.local.limits),
-            "collectors": collectors(&self.shared.collectors, &self.in_force),
+            "schedule": twin::reported_schedule(&in_force.schedule),
+            "limits": limits(&self.controller.local().limits),
+            "collectors": collectors(&self.shared.fleet.collectors(), in_force),
         })
     }
 }
@@ -284,31 +277,58 @@ fn limits(l: &Limits) -> Value {
     })
 }
 
-/// Each collector: what it is, how it is scheduled and limited, how it fares.
-fn collectors(list: &[Collector], in_force: &Wanted) -> Value {
+/// Each collector: what runs (version, digest, source, schedule, grants, limits), how it
+/// fares, and the last swap and the last refused version.
+fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
+    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut map = Map::new();
     for c in list {
         let s = c.status.lock().unwrap().clone();
-        let interval = if c.own_interval { c.interval } else { in_force.schedule.interval(c.group) };
-        let state = if s.consecutive_faults > 0 { "faulted" } else { "running" };
-        map.insert(
-            c.loaded.name.to_string(),
-            json!({
-                "version": c.loaded.info.version,
-                "sha256": c.loaded.sha256,
-                "group": c.group.name(),
+        let mut entry = json!({
+            "state": c.state(),
+            "group": c.group.name(),
+            "lastRun": s.last_run.map(time),
+            "collections": s.collections,
+            "events": s.events,
+            "errors": s.errors,
+            "faults": s.faults,
+            "lastFault": s.last_fault.map(bounded),
+            "lastError": c.last_error.as_ref().map(|f| json!({
+                "at": time(f.at),
+                "step": f.step,
+                "wanted": f.wanted,
+                "message": bounded(f.message.clone()),
+            })),
+            "lastSwap": c.last_swap.as_ref().map(|w| json!({
+                "at": time(w.at),
+                "from": w.from,
+                "to": w.to,
+                "totalMs": (w.total.as_secs_f64() * 1e3 * 10.0).round() / 10.0,
+                "switchMs": (w.switch.as_secs_f64() * 1e3 * 10.0).round() / 10.0,
+                "compiled": w.cache == crate::runtime::CacheOutcome::Miss,
+                "state": match &w.state {
+                    crate::scheduler::Handover::None => "none".to_owned(),
+                    crate::scheduler::Handover::Handed(n) => format!("handed over ({n} bytes)"),
+                    crate::scheduler::Handover::Refused(why) => bounded(format!("refused: {why}")),
+                },
+            })),
+        });
+        if let (Some(spec), Some(loaded)) = (&c.spec, &c.loaded) {
+            let interval = spec.interval.unwrap_or_else(|| in_force.schedule.interval(c.group));
+            let more = json!({
+                "version": loaded.info.version,
+                "sha256": loaded.sha256,
+                "source": bounded(spec.source.to_string()),
+                "from": if spec.from_twin { "twin" } else { "local" },
+                "enabled": spec.enabled,
                 "interval": Span(interval).to_string(),
-                "grants": c.loaded.grants.iter().map(|g| g.name()).collect::<Vec<_>>(),
-                "memory": c.limits.memory.to_string(),
-                "callTimeout": c.limits.call_timeout.to_string(),
-                "state": state,
-                "collections": s.collections,
-                "events": s.events,
-                "errors": s.errors,
-                "faults": s.faults,
-                "lastFault": s.last_fault.map(bounded),
-            }),
-        );
+                "grants": loaded.grants.iter().map(|g| g.name()).collect::<Vec<_>>(),
+                "memory": spec.limits.memory.to_string(),
+                "callTimeout": spec.limits.call_timeout.to_string(),
+            });
+            entry.as_object_mut().expect("an object").extend(more.as_object().expect("an object").clone());
+        }
+        map.insert(c.name.clone(), entry);
     }
     Value::Object(map)
 }
@@ -340,7 +360,8 @@ async fn collect_now(shared: &Shared, payload: &Value) -> (u16, Value) {
     };
     let mut results = Vec::new();
     for group in groups {
-        let expected: Vec<&Collector> = shared.collectors.iter().filter(|c| c.group == group).collect();
+        let fleet = shared.fleet.collectors();
+        let expected: Vec<&CollectorView> = fleet.iter().filter(|c| c.group == group && c.spec.is_some()).collect();
         let mut reports = shared.scheduler.collect_now(group);
         let deadline = tokio::time::Instant::now() + COLLECT_NOW_WAIT;
         let mut answered = BTreeSet::new();
@@ -353,8 +374,8 @@ async fn collect_now(shared: &Shared, payload: &Value) -> (u16, Value) {
                 Ok(None) | Err(_) => break,
             }
         }
-        for c in expected.iter().filter(|c| !answered.contains(&*c.loaded.name)) {
-            results.push(json!({ "collector": &*c.loaded.name, "group": group.name(), "events": 0, "outcome": "still collecting" }));
+        for c in expected.iter().filter(|c| !answered.contains(&c.name)) {
+            results.push(json!({ "collector": c.name, "group": group.name(), "events": 0, "outcome": "still collecting" }));
         }
     }
     (200, json!({ "collected": results }))
@@ -387,6 +408,6 @@ async fn status(shared: &Shared, (configuration, in_force): (Value, Wanted)) -> 
                 "dropped": p.counters.high.dropped + p.counters.low.dropped + p.counters.operational.dropped,
             },
         })),
-        "collectors": collectors(&shared.collectors, &in_force),
+        "collectors": collectors(&shared.fleet.collectors(), &in_force),
     })
 }

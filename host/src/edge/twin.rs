@@ -3,11 +3,12 @@
 //! configuration before anything changes.
 //!
 //! Two sections are read: the ASC agent configuration object (its keys override the local
-//! `[asc]` table's) and the project's own `edgeguard` section (group intervals). A section
-//! that does not parse is refused whole, with ConfigurationError events, and the configuration
-//! in force stays.
+//! `[asc]` table's) and the project's own `edgeguard` section (group intervals, and the
+//! collector set overlaying the local one). A section that does not parse is refused whole,
+//! with ConfigurationError events, and the configuration in force stays.
 
 use crate::config::{Config, Group, ScheduleConfig};
+use crate::fleet::{self, spec};
 use crate::pipeline::Settings;
 use crate::pipeline::asc_config::{AgentConfiguration, ConfigIssue, ErrorType, OBJECT_NAME};
 use crate::units::Span;
@@ -88,11 +89,23 @@ pub fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
-/// What the twin asks for, once checked.
+/// What is wanted (the local file, overlaid by the twin when there is one), once checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wanted {
     pub settings: Settings,
     pub schedule: ScheduleConfig,
+    pub fleet: fleet::Wanted,
+}
+
+impl Wanted {
+    /// The local file's alone.
+    pub fn local(config: &Config) -> Result<Wanted, (String, String)> {
+        Ok(Wanted {
+            settings: config.pipeline_settings()?,
+            schedule: config.schedule.clone(),
+            fleet: fleet::Wanted { collectors: spec::local_set(config), remote: config.remote.clone() },
+        })
+    }
 }
 
 /// Resolves the desired document against the local configuration. `current` is what is in
@@ -119,9 +132,11 @@ pub fn resolve(local: &Config, desired: &Map<String, Value>, current: &Wanted) -
             None
         }
     };
-    let schedule = project_section(desired.get(SECTION), local, current, &mut issues);
-    match (settings, schedule) {
-        (Some(settings), Some(schedule)) if issues.is_empty() => Ok(Wanted { settings, schedule }),
+    let project = project_section(desired.get(SECTION), local, current, &mut issues);
+    match (settings, project) {
+        (Some(settings), Some((schedule, collectors))) if issues.is_empty() => {
+            Ok(Wanted { settings, schedule, fleet: fleet::Wanted { collectors, remote: local.remote.clone() } })
+        }
         _ => Err(issues),
     }
 }
@@ -130,12 +145,14 @@ fn issue(name: &str, error_type: ErrorType, used: String, message: String) -> Co
     ConfigIssue { name: name.to_owned(), error_type, used, message }
 }
 
-/// The project's section: `{"schedule": {"high": "10s", "medium": "1m", "low": "15m"}}`; an
-/// interval left out is the local configuration's.
-fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, issues: &mut Vec<ConfigIssue>) -> Option<ScheduleConfig> {
+/// The project's section: `{"schedule": {"high": "10s", "medium": "1m", "low": "15m"},
+/// "collectors": {"process": {...}}}`; an interval left out is the local configuration's, and
+/// the collectors overlay the local set by name.
+fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, issues: &mut Vec<ConfigIssue>) -> Option<(ScheduleConfig, Vec<spec::CollectorSpec>)> {
     let mut schedule = local.schedule.clone();
+    let mut collectors = spec::local_set(local);
     let map = match section {
-        None | Some(Value::Null) => return Some(schedule),
+        None | Some(Value::Null) => return Some((schedule, collectors)),
         Some(Value::Object(map)) => map,
         Some(other) => {
             issues.push(issue(SECTION, ErrorType::TypeMismatch, "(in force)".into(), format!("must be an object, not {other}")));
@@ -143,9 +160,16 @@ fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, is
         }
     };
     let before = issues.len();
-    for (key, value) in map.iter().filter(|(k, _)| !k.starts_with('$')) {
+    for (key, value) in map.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()) {
+        if key == "collectors" {
+            match spec::overlay(collectors.clone(), value, local, &format!("{SECTION}.collectors")) {
+                Ok(set) => collectors = set,
+                Err(refused) => issues.extend(refused),
+            }
+            continue;
+        }
         if key != "schedule" {
-            issues.push(issue(&format!("{SECTION}.{key}"), ErrorType::TypeMismatch, "(none)".into(), "unknown property (known: schedule)".into()));
+            issues.push(issue(&format!("{SECTION}.{key}"), ErrorType::TypeMismatch, "(none)".into(), "unknown property (known: schedule, collectors)".into()));
             continue;
         }
         let Some(groups) = value.as_object() else {
@@ -171,7 +195,7 @@ fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, is
             }
         }
     }
-    (issues.len() == before).then_some(schedule)
+    (issues.len() == before).then_some((schedule, collectors))
 }
 
 /// The project's schedule as reported: `{"high": "10s", ...}`.
@@ -189,7 +213,7 @@ mod tests {
     }
 
     fn in_force(local: &Config) -> Wanted {
-        Wanted { settings: local.pipeline_settings().unwrap(), schedule: local.schedule.clone() }
+        Wanted::local(local).unwrap()
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! When plugins run. Each plugin is an actor task that owns its instance and collects at its
 //! group's interval, so a slow or faulting plugin never delays another; a shared semaphore
 //! bounds how many collections run at once. The group intervals can change while running, and
-//! a group can be told to collect now ([`Control`]).
+//! a group can be told to collect now ([`Control`]). Each actor also takes [`Order`]s: swap in
+//! a new version between two collections (handing over its state), reschedule, pause, stop.
 
 use crate::capabilities::HostContext;
 use crate::config::{Group, Limits, ScheduleConfig};
@@ -29,10 +30,8 @@ pub struct Batch {
 pub struct PluginSpec {
     pub loaded: Arc<LoadedPlugin>,
     pub group: Group,
-    pub interval: Duration,
-    /// The interval is the plugin's own (configured for it), not its group's: a change of the
-    /// group intervals leaves it alone.
-    pub own_interval: bool,
+    /// The plugin's own interval; None: its group's, following changes of the group intervals.
+    pub interval: Option<Duration>,
     pub limits: Limits,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
@@ -64,6 +63,37 @@ pub struct PluginStatus {
     pub skipped_while_backing_off: u64,
     /// Collections not made because every event the plugin emits is Off.
     pub skipped_all_off: u64,
+    /// When the last collection ended (whatever its outcome).
+    pub last_run: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a running plugin's actor can be told.
+pub enum Order {
+    /// Replace the plugin by another version between two collections: start the new one, hand
+    /// it the old one's state, switch. On failure the old one keeps running.
+    Swap(PluginSpec, tokio::sync::oneshot::Sender<Result<Swapped, String>>),
+    /// Same plugin, another schedule, or paused (loaded and idle) / resumed.
+    Adjust { group: Group, interval: Option<Duration>, enabled: bool },
+    /// End after the collection under way.
+    Stop,
+}
+
+/// How a swap went.
+#[derive(Clone, Debug)]
+pub struct Swapped {
+    /// From the order's arrival to the new version in place.
+    pub took: Duration,
+    pub state: Handover,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handover {
+    /// The old version had no state to hand over.
+    None,
+    /// The new version took over this many bytes of state.
+    Handed(usize),
+    /// The new version refused the old one's state and started afresh (the reason).
+    Refused(String),
 }
 
 pub struct Scheduler {
@@ -117,6 +147,7 @@ impl Control {
 pub struct Running {
     pub name: Arc<str>,
     pub status: Arc<Mutex<PluginStatus>>,
+    pub orders: mpsc::Sender<Order>,
     pub task: JoinHandle<()>,
 }
 
@@ -135,9 +166,20 @@ impl Scheduler {
         self.control.clone()
     }
 
+    /// Sends events on a plugin's behalf (diagnostics about it).
+    pub async fn report(&self, plugin: &str, events: Vec<SecurityEvent>) {
+        // The receiver only goes away at shutdown; nothing to do then.
+        let _ = self.tx.send(Batch { plugin: plugin.into(), at: Instant::now(), events, accepted: None }).await;
+    }
+
     /// Starts a plugin's actor. With `once`, it collects a single time, right away, and ends.
     pub fn spawn(&self, spec: PluginSpec, once: bool) -> Running {
-        let status = Arc::new(Mutex::new(PluginStatus::default()));
+        self.spawn_with(spec, once, true, Arc::new(Mutex::new(PluginStatus::default())))
+    }
+
+    /// Starts a plugin's actor, paused unless `enabled`, counting into `status`.
+    pub fn spawn_with(&self, spec: PluginSpec, once: bool, enabled: bool, status: Arc<Mutex<PluginStatus>>) -> Running {
+        let (orders, inbox) = mpsc::channel(8);
         let actor = Actor {
             spec,
             host: Arc::clone(&self.host),
@@ -147,11 +189,13 @@ impl Scheduler {
             routing: self.routing.clone(),
             intervals: self.control.intervals.subscribe(),
             nudges: self.control.nudges.subscribe(),
+            orders: inbox,
+            enabled,
         };
         let jitter = if once { Duration::ZERO } else { self.schedule.first_collection_jitter.0.mul_f64(fastrand::f64()) };
         let name = Arc::clone(&actor.spec.loaded.name);
         let task = tokio::spawn(actor.run(jitter, once));
-        Running { name, status, task }
+        Running { name, status, orders, task }
     }
 }
 
@@ -164,6 +208,9 @@ struct Actor {
     routing: watch::Receiver<Arc<Routing>>,
     intervals: watch::Receiver<[Duration; 3]>,
     nudges: broadcast::Receiver<Nudge>,
+    orders: mpsc::Receiver<Order>,
+    /// Paused actors keep their instance and skip their collections.
+    enabled: bool,
 }
 
 /// Why a collection is made.
@@ -177,39 +224,43 @@ impl Actor {
         &self.spec.loaded.name
     }
 
+    /// The interval in force: the plugin's own, else its group's.
+    fn interval(&self) -> Duration {
+        let group = Group::ALL.iter().position(|g| *g == self.spec.group).expect("a group");
+        self.spec.interval.unwrap_or(self.intervals.borrow()[group])
+    }
+
     async fn run(mut self, jitter: Duration, once: bool) {
         let mut saved = self.spec.state_file.as_ref().and_then(|f| std::fs::read(f).ok());
         let start = tokio::time::Instant::now() + jitter;
-        let mut interval = self.spec.interval;
+        let mut interval = self.interval();
         let mut ticker = ticker_at(start, interval);
         let mut last_tick: Option<tokio::time::Instant> = None;
         let mut instance: Option<PluginInstance> = None;
         let mut restart_at = Instant::now();
-        let (mut steered, mut nudgeable) = (!self.spec.own_interval, true);
+        let (mut steered, mut nudgeable, mut orderable) = (true, true, true);
         loop {
             let wake = tokio::select! {
                 at = ticker.tick() => {
                     last_tick = Some(at);
+                    if !self.enabled {
+                        continue;
+                    }
                     Wake::Tick
                 }
                 changed = self.intervals.changed(), if steered => {
-                    match changed {
-                        Ok(()) => {
-                            let group = Group::ALL.iter().position(|g| *g == self.spec.group).expect("a group");
-                            let new = self.intervals.borrow_and_update()[group];
-                            if new != interval {
-                                tracing::info!(plugin = %self.name(), interval = ?new, "collection interval changed");
-                                interval = new;
-                                // The next collection keeps its place relative to the last (or
-                                // the first is still due at its start).
-                                ticker = ticker_at(last_tick.map_or(start, |t| t + interval), interval);
-                            }
-                        }
-                        Err(_) => steered = false,
+                    if changed.is_err() {
+                        steered = false;
                     }
+                    self.intervals.borrow_and_update();
+                    self.reschedule(&mut interval, &mut ticker, last_tick, start);
                     continue;
                 }
                 nudge = self.nudges.recv(), if nudgeable => match nudge {
+                    Ok(n) if n.group == self.spec.group && !self.enabled => {
+                        let _ = n.reply.send(CollectReport { plugin: Arc::clone(self.name()), events: 0, outcome: "skipped: disabled".into() });
+                        continue;
+                    }
                     Ok(n) if n.group == self.spec.group => Wake::Nudged(n.reply),
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => {
@@ -217,6 +268,27 @@ impl Actor {
                         continue;
                     }
                 },
+                order = self.orders.recv(), if orderable => {
+                    match order {
+                        Some(Order::Stop) => return,
+                        // Nobody steers it any more (`run --once` drops the handles): it runs on.
+                        None => orderable = false,
+                        Some(Order::Swap(spec, reply)) => {
+                            let outcome = self.swap(spec, &mut instance, &mut saved).await;
+                            if outcome.is_ok() {
+                                restart_at = Instant::now();
+                            }
+                            let _ = reply.send(outcome);
+                        }
+                        Some(Order::Adjust { group, interval, enabled }) => {
+                            self.spec.group = group;
+                            self.spec.interval = interval;
+                            self.enabled = enabled;
+                        }
+                    }
+                    self.reschedule(&mut interval, &mut ticker, last_tick, start);
+                    continue;
+                }
             };
             let (events, outcome) = self.collect(&mut instance, &mut restart_at, &mut saved).await;
             if let Wake::Nudged(reply) = wake {
@@ -226,6 +298,53 @@ impl Actor {
                 return;
             }
         }
+    }
+
+    /// Follows a change of the interval in force: the next collection keeps its place relative
+    /// to the last one, or the first is still due at `start`.
+    fn reschedule(&self, interval: &mut Duration, ticker: &mut tokio::time::Interval, last_tick: Option<tokio::time::Instant>, start: tokio::time::Instant) {
+        let new = self.interval();
+        if new != *interval {
+            tracing::info!(plugin = %self.name(), interval = ?new, "collection interval changed");
+            *interval = new;
+            *ticker = ticker_at(last_tick.map_or(start, |t| t + new), new);
+        }
+    }
+
+    /// Replaces the plugin by `spec`'s between two collections. The new instance starts and
+    /// takes over the old one's state before anything changes, so a failure leaves the old
+    /// version running as it was.
+    async fn swap(&mut self, spec: PluginSpec, instance: &mut Option<PluginInstance>, saved: &mut Option<Vec<u8>>) -> Result<Swapped, String> {
+        let started = Instant::now();
+        let mut fresh = spec
+            .loaded
+            .instantiate(Arc::clone(&self.host), &spec.limits, &spec.config_json)
+            .await
+            .map_err(|fault| format!("the new version {fault} while starting"))?;
+        // The old instance's latest state; without one (not started, or faulted) the last kept.
+        let state = match instance.as_mut() {
+            Some(old) => match old.save_state().await {
+                Ok(state) => state,
+                Err(fault) => {
+                    tracing::warn!(plugin = %self.name(), "the old version {fault} while saving its state; handing over the last state kept");
+                    saved.clone()
+                }
+            },
+            None => saved.clone(),
+        };
+        let mut handover = Handover::None;
+        if let Some(state) = &state {
+            handover = match fresh.restore_state(state).await {
+                Ok(Ok(())) => Handover::Handed(state.len()),
+                Ok(Err(error)) => Handover::Refused(crate::runtime::instance::describe_error(&error)),
+                Err(fault) => return Err(format!("the new version {fault} while taking over the old one's state")),
+            };
+        }
+        *saved = if matches!(handover, Handover::Refused(_)) { None } else { state };
+        *instance = Some(fresh);
+        self.spec = spec;
+        self.status.lock().unwrap().consecutive_faults = 0;
+        Ok(Swapped { took: started.elapsed(), state: handover })
     }
 
     /// One collection, instantiating first when needed: the events delivered and the outcome.
@@ -269,7 +388,11 @@ impl Actor {
             Ok(Err(error)) => {
                 let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
                 tracing::warn!("{message}");
-                self.status.lock().unwrap().errors += 1;
+                {
+                    let mut status = self.status.lock().unwrap();
+                    status.errors += 1;
+                    status.last_run = Some(chrono::Utc::now());
+                }
                 self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
                 (0, format!("error: {}", crate::runtime::instance::describe_error(&error)))
             }
@@ -331,6 +454,7 @@ impl Actor {
             status.collections += 1;
             status.events += out.len() as u64;
             status.consecutive_faults = 0;
+            status.last_run = Some(chrono::Utc::now());
         }
         // Waiting for the pipeline matters only when there is state to persist after it.
         let (accepted, on_disk) = match self.spec.state_file {
@@ -364,6 +488,7 @@ impl Actor {
             status.faults += 1;
             status.consecutive_faults += 1;
             status.last_fault = Some(fault.to_string());
+            status.last_run = Some(chrono::Utc::now());
             status.consecutive_faults
         };
         let backoff = limits
