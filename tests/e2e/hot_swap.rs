@@ -6,7 +6,7 @@
 //! the local file without Edge.
 
 use edgeguard::fleet::trust::signing;
-use edgeguard_tests::edgehub::{HubSimulator, Telemetry};
+use edgeguard_tests::edgehub::{HubSimulator, Telemetry, TestCa};
 use edgeguard_tests::http::FileServer;
 use edgeguard_tests::module::{Module, bed, events, marker_process, process_creates_with, start_module, wait_collecting};
 use edgeguard_tests::{edgeguard_bin, plugin, with_custom_section, with_wit_version, write_config};
@@ -279,6 +279,37 @@ async fn collectors_are_removed_re_added_disabled_and_added_from_the_twin() {
     let errors = reported["edgeguard"]["configuration"]["errors"].to_string();
     assert!(errors.contains("edgeguard.collectors.inventory"), "{errors}");
     assert_eq!(reported["edgeguard"]["collectors"]["inventory"]["interval"], "1s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sources_are_checked_against_the_configured_roots() {
+    let keys = Keys::new();
+    let bed = bed(json!({})).await;
+    let server = FileServer::start_tls(bed.ca.server_config(&["localhost"])).await;
+    let (v1, v2) = process_versions();
+    server.put("process-2.wasm", v2.clone());
+    // The roots the device trusts for https: first another CA's (of the same name, so the
+    // chain is refused on its signature).
+    let roots = bed.dir.path().join("roots.pem");
+    std::fs::write(&roots, TestCa::new().pem).unwrap();
+    let extra = format!("{}ca_file = {:?}\n", keys.remote_section(), roots);
+    let _module = start_module(bed.dir.path(), &bed.workload, "localhost", bed.broker.tls_port, &extra);
+    wait_collecting(&bed.hub).await;
+
+    let https = entry(json!(server.https_url("process-2.wasm")), json!(sha256(&v2)), signature(&keys.release, "release", &v2), Value::Null);
+    bed.hub.patch_desired(https.clone()).await;
+    let reported = wait_error(&bed.hub, "fetch", "invalid peer certificate").await;
+    assert_eq!(process_entry(&reported)["sha256"], sha256(&v1));
+    assert_eq!(server.requests("process-2.wasm"), 0, "nothing asked of an unauthenticated server");
+
+    // The right roots: the next attempt (here, a changed entry) fetches over TLS and swaps.
+    std::fs::write(&roots, &bed.ca.pem).unwrap();
+    let mut again = https;
+    again["edgeguard"]["collectors"]["process"]["interval"] = json!("300ms");
+    bed.hub.patch_desired(again).await;
+    let reported = bed.hub.wait_reported(Duration::from_secs(30), "v2 over https", |r| process_entry(r)["sha256"] == sha256(&v2)).await;
+    assert_eq!(process_entry(&reported)["source"], server.https_url("process-2.wasm"));
+    assert_eq!(server.requests("process-2.wasm"), 1);
 }
 
 /// `edgeguard run` without Edge, writing to a file; the configuration file is edited while it runs.

@@ -47,6 +47,15 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A TLS server configuration presenting a certificate for `names` from this CA.
+    pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let (cert, key) = self.server(names);
+        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(certs, key).unwrap())
+    }
 }
 
 /// A free loopback port (bound, then released for the server to take).
@@ -443,17 +452,14 @@ impl Front {
     /// Listens with a certificate for `names` from `ca`; accepted clients are relayed to the
     /// broker's TLS listener at `broker_tls_port`.
     pub async fn start(ca: &TestCa, names: &[&str], broker_tls_port: u16, key_base64: &str, hosts: Vec<String>) -> Front {
-        let (cert, key) = ca.server(names);
-        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-        let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+        let server = ca.server_config(names);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(certs, key).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
         let client = Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth());
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let connects: Arc<Mutex<Vec<ConnectRecord>>> = Arc::default();
