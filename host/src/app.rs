@@ -62,7 +62,7 @@ impl Target {
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = options.config;
     let runtime = Runtime::new(&config.cache_dir())?;
-    let host = HostContext::with_docker_socket(&config.agent.host_root, &config.agent.docker_socket());
+    let host = HostContext::with_options(&config.agent.host_root, config.agent.host_options());
     let agent_id = if config.agent.id.is_empty() {
         agent_id_from_host(&config.agent.host_root).unwrap_or_else(|| {
             tracing::warn!("no usable machine-id under the host root; using a random AgentId for this run");

@@ -200,7 +200,7 @@ impl Default for OutputConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// The AgentId of every message; empty: derived from the host's machine-id.
@@ -219,12 +219,51 @@ pub struct AgentConfig {
     /// filesystem. Empty: `var/run/docker.sock` under the host root.
     #[serde(default)]
     pub docker_socket: PathBuf,
+    /// Follow the kernel's event sources (the proc connector) where it offers them, so that
+    /// short-lived processes are seen; false: collectors poll only.
+    #[serde(default = "yes")]
+    pub kernel_events: bool,
+    /// Events kept per collector and event source between two of its collections; past half
+    /// of it the collector is woken early, past all of it events are counted as lost.
+    #[serde(default = "default_event_buffer")]
+    pub event_buffer: usize,
+    /// What the kernel may hold for each event source's socket before it drops events.
+    #[serde(default = "default_kernel_buffer")]
+    pub kernel_buffer: Bytes,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            id: String::new(),
+            host_root: default_host_root(),
+            plugin_dir: PathBuf::new(),
+            cache_dir: PathBuf::new(),
+            docker_socket: PathBuf::new(),
+            kernel_events: true,
+            event_buffer: default_event_buffer(),
+            kernel_buffer: default_kernel_buffer(),
+        }
+    }
 }
 
 impl AgentConfig {
     pub fn docker_socket(&self) -> PathBuf {
         if self.docker_socket.as_os_str().is_empty() { self.host_root.join("var/run/docker.sock") } else { self.docker_socket.clone() }
     }
+
+    /// How the capabilities reach the host.
+    pub fn host_options(&self) -> crate::capabilities::HostOptions {
+        crate::capabilities::HostOptions { docker_socket: self.docker_socket(), kernel_events: self.kernel_events, event_buffer: self.event_buffer, kernel_buffer: self.kernel_buffer.0 as usize }
+    }
+}
+
+fn default_event_buffer() -> usize {
+    crate::capabilities::HostOptions::DEFAULT_EVENT_BUFFER
+}
+
+fn default_kernel_buffer() -> Bytes {
+    Bytes(crate::capabilities::HostOptions::DEFAULT_KERNEL_BUFFER as u64)
 }
 
 fn default_host_root() -> PathBuf {
@@ -453,6 +492,12 @@ impl Config {
             return Err(("schedule.max_concurrent".into(), "must be at least 1".into()));
         }
         check_limits("limits", &self.limits)?;
+        if !(4 << 10..=1 << 30).contains(&self.agent.kernel_buffer.0) {
+            return Err(("agent.kernel_buffer".into(), format!("{} is outside 4KiB..1GiB", self.agent.kernel_buffer)));
+        }
+        if !(16..=1 << 20).contains(&self.agent.event_buffer) {
+            return Err(("agent.event_buffer".into(), format!("{} is outside 16..1048576 events", self.agent.event_buffer)));
+        }
         self.pipeline_settings()?;
         if self.output.sink == SinkKind::File && self.output.file.as_os_str().is_empty() {
             return Err(("output.file".into(), "the file sink needs a file".into()));

@@ -276,6 +276,6 @@ fn the_binary_reports_containers_and_modules_as_schema_valid_messages() {
 
 #[tokio::test]
 async fn refused_without_the_containers_grant() {
-    assert_refused("edgeguard-plugin-container", &[Capability::Log], "edgeguard:collector/containers@0.1.1").await;
-    assert_refused("edgeguard-plugin-manifest", &[Capability::Log, Capability::Filesystem], "edgeguard:collector/containers@0.1.1").await;
+    assert_refused("edgeguard-plugin-container", &[Capability::Log], "edgeguard:collector/containers@0.1.2").await;
+    assert_refused("edgeguard-plugin-manifest", &[Capability::Log, Capability::Filesystem], "edgeguard:collector/containers@0.1.2").await;
 }

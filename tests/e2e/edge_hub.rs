@@ -65,6 +65,11 @@ async fn security_messages_reach_edgehub_with_the_right_topic_and_properties() {
     assert_eq!(own["collectors"]["process"]["grants"], json!(["processes", "log"]));
     assert_eq!(own["collectors"]["system"]["state"], "running");
     assert!(own["limits"]["memory"].is_string());
+    // Where the process collector's data comes from: the kernel's process events, here.
+    let reported = bed.hub.wait_reported(Duration::from_secs(10), "the process events followed", |r| r["edgeguard"]["collectors"]["process"]["feeds"]["processes"]["source"] == "proc connector").await;
+    let feed = &reported["edgeguard"]["collectors"]["process"]["feeds"]["processes"];
+    assert_eq!(feed["lost"], 0);
+    assert!(feed.get("unavailable").is_none(), "{feed}");
     let log = module.log();
     assert!(log.contains("connected to edgeHub gateway=localhost"), "{log}");
 }

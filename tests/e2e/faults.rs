@@ -77,14 +77,14 @@ async fn ungranted_imports_are_refused_before_instantiation() {
     let path = plugin("edgeguard-fault-plugin");
     match LoadedPlugin::load_file(&rt, "greedy", &path, &[Capability::Log], &[]).await {
         Err(LoadError::NotGranted { import, capability, .. }) => {
-            assert_eq!(import, "edgeguard:collector/processes@0.1.1");
+            assert_eq!(import, "edgeguard:collector/processes@0.1.2");
             assert_eq!(capability, "processes");
         }
         other => panic!("expected NotGranted, got {:?}", other.err()),
     }
     // The process collector is refused without `processes` too.
     let err = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &[Capability::Log], &[]).await.err().unwrap();
-    assert!(err.to_string().contains("edgeguard:collector/processes@0.1.1"), "{err}");
+    assert!(err.to_string().contains("edgeguard:collector/processes@0.1.2"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

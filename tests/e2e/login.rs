@@ -177,7 +177,7 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
 
 #[tokio::test]
 async fn refused_without_the_logins_grant() {
-    assert_refused("edgeguard-plugin-login", &[Capability::Log], "edgeguard:collector/logins@0.1.1").await;
+    assert_refused("edgeguard-plugin-login", &[Capability::Log], "edgeguard:collector/logins@0.1.2").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

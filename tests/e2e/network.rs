@@ -140,5 +140,5 @@ fn sock_diag_and_proc_net_agree() {
 
 #[tokio::test]
 async fn refused_without_the_sockets_grant() {
-    assert_refused("edgeguard-plugin-network", &[Capability::Log], "edgeguard:collector/sockets@0.1.1").await;
+    assert_refused("edgeguard-plugin-network", &[Capability::Log], "edgeguard:collector/sockets@0.1.2").await;
 }

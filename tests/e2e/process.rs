@@ -1,20 +1,29 @@
 //! The process collector against the real kernel: a process we spawn is reported created with
-//! the right pid, parent, user and command line, and terminated once it exits.
+//! the right pid, parent, user and command line, and terminated once it exits; from the
+//! kernel's process events (the proc connector) by default, by polling the process table where
+//! the kernel does not offer them or the configuration says so.
 
-use edgeguard::capabilities::{Capability, HostContext};
+use edgeguard::capabilities::{Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
 use edgeguard::runtime::bindings::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{euid, plugin, runtime};
+use edgeguard_tests::{edgeguard_bin, euid, plugin, runtime, write_config};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 async fn process_collector(rt: &edgeguard::runtime::Runtime) -> PluginInstance {
+    process_collector_with(rt, HostContext::new(Path::new("/")), r#"{"report_existing": false}"#).await
+}
+
+async fn process_collector_with(rt: &edgeguard::runtime::Runtime, host: std::sync::Arc<HostContext>, config: &str) -> PluginInstance {
     let grants = [Capability::Processes, Capability::Log];
     let loaded = LoadedPlugin::load_file(rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
-    loaded.instantiate(HostContext::new(Path::new("/")), &Limits::default(), r#"{"report_existing": false}"#).await.unwrap()
+    loaded.instantiate(host, &Limits::default(), config).await.unwrap()
 }
+
+/// The polling collector: the kernel's process events not followed.
+const POLLING: &str = r#"{"report_existing": false, "events": false}"#;
 
 async fn collect(instance: &mut PluginInstance) -> Vec<Event> {
     instance.collect().await.expect("no fault").expect("no plugin error")
@@ -85,9 +94,9 @@ async fn reports_create_then_terminate_with_exit_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_process_reaped_between_collections_ends_without_status() {
+async fn polling_a_process_reaped_between_collections_ends_without_status() {
     let (rt, _cache) = runtime();
-    let mut collector = process_collector(&rt).await;
+    let mut collector = process_collector_with(&rt, HostContext::new(Path::new("/")), POLLING).await;
     let (mut child, _) = unique_sleeper();
     let pid = child.id();
     collect(&mut collector).await; // baseline includes the sleeper
@@ -174,4 +183,195 @@ async fn after_a_restart_it_reports_what_changed_while_it_was_down() {
     assert!(created(&events, std::process::id()).is_none(), "processes known before the restart are not reported again");
     new_sleeper.kill().unwrap();
     new_sleeper.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_kernel_events_the_exit_status_survives_the_reaping() {
+    let (rt, _cache) = runtime();
+    let mut collector = process_collector(&rt).await;
+    collect(&mut collector).await;
+    let (mut child, _) = unique_sleeper();
+    let pid = child.id();
+    collect_until(&mut collector, |events| created(events, pid).cloned()).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (end, _) = collect_until(&mut collector, |events| terminated(events, pid).cloned()).await;
+    assert_eq!(end.exit_status, Some(9), "the kernel's exit event carries the wait status");
+}
+
+/// `count` processes of `/bin/true <tag>-<i>`, one after the other, each reaped at once: their
+/// pids, in order.
+fn short_lived(tag: &str, count: usize) -> Vec<u32> {
+    (0..count)
+        .map(|i| {
+            let mut child = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().unwrap();
+            let pid = child.id();
+            assert!(child.wait().unwrap().success());
+            pid
+        })
+        .collect()
+}
+
+fn unique_tag(what: &str) -> String {
+    format!("{what}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_misses_them() {
+    let (rt, _cache) = runtime();
+    let host = HostContext::new(Path::new("/"));
+    let mut collector = process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    collect(&mut collector).await; // starts following
+    let tag = unique_tag("short");
+    let pids = short_lived(&tag, 200);
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events.extend(collect(&mut collector).await);
+        if pids.iter().all(|&pid| terminated(&events, pid).is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut full = 0;
+    for (i, &pid) in pids.iter().enumerate() {
+        let creates: Vec<&ProcessCreate> = events.iter().filter_map(|e| matches!(e, Event::ProcessCreate(p) if p.process_id == pid).then(|| match e { Event::ProcessCreate(p) => p, _ => unreachable!() })).collect();
+        assert_eq!(creates.len(), 1, "process {i} (pid {pid}) created once");
+        let create = creates[0];
+        // Read at the exec, or as much of it as was left (then it says so).
+        match create.extra.iter().find(|(k, _)| k == "Detail") {
+            None => {
+                assert_eq!(create.command_line, format!("/bin/true {tag}-{i}"));
+                assert_eq!(create.executable, "/usr/bin/true");
+                assert_eq!(create.parent_process_id, std::process::id());
+                full += 1;
+            }
+            Some((_, detail)) => assert!(detail.contains("exited before"), "{detail}"),
+        }
+        let ends = events.iter().filter(|e| matches!(e, Event::ProcessTerminate(t) if t.process_id == pid)).count();
+        assert_eq!(ends, 1, "process {i} (pid {pid}) terminated once");
+        assert_eq!(terminated(&events, pid).unwrap().exit_status, Some(0));
+    }
+    assert!(full > 0, "no exec was read in full");
+    let feeds = host.feeds("process");
+    assert_eq!(feeds.len(), 1);
+    assert_eq!((feeds[0].source, feeds[0].lost, feeds[0].unavailable.as_deref()), ("proc connector", 0, None));
+    assert!(feeds[0].delivered >= 400, "an exec and an exit each: {feeds:?}");
+    let detail = |name: &str| feeds[0].details.iter().find(|(k, _)| *k == name).unwrap().1;
+    assert!(detail("execFull") + detail("execNameOnly") + detail("execPidOnly") >= 200, "{feeds:?}");
+
+    // The same between two collections of a polling collector: gone before it looks.
+    let host = HostContext::new(Path::new("/"));
+    let mut polling = process_collector_with(&rt, host.clone(), POLLING).await;
+    collect(&mut polling).await;
+    let tag = unique_tag("missed");
+    let pids = short_lived(&tag, 50);
+    let events = collect(&mut polling).await;
+    assert!(pids.iter().all(|&pid| created(&events, pid).is_none()), "polling cannot see processes that are gone");
+    let feeds = host.feeds("process");
+    assert_eq!((feeds[0].source, feeds[0].delivered), ("polling", 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
+    let (rt, _cache) = runtime();
+    let options = HostOptions { event_buffer: 16, ..HostOptions::new(Path::new("/")) };
+    let host = HostContext::with_options(Path::new("/"), options);
+    let mut collector = process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    collect(&mut collector).await;
+    // More events than the buffer holds between two collections (nobody collects early here),
+    // and a process that lives on through it.
+    short_lived(&unique_tag("flood"), 100);
+    let (mut survivor, survivor_command) = unique_sleeper();
+    short_lived(&unique_tag("flood"), 100);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = collect(&mut collector).await;
+    let feeds = host.feeds("process");
+    assert!(feeds[0].lost >= 400 - 16, "200 execs and 200 exits into 16 places: {feeds:?}");
+    // The lost events are made up from the process table: the survivor is reported, once.
+    let later = collect(&mut collector).await;
+    let all: Vec<Event> = events.into_iter().chain(later).collect();
+    let creates: Vec<&ProcessCreate> = all.iter().filter_map(|e| match e { Event::ProcessCreate(p) if p.process_id == survivor.id() => Some(p), _ => None }).collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert_eq!(creates[0].command_line, survivor_command);
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
+
+#[test]
+fn a_kernel_buffer_overrun_is_counted_exactly() {
+    use edgeguard::kernel::proc_connector::{ProcConnector, Read};
+    // The smallest buffer the kernel allows, and nobody reading while processes come and go.
+    let mut connector = ProcConnector::open(Duration::from_millis(100), 4096).expect("the proc connector is available here");
+    short_lived(&unique_tag("overrun"), 100);
+    let mut events = Vec::new();
+    let mut dropped = 0;
+    let mut read = 0;
+    loop {
+        match connector.read(&mut events).unwrap() {
+            Read::Dropped(n) => dropped += n,
+            Read::Events => read += 1,
+            Read::Idle => break,
+        }
+    }
+    // At least fork, exec and exit for each of the 100: what was not read was dropped, and said.
+    assert!(dropped > 0, "nothing dropped with {read} datagrams read");
+    assert!(read as u64 + dropped >= 300, "{read} read + {dropped} dropped");
+}
+
+#[test]
+fn without_the_hosts_network_namespace_the_collector_polls_and_says_why() {
+    let (dir, out) = run_once_wrapped(&["unshare", "--net"]);
+    assert!(out.contains("exists only in the host's network namespace"), "{out}");
+    assert!(out.contains("polling the process table"), "{out}");
+    assert_polled_existing(&dir);
+}
+
+#[test]
+fn outside_the_hosts_pid_namespace_the_collector_polls_and_says_why() {
+    let (dir, out) = run_once_wrapped(&["unshare", "--pid", "--fork", "--kill-child"]);
+    assert!(out.contains("process events go only to the host's PID and user namespaces"), "{out}");
+    assert_polled_existing(&dir);
+}
+
+/// `edgeguard run --once` with the process collector under `wrapper`: the directory and the log.
+fn run_once_wrapped(wrapper: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
+    let config = write_config(dir.path(), "edgeguard.toml", &plugins, "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n");
+    let output = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(edgeguard_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(dir.path().join("out.jsonl"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{log}");
+    (dir, log)
+}
+
+/// Polling worked: the processes running were reported as existing.
+fn assert_polled_existing(dir: &tempfile::TempDir) {
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert!(out.contains("\"Existing\""), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_reports_which_source_its_process_collector_uses() {
+    use edgeguard_tests::module::{bed, start_module_under, wait_collecting};
+    let bed = bed(serde_json::json!({})).await;
+    // In its own PID namespace the kernel ignores it: the status says polling, and why.
+    let _module = start_module_under(&["unshare", "--pid", "--fork", "--kill-child"], bed.dir.path(), &bed.workload, "localhost", bed.broker.tls_port, "");
+    wait_collecting(&bed.hub).await;
+    let reported = bed
+        .hub
+        .wait_reported(Duration::from_secs(20), "the process collector polling", |r| r["edgeguard"]["collectors"]["process"]["feeds"]["processes"]["source"] == "polling")
+        .await;
+    let feed = &reported["edgeguard"]["collectors"]["process"]["feeds"]["processes"];
+    assert!(feed["unavailable"].as_str().unwrap().contains("PID"), "{feed}");
+    assert_eq!(feed["delivered"], 0);
 }

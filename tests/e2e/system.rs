@@ -91,5 +91,5 @@ async fn reads_everything_under_the_host_root() {
 
 #[tokio::test]
 async fn refused_without_the_system_grant() {
-    assert_refused("edgeguard-plugin-system", &[Capability::Log], "edgeguard:collector/system@0.1.1").await;
+    assert_refused("edgeguard-plugin-system", &[Capability::Log], "edgeguard:collector/system@0.1.2").await;
 }

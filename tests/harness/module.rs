@@ -49,6 +49,11 @@ impl Drop for Module {
 /// Starts the module in `dir` with the process and system collectors. `port` is edgeHub's
 /// (mosquitto's TLS listener or the front), `extra` more configuration.
 pub fn start_module(dir: &Path, workload: &WorkloadSimulator, gateway: &str, port: u16, extra: &str) -> Module {
+    start_module_under(&[], dir, workload, gateway, port, extra)
+}
+
+/// The same, run by `wrapper` (`unshare --pid --fork --kill-child`, say).
+pub fn start_module_under(wrapper: &[&str], dir: &Path, workload: &WorkloadSimulator, gateway: &str, port: u16, extra: &str) -> Module {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
@@ -66,7 +71,15 @@ pub fn start_module(dir: &Path, workload: &WorkloadSimulator, gateway: &str, por
         ),
     );
     let log = dir.join("edgeguard.log");
-    let child = Command::new(edgeguard_bin())
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(edgeguard_bin());
+            c
+        }
+        None => Command::new(edgeguard_bin()),
+    };
+    let child = command
         .args(["--log", "info,edgeguard::edge=debug", "run", "--config"])
         .arg(&config)
         .envs(edgehub::module_environment(&workload.uri(), gateway))

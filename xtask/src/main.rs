@@ -56,6 +56,7 @@ fn main() -> Result<()> {
             step("running the benchmarks");
             run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "hot_swap"]))?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "kernel_events"]))?;
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))

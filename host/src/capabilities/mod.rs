@@ -17,6 +17,7 @@ mod processes;
 mod sockets;
 mod system;
 
+use crate::kernel::feed::{self, Feed};
 use crate::runtime::bindings::edgeguard::collector::types;
 use crate::runtime::limits::CallGuard;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-pub use processes::read_processes;
+pub use processes::{ExecDetails, read_processes};
 pub use sockets::{Preference as SocketSource, read_sockets};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,28 +121,133 @@ pub(crate) fn executable_of(proc_dir: &Path, pid: u32) -> Option<String> {
     std::fs::read_link(proc_dir.join(format!("{pid}/exe"))).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
-/// State shared by every plugin: where the host is, and caches of its databases.
+/// State shared by every plugin: where the host is, caches of its databases, and the kernel
+/// event sources plugins follow.
 pub struct HostContext {
     pub host_root: PathBuf,
-    users: processes::UserNames,
+    users: Arc<processes::UserNames>,
     started: std::time::Instant,
     docker: containers::Engine,
+    process_feed: Feed<processes::ProcessSource>,
+    exec_details: Arc<processes::ExecDetails>,
+    wakers: Arc<Wakers>,
+}
+
+/// How the host reaches what it reads.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// The Docker daemon's socket (a path of edgeguard's own filesystem).
+    pub docker_socket: PathBuf,
+    /// Follow the kernel's event sources where it offers them; false: plugins poll.
+    pub kernel_events: bool,
+    /// Events kept per plugin and event source between two of its collections.
+    pub event_buffer: usize,
+    /// Bytes the kernel may hold for each event source's socket before it drops events.
+    pub kernel_buffer: usize,
+}
+
+impl HostOptions {
+    pub const DEFAULT_EVENT_BUFFER: usize = 4096;
+    /// A burst of thousands of processes a second fits while the reader reads `/proc`.
+    pub const DEFAULT_KERNEL_BUFFER: usize = 4 << 20;
+
+    /// The defaults for a host seen at `host_root`.
+    pub fn new(host_root: &Path) -> HostOptions {
+        HostOptions { docker_socket: host_root.join("var/run/docker.sock"), kernel_events: true, event_buffer: Self::DEFAULT_EVENT_BUFFER, kernel_buffer: Self::DEFAULT_KERNEL_BUFFER }
+    }
 }
 
 impl HostContext {
     /// A host seen at `host_root`, its Docker daemon at `<host root>/var/run/docker.sock`.
     pub fn new(host_root: &Path) -> Arc<HostContext> {
-        Self::with_docker_socket(host_root, &host_root.join("var/run/docker.sock"))
+        Self::with_options(host_root, HostOptions::new(host_root))
     }
 
     /// The same with the Docker daemon's socket elsewhere (a path of edgeguard's own filesystem).
     pub fn with_docker_socket(host_root: &Path, docker_socket: &Path) -> Arc<HostContext> {
+        Self::with_options(host_root, HostOptions { docker_socket: docker_socket.to_owned(), ..HostOptions::new(host_root) })
+    }
+
+    pub fn with_options(host_root: &Path, options: HostOptions) -> Arc<HostContext> {
+        let users = Arc::new(processes::UserNames::default());
+        let exec_details = Arc::new(processes::ExecDetails::default());
+        let wakers = Arc::new(Wakers::default());
+        let wake: feed::Wake = {
+            let wakers = Arc::clone(&wakers);
+            Arc::new(move |plugin: &str| wakers.wake(plugin))
+        };
+        let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&exec_details));
+        let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
+        let process_feed = Feed::new("proc connector", options.event_buffer, wake, move || {
+            if !kernel_events {
+                return Err("kernel event sources are off (agent.kernel_events = false)".to_owned());
+            }
+            processes::ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
+        });
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
-            users: processes::UserNames::default(),
+            users,
             started: std::time::Instant::now(),
-            docker: containers::Engine::new(docker_socket.to_owned()),
+            docker: containers::Engine::new(options.docker_socket),
+            process_feed,
+            exec_details,
+            wakers,
         })
+    }
+
+    /// Notified when a kernel event source holds enough for `plugin` to collect before its time.
+    pub fn waker(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Notify> {
+        self.wakers.for_plugin(plugin)
+    }
+
+    /// Where `plugin`'s data comes from, per capability with an event source: what a status shows.
+    pub fn feeds(&self, plugin: &str) -> Vec<FeedStatus> {
+        let mut out = Vec::new();
+        if let Some(usage) = self.process_feed.usage(plugin) {
+            let d = &self.exec_details;
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            out.push(FeedStatus {
+                capability: Capability::Processes,
+                source: if usage.following { self.process_feed.what } else { "polling" },
+                unavailable: usage.unavailable,
+                delivered: usage.delivered,
+                lost: usage.lost,
+                details: vec![("execFull", load(&d.full)), ("execNameOnly", load(&d.name_only)), ("execPidOnly", load(&d.pid_only))],
+            });
+        }
+        out
+    }
+}
+
+/// The source of one capability's data for one plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub capability: Capability,
+    /// The kernel event source followed, or `polling`.
+    pub source: &'static str,
+    /// Why the event source could not be followed, when the plugin asked for it.
+    pub unavailable: Option<String>,
+    /// Events handed to the plugin.
+    pub delivered: u64,
+    /// Events lost before the plugin could have them (buffer full, kernel overrun).
+    pub lost: u64,
+    /// Source-specific counters (for processes: how much of each exec could be read).
+    pub details: Vec<(&'static str, u64)>,
+}
+
+/// One notifier per plugin name, shared by its successive instances and its actor.
+#[derive(Default)]
+struct Wakers(std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Notify>>>);
+
+impl Wakers {
+    fn for_plugin(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Notify> {
+        Arc::clone(self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(Arc::clone(plugin)).or_default())
+    }
+
+    fn wake(&self, plugin: &str) {
+        if let Some(n) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(plugin) {
+            n.notify_one();
+        }
     }
 }
 
@@ -168,7 +274,15 @@ impl HostState {
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
+        host.process_feed.hold(&plugin);
         Ok(HostState { plugin, host, wasi: wasi.build(), table, guard, containers: containers::PluginContainers::new() })
+    }
+}
+
+impl Drop for HostState {
+    /// The plugin's event queues outlive this instance for a while, for its successor.
+    fn drop(&mut self) {
+        self.host.process_feed.release(&self.plugin);
     }
 }
 

@@ -1,18 +1,26 @@
-//! `processes`: the host's process table, read from `<host root>/proc`.
+//! `processes`: the host's process table, read from `<host root>/proc`, and process starts and
+//! ends as the kernel reports them (the proc connector), read right at the exec.
 
 use super::{HostContext, HostState};
-use crate::runtime::bindings::edgeguard::collector::processes::{Host, Process, State};
+use crate::kernel::feed;
+use crate::kernel::proc_connector::{ProcConnector, ProcEvent, Read};
+use crate::runtime::bindings::edgeguard::collector::processes::{Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// `PF_KTHREAD` in /proc/<pid>/stat flags: kernel threads are not processes anyone started.
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// Parents of processes seen forking, kept to name the parent of a process gone before its
+/// exec could be read; reset past this size (processes that never exit are rare).
+const MAX_PARENTS: usize = 65_536;
 
 impl Host for HostState {
     async fn snapshot(&mut self) -> Result<Vec<Process>, HostError> {
+        self.host.process_feed.note_polled(&self.plugin);
         // /proc reads are fast but can block (a process stuck in the kernel holds its mm lock),
         // and a blocking host call cannot be interrupted by the epoch deadline: read on the
         // blocking pool so the call's outer timeout still applies.
@@ -20,6 +28,18 @@ impl Host for HostState {
         tokio::task::spawn_blocking(move || read_processes(&host))
             .await
             .map_err(|e| HostError::Io(format!("process scan failed: {e}")))?
+    }
+
+    async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
+        // The first call connects to the kernel and waits for its answer: off the executor.
+        let (host, plugin) = (Arc::clone(&self.host), Arc::clone(&self.plugin));
+        let drained = tokio::task::spawn_blocking(move || host.process_feed.drain(&plugin, max as usize))
+            .await
+            .map_err(|e| HostError::Io(format!("process events failed: {e}")))?;
+        match drained {
+            Ok(d) => Ok(EventBatch { events: d.events, lost: d.lost, fresh: d.fresh }),
+            Err(why) => Err(HostError::Unavailable(format!("no process events: {why}"))),
+        }
     }
 }
 
@@ -36,41 +56,139 @@ pub fn read_processes(host: &HostContext) -> Result<Vec<Process>, HostError> {
     let mut out = Vec::with_capacity(512);
     for entry in all {
         let Ok(p) = entry else { continue };
-        let Ok(stat) = p.stat() else { continue };
-        if stat.flags & PF_KTHREAD != 0 {
-            continue;
+        if let Some(process) = read_process(&p, &users) {
+            out.push(process);
         }
-        let Ok(user_id) = p.uid() else { continue };
-        let executable = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-        let command_line = p.cmdline().map(|args| args.join(" ")).unwrap_or_default();
-        let state = match stat.state {
-            'R' => State::Running,
-            'S' => State::Sleeping,
-            'D' => State::DiskSleep,
-            'T' | 't' => State::Stopped,
-            'Z' => State::Zombie,
-            'X' | 'x' => State::Dead,
-            _ => State::Other,
-        };
-        out.push(Process {
-            pid: stat.pid as u32,
-            parent_pid: stat.ppid as u32,
-            user_id,
-            user_name: users.get(&user_id).cloned(),
-            name: stat.comm,
-            executable,
-            command_line,
-            start_time: stat.starttime,
-            state,
-            exit_code: if state == State::Zombie { stat.exit_code } else { None },
-        });
     }
     Ok(out)
 }
 
+/// One process, None for a kernel thread or one gone meanwhile.
+fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> Option<Process> {
+    let stat = p.stat().ok()?;
+    if stat.flags & PF_KTHREAD != 0 {
+        return None;
+    }
+    let user_id = p.uid().ok()?;
+    let executable = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let command_line = p.cmdline().map(|args| args.join(" ")).unwrap_or_default();
+    let state = match stat.state {
+        'R' => State::Running,
+        'S' => State::Sleeping,
+        'D' => State::DiskSleep,
+        'T' | 't' => State::Stopped,
+        'Z' => State::Zombie,
+        'X' | 'x' => State::Dead,
+        _ => State::Other,
+    };
+    Some(Process {
+        pid: stat.pid as u32,
+        parent_pid: stat.ppid as u32,
+        user_id,
+        user_name: users.get(&user_id).cloned(),
+        name: stat.comm,
+        executable,
+        command_line,
+        start_time: stat.starttime,
+        state,
+        exit_code: if state == State::Zombie { stat.exit_code } else { None },
+    })
+}
+
+/// How much of each exec the reader could see, over all plugins: the measure of the race
+/// between a short process and the read of its `/proc` entry.
+#[derive(Default)]
+pub struct ExecDetails {
+    pub full: AtomicU64,
+    pub name_only: AtomicU64,
+    pub pid_only: AtomicU64,
+}
+
+/// The proc connector with each exec completed from `/proc` right away, on the reader thread,
+/// before a short process is gone.
+pub(crate) struct ProcessSource {
+    connector: ProcConnector,
+    proc_dir: PathBuf,
+    host_root: PathBuf,
+    users: Arc<UserNames>,
+    details: Arc<ExecDetails>,
+    parents: HashMap<u32, u32>,
+    raw: Vec<ProcEvent>,
+}
+
+impl ProcessSource {
+    pub(crate) fn open(host_root: &Path, kernel_buffer: usize, users: Arc<UserNames>, details: Arc<ExecDetails>) -> Result<ProcessSource, String> {
+        let connector = ProcConnector::open(feed::READ_TIMEOUT, kernel_buffer)?;
+        Ok(ProcessSource { connector, proc_dir: host_root.join("proc"), host_root: host_root.to_owned(), users, details, parents: HashMap::new(), raw: Vec::new() })
+    }
+
+    fn exec(&mut self, pid: u32) -> ProcessEvent {
+        let users = self.users.current(&self.host_root);
+        let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string())).ok().and_then(|p| read_process(&p, &users));
+        let (process, detail) = match read {
+            Some(p) if p.state == State::Zombie || (p.executable.is_empty() && p.command_line.is_empty()) => (p, Detail::NameOnly),
+            Some(p) => (p, Detail::Full),
+            None => {
+                // Gone already: its parent (alive, as a rule: it has yet to reap it) lends the
+                // user, which a child keeps unless it runs a set-user-id program.
+                let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
+                let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string())).map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
+                let process = Process {
+                    pid,
+                    parent_pid,
+                    user_id,
+                    user_name: users.get(&user_id).cloned(),
+                    name: String::new(),
+                    executable: String::new(),
+                    command_line: String::new(),
+                    start_time: 0,
+                    state: State::Dead,
+                    exit_code: None,
+                };
+                (process, Detail::PidOnly)
+            }
+        };
+        let counter = match detail {
+            Detail::Full => &self.details.full,
+            Detail::NameOnly => &self.details.name_only,
+            Detail::PidOnly => &self.details.pid_only,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        ProcessEvent::Exec(ExecEvent { process, detail })
+    }
+}
+
+impl feed::Source for ProcessSource {
+    type Event = ProcessEvent;
+
+    fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
+        self.raw.clear();
+        let dropped = match self.connector.read(&mut self.raw)? {
+            Read::Events | Read::Idle => 0,
+            Read::Dropped(n) => n,
+        };
+        for i in 0..self.raw.len() {
+            match self.raw[i] {
+                ProcEvent::Fork { parent, child } => {
+                    if self.parents.len() >= MAX_PARENTS {
+                        self.parents.clear();
+                    }
+                    self.parents.insert(child, parent);
+                }
+                ProcEvent::Exec { pid } => out.push(self.exec(pid)),
+                ProcEvent::Exit { pid, parent, code } => {
+                    let forked_by = self.parents.remove(&pid);
+                    out.push(ProcessEvent::Exit(ExitEvent { pid, parent_pid: if parent != 0 { parent } else { forked_by.unwrap_or(0) }, exit_code: code }));
+                }
+            }
+        }
+        Ok(dropped)
+    }
+}
+
 /// uid → name from the host's passwd file, re-read when the file changes.
 #[derive(Default)]
-pub(super) struct UserNames {
+pub(crate) struct UserNames {
     cached: Mutex<Option<(SystemTime, Arc<HashMap<u32, String>>)>>,
 }
 

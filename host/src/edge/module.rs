@@ -277,6 +277,18 @@ fn limits(l: &Limits) -> Value {
     })
 }
 
+/// Where a collector's data of one capability comes from.
+fn feed(f: &crate::capabilities::FeedStatus) -> Value {
+    let mut v = json!({ "source": f.source, "delivered": f.delivered, "lost": f.lost });
+    if let Some(why) = &f.unavailable {
+        v["unavailable"] = Value::String(bounded(why.clone()));
+    }
+    for (name, count) in &f.details {
+        v[*name] = json!(count);
+    }
+    v
+}
+
 /// Each collector: what runs (version, digest, source, schedule, grants, limits), how it
 /// fares, and the last swap and the last refused version.
 fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
@@ -327,6 +339,10 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
                 "callTimeout": spec.limits.call_timeout.to_string(),
             });
             entry.as_object_mut().expect("an object").extend(more.as_object().expect("an object").clone());
+            let feeds: Map<String, Value> = c.feeds().into_iter().map(|f| (f.capability.name().to_owned(), feed(&f))).collect();
+            if !feeds.is_empty() {
+                entry["feeds"] = Value::Object(feeds);
+            }
         }
         map.insert(c.name.clone(), entry);
     }

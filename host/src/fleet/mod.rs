@@ -65,9 +65,15 @@ pub struct CollectorView {
     pub status: Arc<Mutex<PluginStatus>>,
     pub last_error: Option<Failure>,
     pub last_swap: Option<SwapRecord>,
+    host: Arc<crate::capabilities::HostContext>,
 }
 
 impl CollectorView {
+    /// Where its data comes from now: kernel event sources followed, or polling and why.
+    pub fn feeds(&self) -> Vec<crate::capabilities::FeedStatus> {
+        self.host.feeds(&self.name)
+    }
+
     pub fn state(&self) -> &'static str {
         match (&self.spec, self.status.lock().unwrap().consecutive_faults) {
             (None, _) => "failed",
@@ -452,6 +458,7 @@ impl Fleet {
                 status: Arc::clone(&e.status),
                 last_error: e.last_error.clone(),
                 last_swap: e.last_swap.clone(),
+                host: self.scheduler.host(),
             })
             .collect();
         *self.views.lock().unwrap() = views;

@@ -6,6 +6,8 @@ wasmtime::component::bindgen!({
     imports: {
         // Reads /proc on the blocking pool; see capabilities::processes.
         "edgeguard:collector/processes.snapshot": async,
+        // Connects to the kernel on first use.
+        "edgeguard:collector/processes.events": async,
         "edgeguard:collector/sockets.snapshot": async,
         "edgeguard:collector/logins.stat": async,
         "edgeguard:collector/logins.read-utmp": async,
@@ -20,5 +22,5 @@ wasmtime::component::bindgen!({
 
 /// The WIT package version this host implements; plugins built against the same major
 /// (for 0.x: the same minor) load.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 pub const WIT_PACKAGE: &str = "edgeguard:collector";

@@ -65,6 +65,8 @@ pub struct PluginStatus {
     pub skipped_all_off: u64,
     /// When the last collection ended (whatever its outcome).
     pub last_run: Option<chrono::DateTime<chrono::Utc>>,
+    /// Kernel events lost for this plugin, as far as a diagnostic has said.
+    pub kernel_events_lost: u64,
 }
 
 /// What a running plugin's actor can be told.
@@ -162,6 +164,10 @@ impl Scheduler {
         Scheduler { host, schedule, permits, tx, routing, control }
     }
 
+    pub fn host(&self) -> Arc<HostContext> {
+        Arc::clone(&self.host)
+    }
+
     pub fn control(&self) -> Control {
         self.control.clone()
     }
@@ -239,6 +245,8 @@ impl Actor {
         let mut instance: Option<PluginInstance> = None;
         let mut restart_at = Instant::now();
         let (mut steered, mut nudgeable, mut orderable) = (true, true, true);
+        // A kernel event source filling up this plugin's buffer asks for a collection before its time.
+        let pressure = self.host.waker(self.name());
         loop {
             let wake = tokio::select! {
                 at = ticker.tick() => {
@@ -246,6 +254,10 @@ impl Actor {
                     if !self.enabled {
                         continue;
                     }
+                    Wake::Tick
+                }
+                () = pressure.notified(), if self.enabled => {
+                    tracing::debug!(plugin = %self.name(), "event buffer half full: collecting early");
                     Wake::Tick
                 }
                 changed = self.intervals.changed(), if steered => {
@@ -404,6 +416,26 @@ impl Actor {
         }
     }
 
+    /// A diagnostic for the kernel events lost for this plugin since the last one said so.
+    fn kernel_losses(&self) -> Option<SecurityEvent> {
+        let lost: u64 = self.host.feeds(self.name()).iter().map(|f| f.lost).sum();
+        let new = {
+            let mut status = self.status.lock().unwrap();
+            let new = lost.saturating_sub(status.kernel_events_lost);
+            status.kernel_events_lost = lost;
+            new
+        };
+        if new == 0 {
+            return None;
+        }
+        let message = format!(
+            "plugin `{}`: {new} kernel events lost before it could have them (its event buffer was full, or the kernel's); it catches up from a snapshot",
+            self.name()
+        );
+        tracing::warn!("{message}");
+        Some(SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string()), ("LostEvents", new.to_string())]))
+    }
+
     /// Hands a fresh instance the state its predecessor saved (in this run or the last). A
     /// plugin that refuses it starts afresh, with a warning.
     async fn restore(&self, instance: &mut PluginInstance, saved: &mut Option<Vec<u8>>) -> Result<(), Fault> {
@@ -449,6 +481,7 @@ impl Actor {
                 }
             }
         }
+        out.extend(self.kernel_losses());
         {
             let mut status = self.status.lock().unwrap();
             status.collections += 1;

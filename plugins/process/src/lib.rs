@@ -1,21 +1,29 @@
-//! Process collector: diffs successive snapshots of the host's process table into
-//! ProcessCreate and ProcessTerminate events.
+//! Process collector: ProcessCreate and ProcessTerminate, from the kernel's process events
+//! where the host follows them, else from successive snapshots of the process table.
 //!
-//! A process is identified by (pid, start time), so a recycled pid is a new process. Polling sees
-//! only processes alive at a collection; kernel event sources catch the short-lived ones.
+//! Both feed the same table of live processes. With events, every exec is a ProcessCreate and
+//! every exit of a known process a ProcessTerminate (with its exit status), however short the
+//! process lived; a snapshot starts the watch and repairs it after events were lost. Polling
+//! diffs snapshots: a process is a (pid, start time), so a recycled pid is a new process, and
+//! only processes alive at a collection are seen. A process that forks without exec runs its
+//! parent's program: polling reports it when it sees it, events do not (as execve auditing).
 
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{config_bool, config_keys};
-use processes::{Process, State};
+use processes::{Detail, Process, ProcessEvent, State};
 use std::collections::HashMap;
 
-type Key = (u32, u64);
+type Pid = u32;
 
 struct ProcessCollector {
-    /// Processes seen at the previous collection; None before the first one.
-    known: Option<HashMap<Key, Process>>,
+    /// Live processes as last known; None before the first collection.
+    known: Option<HashMap<Pid, Process>>,
     /// Report the processes already running at the first collection (marked `Existing`).
     report_existing: bool,
+    /// Follow the host's process events when it has them (configuration `events`).
+    follow: bool,
+    /// Why the host has no process events for us, once it said so.
+    polling_because: Option<String>,
     /// Events computed but not yet handed out because of the per-call cap.
     backlog: Vec<Event>,
 }
@@ -26,52 +34,27 @@ impl Collector for ProcessCollector {
             .emits(["ProcessCreate", "ProcessTerminate"])
             .needs(["processes", "log"])
             .group(PriorityGroup::High)
-            .about("process creation and termination from the host's process table")
+            .about("process creation and termination from the kernel's process events, or the process table")
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        config_keys(&config, &["report_existing"])?;
+        config_keys(&config, &["report_existing", "events"])?;
         Ok(ProcessCollector {
             known: None,
             report_existing: config_bool(&config, "report_existing", true)?,
+            follow: config_bool(&config, "events", true)?,
+            polling_because: None,
             backlog: Vec::new(),
         })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
-        let now: HashMap<Key, Process> =
-            processes::snapshot()?.into_iter().map(|p| ((p.pid, p.start_time), p)).collect();
-
-        match self.known.take() {
-            None => {
-                if self.report_existing {
-                    let mut existing: Vec<&Process> = now.values().collect();
-                    existing.sort_by_key(|p| p.pid);
-                    self.backlog.extend(existing.into_iter().map(|p| created(p, true)));
-                }
-            }
-            Some(before) => {
-                let mut new: Vec<&Process> = now.iter().filter(|(k, _)| !before.contains_key(k)).map(|(_, p)| p).collect();
-                new.sort_by_key(|p| p.pid);
-                // A process ends when it becomes a zombie (its exit code is readable then) or, if no
-                // collection saw it as one, when it is gone. Each end is reported once.
-                let mut ended: Vec<&Process> = before
-                    .iter()
-                    .filter(|(_, was)| was.state != State::Zombie)
-                    .filter_map(|(k, was)| match now.get(k) {
-                        None => Some(was),
-                        Some(is) if is.state == State::Zombie => Some(is),
-                        Some(_) => None,
-                    })
-                    .chain(new.iter().copied().filter(|p| p.state == State::Zombie))
-                    .collect();
-                ended.sort_by_key(|p| p.pid);
-                self.backlog.extend(new.into_iter().map(|p| created(p, false)));
-                self.backlog.extend(ended.into_iter().map(terminated));
-            }
+        // Each process event makes at most one of ours: take no more than there is room for,
+        // the host keeps the rest.
+        let room = (max_events as usize).saturating_sub(self.backlog.len());
+        if room > 0 && !(self.follow && self.follow_events(room as u32)?) {
+            self.poll()?;
         }
-        self.known = Some(now);
-
         let take = self.backlog.len().min(max_events as usize);
         if take < self.backlog.len() {
             debug!("{} process events held for the next collection", self.backlog.len() - take);
@@ -111,32 +94,140 @@ impl Collector for ProcessCollector {
                 state: if field(4)?.as_bool() == Some(true) { State::Zombie } else { State::Sleeping },
                 exit_code: None,
             };
-            known.insert((pid, start_time), p);
+            known.insert(pid, p);
         }
         self.known = Some(known);
         Ok(())
     }
 }
 
-fn created(p: &Process, existing: bool) -> Event {
-    let mut extra = vec![("Name".to_owned(), p.name.clone())];
-    if existing {
-        extra.push(("Existing".to_owned(), "true".to_owned()));
+impl ProcessCollector {
+    /// Drains the host's process events into the table; false when the host has none (poll).
+    fn follow_events(&mut self, max: u32) -> Result<bool, CollectError> {
+        let batch = match processes::events(max) {
+            Ok(batch) => batch,
+            Err(HostError::Unavailable(why)) => {
+                if self.polling_because.as_ref() != Some(&why) {
+                    info!("{why}: polling the process table");
+                    self.polling_because = Some(why);
+                }
+                return Ok(false);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if self.polling_because.take().is_some() {
+            info!("following the kernel's process events again");
+        }
+        // Without a table yet, the snapshot comes first: events older than it that it already
+        // shows are recognised by `exec`.
+        if self.known.is_none() {
+            self.poll()?;
+        }
+        for event in batch.events {
+            match event {
+                ProcessEvent::Exec(e) => self.exec(e.process, e.detail),
+                ProcessEvent::Exit(e) => {
+                    if let Some(p) = self.known.as_mut().and_then(|k| k.remove(&e.pid)) {
+                        self.backlog.push(terminated(&p, Some(e.exit_code)));
+                    }
+                }
+            }
+        }
+        // The watch just started (what came before was not seen), or events were lost: the
+        // process table tells what changed meanwhile.
+        if batch.lost > 0 {
+            warn!("{} process events were lost: catching up from the process table", batch.lost);
+        }
+        if batch.fresh || batch.lost > 0 {
+            self.poll()?;
+        }
+        Ok(true)
     }
+
+    /// A program started: a new process, or a known one that ran another program.
+    fn exec(&mut self, p: Process, detail: Detail) {
+        let known = self.known.get_or_insert_with(HashMap::new);
+        // A snapshot taken after this exec has shown it already.
+        let seen = known.get(&p.pid).is_some_and(|k| k.start_time == p.start_time && k.executable == p.executable && k.command_line == p.command_line);
+        if !seen {
+            self.backlog.push(created(&p, Origin::Exec(detail)));
+            known.insert(p.pid, p);
+        }
+    }
+
+    /// Diffs a snapshot of the process table against the table.
+    fn poll(&mut self) -> Result<(), CollectError> {
+        let now: HashMap<Pid, Process> = processes::snapshot()?.into_iter().map(|p| (p.pid, p)).collect();
+        match self.known.take() {
+            None => {
+                if self.report_existing {
+                    let mut existing: Vec<&Process> = now.values().collect();
+                    existing.sort_by_key(|p| p.pid);
+                    self.backlog.extend(existing.into_iter().map(|p| created(p, Origin::Existing)));
+                }
+            }
+            Some(before) => {
+                let same = |a: &Process, b: &Process| a.start_time == b.start_time;
+                let mut new: Vec<&Process> = now.values().filter(|p| before.get(&p.pid).is_none_or(|b| !same(b, p))).collect();
+                new.sort_by_key(|p| p.pid);
+                // A process ends when it becomes a zombie (its exit code is readable then) or, if no
+                // collection saw it as one, when it is gone. Each end is reported once.
+                let mut ended: Vec<&Process> = before
+                    .values()
+                    .filter(|was| was.state != State::Zombie)
+                    .filter_map(|was| match now.get(&was.pid) {
+                        Some(is) if same(is, was) => (is.state == State::Zombie).then_some(is),
+                        _ => Some(was),
+                    })
+                    .chain(new.iter().copied().filter(|p| p.state == State::Zombie))
+                    .collect();
+                ended.sort_by_key(|p| p.pid);
+                self.backlog.extend(new.into_iter().map(|p| created(p, Origin::Seen)));
+                // Only a zombie still has its exit code; a process reaped between two
+                // collections took it along.
+                self.backlog.extend(ended.into_iter().map(|p| terminated(p, if p.state == State::Zombie { p.exit_code } else { None })));
+            }
+        }
+        self.known = Some(now);
+        Ok(())
+    }
+}
+
+/// How a ProcessCreate was learnt.
+enum Origin {
+    /// Running at the first collection.
+    Existing,
+    /// New in a snapshot.
+    Seen,
+    /// A kernel exec event, read by the host in this much detail.
+    Exec(Detail),
+}
+
+fn created(p: &Process, origin: Origin) -> Event {
+    let mut extra = vec![("Name".to_owned(), p.name.clone())];
+    match origin {
+        Origin::Existing => extra.push(("Existing".to_owned(), "true".to_owned())),
+        Origin::Exec(Detail::NameOnly) => extra.push(("Detail".to_owned(), "exited before its executable and arguments could be read".to_owned())),
+        Origin::Exec(Detail::PidOnly) => extra.push(("Detail".to_owned(), "exited before it could be read; user of its parent".to_owned())),
+        Origin::Seen | Origin::Exec(Detail::Full) => {}
+    }
+    let command_line = match (p.command_line.is_empty(), p.name.is_empty()) {
+        (false, _) => p.command_line.clone(),
+        (true, false) => format!("[{}]", p.name),
+        (true, true) => String::new(),
+    };
     Event::ProcessCreate(ProcessCreate {
         executable: executable(p),
         process_id: p.pid,
         parent_process_id: p.parent_pid,
         user_id: p.user_id,
         user_name: p.user_name.clone(),
-        command_line: if p.command_line.is_empty() { format!("[{}]", p.name) } else { p.command_line.clone() },
+        command_line,
         extra,
     })
 }
 
-fn terminated(p: &Process) -> Event {
-    // Only a zombie still has its exit code; a process reaped between two collections took it along.
-    let exit_status = if p.state == State::Zombie { p.exit_code } else { None };
+fn terminated(p: &Process, exit_status: Option<i32>) -> Event {
     Event::ProcessTerminate(ProcessTerminate {
         executable: executable(p),
         process_id: p.pid,

@@ -1,0 +1,358 @@
+//! A kernel event source shared by the plugins that follow it.
+//!
+//! One reader thread per source blocks on the kernel socket and appends each event to a
+//! bounded queue per following plugin, which the plugin drains at its collections. Nothing is
+//! dropped silently: a full queue and a kernel overrun both count into the plugin's `lost`,
+//! handed to it at its next drain (so it can resynchronise from a snapshot) and reported in its
+//! status. A queue half full wakes the plugin for an early collection.
+//!
+//! Queues belong to the plugin *name*, not to an instance: a restarted or hot-swapped instance
+//! drains where its predecessor stopped, so no event falls between two versions. A queue whose
+//! plugin has no instance left is dropped after [`ORPHAN_GRACE`]; with no queue left the reader
+//! ends and the kernel socket is closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a queue outlives its plugin's last instance, waiting for a successor.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
+/// After a failed open, how long plugins are answered with that failure before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a read blocks: the reader looks after orphans and shutdown that often.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The kernel side of a feed.
+pub trait Source: Send + 'static {
+    type Event: Clone + Send + 'static;
+    /// Waits up to about [`READ_TIMEOUT`] and appends what came to `out`; returns how many
+    /// events the kernel dropped since the last call. An error ends the feed.
+    fn next(&mut self, out: &mut Vec<Self::Event>) -> io::Result<u64>;
+}
+
+/// Wakes a plugin's actor for an early collection.
+pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub struct Feed<S: Source> {
+    /// "proc connector", "sock_diag destroy": for logs and status.
+    pub what: &'static str,
+    shared: Arc<Shared<S::Event>>,
+    open: Box<dyn Fn() -> Result<S, String> + Send + Sync>,
+}
+
+struct Shared<E> {
+    capacity: usize,
+    wake: Wake,
+    state: Mutex<State<E>>,
+}
+
+struct State<E> {
+    reading: bool,
+    refused: Option<(Instant, String)>,
+    queues: HashMap<Arc<str>, Queue<E>>,
+    instances: HashMap<Arc<str>, usize>,
+    usage: HashMap<Arc<str>, Usage>,
+}
+
+struct Queue<E> {
+    events: VecDeque<E>,
+    lost: u64,
+    fresh: bool,
+    woken: bool,
+    /// The feed broke; the next drain says so and the queue goes.
+    broken: Option<String>,
+    orphaned_since: Option<Instant>,
+}
+
+/// How a plugin uses a feed, for its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// It drains a queue of this feed now.
+    pub following: bool,
+    /// Why it could not follow, when it asked and could not.
+    pub unavailable: Option<String>,
+    /// It read the polled snapshot of the same data.
+    pub polled: bool,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+/// One drain of a plugin's queue.
+pub struct Drained<E> {
+    pub events: Vec<E>,
+    /// Events that could not be kept since the previous drain.
+    pub lost: u64,
+    /// This drain started the queue: what happened before it was not seen.
+    pub fresh: bool,
+}
+
+impl<S: Source> Feed<S> {
+    /// A feed whose queues hold at most `capacity` events each; `open` connects to the kernel
+    /// (or says why it cannot), when the first plugin follows.
+    pub fn new(what: &'static str, capacity: usize, wake: Wake, open: impl Fn() -> Result<S, String> + Send + Sync + 'static) -> Feed<S> {
+        let state = State { reading: false, refused: None, queues: HashMap::new(), instances: HashMap::new(), usage: HashMap::new() };
+        Feed { what, shared: Arc::new(Shared { capacity: capacity.max(2), wake, state: Mutex::new(state) }), open: Box::new(open) }
+    }
+
+    /// An instance of `plugin` exists (its queue is kept while one does).
+    pub fn hold(&self, plugin: &Arc<str>) {
+        let mut state = self.shared.lock();
+        *state.instances.entry(Arc::clone(plugin)).or_default() += 1;
+        if let Some(q) = state.queues.get_mut(plugin) {
+            q.orphaned_since = None;
+        }
+    }
+
+    /// An instance of `plugin` is gone.
+    pub fn release(&self, plugin: &Arc<str>) {
+        let mut state = self.shared.lock();
+        let left = state.instances.get_mut(plugin).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == Some(0) {
+            state.instances.remove(plugin);
+            if let Some(q) = state.queues.get_mut(plugin) {
+                q.orphaned_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Up to `max` of `plugin`'s events, following the feed from now on if it did not yet.
+    /// Blocks while connecting to the kernel (well under a second): call it off the executor.
+    pub fn drain(&self, plugin: &Arc<str>, max: usize) -> Result<Drained<S::Event>, String> {
+        let mut state = self.shared.lock();
+        if !state.queues.contains_key(plugin) {
+            self.start(&mut state, plugin)?;
+        }
+        let queue = state.queues.get_mut(plugin).expect("started above");
+        if let Some(why) = queue.broken.take() {
+            state.queues.remove(plugin);
+            Self::unavailable(&mut state, plugin, why.clone());
+            return Err(why);
+        }
+        let take = queue.events.len().min(max);
+        let drained = Drained { events: queue.events.drain(..take).collect(), lost: std::mem::take(&mut queue.lost), fresh: std::mem::take(&mut queue.fresh) };
+        queue.woken = queue.events.len() >= self.shared.capacity / 2;
+        let usage = state.usage.entry(Arc::clone(plugin)).or_default();
+        usage.following = true;
+        usage.unavailable = None;
+        usage.delivered += drained.events.len() as u64;
+        Ok(drained)
+    }
+
+    /// `plugin` read the polled snapshot instead of (or besides) the feed.
+    pub fn note_polled(&self, plugin: &Arc<str>) {
+        self.shared.lock().usage.entry(Arc::clone(plugin)).or_default().polled = true;
+    }
+
+    pub fn usage(&self, plugin: &str) -> Option<Usage> {
+        let state = self.shared.lock();
+        let mut usage = state.usage.get(plugin)?.clone();
+        usage.following = state.queues.contains_key(plugin);
+        Some(usage)
+    }
+
+    /// Opens a queue for `plugin`, connecting to the kernel first if no reader runs.
+    fn start(&self, state: &mut State<S::Event>, plugin: &Arc<str>) -> Result<(), String> {
+        if !state.reading {
+            if let Some((at, why)) = &state.refused
+                && at.elapsed() < RETRY_AFTER
+            {
+                let why = why.clone();
+                Self::unavailable(state, plugin, why.clone());
+                return Err(why);
+            }
+            let source = match (self.open)() {
+                Ok(source) => source,
+                Err(why) => {
+                    tracing::warn!(plugin = %plugin, "{} unavailable: {why}; the plugin polls instead", self.what);
+                    state.refused = Some((Instant::now(), why.clone()));
+                    Self::unavailable(state, plugin, why.clone());
+                    return Err(why);
+                }
+            };
+            state.refused = None;
+            state.reading = true;
+            let shared = Arc::clone(&self.shared);
+            let what = self.what;
+            std::thread::Builder::new()
+                .name(format!("edgeguard {what}"))
+                .spawn(move || read(what, source, shared))
+                .map_err(|e| format!("cannot start the {what} reader: {e}"))?;
+            tracing::info!(plugin = %plugin, "following the kernel's {}", self.what);
+        }
+        let orphaned_since = (!state.instances.contains_key(plugin)).then(Instant::now);
+        let queue = Queue { events: VecDeque::new(), lost: 0, fresh: true, woken: false, broken: None, orphaned_since };
+        state.queues.insert(Arc::clone(plugin), queue);
+        Ok(())
+    }
+
+    fn unavailable(state: &mut State<S::Event>, plugin: &Arc<str>, why: String) {
+        let usage = state.usage.entry(Arc::clone(plugin)).or_default();
+        usage.following = false;
+        usage.unavailable = Some(why);
+    }
+}
+
+impl<E> Shared<E> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<E>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The reader thread: from the kernel into the queues, until no queue is left.
+fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Event>>) {
+    let mut batch = Vec::with_capacity(64);
+    let mut to_wake = Vec::new();
+    loop {
+        batch.clear();
+        let outcome = source.next(&mut batch);
+        let mut state = shared.lock();
+        match outcome {
+            Ok(dropped) => {
+                let State { queues, usage, .. } = &mut *state;
+                for (plugin, queue) in queues.iter_mut() {
+                    let mut lost = dropped;
+                    for event in &batch {
+                        if queue.events.len() < shared.capacity {
+                            queue.events.push_back(event.clone());
+                        } else {
+                            lost += 1;
+                        }
+                    }
+                    if lost > 0 {
+                        queue.lost += lost;
+                        usage.entry(Arc::clone(plugin)).or_default().lost += lost;
+                    }
+                    if !queue.woken && queue.events.len() >= shared.capacity / 2 {
+                        queue.woken = true;
+                        to_wake.push(Arc::clone(plugin));
+                    }
+                }
+            }
+            Err(e) => {
+                let why = format!("the {what} failed: {e}");
+                tracing::warn!("{why}; its plugins poll until it reopens");
+                for queue in state.queues.values_mut() {
+                    queue.broken = Some(why.clone());
+                }
+                state.reading = false;
+                state.refused = Some((Instant::now(), why));
+                return;
+            }
+        }
+        state.queues.retain(|plugin, q| {
+            let keep = q.orphaned_since.is_none_or(|t| t.elapsed() < ORPHAN_GRACE);
+            if !keep {
+                tracing::debug!(plugin = %plugin, "{what}: queue of a plugin without instances dropped");
+            }
+            keep
+        });
+        if state.queues.is_empty() {
+            state.reading = false;
+            tracing::info!("no plugin follows the kernel's {what} any more: closed");
+            return;
+        }
+        drop(state);
+        for plugin in to_wake.drain(..) {
+            (shared.wake)(&plugin);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Events from a channel; a closed channel is a broken feed.
+    struct Scripted(mpsc::Receiver<(Vec<u32>, u64)>);
+
+    impl Source for Scripted {
+        type Event = u32;
+        fn next(&mut self, out: &mut Vec<u32>) -> io::Result<u64> {
+            match self.0.recv_timeout(Duration::from_millis(20)) {
+                Ok((events, dropped)) => {
+                    out.extend(events);
+                    Ok(dropped)
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => Ok(0),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other("gone")),
+            }
+        }
+    }
+
+    fn feed(capacity: usize) -> (Feed<Scripted>, mpsc::Sender<(Vec<u32>, u64)>, Arc<Mutex<Vec<String>>>) {
+        let (tx, rx) = mpsc::channel();
+        let rx = Mutex::new(Some(rx));
+        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let w = Arc::clone(&woken);
+        let wake: Wake = Arc::new(move |p: &str| w.lock().unwrap().push(p.to_owned()));
+        let feed = Feed::new("test feed", capacity, wake, move || rx.lock().unwrap().take().map(Scripted).ok_or_else(|| "opened twice".to_owned()));
+        (feed, tx, woken)
+    }
+
+    fn settle() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    #[test]
+    fn overflow_and_kernel_drops_are_counted_and_a_half_full_queue_wakes_its_plugin() {
+        let (feed, tx, woken) = feed(4);
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        let first = feed.drain(&p, 10).unwrap();
+        assert!(first.fresh && first.events.is_empty());
+        tx.send((vec![1, 2, 3, 4, 5, 6], 3)).unwrap();
+        settle();
+        assert_eq!(*woken.lock().unwrap(), vec!["p"]);
+        let d = feed.drain(&p, 3).unwrap();
+        assert_eq!((d.events, d.lost, d.fresh), (vec![1, 2, 3], 5, false), "2 past capacity + 3 dropped by the kernel");
+        let d = feed.drain(&p, 3).unwrap();
+        assert_eq!((d.events, d.lost), (vec![4], 0));
+        assert_eq!(feed.usage("p").unwrap(), Usage { following: true, unavailable: None, polled: false, delivered: 4, lost: 5 });
+    }
+
+    #[test]
+    fn a_successor_instance_drains_where_the_last_one_stopped() {
+        let (feed, tx, _) = feed(100);
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        feed.drain(&p, 10).unwrap();
+        feed.hold(&p); // the new version starts before the old one goes
+        feed.release(&p);
+        tx.send((vec![7, 8], 0)).unwrap();
+        settle();
+        let d = feed.drain(&p, 10).unwrap();
+        assert_eq!((d.events, d.fresh), (vec![7, 8], false));
+    }
+
+    #[test]
+    fn a_broken_feed_is_reported_once_then_refused_until_retry() {
+        let (feed, tx, _) = feed(100);
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        feed.drain(&p, 10).unwrap();
+        drop(tx);
+        settle();
+        let err = feed.drain(&p, 10).err().unwrap();
+        assert!(err.contains("test feed failed: gone"), "{err}");
+        let again = feed.drain(&p, 10).err().unwrap();
+        assert_eq!(again, err, "not reopened before the retry delay");
+        assert_eq!(feed.usage("p").unwrap().unavailable.as_deref(), Some(err.as_str()));
+    }
+
+    #[test]
+    fn an_open_failure_is_the_plugins_reason_to_poll() {
+        let wake: Wake = Arc::new(|_: &str| {});
+        let feed: Feed<Scripted> = Feed::new("test feed", 10, wake, || Err("not here".to_owned()));
+        let p: Arc<str> = "p".into();
+        assert_eq!(feed.drain(&p, 1).err().unwrap(), "not here");
+        feed.note_polled(&p);
+        let usage = feed.usage("p").unwrap();
+        assert!(!usage.following && usage.polled);
+        assert_eq!(usage.unavailable.as_deref(), Some("not here"));
+    }
+}
