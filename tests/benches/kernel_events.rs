@@ -1,13 +1,16 @@
-//! What polling misses: the real `edgeguard run` with the process collector at the default
-//! high-group interval (10 s), once following the kernel's process events and once polling,
-//! while this bench starts 10,000 short-lived processes (`/bin/true`, one after the other, each
-//! reaped at once). Every message goes to a file; the bench counts the ProcessCreate and
-//! ProcessTerminate of each of its processes by pid, and for the creates how much of the
-//! process the host could read before it ended (the race of a short process against the read
-//! of its `/proc` entry).
+//! What polling misses: the real `edgeguard run` with a collector at its default interval, once
+//! following the kernel's events and once polling:
 //!
-//! `cargo xtask bench` runs it; `cargo bench -p edgeguard-tests --bench kernel_events` alone
-//! needs the release binary and plugins built first. `-- COUNT` changes the 10,000.
+//! - the process collector (10 s) while this bench starts 10,000 short-lived processes
+//!   (`/bin/true`, one after the other, each reaped at once): ProcessCreate and
+//!   ProcessTerminate counted by pid, and for the creates how much of the process the host
+//!   could read before it ended (the race of a short process against the read of its `/proc`);
+//! - the network collector (1 min) while it opens 1,000 short TCP connections on loopback
+//!   (connect, accept, one byte, close both): the outbound ConnectionCreate counted by client port.
+//!
+//! Every message goes to a file. `cargo xtask bench` runs it; `cargo bench -p edgeguard-tests
+//! --bench kernel_events` alone needs the release binary and plugins built first.
+//! `-- PROCESSES CONNECTIONS` change the 10,000 and the 1,000.
 
 use edgeguard_tests::{edgeguard_bin, plugin, write_config};
 use serde_json::Value;
@@ -16,7 +19,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const DEFAULT_COUNT: usize = 10_000;
+const DEFAULT_PROCESSES: usize = 10_000;
+const DEFAULT_CONNECTIONS: usize = 1_000;
 
 struct Outcome {
     created: usize,
@@ -28,7 +32,14 @@ struct Outcome {
 }
 
 fn main() {
-    let count = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(DEFAULT_COUNT);
+    let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let count = numbers.first().copied().unwrap_or(DEFAULT_PROCESSES);
+    let connections = numbers.get(1).copied().unwrap_or(DEFAULT_CONNECTIONS);
+    processes(count);
+    tcp_connections(connections);
+}
+
+fn processes(count: usize) {
     println!("{count} short-lived processes (/bin/true), process collector at the default 10 s interval");
     println!("{:<28} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>14}", "source", "created", "capture", "full", "name only", "pid only", "terminated", "processes/s");
     for (label, events) in [("kernel events (proc connector)", true), ("polling /proc", false)] {
@@ -47,34 +58,41 @@ fn main() {
     }
 }
 
-fn run(count: usize, events: bool) -> Outcome {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
-    // Every event on its own (no aggregation), sent each second; the collector's defaults
-    // otherwise (10 s interval, 4096-event buffer).
+/// `edgeguard run` with one built-in collector (`name`, its plugin crate `package`, its
+/// `grants`), every event on its own (no aggregation) and sent each second, the collector's
+/// defaults otherwise (interval, 4096-event buffer), following the kernel's events or not;
+/// messages into `out`. Returns once its first collection (the baseline) has passed.
+fn start(dir: &Path, name: &str, package: &str, grants: &str, events: bool) -> Child {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin(package), plugins.join(format!("{name}.wasm"))).unwrap();
     let config = write_config(
-        dir.path(),
+        dir,
         "edgeguard.toml",
         &plugins,
         &format!(
             "[schedule]\nfirst_collection_jitter = \"0s\"\n\
-             [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\naggregationEnabledProcessCreate = false\naggregationEnabledProcessTerminate = false\n\
-             [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n[plugin.config]\nreport_existing = false\nevents = {events}\n"
+             [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+             aggregationEnabledProcessCreate = false\naggregationEnabledProcessTerminate = false\naggregationEnabledConnectionCreate = false\n\
+             [[plugin]]\nname = \"{name}\"\nfile = \"{name}.wasm\"\ngrants = [{grants}]\n[plugin.config]\nreport_existing = false\nevents = {events}\n"
         ),
     );
-    let out = dir.path().join("out.jsonl");
-    let mut edgeguard = Command::new(edgeguard_bin())
+    let child = Command::new(edgeguard_bin())
         .args(["--log", "warn", "run", "--config"])
         .arg(&config)
         .arg("--output")
-        .arg(&out)
+        .arg(dir.join("out.jsonl"))
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    // The first collection (the baseline) is due at once; let it pass.
     std::thread::sleep(Duration::from_secs(2));
+    child
+}
+
+fn run(count: usize, events: bool) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let mut edgeguard = start(dir.path(), "process", "edgeguard-plugin-process", "\"processes\", \"log\"", events);
+    let out = dir.path().join("out.jsonl");
 
     let started = Instant::now();
     let pids: Vec<u32> = (0..count)
@@ -133,5 +151,46 @@ fn count_events(out: &Path, pids: &[u32]) -> Outcome {
         pid_only: with("user of its parent"),
         terminated: terminated.len(),
         spawn_rate: 0.0,
+    }
+}
+
+fn tcp_connections(count: usize) {
+    println!();
+    println!("{count} short TCP connections on loopback, network collector at the default 1 min interval");
+    println!("{:<36} {:>18} {:>9} {:>16}", "source", "ConnectionCreate", "capture", "connections/s");
+    for (label, events) in [("kernel events (sock_diag destroy)", true), ("polling the socket table", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut edgeguard = start(dir.path(), "network", "edgeguard-plugin-network", "\"sockets\", \"log\"", events);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap().port();
+        let started = Instant::now();
+        let clients: HashSet<u16> = (0..count)
+            .map(|_| {
+                let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                let (accepted, _) = listener.accept().unwrap();
+                std::io::Write::write_all(&mut client, b"x").unwrap();
+                let port = client.local_addr().unwrap().port();
+                drop(client);
+                drop(accepted);
+                port
+            })
+            .collect();
+        let rate = count as f64 / started.elapsed().as_secs_f64();
+        // The next collection, a minute after the first, and its message a second later.
+        std::thread::sleep(Duration::from_secs(62));
+        stop(&mut edgeguard);
+        let mut seen = HashSet::new();
+        for line in std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default().lines() {
+            let message: Value = serde_json::from_str(line).unwrap();
+            for event in message["Events"].as_array().into_iter().flatten().filter(|e| e["Name"] == "ConnectionCreate") {
+                for p in event["Payload"].as_array().into_iter().flatten() {
+                    let port = |key: &str| p[key].as_str().and_then(|v| v.parse::<u16>().ok());
+                    if p["Direction"] == "Out" && port("RemotePort") == Some(server) && port("LocalPort").is_some_and(|l| clients.contains(&l)) {
+                        seen.insert(port("LocalPort"));
+                    }
+                }
+            }
+        }
+        println!("{:<36} {:>18} {:>8.2}% {:>16.0}", label, seen.len(), seen.len() as f64 * 100.0 / clients.len() as f64, rate);
     }
 }

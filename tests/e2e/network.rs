@@ -1,6 +1,8 @@
 //! The network collector against the real kernel: listeners and connections this test opens
 //! on loopback, IPv4 and IPv6, TCP and UDP, are reported with this process as their owner and
-//! the right direction, once; the sock_diag source and the /proc/net fallback agree.
+//! the right direction, once; the sock_diag source and the /proc/net fallback agree; TCP
+//! connections opened and closed between two collections are caught from the kernel's destroy
+//! notifications, which polling misses.
 
 use edgeguard::capabilities::{Capability, HostContext, SocketSource, read_sockets};
 use edgeguard::config::Limits;
@@ -14,9 +16,13 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 
 async fn network_collector(rt: &edgeguard::runtime::Runtime, host_root: &Path) -> PluginInstance {
+    network_collector_with(rt, HostContext::new(host_root), "{}").await
+}
+
+async fn network_collector_with(rt: &edgeguard::runtime::Runtime, host: std::sync::Arc<HostContext>, config: &str) -> PluginInstance {
     let grants = [Capability::Sockets, Capability::Log];
     let loaded = LoadedPlugin::load_file(rt, "network", &plugin("edgeguard-plugin-network"), &grants, &[]).await.unwrap();
-    loaded.instantiate(HostContext::new(host_root), &Limits::default(), "{}").await.unwrap()
+    loaded.instantiate(host, &Limits::default(), config).await.unwrap()
 }
 
 fn port(v: &Value, key: &str) -> u16 {
@@ -130,7 +136,8 @@ fn sock_diag_and_proc_net_agree() {
     assert_eq!(proc.source, Source::Procfs);
     for table in [&diag, &proc] {
         for (protocol, port) in lo.tcp.iter().map(|l| (Protocol::Tcp, l.local_addr().unwrap().port())).chain(lo.udp.iter().map(|u| (Protocol::Udp, u.local_addr().unwrap().port()))) {
-            let s = table.sockets.iter().find(|s| s.protocol == protocol && s.local_port == port).unwrap_or_else(|| panic!("{protocol:?} {port} in {:?}", table.source));
+            // Unconnected: a connection of an earlier test may linger in time-wait on the port.
+            let s = table.sockets.iter().find(|s| s.protocol == protocol && s.local_port == port && s.remote_port == 0).unwrap_or_else(|| panic!("{protocol:?} {port} in {:?}", table.source));
             assert_eq!(s.state, SocketState::Listen);
             assert_eq!(s.owner.as_ref().map(|o| o.pid), Some(std::process::id()));
             assert_ne!(s.inode, 0);
@@ -141,4 +148,89 @@ fn sock_diag_and_proc_net_agree() {
 #[tokio::test]
 async fn refused_without_the_sockets_grant() {
     assert_refused("edgeguard-plugin-network", &[Capability::Log], "edgeguard:collector/sockets@0.1.2").await;
+}
+
+/// `count` TCP connections to `listener`, each closed by both sides at once: the client ports.
+fn short_connections(listener: &TcpListener, count: usize) -> Vec<u16> {
+    use std::io::Write;
+    (0..count)
+        .map(|_| {
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            client.write_all(b"x").unwrap();
+            let port = client.local_addr().unwrap().port();
+            drop(client);
+            drop(server);
+            port
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_opened_and_closed_between_collections_are_caught_from_the_kernel() {
+    let _turn = one_at_a_time();
+    let (rt, _cache) = runtime();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap().port();
+    let host = HostContext::new(Path::new("/"));
+    let mut collector = network_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    collect(&mut collector).await; // starts following
+    let clients = short_connections(&listener, 50);
+    // The kernel announces a freed socket from a work queue: a moment later.
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events.extend(collect(&mut collector).await);
+        if clients.iter().all(|c| !find(&events, "ConnectionCreate", |i| port(i, "LocalPort") == *c).is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for &client in &clients {
+        let out = find(&events, "ConnectionCreate", |i| port(i, "LocalPort") == client && port(i, "RemotePort") == server);
+        assert_eq!(out.len(), 1, "the client side of connection from {client}: {:?}", host.feeds("network"));
+        assert_eq!((out[0]["Direction"].as_str(), out[0]["Protocol"].as_str()), (Some("Out"), Some("TCP")));
+        assert_eq!(out[0]["ExtraDetails"]["Closed"], "true");
+        assert_eq!(out[0]["ExtraDetails"]["OwnerKnown"], "false");
+        let inbound = find(&events, "ConnectionCreate", |i| port(i, "LocalPort") == server && port(i, "RemotePort") == client);
+        assert_eq!(inbound.len(), 1, "the accepted side of connection from {client}");
+        assert_eq!(inbound[0]["Direction"], "In");
+    }
+    let feeds = host.feeds("network");
+    assert_eq!(feeds.len(), 1);
+    assert_eq!((feeds[0].source, feeds[0].lost, feeds[0].unavailable.as_deref()), ("sock_diag destroy notifications", 0, None));
+    assert!(feeds[0].delivered >= 100, "{feeds:?}");
+
+    // Polling sees only what is open at a collection.
+    let host = HostContext::new(Path::new("/"));
+    let mut polling = network_collector_with(&rt, host.clone(), r#"{"report_existing": false, "events": false}"#).await;
+    collect(&mut polling).await;
+    let clients = short_connections(&listener, 20);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let events = collect(&mut polling).await;
+    assert!(clients.iter().all(|c| find(&events, "ConnectionCreate", |i| port(i, "LocalPort") == *c).is_empty()), "{events:#?}");
+    assert_eq!(host.feeds("network")[0].source, "polling");
+}
+
+#[test]
+fn outside_the_hosts_network_namespace_closed_connections_are_not_followed() {
+    // The destroy notifications are per network namespace: in another one they would be
+    // someone else's connections. The plugin says so and polls.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-network"), plugins.join("network.wasm")).unwrap();
+    let config = edgeguard_tests::write_config(dir.path(), "edgeguard.toml", &plugins, "[[plugin]]\nname = \"network\"\nfile = \"network.wasm\"\ngrants = [\"sockets\", \"log\"]\n");
+    let output = std::process::Command::new("unshare")
+        .arg("--net")
+        .arg(edgeguard_tests::edgeguard_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(dir.path().join("out.jsonl"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("not in the host's network namespace"), "{log}");
+    assert!(log.contains("only connections alive at a collection are seen"), "{log}");
 }

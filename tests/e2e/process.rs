@@ -299,7 +299,8 @@ async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
 
 #[test]
 fn a_kernel_buffer_overrun_is_counted_exactly() {
-    use edgeguard::kernel::proc_connector::{ProcConnector, Read};
+    use edgeguard::kernel::netlink::Received;
+    use edgeguard::kernel::proc_connector::ProcConnector;
     // The smallest buffer the kernel allows, and nobody reading while processes come and go.
     let mut connector = ProcConnector::open(Duration::from_millis(100), 4096).expect("the proc connector is available here");
     short_lived(&unique_tag("overrun"), 100);
@@ -308,9 +309,9 @@ fn a_kernel_buffer_overrun_is_counted_exactly() {
     let mut read = 0;
     loop {
         match connector.read(&mut events).unwrap() {
-            Read::Dropped(n) => dropped += n,
-            Read::Events => read += 1,
-            Read::Idle => break,
+            Received::Dropped(n) => dropped += n,
+            Received::Datagram(_) => read += 1,
+            Received::Idle => break,
         }
     }
     // At least fork, exec and exit for each of the 100: what was not read was dropped, and said.

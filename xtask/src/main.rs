@@ -5,6 +5,8 @@
 //!                               (or `edgeguard ARGS` when ARGS starts with a subcommand)
 //!   cargo xtask test            build everything and run the whole test suite
 //!   cargo xtask bench           run the benchmarks
+//!   cargo xtask envelope [MIN]  measure what ships: sizes, start to first message, RSS and
+//!                               CPU over MIN minutes (10) of `edgeguard run`
 //!   cargo xtask plugins         build the built-in plugins only
 //!   cargo xtask image [TAG]     build the IoT Edge module image (FROM scratch: the static
 //!                               musl binary and the plugins); without a reachable Docker
@@ -16,6 +18,8 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod envelope;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
 const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login", "container", "manifest"];
@@ -65,6 +69,16 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             build_plugins()
         }
+        "envelope" => {
+            // What ships: the image's static binary and plugins.
+            setup_toolchain()?;
+            let context = stage_image()?;
+            let minutes = match rest.first() {
+                Some(m) => m.parse().with_context(|| format!("`{m}` is not a number of minutes"))?,
+                None => 10.0,
+            };
+            envelope::measure(&context, minutes)
+        }
         "image" => {
             setup_toolchain()?;
             let context = stage_image()?;
@@ -77,7 +91,7 @@ fn main() -> Result<()> {
             run(Command::new("docker").arg("build").arg("-t").arg(&tag).arg(&context))
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | plugins | image [TAG]>");
+            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | envelope [MINUTES] | plugins | image [TAG]>");
             if command == "help" { Ok(()) } else { bail!("unknown command `{command}`") }
         }
     }

@@ -130,6 +130,7 @@ pub struct HostContext {
     docker: containers::Engine,
     process_feed: Feed<processes::ProcessSource>,
     exec_details: Arc<processes::ExecDetails>,
+    socket_feed: Feed<sockets::ClosedSource>,
     wakers: Arc<Wakers>,
 }
 
@@ -178,11 +179,19 @@ impl HostContext {
         };
         let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&exec_details));
         let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
-        let process_feed = Feed::new("proc connector", options.event_buffer, wake, move || {
+        let off = || "kernel event sources are off (agent.kernel_events = false)".to_owned();
+        let process_feed = Feed::new("proc connector", options.event_buffer, Arc::clone(&wake), move || {
             if !kernel_events {
-                return Err("kernel event sources are off (agent.kernel_events = false)".to_owned());
+                return Err(off());
             }
             processes::ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
+        });
+        let root = host_root.to_owned();
+        let socket_feed = Feed::new("sock_diag destroy notifications", options.event_buffer, wake, move || {
+            if !kernel_events {
+                return Err(off());
+            }
+            sockets::ClosedSource::open(&root, kernel_buffer)
         });
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
@@ -191,6 +200,7 @@ impl HostContext {
             docker: containers::Engine::new(options.docker_socket),
             process_feed,
             exec_details,
+            socket_feed,
             wakers,
         })
     }
@@ -213,6 +223,16 @@ impl HostContext {
                 delivered: usage.delivered,
                 lost: usage.lost,
                 details: vec![("execFull", load(&d.full)), ("execNameOnly", load(&d.name_only)), ("execPidOnly", load(&d.pid_only))],
+            });
+        }
+        if let Some(usage) = self.socket_feed.usage(plugin) {
+            out.push(FeedStatus {
+                capability: Capability::Sockets,
+                source: if usage.following { self.socket_feed.what } else { "polling" },
+                unavailable: usage.unavailable,
+                delivered: usage.delivered,
+                lost: usage.lost,
+                details: Vec::new(),
             });
         }
         out
@@ -275,6 +295,7 @@ impl HostState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
         host.process_feed.hold(&plugin);
+        host.socket_feed.hold(&plugin);
         Ok(HostState { plugin, host, wasi: wasi.build(), table, guard, containers: containers::PluginContainers::new() })
     }
 }
@@ -283,6 +304,7 @@ impl Drop for HostState {
     /// The plugin's event queues outlive this instance for a while, for its successor.
     fn drop(&mut self) {
         self.host.process_feed.release(&self.plugin);
+        self.host.socket_feed.release(&self.plugin);
     }
 }
 

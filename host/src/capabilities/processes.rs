@@ -3,7 +3,8 @@
 
 use super::{HostContext, HostState};
 use crate::kernel::feed;
-use crate::kernel::proc_connector::{ProcConnector, ProcEvent, Read};
+use crate::kernel::netlink::Received;
+use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
 use crate::runtime::bindings::edgeguard::collector::processes::{Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
@@ -164,8 +165,8 @@ impl feed::Source for ProcessSource {
     fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
         self.raw.clear();
         let dropped = match self.connector.read(&mut self.raw)? {
-            Read::Events | Read::Idle => 0,
-            Read::Dropped(n) => n,
+            Received::Datagram(_) | Received::Idle => 0,
+            Received::Dropped(n) => n,
         };
         for i in 0..self.raw.len() {
             match self.raw[i] {

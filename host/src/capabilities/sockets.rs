@@ -7,7 +7,10 @@
 //! a container). Owners are found in one pass over `<host root>/proc/*/fd`.
 
 use super::{HostContext, HostState};
-use crate::runtime::bindings::edgeguard::collector::sockets::{AddressFamily, Host, Owner, Socket, SocketState, SocketTable, Source};
+use crate::kernel::feed;
+use crate::kernel::netlink::Received;
+use crate::kernel::sock_destroy::{ClosedSocket, SockDestroy};
+use crate::runtime::bindings::edgeguard::collector::sockets::{AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable, Source};
 use crate::runtime::bindings::edgeguard::collector::types::{HostError, Protocol};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -16,11 +19,64 @@ use std::sync::Arc;
 
 impl Host for HostState {
     async fn snapshot(&mut self) -> Result<SocketTable, HostError> {
+        self.host.socket_feed.note_polled(&self.plugin);
         // Blocking reads of /proc; see the processes capability.
         let host = Arc::clone(&self.host);
         tokio::task::spawn_blocking(move || read_sockets(&host, Preference::Auto))
             .await
             .map_err(|e| HostError::Io(format!("socket scan failed: {e}")))?
+    }
+
+    async fn closed(&mut self, max: u32) -> Result<ClosedBatch, HostError> {
+        let (host, plugin) = (Arc::clone(&self.host), Arc::clone(&self.plugin));
+        let drained = tokio::task::spawn_blocking(move || host.socket_feed.drain(&plugin, max as usize))
+            .await
+            .map_err(|e| HostError::Io(format!("closed connections failed: {e}")))?;
+        match drained {
+            Ok(d) => Ok(ClosedBatch { connections: d.events, lost: d.lost, fresh: d.fresh }),
+            Err(why) => Err(HostError::Unavailable(format!("no closed connections: {why}"))),
+        }
+    }
+}
+
+/// The kernel's TCP destroy notifications, for the host's network namespace only: they are
+/// per namespace, and the socket table is the host's.
+pub(crate) struct ClosedSource {
+    destroy: SockDestroy,
+    raw: Vec<ClosedSocket>,
+}
+
+impl ClosedSource {
+    pub(crate) fn open(host_root: &Path, kernel_buffer: usize) -> Result<ClosedSource, String> {
+        let destroy = SockDestroy::open(feed::READ_TIMEOUT, kernel_buffer)?;
+        // Our socket is listed in the netlink table of the host's init process's namespace
+        // exactly when we share it.
+        let table = host_root.join("proc/1/net/netlink");
+        let table = std::fs::read_to_string(&table).map_err(|e| format!("cannot tell the host's network namespace ({}: {e})", table.display()))?;
+        if !destroy.in_namespace_of(&table) {
+            return Err("edgeguard is not in the host's network namespace (run with the host network)".to_owned());
+        }
+        Ok(ClosedSource { destroy, raw: Vec::new() })
+    }
+}
+
+impl feed::Source for ClosedSource {
+    type Event = ClosedConnection;
+
+    fn next(&mut self, out: &mut Vec<ClosedConnection>) -> std::io::Result<u64> {
+        self.raw.clear();
+        let dropped = match self.destroy.read(&mut self.raw)? {
+            Received::Datagram(_) | Received::Idle => 0,
+            Received::Dropped(n) => n,
+        };
+        out.extend(self.raw.drain(..).map(|c| ClosedConnection {
+            family: if c.ipv6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+            local_address: c.local.0,
+            local_port: c.local.1,
+            remote_address: c.remote.0,
+            remote_port: c.remote.1,
+        }));
+        Ok(dropped)
     }
 }
 
@@ -190,24 +246,16 @@ fn owners(host_root: &Path) -> HashMap<u64, Owner> {
 /// The kernel's sock_diag interface (linux/inet_diag.h): a dump request per family and protocol.
 mod sock_diag {
     use super::{AddressFamily, Protocol, Raw, format_address, state_from_kernel};
+    use crate::kernel::netlink::{self, NLMSG_DONE, NLMSG_ERROR, Netlink};
     use std::io;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const NLMSG_HDR: usize = 16;
     const INET_DIAG_MSG: usize = 72;
 
     pub fn dump_all() -> io::Result<Vec<Raw>> {
-        // SAFETY: plain socket creation; the descriptor is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = Netlink::open(libc::NETLINK_SOCK_DIAG)?;
         let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
         for (seq, (family, af, protocol, proto)) in [
             (AddressFamily::Ipv4, libc::AF_INET, Protocol::Tcp, libc::IPPROTO_TCP),
             (AddressFamily::Ipv6, libc::AF_INET6, Protocol::Tcp, libc::IPPROTO_TCP),
@@ -217,54 +265,33 @@ mod sock_diag {
         .into_iter()
         .enumerate()
         {
-            dump(&fd, seq as u32 + 1, af as u8, proto as u8, family, protocol, &mut out)?;
+            // inet_diag_req_v2: family, protocol, ext, pad, states (all), a zero sockid.
+            let mut req = [0u8; 56];
+            req[0] = af as u8;
+            req[1] = proto as u8;
+            req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+            let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+            socket.send(&netlink::request(SOCK_DIAG_BY_FAMILY, flags, seq as u32 + 1, &req))?;
+            dump(&socket, &mut buf, family, protocol, &mut out)?;
         }
         Ok(out)
     }
 
-    fn dump(fd: &OwnedFd, seq: u32, af: u8, proto: u8, family: AddressFamily, protocol: Protocol, out: &mut Vec<Raw>) -> io::Result<()> {
-        // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, 48-byte zero sockid).
-        let mut req = [0u8; NLMSG_HDR + 56];
-        req[0..4].copy_from_slice(&((NLMSG_HDR + 56) as u32).to_ne_bytes());
-        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-        req[8..12].copy_from_slice(&seq.to_ne_bytes());
-        req[16] = af;
-        req[17] = proto;
-        req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // every state
-        // SAFETY: sending a buffer we own to a socket we own; the kernel is the default destination.
-        if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; 64 * 1024];
+    /// Reads the answers to one dump request until its end.
+    fn dump(socket: &Netlink, buf: &mut [u8], family: AddressFamily, protocol: Protocol, out: &mut Vec<Raw>) -> io::Result<()> {
         loop {
-            // SAFETY: receiving into a buffer we own, within its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut at = 0;
-            let n = n as usize;
-            while at + NLMSG_HDR <= n {
-                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().unwrap());
-                if len < NLMSG_HDR || at + len > n {
-                    return Err(io::Error::other("malformed netlink message"));
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let errno = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
-                        return Err(io::Error::from_raw_os_error(-errno));
-                    }
-                    SOCK_DIAG_BY_FAMILY if len >= NLMSG_HDR + INET_DIAG_MSG => {
-                        if let Some(raw) = parse(&buf[at + NLMSG_HDR..at + len], family, protocol) {
+            let n = socket.recv(buf)?;
+            for message in netlink::messages(&buf[..n]) {
+                match message? {
+                    (NLMSG_DONE, _) => return Ok(()),
+                    (NLMSG_ERROR, payload) => return Err(io::Error::from_raw_os_error(netlink::error_of(payload))),
+                    (SOCK_DIAG_BY_FAMILY, payload) if payload.len() >= INET_DIAG_MSG => {
+                        if let Some(raw) = parse(payload, family, protocol) {
                             out.push(raw);
                         }
                     }
                     _ => {}
                 }
-                at += (len + 3) & !3;
             }
         }
     }

@@ -79,13 +79,66 @@ impl Netlink {
     /// receive buffer was full): the `Drops` column of our line in `/proc/self/net/netlink`. The
     /// `ENOBUFS` of `recv` only says that some were; this says how many.
     pub fn drops(&self) -> Option<u64> {
+        let table = std::fs::read_to_string("/proc/self/net/netlink").ok()?;
+        drops_of(&table, self.inode()?)
+    }
+
+    /// Whether this bound socket is listed in `table` (a `net/netlink` file): whether it lives
+    /// in that file's network namespace. Needs no privilege over the namespace's processes.
+    pub fn listed_in(&self, table: &str) -> bool {
+        self.inode().is_some_and(|inode| drops_of(table, inode).is_some())
+    }
+
+    fn inode(&self) -> Option<u64> {
         // SAFETY: fstat of a descriptor we own into a zeroed stat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {
             return None;
         }
-        let table = std::fs::read_to_string("/proc/self/net/netlink").ok()?;
-        drops_of(&table, st.st_ino)
+        Some(st.st_ino)
+    }
+}
+
+/// What [`Multicast::receive`] got.
+pub enum Received {
+    /// A datagram of this many bytes.
+    Datagram(usize),
+    /// Nothing within the receive timeout.
+    Idle,
+    /// The kernel dropped this many messages for us: the socket's buffer was full.
+    Dropped(u64),
+}
+
+/// A socket joined to multicast groups, telling apart a datagram, a quiet moment and an
+/// overrun, with the exact number of messages an overrun cost.
+pub struct Multicast {
+    socket: Netlink,
+    drops_seen: u64,
+}
+
+impl Multicast {
+    /// `socket` is bound to its groups already.
+    pub fn new(socket: Netlink) -> Multicast {
+        let drops_seen = socket.drops().unwrap_or(0);
+        Multicast { socket, drops_seen }
+    }
+
+    pub fn socket(&self) -> &Netlink {
+        &self.socket
+    }
+
+    pub fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        match self.socket.recv(buf) {
+            Ok(n) => Ok(Received::Datagram(n)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(Received::Idle),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                let total = self.socket.drops().unwrap_or(self.drops_seen + 1);
+                let dropped = total.saturating_sub(self.drops_seen).max(1);
+                self.drops_seen = total.max(self.drops_seen + 1);
+                Ok(Received::Dropped(dropped))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! also want CAP_NET_ADMIN. [`ProcConnector::open`] tells which of these stands in the way, so
 //! that the caller can fall back to polling with a reason.
 
-use super::netlink::{self, Netlink};
+use super::netlink::{self, Multicast, Netlink, Received};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -34,19 +34,9 @@ pub enum ProcEvent {
     Exit { pid: u32, parent: u32, code: i32 },
 }
 
-/// What [`ProcConnector::read`] saw.
-pub enum Read {
-    Events,
-    /// Nothing within the receive timeout.
-    Idle,
-    /// The kernel dropped this many events for us (the socket's buffer was full).
-    Dropped(u64),
-}
-
 pub struct ProcConnector {
-    socket: Netlink,
+    multicast: Multicast,
     buf: Vec<u8>,
-    drops_seen: u64,
 }
 
 impl ProcConnector {
@@ -61,11 +51,11 @@ impl ProcConnector {
         socket.bind(CN_IDX_PROC).map_err(|e| format!("cannot join the process events group: {e}"))?;
         socket.set_receive_buffer(receive_buffer);
         socket.set_receive_timeout(ACK_WAIT).map_err(|e| e.to_string())?;
-        let mut connector = ProcConnector { socket, buf: vec![0; 8192], drops_seen: 0 };
         // The kernel answers a request by echoing its `ack` plus one to every listener.
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let nonce = std::process::id().rotate_left(16) ^ nanos;
-        match connector.listen(nonce)? {
+        let mut buf = vec![0; 8192];
+        match listen(&socket, &mut buf, nonce)? {
             Some(0) => {}
             Some(libc::EPERM) => return Err("the kernel refuses process events without CAP_NET_ADMIN".to_owned()),
             Some(errno) => return Err(format!("the kernel refused process events: {}", io::Error::from_raw_os_error(errno))),
@@ -74,66 +64,57 @@ impl ProcConnector {
         // Kernels since 6.6 filter per listener: only the three events we use. This form gets
         // no answer (the filter drops it), and older kernels ignore it: they send everything.
         let filter = [PROC_CN_MCAST_LISTEN, PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT];
-        let _ = connector.socket.send(&control(nonce.wrapping_add(2), &filter.map(u32::to_ne_bytes).concat()));
-        connector.socket.set_receive_timeout(receive_timeout).map_err(|e| e.to_string())?;
-        connector.drops_seen = connector.socket.drops().unwrap_or(0);
-        Ok(connector)
-    }
-
-    /// Sends a listen request and waits for its acknowledgement: the errno it carries, or None
-    /// when none came.
-    fn listen(&mut self, nonce: u32) -> Result<Option<i32>, String> {
-        self.socket.send(&control(nonce, &PROC_CN_MCAST_LISTEN.to_ne_bytes())).map_err(|e| match e.raw_os_error() {
-            // No kernel end in this network namespace.
-            Some(libc::ECONNREFUSED) => "the process events connector exists only in the host's network namespace (run with the host network)".to_owned(),
-            _ => format!("cannot ask for process events: {e}"),
-        })?;
-        let deadline = Instant::now() + ACK_WAIT;
-        while Instant::now() < deadline {
-            let n = match self.socket.recv(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
-                // Others' events can overflow us before our answer: keep waiting for it.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
-                Err(e) => return Err(format!("reading the process events connector: {e}")),
-            };
-            for message in netlink::messages(&self.buf[..n]) {
-                let Ok((_, payload)) = message else { continue };
-                if let Some(errno) = acknowledgement(payload, nonce) {
-                    return Ok(Some(errno));
-                }
-            }
-        }
-        Ok(None)
+        let _ = socket.send(&control(nonce.wrapping_add(2), &filter.map(u32::to_ne_bytes).concat()));
+        socket.set_receive_timeout(receive_timeout).map_err(|e| e.to_string())?;
+        Ok(ProcConnector { multicast: Multicast::new(socket), buf })
     }
 
     /// Waits for the next datagram (up to the receive timeout) and appends its events to `out`.
-    pub fn read(&mut self, out: &mut Vec<ProcEvent>) -> io::Result<Read> {
-        let n = match self.socket.recv(&mut self.buf) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => return Ok(Read::Idle),
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                let total = self.socket.drops().unwrap_or(self.drops_seen + 1);
-                let dropped = total.saturating_sub(self.drops_seen).max(1);
-                self.drops_seen = total.max(self.drops_seen + 1);
-                return Ok(Read::Dropped(dropped));
-            }
-            Err(e) => return Err(e),
-        };
-        for message in netlink::messages(&self.buf[..n]) {
-            let (_, payload) = message?;
-            if let Some(event) = parse(payload) {
-                out.push(event);
+    pub fn read(&mut self, out: &mut Vec<ProcEvent>) -> io::Result<Received> {
+        let received = self.multicast.receive(&mut self.buf)?;
+        if let Received::Datagram(n) = received {
+            for message in netlink::messages(&self.buf[..n]) {
+                let (_, payload) = message?;
+                if let Some(event) = parse(payload) {
+                    out.push(event);
+                }
             }
         }
-        Ok(Read::Events)
+        Ok(received)
     }
+}
+
+/// Sends a listen request and waits for its acknowledgement: the errno it carries, or None when
+/// none came.
+fn listen(socket: &Netlink, buf: &mut [u8], nonce: u32) -> Result<Option<i32>, String> {
+    socket.send(&control(nonce, &PROC_CN_MCAST_LISTEN.to_ne_bytes())).map_err(|e| match e.raw_os_error() {
+        // No kernel end in this network namespace.
+        Some(libc::ECONNREFUSED) => "the process events connector exists only in the host's network namespace (run with the host network)".to_owned(),
+        _ => format!("cannot ask for process events: {e}"),
+    })?;
+    let deadline = Instant::now() + ACK_WAIT;
+    while Instant::now() < deadline {
+        let n = match socket.recv(buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+            // Others' events can overflow us before our answer: keep waiting for it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+            Err(e) => return Err(format!("reading the process events connector: {e}")),
+        };
+        for message in netlink::messages(&buf[..n]) {
+            let Ok((_, payload)) = message else { continue };
+            if let Some(errno) = acknowledgement(payload, nonce) {
+                return Ok(Some(errno));
+            }
+        }
+    }
+    Ok(None)
 }
 
 impl Drop for ProcConnector {
     /// The kernel counts listeners and stops making events when none is left.
     fn drop(&mut self) {
-        let _ = self.socket.send(&control(0, &PROC_CN_MCAST_IGNORE.to_ne_bytes()));
+        let _ = self.multicast.socket().send(&control(0, &PROC_CN_MCAST_IGNORE.to_ne_bytes()));
     }
 }
 

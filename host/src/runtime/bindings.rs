@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
         // Connects to the kernel on first use.
         "edgeguard:collector/processes.events": async,
         "edgeguard:collector/sockets.snapshot": async,
+        "edgeguard:collector/sockets.closed": async,
         "edgeguard:collector/logins.stat": async,
         "edgeguard:collector/logins.read-utmp": async,
         "edgeguard:collector/logins.read-lines": async,

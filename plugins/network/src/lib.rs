@@ -4,6 +4,11 @@
 //!
 //! A connection is identified by protocol and both endpoints, so one that moved from
 //! established to time-wait between two collections is not reported twice.
+//!
+//! A TCP connection opened and closed between two collections is not in any table: where the
+//! host follows the kernel's socket destroy notifications, those that no snapshot saw are
+//! reported too, without an owner (the process had let go of the socket), `Closed` in their
+//! details.
 
 use edgeguard_sdk::{config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
@@ -20,6 +25,10 @@ struct NetworkCollector {
     /// The listening set last reported.
     listening: Option<BTreeSet<ListenKey>>,
     report_existing: bool,
+    /// Follow the connections the kernel closes (configuration `events`).
+    follow: bool,
+    /// Why the host does not tell closed connections, once it said so.
+    closed_unavailable: Option<String>,
     backlog: Vec<Event>,
     source: Option<Source>,
 }
@@ -34,11 +43,13 @@ impl Collector for NetworkCollector {
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        config_keys(&config, &["report_existing"])?;
+        config_keys(&config, &["report_existing", "events"])?;
         Ok(NetworkCollector {
             known: None,
             listening: None,
             report_existing: config_bool(&config, "report_existing", true)?,
+            follow: config_bool(&config, "events", true)?,
+            closed_unavailable: None,
             backlog: Vec::new(),
             source: None,
         })
@@ -78,10 +89,61 @@ impl Collector for NetworkCollector {
                 }
             }
         }
+        if self.follow {
+            let room = (max_events as usize).saturating_sub(self.backlog.len()) as u32;
+            self.closed(room, &before, &now, &listen_ports)?;
+        }
         self.known = Some(now);
 
         let take = self.backlog.len().min(max_events as usize);
         Ok(self.backlog.drain(..take).collect())
+    }
+}
+
+impl NetworkCollector {
+    /// The connections the kernel closed since the last collection that neither this snapshot
+    /// nor the last one saw.
+    fn closed(&mut self, max: u32, before: &HashSet<ConnKey>, now: &HashSet<ConnKey>, listen_ports: &HashSet<(bool, u16)>) -> Result<(), CollectError> {
+        if max == 0 {
+            return Ok(());
+        }
+        let batch = match sockets::closed(max) {
+            Ok(batch) => batch,
+            Err(HostError::Unavailable(why)) => {
+                if self.closed_unavailable.as_ref() != Some(&why) {
+                    info!("{why}: only connections alive at a collection are seen");
+                    self.closed_unavailable = Some(why);
+                }
+                return Ok(());
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if self.closed_unavailable.take().is_some() {
+            info!("following the connections the kernel closes again");
+        }
+        if batch.lost > 0 {
+            warn!("{} closed connections were lost before this collection", batch.lost);
+        }
+        for c in batch.connections {
+            let key: ConnKey = (true, c.local_address.clone(), c.local_port, c.remote_address.clone(), c.remote_port);
+            if before.contains(&key) || now.contains(&key) {
+                continue;
+            }
+            self.backlog.push(Event::ConnectionCreate(ConnectionCreate {
+                protocol: Protocol::Tcp,
+                direction: if listen_ports.contains(&(true, c.local_port)) { Direction::In } else { Direction::Out },
+                local_address: c.local_address,
+                local_port: c.local_port,
+                remote_address: c.remote_address,
+                remote_port: c.remote_port,
+                process_id: 0,
+                executable: String::new(),
+                command_line: None,
+                user_id: None,
+                extra: vec![("OwnerKnown".to_owned(), "false".to_owned()), ("Closed".to_owned(), "true".to_owned())],
+            }));
+        }
+        Ok(())
     }
 }
 
