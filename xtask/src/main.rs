@@ -242,15 +242,15 @@ fn stage_image() -> Result<PathBuf> {
     // ring's C and assembly parts, for musl.
     install_packages(&["musl-tools"])?;
     build_plugins()?;
-    step("building the static edgeguard binary (musl)");
-    run(cargo().env("CARGO_PROFILE_RELEASE_STRIP", "symbols").args(["build", "--release", "--target", MUSL, "-p", "edgeguard"]))?;
+    step("building the static edgeguard binary (musl, the `dist` profile: small and stripped)");
+    run(cargo().args(["build", "--profile", "dist", "--target", MUSL, "-p", "edgeguard"]))?;
     let context = target_dir().join("image");
     if context.exists() {
         std::fs::remove_dir_all(&context)?;
     }
     std::fs::create_dir_all(context.join("plugins"))?;
     std::fs::copy(repo_root().join("deploy/Dockerfile"), context.join("Dockerfile"))?;
-    let binary = target_dir().join(MUSL).join("release/edgeguard");
+    let binary = target_dir().join(MUSL).join("dist/edgeguard");
     std::fs::copy(&binary, context.join("edgeguard")).with_context(|| format!("copying {}", binary.display()))?;
     let mut size = std::fs::metadata(&binary)?.len();
     for p in BUILTIN_PLUGINS {

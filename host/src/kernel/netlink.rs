@@ -47,7 +47,7 @@ impl Netlink {
 
     /// `recv` gives up after `timeout` with `WouldBlock`, so a reader thread can look around.
     pub fn set_receive_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+        let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
         // SAFETY: a timeval of the right size for SO_RCVTIMEO on a socket we own.
         let r = unsafe { libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32) };
         if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }

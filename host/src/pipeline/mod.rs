@@ -307,6 +307,7 @@ impl Pipeline {
         if self.in_flight.len() >= self.settings.max_in_flight || self.retry_at.is_some_and(|t| now < t) {
             return None;
         }
+        self.retry_at = None;
         let asc = &self.settings.asc;
         for (fi, family) in FAMILIES.into_iter().enumerate() {
             let pending: u64 = Queue::ALL.iter().map(|q| self.pending(*q, family)).sum();
@@ -453,8 +454,17 @@ impl Pipeline {
     fn next_deadline(&self, now: Instant) -> Instant {
         let asc = &self.settings.asc;
         let mut at = now + Duration::from_secs(1);
-        for fi in 0..FAMILIES.len() {
-            at = at.min(self.last_high[fi] + asc.high_priority_message_frequency).min(self.last_low[fi] + asc.low_priority_message_frequency);
+        // A queue's frequency matters only while it holds something and could be sent: an
+        // empty one, or one waiting for acknowledgements or for the retry after a failure,
+        // would be due (and wake the loop) at every turn.
+        let blocked = self.in_flight.len() >= self.settings.max_in_flight || self.retry_at.is_some_and(|t| now < t);
+        for (fi, family) in FAMILIES.into_iter().enumerate().filter(|_| !blocked) {
+            if self.pending(Queue::High, family) > 0 {
+                at = at.min(self.last_high[fi] + asc.high_priority_message_frequency);
+            }
+            if self.pending(Queue::Low, family) > 0 || self.pending(Queue::Operational, family) > 0 {
+                at = at.min(self.last_low[fi] + asc.low_priority_message_frequency);
+            }
         }
         at = at.min(self.last_report + asc.snapshot_frequency);
         if let Some(retry) = self.retry_at {
@@ -580,4 +590,23 @@ fn family_name(f: Family) -> &'static str {
 /// A Diagnostic about the pipeline itself.
 pub fn diagnostic(severity: Severity, message: &str) -> SecurityEvent {
     SecurityEvent::diagnostic(severity, message, &[("Component", "pipeline".into())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle pipeline sleeps: a queue whose frequency has long passed does not wake it while
+    /// it is empty, nor does a retry time that has passed.
+    #[test]
+    fn an_idle_pipeline_does_not_spin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut pipeline, _) = Pipeline::open(StateDir::open(dir.path()).unwrap(), Settings::default(), "agent").unwrap();
+        let now = Instant::now() + Duration::from_secs(3600);
+        assert!(pipeline.next_deadline(now) >= now + Duration::from_millis(500), "empty queues, frequencies long due");
+        pipeline.retry_at = Some(now - Duration::from_secs(10));
+        assert!(pipeline.next_message(now, false).is_none());
+        assert_eq!(pipeline.retry_at, None, "a retry time passed is forgotten");
+        assert!(pipeline.next_deadline(now) >= now + Duration::from_millis(500));
+    }
 }

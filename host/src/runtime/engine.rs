@@ -3,7 +3,8 @@
 use super::artifact_cache::ArtifactCache;
 use super::limits::TICK;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// One engine, its compiled-artifact cache and the epoch ticker that drives CPU deadlines.
 #[derive(Clone)]
@@ -38,13 +39,46 @@ pub fn engine_config() -> wasmtime::Config {
     c
 }
 
-/// Advances the epoch every tick while the engine lives.
+/// Calls into plugins under way, process-wide. Epochs only matter while wasm runs, so the
+/// ticker sleeps while there are none: an idle agent is not woken a hundred times a second.
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+static CALL_STARTED: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+
+/// A call into a plugin under way, for as long as it lives.
+pub(crate) struct Ticking(());
+
+/// Marks a call under way, waking the ticker if it was asleep.
+pub(crate) fn ticking() -> Ticking {
+    if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        let _lock = CALL_STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
+        CALL_STARTED.1.notify_all();
+    }
+    Ticking(())
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        CALLS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Advances the epoch every tick while the engine lives and a call is under way.
 fn start_epoch_ticker(engine: &wasmtime::Engine) {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                if CALLS.load(Ordering::SeqCst) == 0 {
+                    drop(engine);
+                    let lock = CALL_STARTED.0.lock().unwrap_or_else(|e| e.into_inner());
+                    // Checked again under the lock: a call starting now notifies after we wait.
+                    // The timeout only lets a dropped engine end its ticker.
+                    if CALLS.load(Ordering::SeqCst) == 0 {
+                        let _ = CALL_STARTED.1.wait_timeout(lock, std::time::Duration::from_secs(1));
+                    }
+                    continue;
+                }
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(TICK);

@@ -54,6 +54,7 @@ const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
 /// Runs one call into the plugin under its CPU deadline and outer timeout, classifying failures.
 macro_rules! guarded {
     ($self:ident, |$b:ident, $s:ident| $call:expr) => {{
+        let _ticking = super::engine::ticking();
         $self.store.data_mut().guard.start_call();
         $self.store.set_epoch_deadline(1);
         let $b = &$self.bindings;
@@ -80,6 +81,7 @@ impl PluginInstance {
         store.epoch_deadline_callback(|mut ctx| {
             Ok(if ctx.data_mut().guard.tick() { UpdateDeadline::Yield(1) } else { UpdateDeadline::Interrupt })
         });
+        let _ticking = super::engine::ticking();
         store.data_mut().guard.start_call();
         store.set_epoch_deadline(1);
         let timeout = limits.call_timeout.0;
