@@ -133,6 +133,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             link.wait_connected(ONCE_CONNECT_WAIT).await?;
         }
     } else {
+        tasks.push(tokio::spawn(release_after_loading(view.changes.clone())));
         let (wanted_tx, wanted_rx) = watch::channel(Arc::new(in_force.fleet.clone()));
         tasks.push(tokio::spawn(fleet.run(wanted_rx)));
         let controller = Controller::new(config.clone(), in_force, pipeline.commands(), control.clone(), wanted_tx);
@@ -152,6 +153,20 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let c = pipeline.statistics();
     tracing::info!(queued = pipeline.queued(), messages = c.messages_sent, failed = c.total_failed, "edgeguard stopped");
     Ok(())
+}
+
+/// Once loading has settled (the first collections made, or a change of collectors done),
+/// hands loading's file pages back to the kernel (see [`crate::footprint`]).
+async fn release_after_loading(mut changes: watch::Receiver<u64>) {
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let advised = tokio::task::spawn_blocking(crate::footprint::release_loading_pages).await.unwrap_or(0);
+        tracing::debug!(advised_bytes = advised, "loading's file pages handed back to the kernel");
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Without a twin, the local file alone says what runs.

@@ -14,6 +14,7 @@ pub mod control;
 pub mod edge;
 pub mod events;
 pub mod fleet;
+pub mod footprint;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;
