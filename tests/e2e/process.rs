@@ -376,3 +376,49 @@ async fn the_module_reports_which_source_its_process_collector_uses() {
     assert!(feed["unavailable"].as_str().unwrap().contains("PID"), "{feed}");
     assert_eq!(feed["delivered"], 0);
 }
+
+#[test]
+fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
+    // A collector that takes one event per collection, behind a 16-event buffer: a burst of
+    // processes overflows it however often the collector is woken.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+         [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n[plugin.limits]\nmax_events_per_call = 1\n[plugin.config]\nreport_existing = false\n",
+    )
+    .to_string_lossy()
+    .into_owned();
+    // `event_buffer` belongs to the [agent] table that write_config opens.
+    let text = std::fs::read_to_string(&config).unwrap().replacen("[agent]\n", "[agent]\nevent_buffer = 16\n", 1);
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let edgeguard = Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--config"]).arg(&config).arg("--output").arg(&out).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    short_lived(&unique_tag("burst"), 100);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let lost = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let found = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|m| {
+            m["Events"].as_array()?.iter().filter(|e| e["Name"] == "Diagnostic").flat_map(|e| e["Payload"].as_array().cloned().unwrap_or_default()).find(|p| p["ExtraDetails"]["LostEvents"].is_string())
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no Diagnostic about lost events in {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    let output = edgeguard.wait_with_output().unwrap();
+    assert!(lost["Message"].as_str().unwrap().contains("kernel events lost"), "{lost}");
+    assert_eq!(lost["ExtraDetails"]["Plugin"], "process");
+    assert!(lost["ExtraDetails"]["LostEvents"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("kernel events lost"));
+}
