@@ -127,7 +127,9 @@ impl ProcessSource {
         let users = self.users.current(&self.host_root);
         let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string())).ok().and_then(|p| read_process(&p, &users));
         let (process, detail) = match read {
-            Some(p) if p.state == State::Zombie || (p.executable.is_empty() && p.command_line.is_empty()) => (p, Detail::NameOnly),
+            // Exiting between the reads leaves some empty (the command line goes with the
+            // memory, the executable link with the files): partial, whatever the state said.
+            Some(p) if p.state == State::Zombie || p.executable.is_empty() || p.command_line.is_empty() => (p, Detail::NameOnly),
             Some(p) => (p, Detail::Full),
             None => {
                 // Gone already: its parent (alive, as a rule: it has yet to reap it) lends the
