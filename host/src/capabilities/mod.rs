@@ -121,6 +121,16 @@ pub(crate) fn executable_of(proc_dir: &Path, pid: u32) -> Option<String> {
     std::fs::read_link(proc_dir.join(format!("{pid}/exe"))).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Drains `plugin`'s queue of the kernel feed `pick` chooses (`what` it carries, for errors) on
+/// the blocking pool: the first drain connects to the kernel and waits for its answer.
+async fn drain_feed<S: feed::Source>(host: &Arc<HostContext>, plugin: &Arc<str>, max: u32, what: &str, pick: fn(&HostContext) -> &Feed<S>) -> Result<feed::Drained<S::Event>, types::HostError> {
+    let (host, plugin) = (Arc::clone(host), Arc::clone(plugin));
+    tokio::task::spawn_blocking(move || pick(&host).drain(&plugin, max as usize))
+        .await
+        .map_err(|e| types::HostError::Io(format!("{what} failed: {e}")))?
+        .map_err(|why| types::HostError::Unavailable(format!("no {what}: {why}")))
+}
+
 /// State shared by every plugin: where the host is, caches of its databases, and the kernel
 /// event sources plugins follow.
 pub struct HostContext {
@@ -212,30 +222,22 @@ impl HostContext {
 
     /// Where `plugin`'s data comes from, per capability with an event source: what a status shows.
     pub fn feeds(&self, plugin: &str) -> Vec<FeedStatus> {
-        let mut out = Vec::new();
-        if let Some(usage) = self.process_feed.usage(plugin) {
-            let d = &self.exec_details;
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-            out.push(FeedStatus {
-                capability: Capability::Processes,
-                source: if usage.following { self.process_feed.what } else { "polling" },
-                unavailable: usage.unavailable,
-                delivered: usage.delivered,
-                lost: usage.lost,
-                details: vec![("execFull", load(&d.full)), ("execNameOnly", load(&d.name_only)), ("execPidOnly", load(&d.pid_only))],
-            });
-        }
-        if let Some(usage) = self.socket_feed.usage(plugin) {
-            out.push(FeedStatus {
-                capability: Capability::Sockets,
-                source: if usage.following { self.socket_feed.what } else { "polling" },
-                unavailable: usage.unavailable,
-                delivered: usage.delivered,
-                lost: usage.lost,
-                details: Vec::new(),
-            });
-        }
-        out
+        let status = |capability, what, usage: feed::Usage, details| FeedStatus {
+            capability,
+            source: if usage.following { what } else { "polling" },
+            unavailable: usage.unavailable,
+            delivered: usage.delivered,
+            lost: usage.lost,
+            details,
+        };
+        let d = &self.exec_details;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let processes = self.process_feed.usage(plugin).map(|usage| {
+            let details = vec![("execFull", load(&d.full)), ("execNameOnly", load(&d.name_only)), ("execPidOnly", load(&d.pid_only))];
+            status(Capability::Processes, self.process_feed.what, usage, details)
+        });
+        let sockets = self.socket_feed.usage(plugin).map(|usage| status(Capability::Sockets, self.socket_feed.what, usage, Vec::new()));
+        processes.into_iter().chain(sockets).collect()
     }
 }
 

@@ -32,15 +32,8 @@ impl Host for HostState {
     }
 
     async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
-        // The first call connects to the kernel and waits for its answer: off the executor.
-        let (host, plugin) = (Arc::clone(&self.host), Arc::clone(&self.plugin));
-        let drained = tokio::task::spawn_blocking(move || host.process_feed.drain(&plugin, max as usize))
-            .await
-            .map_err(|e| HostError::Io(format!("process events failed: {e}")))?;
-        match drained {
-            Ok(d) => Ok(EventBatch { events: d.events, lost: d.lost, fresh: d.fresh }),
-            Err(why) => Err(HostError::Unavailable(format!("no process events: {why}"))),
-        }
+        let d = super::drain_feed(&self.host, &self.plugin, max, "process events", |h| &h.process_feed).await?;
+        Ok(EventBatch { events: d.events, lost: d.lost, fresh: d.fresh })
     }
 }
 

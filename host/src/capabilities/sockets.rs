@@ -28,14 +28,8 @@ impl Host for HostState {
     }
 
     async fn closed(&mut self, max: u32) -> Result<ClosedBatch, HostError> {
-        let (host, plugin) = (Arc::clone(&self.host), Arc::clone(&self.plugin));
-        let drained = tokio::task::spawn_blocking(move || host.socket_feed.drain(&plugin, max as usize))
-            .await
-            .map_err(|e| HostError::Io(format!("closed connections failed: {e}")))?;
-        match drained {
-            Ok(d) => Ok(ClosedBatch { connections: d.events, lost: d.lost, fresh: d.fresh }),
-            Err(why) => Err(HostError::Unavailable(format!("no closed connections: {why}"))),
-        }
+        let d = super::drain_feed(&self.host, &self.plugin, max, "closed connections", |h| &h.socket_feed).await?;
+        Ok(ClosedBatch { connections: d.events, lost: d.lost, fresh: d.fresh })
     }
 }
 
@@ -245,22 +239,20 @@ fn owners(host_root: &Path) -> HashMap<u64, Owner> {
 
 /// The kernel's sock_diag interface (linux/inet_diag.h): a dump request per family and protocol.
 mod sock_diag {
-    use super::{AddressFamily, Protocol, Raw, format_address, state_from_kernel};
+    use super::{AddressFamily, Protocol, Raw, state_from_kernel};
+    use crate::kernel::inet_diag::{self, SOCK_DIAG_BY_FAMILY};
     use crate::kernel::netlink::{self, NLMSG_DONE, NLMSG_ERROR, Netlink};
     use std::io;
-
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const INET_DIAG_MSG: usize = 72;
 
     pub fn dump_all() -> io::Result<Vec<Raw>> {
         let socket = Netlink::open(libc::NETLINK_SOCK_DIAG)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
-        for (seq, (family, af, protocol, proto)) in [
-            (AddressFamily::Ipv4, libc::AF_INET, Protocol::Tcp, libc::IPPROTO_TCP),
-            (AddressFamily::Ipv6, libc::AF_INET6, Protocol::Tcp, libc::IPPROTO_TCP),
-            (AddressFamily::Ipv4, libc::AF_INET, Protocol::Udp, libc::IPPROTO_UDP),
-            (AddressFamily::Ipv6, libc::AF_INET6, Protocol::Udp, libc::IPPROTO_UDP),
+        for (seq, (af, protocol, proto)) in [
+            (libc::AF_INET, Protocol::Tcp, libc::IPPROTO_TCP),
+            (libc::AF_INET6, Protocol::Tcp, libc::IPPROTO_TCP),
+            (libc::AF_INET, Protocol::Udp, libc::IPPROTO_UDP),
+            (libc::AF_INET6, Protocol::Udp, libc::IPPROTO_UDP),
         ]
         .into_iter()
         .enumerate()
@@ -272,41 +264,30 @@ mod sock_diag {
             req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
             let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
             socket.send(&netlink::request(SOCK_DIAG_BY_FAMILY, flags, seq as u32 + 1, &req))?;
-            dump(&socket, &mut buf, family, protocol, &mut out)?;
+            dump(&socket, &mut buf, protocol, &mut out)?;
         }
         Ok(out)
     }
 
     /// Reads the answers to one dump request until its end.
-    fn dump(socket: &Netlink, buf: &mut [u8], family: AddressFamily, protocol: Protocol, out: &mut Vec<Raw>) -> io::Result<()> {
+    fn dump(socket: &Netlink, buf: &mut [u8], protocol: Protocol, out: &mut Vec<Raw>) -> io::Result<()> {
         loop {
             let n = socket.recv(buf)?;
             for message in netlink::messages(&buf[..n]) {
                 match message? {
                     (NLMSG_DONE, _) => return Ok(()),
                     (NLMSG_ERROR, payload) => return Err(io::Error::from_raw_os_error(netlink::error_of(payload))),
-                    (SOCK_DIAG_BY_FAMILY, payload) if payload.len() >= INET_DIAG_MSG => {
-                        if let Some(raw) = parse(payload, family, protocol) {
-                            out.push(raw);
+                    (SOCK_DIAG_BY_FAMILY, payload) => {
+                        if let Some(s) = inet_diag::parse(payload) {
+                            let family = if s.ipv6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 };
+                            let state = state_from_kernel(s.state, protocol, s.remote.1);
+                            out.push(Raw { protocol, family, state, local: s.local, remote: s.remote, uid: s.uid, inode: s.inode });
                         }
                     }
                     _ => {}
                 }
             }
         }
-    }
-
-    /// inet_diag_msg: family, state, timer, retrans; sockid (sport, dport big-endian; src, dst
-    /// 16 bytes each; interface; cookie); expires, rqueue, wqueue, uid, inode.
-    fn parse(m: &[u8], family: AddressFamily, protocol: Protocol) -> Option<Raw> {
-        let state = m[1];
-        let sport = u16::from_be_bytes([m[4], m[5]]);
-        let dport = u16::from_be_bytes([m[6], m[7]]);
-        let local = format_address(family, &m[8..24])?;
-        let remote = format_address(family, &m[24..40])?;
-        let uid = u32::from_ne_bytes(m[64..68].try_into().ok()?);
-        let inode = u32::from_ne_bytes(m[68..72].try_into().ok()?) as u64;
-        Some(Raw { protocol, family, state: state_from_kernel(state, protocol, dport), local: (local, sport), remote: (remote, dport), uid, inode })
     }
 }
 

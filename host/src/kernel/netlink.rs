@@ -181,6 +181,12 @@ pub fn request(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     m
 }
 
+/// The native-endian `u32` at `at` in `b`, if `b` is long enough: netlink payloads are in the
+/// host's byte order.
+pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
 /// The errno of an `NLMSG_ERROR` payload (0 for an acknowledgement).
 pub fn error_of(payload: &[u8]) -> i32 {
     payload.get(..4).map_or(0, |b| -i32::from_ne_bytes(b.try_into().expect("4 bytes")))

@@ -6,7 +6,7 @@
 //! also want CAP_NET_ADMIN. [`ProcConnector::open`] tells which of these stands in the way, so
 //! that the caller can fall back to polling with a reason.
 
-use super::netlink::{self, Multicast, Netlink, Received};
+use super::netlink::{self, Multicast, Netlink, Received, u32_at};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -130,10 +130,6 @@ fn control(nonce: u32, op: &[u8]) -> Vec<u8> {
     cn.extend_from_slice(&0u16.to_ne_bytes()); // flags
     cn.extend_from_slice(op);
     netlink::request(netlink::NLMSG_DONE, 0, 0, &cn)
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// The errno of the kernel's answer to our request `nonce`, if `payload` is that answer.

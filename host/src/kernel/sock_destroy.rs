@@ -3,15 +3,13 @@
 //! its endpoints and `tcp_info`, so that a connection opened and closed between two snapshots
 //! of the socket table is still seen. The process that held it is gone from it by then.
 
-use super::netlink::{self, Multicast, Netlink, Received};
+use super::inet_diag::{self, SOCK_DIAG_BY_FAMILY};
+use super::netlink::{self, Multicast, Netlink, Received, u32_at};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// `SKNLGRP_INET_TCP_DESTROY` (1) and `SKNLGRP_INET6_TCP_DESTROY` (3), as `nl_groups` bits.
 const TCP_DESTROY_GROUPS: u32 = 1 << 0 | 1 << 2;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const INET_DIAG_MSG: usize = 72;
 const INET_DIAG_INFO: u16 = 2;
 /// Offsets in `struct tcp_info`.
 const TCPI_OPTIONS: usize = 5;
@@ -69,76 +67,30 @@ impl SockDestroy {
     }
 }
 
-fn u16_be(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// `inet_diag_msg` and its attributes; None for a socket that never connected (a listener, a
-/// refused connect): one that did has options negotiated in its handshake, a round trip time
-/// (0 on loopback, under 8 µs), or bytes acknowledged or received.
+/// A freed socket that had connected; None for one that never did (a listener, a refused
+/// connect): one that did has options negotiated in its handshake, a round trip time (0 on
+/// loopback, under 8 µs), or bytes acknowledged or received.
 fn parse(m: &[u8]) -> Option<ClosedSocket> {
-    if m.len() < INET_DIAG_MSG {
-        return None;
-    }
-    let ipv6 = match m[0] as i32 {
-        libc::AF_INET => false,
-        libc::AF_INET6 => true,
-        _ => return None,
-    };
-    let (sport, dport) = (u16_be(m, 4), u16_be(m, 6));
-    let address = |b: &[u8]| match ipv6 {
-        false => Ipv4Addr::from(<[u8; 4]>::try_from(&b[..4]).expect("4 bytes")).to_string(),
-        true => Ipv6Addr::from(<[u8; 16]>::try_from(&b[..16]).expect("16 bytes")).to_string(),
-    };
-    let mut info = None;
-    let mut at = INET_DIAG_MSG;
-    while at + 4 <= m.len() {
-        let len = u16::from_ne_bytes([m[at], m[at + 1]]) as usize;
-        let kind = u16::from_ne_bytes([m[at + 2], m[at + 3]]);
-        if len < 4 || at + len > m.len() {
-            break;
-        }
-        if kind == INET_DIAG_INFO {
-            info = Some(&m[at + 4..at + len]);
-        }
-        at += (len + 3) & !3;
-    }
-    let info = info?;
+    let socket = inet_diag::parse(m)?;
+    let info = socket.attribute(INET_DIAG_INFO)?;
     let u64_at = |at: usize| info.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
     let handshake = info.get(TCPI_OPTIONS).is_some_and(|o| *o != 0)
         || u32_at(info, TCPI_RTT).is_some_and(|rtt| rtt > 0)
         || u64_at(TCPI_BYTES_ACKED).is_some_and(|b| b > 0)
         || u64_at(TCPI_BYTES_RECEIVED).is_some_and(|b| b > 0);
-    let connected = handshake && sport != 0 && dport != 0;
-    connected.then(|| ClosedSocket {
-        ipv6,
-        local: (address(&m[8..24]), sport),
-        remote: (address(&m[24..40]), dport),
-    })
+    let connected = handshake && socket.local.1 != 0 && socket.remote.1 != 0;
+    connected.then(|| ClosedSocket { ipv6: socket.ipv6, local: socket.local, remote: socket.remote })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A freed socket with a `tcp_info` whose options are `options` and the rest zero.
     fn message(family: u8, sport: u16, dport: u16, options: u8) -> Vec<u8> {
-        let mut m = vec![0u8; INET_DIAG_MSG];
-        m[0] = family;
-        m[1] = 7;
-        m[4..6].copy_from_slice(&sport.to_be_bytes());
-        m[6..8].copy_from_slice(&dport.to_be_bytes());
-        m[8..12].copy_from_slice(&[127, 0, 0, 1]);
-        m[24..28].copy_from_slice(&[10, 0, 0, 2]);
         let mut info = vec![0u8; 232];
         info[TCPI_OPTIONS] = options;
-        m.extend_from_slice(&((4 + info.len()) as u16).to_ne_bytes());
-        m.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
-        m.extend_from_slice(&info);
-        m
+        inet_diag::tests::message(family, sport, dport, &[(INET_DIAG_INFO, &info)])
     }
 
     #[test]
@@ -147,6 +99,6 @@ mod tests {
         assert_eq!(c, ClosedSocket { ipv6: false, local: ("127.0.0.1".into(), 40000), remote: ("10.0.0.2".into(), 443) });
         assert_eq!(parse(&message(libc::AF_INET as u8, 40000, 443, 0)), None, "nothing negotiated, no round trip, no bytes: refused");
         assert_eq!(parse(&message(libc::AF_INET as u8, 8080, 0, 0)), None, "a listener");
-        assert_eq!(parse(&message(libc::AF_INET as u8, 40000, 443, 7)[..INET_DIAG_MSG]), None, "no tcp_info");
+        assert_eq!(parse(&inet_diag::tests::message(libc::AF_INET as u8, 40000, 443, &[])), None, "no tcp_info");
     }
 }
