@@ -15,7 +15,7 @@ use edgeguard::pipeline::{Pipeline, Settings, StateDir};
 use edgeguard::scheduler::Batch;
 use edgeguard_tests::edgehub::{self, HubSimulator, MODULE, MODULE_KEY, Mosquitto, TestCa};
 use edgeguard_tests::workload::WorkloadSimulator;
-use edgeguard_tests::{edgeguard_bin, plugin, process_create, write_config};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin, process_create, write_config};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -114,9 +114,7 @@ async fn pipeline_drain(link: &HubLink, sent: &AtomicU64, events: usize) -> (f64
 async fn start_to_first_message(broker: &Mosquitto, workload: &WorkloadSimulator) -> (Duration, Duration) {
     let hub = HubSimulator::start(broker.plain_port, json!({})).await;
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-system"), plugins.join("system.wasm")).unwrap();
+    let plugins = builtin_plugins(dir.path(), &["system"]);
     let config = write_config(dir.path(), "edgeguard.toml", &plugins, &format!("[edge]\nport = {}\n[[plugin]]\nname = \"system\"\nfile = \"system.wasm\"\ngrants = [\"system\"]\n", broker.tls_port));
     let mut best = (Duration::MAX, Duration::MAX);
     for run in 0..4 {

@@ -12,7 +12,7 @@
 //! --bench kernel_events` alone needs the release binary and plugins built first.
 //! `-- PROCESSES CONNECTIONS` change the 10,000 and the 1,000.
 
-use edgeguard_tests::{edgeguard_bin, plugin, write_config};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin, write_config};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -58,14 +58,11 @@ fn processes(count: usize) {
     }
 }
 
-/// `edgeguard run` with one built-in collector (`name`, its plugin crate `package`, its
-/// `grants`), every event on its own (no aggregation) and sent each second, the collector's
-/// defaults otherwise (interval, 4096-event buffer), following the kernel's events or not;
-/// messages into `out`. Returns once its first collection (the baseline) has passed.
-fn start(dir: &Path, name: &str, package: &str, grants: &str, events: bool) -> Child {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin(package), plugins.join(format!("{name}.wasm"))).unwrap();
+/// `edgeguard run` with one built-in collector (`name`, its `grants`), every event on its own
+/// (no aggregation) and sent each second, the collector's defaults otherwise (interval,
+/// 4096-event buffer), following the kernel's events or not; messages into `out`. Returns once its first collection (the baseline) has passed.
+fn start(dir: &Path, name: &str, grants: &str, events: bool) -> Child {
+    let plugins = builtin_plugins(dir, &[name]);
     let config = write_config(
         dir,
         "edgeguard.toml",
@@ -91,7 +88,7 @@ fn start(dir: &Path, name: &str, package: &str, grants: &str, events: bool) -> C
 
 fn run(count: usize, events: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let mut edgeguard = start(dir.path(), "process", "edgeguard-plugin-process", "\"processes\", \"log\"", events);
+    let mut edgeguard = start(dir.path(), "process", "\"processes\", \"log\"", events);
     let out = dir.path().join("out.jsonl");
 
     let started = Instant::now();
@@ -160,7 +157,7 @@ fn tcp_connections(count: usize) {
     println!("{:<36} {:>18} {:>9} {:>16}", "source", "ConnectionCreate", "capture", "connections/s");
     for (label, events) in [("kernel events (sock_diag destroy)", true), ("polling the socket table", false)] {
         let dir = tempfile::tempdir().unwrap();
-        let mut edgeguard = start(dir.path(), "network", "edgeguard-plugin-network", "\"sockets\", \"log\"", events);
+        let mut edgeguard = start(dir.path(), "network", "\"sockets\", \"log\"", events);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap().port();
         let started = Instant::now();

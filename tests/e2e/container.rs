@@ -10,7 +10,7 @@ use edgeguard::config::Limits;
 use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
 use edgeguard_tests::docker::{BUSYBOX, Dockerd};
 use edgeguard_tests::schema::Validators;
-use edgeguard_tests::{assert_refused, collect_items, edgeguard_bin, find_items, plugin, runtime, write_config};
+use edgeguard_tests::{assert_refused, builtin_plugins, collect_items, edgeguard_bin, find_items, plugin, runtime, write_config};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -243,10 +243,7 @@ fn the_binary_reports_containers_and_modules_as_schema_valid_messages() {
     let daemon = Dockerd::start(false);
     daemon.docker(&["create", "--name", "edgeHub", "--label", OWNER, "--label", r#"net.azure-devices.edge.normalizedCreateOptions={"HostConfig":{"Privileged":true}}"#, BUSYBOX, "sleep", "60"]);
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-container"), plugins.join("container.wasm")).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-manifest"), plugins.join("manifest.wasm")).unwrap();
+    let plugins = builtin_plugins(dir.path(), &["container", "manifest"]);
     let config = write_config(
         dir.path(),
         "edgeguard.toml",

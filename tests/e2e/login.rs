@@ -6,7 +6,7 @@ use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
 use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
-use edgeguard_tests::{assert_refused, edgeguard_bin, plugin, runtime, write_config};
+use edgeguard_tests::{assert_refused, builtin_plugins, edgeguard_bin, plugin, runtime, write_config};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::Write;
@@ -152,9 +152,7 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
     let dir = tempfile::tempdir().unwrap();
     let wtmp = dir.path().join("wtmp");
     record(&wtmp, libc::USER_PROCESS, 1, "tty1", "dave", "", None);
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-login"), plugins.join("login.wasm")).unwrap();
+    let plugins = builtin_plugins(dir.path(), &["login"]);
     let config = write_config(
         dir.path(),
         "edgeguard.toml",

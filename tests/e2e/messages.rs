@@ -2,16 +2,12 @@
 //! against the official schema.
 
 use edgeguard_tests::schema::{Validators, asc_validator};
-use edgeguard_tests::{edgeguard_bin, plugin};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin};
 
 #[test]
 fn local_run_once_writes_schema_valid_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-network"), plugins.join("network.wasm")).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-system"), plugins.join("system.wasm")).unwrap();
+    let plugins = builtin_plugins(dir.path(), &["process", "network", "system"]);
     // Something of ours to be seen by the network collector: a listener and a connection to it.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();

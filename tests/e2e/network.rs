@@ -215,22 +215,7 @@ async fn connections_opened_and_closed_between_collections_are_caught_from_the_k
 fn outside_the_hosts_network_namespace_closed_connections_are_not_followed() {
     // The destroy notifications are per network namespace: in another one they would be
     // someone else's connections. The plugin says so and polls.
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-network"), plugins.join("network.wasm")).unwrap();
-    let config = edgeguard_tests::write_config(dir.path(), "edgeguard.toml", &plugins, "[[plugin]]\nname = \"network\"\nfile = \"network.wasm\"\ngrants = [\"sockets\", \"log\"]\n");
-    let output = std::process::Command::new("unshare")
-        .arg("--net")
-        .arg(edgeguard_tests::edgeguard_bin())
-        .args(["run", "--once", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(dir.path().join("out.jsonl"))
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let (_dir, log) = edgeguard_tests::run_once_under(&["unshare", "--net"], "network", r#""sockets", "log""#);
     assert!(log.contains("not in the host's network namespace"), "{log}");
     assert!(log.contains("only connections alive at a collection are seen"), "{log}");
 }

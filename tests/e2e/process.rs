@@ -7,7 +7,7 @@ use edgeguard::capabilities::{Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
 use edgeguard::runtime::bindings::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{edgeguard_bin, euid, plugin, runtime, write_config};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, write_config};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -321,7 +321,7 @@ fn a_kernel_buffer_overrun_is_counted_exactly() {
 
 #[test]
 fn without_the_hosts_network_namespace_the_collector_polls_and_says_why() {
-    let (dir, out) = run_once_wrapped(&["unshare", "--net"]);
+    let (dir, out) = run_once_under(&["unshare", "--net"], "process", r#""processes", "log""#);
     assert!(out.contains("exists only in the host's network namespace"), "{out}");
     assert!(out.contains("polling the process table"), "{out}");
     assert_polled_existing(&dir);
@@ -329,30 +329,9 @@ fn without_the_hosts_network_namespace_the_collector_polls_and_says_why() {
 
 #[test]
 fn outside_the_hosts_pid_namespace_the_collector_polls_and_says_why() {
-    let (dir, out) = run_once_wrapped(&["unshare", "--pid", "--fork", "--kill-child"]);
+    let (dir, out) = run_once_under(&["unshare", "--pid", "--fork", "--kill-child"], "process", r#""processes", "log""#);
     assert!(out.contains("process events go only to the host's PID and user namespaces"), "{out}");
     assert_polled_existing(&dir);
-}
-
-/// `edgeguard run --once` with the process collector under `wrapper`: the directory and the log.
-fn run_once_wrapped(wrapper: &[&str]) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
-    let config = write_config(dir.path(), "edgeguard.toml", &plugins, "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n");
-    let output = Command::new(wrapper[0])
-        .args(&wrapper[1..])
-        .arg(edgeguard_bin())
-        .args(["run", "--once", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(dir.path().join("out.jsonl"))
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{log}");
-    (dir, log)
 }
 
 /// Polling worked: the processes running were reported as existing.
@@ -382,9 +361,7 @@ fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
     // A collector that takes one event per collection, behind a 16-event buffer: a burst of
     // processes overflows it however often the collector is woken.
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
+    let plugins = builtin_plugins(dir.path(), &["process"]);
     let config = write_config(
         dir.path(),
         "edgeguard.toml",

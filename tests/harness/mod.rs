@@ -47,6 +47,37 @@ pub fn plugin(package: &str) -> PathBuf {
     file
 }
 
+/// `<dir>/plugins`, holding the built-in collectors `names` (`process` as `process.wasm`).
+pub fn builtin_plugins(dir: &Path, names: &[&str]) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("creating the plugin directory");
+    for name in names {
+        std::fs::copy(plugin(&format!("edgeguard-plugin-{name}")), plugins.join(format!("{name}.wasm"))).expect("copying a plugin");
+    }
+    plugins
+}
+
+/// `edgeguard run --once` under `wrapper` (`unshare --net`, say) with the one built-in
+/// collector `name` granted `grants` (`"processes", "log"`), messages into `<dir>/out.jsonl`:
+/// the directory and the log. It must succeed.
+pub fn run_once_under(wrapper: &[&str], name: &str, grants: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let plugins = builtin_plugins(dir.path(), &[name]);
+    let config = write_config(dir.path(), "edgeguard.toml", &plugins, &format!("[[plugin]]\nname = \"{name}\"\nfile = \"{name}.wasm\"\ngrants = [{grants}]\n"));
+    let output = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(edgeguard_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(dir.path().join("out.jsonl"))
+        .output()
+        .expect("running edgeguard");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{log}");
+    (dir, log)
+}
+
 /// A runtime with a fresh, private artifact cache.
 pub fn runtime() -> (edgeguard::runtime::Runtime, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("temporary directory");

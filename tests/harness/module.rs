@@ -4,7 +4,7 @@
 
 use crate::edgehub::{self, HubSimulator, MODULE, MODULE_KEY, Mosquitto, Telemetry, TestCa};
 use crate::workload::WorkloadSimulator;
-use crate::{edgeguard_bin, plugin, write_config};
+use crate::{edgeguard_bin, write_config};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,10 +54,7 @@ pub fn start_module(dir: &Path, workload: &WorkloadSimulator, gateway: &str, por
 
 /// The same, run by `wrapper` (`unshare --pid --fork --kill-child`, say).
 pub fn start_module_under(wrapper: &[&str], dir: &Path, workload: &WorkloadSimulator, gateway: &str, port: u16, extra: &str) -> Module {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), plugins.join("process.wasm")).unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-system"), plugins.join("system.wasm")).unwrap();
+    let plugins = crate::builtin_plugins(dir, &["process", "system"]);
     let config = write_config(
         dir,
         "edgeguard.toml",
