@@ -219,8 +219,9 @@ pub struct AgentConfig {
     /// filesystem. Empty: `var/run/docker.sock` under the host root.
     #[serde(default)]
     pub docker_socket: PathBuf,
-    /// Follow the kernel's event sources (the proc connector) where it offers them, so that
-    /// short-lived processes are seen; false: collectors poll only.
+    /// Follow the kernel's event sources (the proc connector, the socket destroy
+    /// notifications) where it offers them, so that short-lived processes and connections are
+    /// seen; false: collectors poll only.
     #[serde(default = "yes")]
     pub kernel_events: bool,
     /// Events kept per collector and event source between two of its collections; past half

@@ -63,7 +63,7 @@ mod tests {
     fn releasing_keeps_this_process_running() {
         let advised = release_loading_pages();
         assert!(advised > 0, "the test binary itself is a read-only file mapping");
-        // The code handed back faults in again.
+        // Code just handed back (this module's) runs again: it faults in from the page cache.
         assert_eq!(file_mappings("7f0000100000-7f0000200000 r-xp 00001000 fe:00 42 /x").len(), 1);
     }
 }

@@ -3,7 +3,6 @@
 
 use super::{HostContext, HostState};
 use crate::kernel::feed;
-use crate::kernel::netlink::Received;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
 use crate::runtime::bindings::edgeguard::collector::processes::{Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
@@ -159,10 +158,7 @@ impl feed::Source for ProcessSource {
 
     fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
         self.raw.clear();
-        let dropped = match self.connector.read(&mut self.raw)? {
-            Received::Datagram(_) | Received::Idle => 0,
-            Received::Dropped(n) => n,
-        };
+        let dropped = self.connector.read(&mut self.raw)?.dropped();
         for i in 0..self.raw.len() {
             match self.raw[i] {
                 ProcEvent::Fork { parent, child } => {

@@ -8,7 +8,6 @@
 
 use super::{HostContext, HostState};
 use crate::kernel::feed;
-use crate::kernel::netlink::Received;
 use crate::kernel::sock_destroy::{ClosedSocket, SockDestroy};
 use crate::runtime::bindings::edgeguard::collector::sockets::{AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable, Source};
 use crate::runtime::bindings::edgeguard::collector::types::{HostError, Protocol};
@@ -59,10 +58,7 @@ impl feed::Source for ClosedSource {
 
     fn next(&mut self, out: &mut Vec<ClosedConnection>) -> std::io::Result<u64> {
         self.raw.clear();
-        let dropped = match self.destroy.read(&mut self.raw)? {
-            Received::Datagram(_) | Received::Idle => 0,
-            Received::Dropped(n) => n,
-        };
+        let dropped = self.destroy.read(&mut self.raw)?.dropped();
         out.extend(self.raw.drain(..).map(|c| ClosedConnection {
             family: if c.ipv6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
             local_address: c.local.0,

@@ -109,6 +109,16 @@ pub enum Received {
     Dropped(u64),
 }
 
+impl Received {
+    /// The messages the kernel dropped, 0 unless it said so.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Received::Dropped(n) => *n,
+            Received::Datagram(_) | Received::Idle => 0,
+        }
+    }
+}
+
 /// A socket joined to multicast groups, telling apart a datagram, a quiet moment and an
 /// overrun, with the exact number of messages an overrun cost.
 pub struct Multicast {

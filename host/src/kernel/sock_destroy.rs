@@ -79,7 +79,7 @@ fn parse(m: &[u8]) -> Option<ClosedSocket> {
         || u64_at(TCPI_BYTES_ACKED).is_some_and(|b| b > 0)
         || u64_at(TCPI_BYTES_RECEIVED).is_some_and(|b| b > 0);
     let connected = handshake && socket.local.1 != 0 && socket.remote.1 != 0;
-    connected.then(|| ClosedSocket { ipv6: socket.ipv6, local: socket.local, remote: socket.remote })
+    connected.then_some(ClosedSocket { ipv6: socket.ipv6, local: socket.local, remote: socket.remote })
 }
 
 #[cfg(test)]

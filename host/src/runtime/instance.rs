@@ -51,12 +51,19 @@ pub struct PluginInstance {
 /// is inside a host call (epochs interrupt wasm code only).
 const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
 
+/// Arms a call's CPU budget: a fresh budget, a deadline at the next epoch, and the epoch ticker
+/// running for as long as the returned token lives.
+fn start_call(store: &mut Store<HostState>) -> super::engine::Ticking {
+    let ticking = super::engine::ticking();
+    store.data_mut().guard.start_call();
+    store.set_epoch_deadline(1);
+    ticking
+}
+
 /// Runs one call into the plugin under its CPU deadline and outer timeout, classifying failures.
 macro_rules! guarded {
     ($self:ident, |$b:ident, $s:ident| $call:expr) => {{
-        let _ticking = super::engine::ticking();
-        $self.store.data_mut().guard.start_call();
-        $self.store.set_epoch_deadline(1);
+        let _ticking = start_call(&mut $self.store);
         let $b = &$self.bindings;
         let $s = &mut $self.store;
         let outcome = tokio::time::timeout($self.timeout + HOST_CALL_GRACE, $call).await;
@@ -81,9 +88,7 @@ impl PluginInstance {
         store.epoch_deadline_callback(|mut ctx| {
             Ok(if ctx.data_mut().guard.tick() { UpdateDeadline::Yield(1) } else { UpdateDeadline::Interrupt })
         });
-        let _ticking = super::engine::ticking();
-        store.data_mut().guard.start_call();
-        store.set_epoch_deadline(1);
+        let _ticking = start_call(&mut store);
         let timeout = limits.call_timeout.0;
         let outcome = tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store)).await;
         let bindings = classify(&store, timeout, outcome)?;
