@@ -146,6 +146,37 @@ pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, Co
     }
 }
 
+/// A host source a collector can do without (the kernel's events, say): that it is unavailable
+/// is logged once, with what the collector does instead, and so is its return; not at every
+/// collection.
+#[derive(Default)]
+pub struct Availability {
+    unavailable: Option<String>,
+}
+
+impl Availability {
+    /// `result` of a call to the source: Some when it answered; None when it is unavailable
+    /// (logged as `{why}: {instead}` when that is news); other errors pass through.
+    pub fn check<T>(&mut self, result: Result<T, HostError>, instead: &str, back: &str) -> Result<Option<T>, HostError> {
+        match result {
+            Ok(answer) => {
+                if self.unavailable.take().is_some() {
+                    crate::info!("{back}");
+                }
+                Ok(Some(answer))
+            }
+            Err(HostError::Unavailable(why)) => {
+                if self.unavailable.as_ref() != Some(&why) {
+                    crate::info!("{why}: {instead}");
+                    self.unavailable = Some(why);
+                }
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
 /// A 64-bit fingerprint of `value`, to tell whether something changed since a plugin last saw
 /// it. Stable for a given build (std's `DefaultHasher` with its fixed keys), so it may be kept in
 /// saved state; a plugin built by another Rust release may see a change once.

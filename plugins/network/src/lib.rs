@@ -10,7 +10,7 @@
 //! reported too, without an owner (the process had let go of the socket), `Closed` in their
 //! details.
 
-use edgeguard_sdk::{config_bool, config_keys};
+use edgeguard_sdk::{Availability, config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{ConnectionCreate, Direction, ListeningPort, Protocol};
 use sockets::{Socket, SocketState, Source};
@@ -27,8 +27,8 @@ struct NetworkCollector {
     report_existing: bool,
     /// Follow the connections the kernel closes (configuration `events`).
     follow: bool,
-    /// Why the host does not tell closed connections, once it said so.
-    closed_unavailable: Option<String>,
+    /// Whether the host tells closed connections.
+    closed_feed: Availability,
     backlog: Vec<Event>,
     source: Option<Source>,
 }
@@ -49,7 +49,7 @@ impl Collector for NetworkCollector {
             listening: None,
             report_existing: config_bool(&config, "report_existing", true)?,
             follow: config_bool(&config, "events", true)?,
-            closed_unavailable: None,
+            closed_feed: Availability::default(),
             backlog: Vec::new(),
             source: None,
         })
@@ -107,20 +107,9 @@ impl NetworkCollector {
         if max == 0 {
             return Ok(());
         }
-        let batch = match sockets::closed(max) {
-            Ok(batch) => batch,
-            Err(HostError::Unavailable(why)) => {
-                if self.closed_unavailable.as_ref() != Some(&why) {
-                    info!("{why}: only connections alive at a collection are seen");
-                    self.closed_unavailable = Some(why);
-                }
-                return Ok(());
-            }
-            Err(other) => return Err(other.into()),
+        let Some(batch) = self.closed_feed.check(sockets::closed(max), "only connections alive at a collection are seen", "following the connections the kernel closes again")? else {
+            return Ok(());
         };
-        if self.closed_unavailable.take().is_some() {
-            info!("following the connections the kernel closes again");
-        }
         if batch.lost > 0 {
             warn!("{} closed connections were lost before this collection", batch.lost);
         }

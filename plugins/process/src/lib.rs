@@ -9,7 +9,7 @@
 //! parent's program: polling reports it when it sees it, events do not (as execve auditing).
 
 use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{config_bool, config_keys};
+use edgeguard_sdk::{Availability, config_bool, config_keys};
 use processes::{Detail, Process, ProcessEvent, State};
 use std::collections::HashMap;
 
@@ -22,8 +22,8 @@ struct ProcessCollector {
     report_existing: bool,
     /// Follow the host's process events when it has them (configuration `events`).
     follow: bool,
-    /// Why the host has no process events for us, once it said so.
-    polling_because: Option<String>,
+    /// Whether the host has process events for us.
+    events: Availability,
     /// Events computed but not yet handed out because of the per-call cap.
     backlog: Vec<Event>,
 }
@@ -43,7 +43,7 @@ impl Collector for ProcessCollector {
             known: None,
             report_existing: config_bool(&config, "report_existing", true)?,
             follow: config_bool(&config, "events", true)?,
-            polling_because: None,
+            events: Availability::default(),
             backlog: Vec::new(),
         })
     }
@@ -104,20 +104,9 @@ impl Collector for ProcessCollector {
 impl ProcessCollector {
     /// Drains the host's process events into the table; false when the host has none (poll).
     fn follow_events(&mut self, max: u32) -> Result<bool, CollectError> {
-        let batch = match processes::events(max) {
-            Ok(batch) => batch,
-            Err(HostError::Unavailable(why)) => {
-                if self.polling_because.as_ref() != Some(&why) {
-                    info!("{why}: polling the process table");
-                    self.polling_because = Some(why);
-                }
-                return Ok(false);
-            }
-            Err(other) => return Err(other.into()),
+        let Some(batch) = self.events.check(processes::events(max), "polling the process table", "following the kernel's process events again")? else {
+            return Ok(false);
         };
-        if self.polling_because.take().is_some() {
-            info!("following the kernel's process events again");
-        }
         // Without a table yet, the snapshot comes first: events older than it that it already
         // shows are recognised by `exec`.
         if self.known.is_none() {
