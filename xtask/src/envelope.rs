@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Goals from the project's issue tracker, printed beside the figures.
+/// The goals, printed beside the figures.
 const RSS_GOAL_MB: f64 = 12.0;
 const CPU_GOAL_PERCENT: f64 = 0.2;
 const START_GOAL_MS: f64 = 200.0;
@@ -45,18 +45,7 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
 
     eprintln!("==> running `edgeguard run` for {minutes} minutes");
     let state = work.join("run");
-    let mut child = Command::new(&binary)
-        .args(["--log", "warn", "run", "--plugin-dir"])
-        .arg(&plugins)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--state-dir")
-        .arg(state.join("state"))
-        .arg("--output")
-        .arg(state.join("out.jsonl"))
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting edgeguard")?;
+    let mut child = edgeguard_run(&binary, &plugins, &cache, &state, &[]).spawn().context("starting edgeguard")?;
     let pid = child.id();
     let started = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
@@ -111,31 +100,29 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
     Ok(())
 }
 
+/// `edgeguard run` on the embedded default configuration with `plugins` and the compiled cache
+/// `cache`, its state and its messages (`out.jsonl`) under `dir`; `more` arguments to `run`.
+fn edgeguard_run(binary: &Path, plugins: &Path, cache: &Path, dir: &Path, more: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command.args(["--log", "warn", "run"]).args(more).arg("--plugin-dir").arg(plugins).arg("--cache-dir").arg(cache);
+    command.arg("--state-dir").arg(dir.join("state")).arg("--output").arg(dir.join("out.jsonl")).stderr(Stdio::null());
+    command
+}
+
 /// `run --once` with a fresh state: the time from spawn to the first message in its output.
 fn once(binary: &Path, plugins: &Path, cache: &Path, dir: &Path) -> Result<Duration> {
     std::fs::create_dir_all(dir)?;
     let out: PathBuf = dir.join("out.jsonl");
+    let written = || std::fs::read(&out).is_ok_and(|b| b.contains(&b'\n'));
     let started = Instant::now();
-    let mut child = Command::new(binary)
-        .args(["--log", "warn", "run", "--once", "--plugin-dir"])
-        .arg(plugins)
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--output")
-        .arg(&out)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting edgeguard --once")?;
+    let mut child = edgeguard_run(binary, plugins, cache, dir, &["--once"]).spawn().context("starting edgeguard --once")?;
     let first = loop {
-        if std::fs::read(&out).is_ok_and(|b| b.contains(&b'\n')) {
+        // Asked before the file is read: a run that writes and exits in between still counts.
+        let ended = child.try_wait()?;
+        if written() {
             break started.elapsed();
         }
-        if let Some(status) = child.try_wait()? {
-            if std::fs::read(&out).is_ok_and(|b| b.contains(&b'\n')) {
-                break started.elapsed();
-            }
+        if let Some(status) = ended {
             bail!("edgeguard run --once ended with {status} before writing a message");
         }
         std::thread::sleep(Duration::from_micros(500));
