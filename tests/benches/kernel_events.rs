@@ -12,7 +12,7 @@
 //! --bench kernel_events` alone needs the release binary and plugins built first.
 //! `-- PROCESSES CONNECTIONS` change the 10,000 and the 1,000.
 
-use edgeguard_tests::{builtin_plugins, edgeguard_bin, write_config};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin, short_connections, short_lived_processes, write_config};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -60,7 +60,8 @@ fn processes(count: usize) {
 
 /// `edgeguard run` with one built-in collector (`name`, its `grants`), every event on its own
 /// (no aggregation) and sent each second, the collector's defaults otherwise (interval,
-/// 4096-event buffer), following the kernel's events or not; messages into `out`. Returns once its first collection (the baseline) has passed.
+/// 4096-event buffer), following the kernel's events or not; messages into `<dir>/out.jsonl`.
+/// Returns once its first collection (the baseline) has passed.
 fn start(dir: &Path, name: &str, grants: &str, events: bool) -> Child {
     let plugins = builtin_plugins(dir, &[name]);
     let config = write_config(
@@ -92,14 +93,7 @@ fn run(count: usize, events: bool) -> Outcome {
     let out = dir.path().join("out.jsonl");
 
     let started = Instant::now();
-    let pids: Vec<u32> = (0..count)
-        .map(|i| {
-            let mut child = Command::new("/bin/true").arg(format!("bench-{i}")).spawn().unwrap();
-            let pid = child.id();
-            child.wait().unwrap();
-            pid
-        })
-        .collect();
+    let pids = short_lived_processes("bench", count);
     let spawn_rate = count as f64 / started.elapsed().as_secs_f64();
     // One more collection at the 10 s interval, and its message a second later.
     std::thread::sleep(Duration::from_secs(12));
@@ -161,17 +155,7 @@ fn tcp_connections(count: usize) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = listener.local_addr().unwrap().port();
         let started = Instant::now();
-        let clients: HashSet<u16> = (0..count)
-            .map(|_| {
-                let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-                let (accepted, _) = listener.accept().unwrap();
-                std::io::Write::write_all(&mut client, b"x").unwrap();
-                let port = client.local_addr().unwrap().port();
-                drop(client);
-                drop(accepted);
-                port
-            })
-            .collect();
+        let clients: HashSet<u16> = short_connections(&listener, count).into_iter().collect();
         let rate = count as f64 / started.elapsed().as_secs_f64();
         // The next collection, a minute after the first, and its message a second later.
         std::thread::sleep(Duration::from_secs(62));

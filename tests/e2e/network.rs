@@ -9,7 +9,7 @@ use edgeguard::config::Limits;
 use edgeguard::runtime::bindings::edgeguard::collector::sockets::{SocketState, Source};
 use edgeguard::runtime::bindings::edgeguard::collector::types::Protocol;
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{assert_refused, collect_items as collect, find_items as find, plugin, runtime};
+use edgeguard_tests::{assert_refused, collect_items as collect, find_items as find, plugin, run_once_under, runtime, short_connections};
 use serde_json::Value;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -150,22 +150,6 @@ async fn refused_without_the_sockets_grant() {
     assert_refused("edgeguard-plugin-network", &[Capability::Log], "edgeguard:collector/sockets@0.1.2").await;
 }
 
-/// `count` TCP connections to `listener`, each closed by both sides at once: the client ports.
-fn short_connections(listener: &TcpListener, count: usize) -> Vec<u16> {
-    use std::io::Write;
-    (0..count)
-        .map(|_| {
-            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (server, _) = listener.accept().unwrap();
-            client.write_all(b"x").unwrap();
-            let port = client.local_addr().unwrap().port();
-            drop(client);
-            drop(server);
-            port
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_opened_and_closed_between_collections_are_caught_from_the_kernel() {
     let _turn = one_at_a_time();
@@ -215,7 +199,7 @@ async fn connections_opened_and_closed_between_collections_are_caught_from_the_k
 fn outside_the_hosts_network_namespace_closed_connections_are_not_followed() {
     // The destroy notifications are per network namespace: in another one they would be
     // someone else's connections. The plugin says so and polls.
-    let (_dir, log) = edgeguard_tests::run_once_under(&["unshare", "--net"], "network", r#""sockets", "log""#);
+    let (_dir, log) = run_once_under(&["unshare", "--net"], "network", r#""sockets", "log""#);
     assert!(log.contains("not in the host's network namespace"), "{log}");
     assert!(log.contains("only connections alive at a collection are seen"), "{log}");
 }

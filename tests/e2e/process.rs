@@ -7,7 +7,7 @@ use edgeguard::capabilities::{Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
 use edgeguard::runtime::bindings::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, write_config};
+use edgeguard_tests::{builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, short_lived_processes, write_config};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -37,8 +37,13 @@ fn unique_sleeper() -> (Child, String) {
     (child, format!("sleep {arg}"))
 }
 
-fn created<'a>(events: &'a [Event], pid: u32) -> Option<&'a ProcessCreate> {
-    events.iter().find_map(|e| match e {
+fn created(events: &[Event], pid: u32) -> Option<&ProcessCreate> {
+    creates(events, pid).next()
+}
+
+/// Every ProcessCreate of `pid`: one, unless reported twice.
+fn creates(events: &[Event], pid: u32) -> impl Iterator<Item = &ProcessCreate> {
+    events.iter().filter_map(move |e| match e {
         Event::ProcessCreate(p) if p.process_id == pid => Some(p),
         _ => None,
     })
@@ -199,19 +204,6 @@ async fn with_kernel_events_the_exit_status_survives_the_reaping() {
     assert_eq!(end.exit_status, Some(9), "the kernel's exit event carries the wait status");
 }
 
-/// `count` processes of `/bin/true <tag>-<i>`, one after the other, each reaped at once: their
-/// pids, in order.
-fn short_lived(tag: &str, count: usize) -> Vec<u32> {
-    (0..count)
-        .map(|i| {
-            let mut child = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().unwrap();
-            let pid = child.id();
-            assert!(child.wait().unwrap().success());
-            pid
-        })
-        .collect()
-}
-
 fn unique_tag(what: &str) -> String {
     format!("{what}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
 }
@@ -223,7 +215,7 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
     let mut collector = process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
     collect(&mut collector).await; // starts following
     let tag = unique_tag("short");
-    let pids = short_lived(&tag, 200);
+    let pids = short_lived_processes(&tag, 200);
     let mut events = Vec::new();
     for _ in 0..50 {
         events.extend(collect(&mut collector).await);
@@ -234,9 +226,9 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
     }
     let mut full = 0;
     for (i, &pid) in pids.iter().enumerate() {
-        let creates: Vec<&ProcessCreate> = events.iter().filter_map(|e| matches!(e, Event::ProcessCreate(p) if p.process_id == pid).then(|| match e { Event::ProcessCreate(p) => p, _ => unreachable!() })).collect();
-        assert_eq!(creates.len(), 1, "process {i} (pid {pid}) created once");
-        let create = creates[0];
+        let reported: Vec<&ProcessCreate> = creates(&events, pid).collect();
+        assert_eq!(reported.len(), 1, "process {i} (pid {pid}) created once");
+        let create = reported[0];
         // Read at the exec, or as much of it as was left (then it says so).
         match create.extra.iter().find(|(k, _)| k == "Detail") {
             None => {
@@ -264,7 +256,7 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
     let mut polling = process_collector_with(&rt, host.clone(), POLLING).await;
     collect(&mut polling).await;
     let tag = unique_tag("missed");
-    let pids = short_lived(&tag, 50);
+    let pids = short_lived_processes(&tag, 50);
     let events = collect(&mut polling).await;
     assert!(pids.iter().all(|&pid| created(&events, pid).is_none()), "polling cannot see processes that are gone");
     let feeds = host.feeds("process");
@@ -280,9 +272,9 @@ async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
     collect(&mut collector).await;
     // More events than the buffer holds between two collections (nobody collects early here),
     // and a process that lives on through it.
-    short_lived(&unique_tag("flood"), 100);
+    short_lived_processes(&unique_tag("flood"), 100);
     let (mut survivor, survivor_command) = unique_sleeper();
-    short_lived(&unique_tag("flood"), 100);
+    short_lived_processes(&unique_tag("flood"), 100);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = collect(&mut collector).await;
     let feeds = host.feeds("process");
@@ -290,9 +282,9 @@ async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
     // The lost events are made up from the process table: the survivor is reported, once.
     let later = collect(&mut collector).await;
     let all: Vec<Event> = events.into_iter().chain(later).collect();
-    let creates: Vec<&ProcessCreate> = all.iter().filter_map(|e| match e { Event::ProcessCreate(p) if p.process_id == survivor.id() => Some(p), _ => None }).collect();
-    assert_eq!(creates.len(), 1, "{creates:?}");
-    assert_eq!(creates[0].command_line, survivor_command);
+    let reported: Vec<&ProcessCreate> = creates(&all, survivor.id()).collect();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].command_line, survivor_command);
     survivor.kill().unwrap();
     survivor.wait().unwrap();
 }
@@ -303,7 +295,7 @@ fn a_kernel_buffer_overrun_is_counted_exactly() {
     use edgeguard::kernel::proc_connector::ProcConnector;
     // The smallest buffer the kernel allows, and nobody reading while processes come and go.
     let mut connector = ProcConnector::open(Duration::from_millis(100), 4096).expect("the proc connector is available here");
-    short_lived(&unique_tag("overrun"), 100);
+    short_lived_processes(&unique_tag("overrun"), 100);
     let mut events = Vec::new();
     let mut dropped = 0;
     let mut read = 0;
@@ -378,7 +370,7 @@ fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
     let out = dir.path().join("out.jsonl");
     let edgeguard = Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--config"]).arg(&config).arg("--output").arg(&out).stderr(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    short_lived(&unique_tag("burst"), 100);
+    short_lived_processes(&unique_tag("burst"), 100);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let lost = loop {
         let text = std::fs::read_to_string(&out).unwrap_or_default();

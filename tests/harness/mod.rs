@@ -57,6 +57,18 @@ pub fn builtin_plugins(dir: &Path, names: &[&str]) -> PathBuf {
     plugins
 }
 
+/// `program` run by `wrapper` (`unshare --net`, say; nothing: directly).
+pub fn command_under(wrapper: &[&str], program: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((wrapper, args)) => {
+            let mut command = Command::new(wrapper);
+            command.args(args).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// `edgeguard run --once` under `wrapper` (`unshare --net`, say) with the one built-in
 /// collector `name` granted `grants` (`"processes", "log"`), messages into `<dir>/out.jsonl`:
 /// the directory and the log. It must succeed.
@@ -64,9 +76,7 @@ pub fn run_once_under(wrapper: &[&str], name: &str, grants: &str) -> (tempfile::
     let dir = tempfile::tempdir().expect("temporary directory");
     let plugins = builtin_plugins(dir.path(), &[name]);
     let config = write_config(dir.path(), "edgeguard.toml", &plugins, &format!("[[plugin]]\nname = \"{name}\"\nfile = \"{name}.wasm\"\ngrants = [{grants}]\n"));
-    let output = Command::new(wrapper[0])
-        .args(&wrapper[1..])
-        .arg(edgeguard_bin())
+    let output = command_under(wrapper, &edgeguard_bin())
         .args(["run", "--once", "--config"])
         .arg(&config)
         .arg("--output")
@@ -76,6 +86,36 @@ pub fn run_once_under(wrapper: &[&str], name: &str, grants: &str) -> (tempfile::
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{log}");
     (dir, log)
+}
+
+/// `count` processes started one after the other (`/bin/true {tag}-{i}`), each reaped at once:
+/// their pids.
+pub fn short_lived_processes(tag: &str, count: usize) -> Vec<u32> {
+    (0..count)
+        .map(|i| {
+            let mut child = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("starting /bin/true");
+            let pid = child.id();
+            assert!(child.wait().expect("reaping /bin/true").success());
+            pid
+        })
+        .collect()
+}
+
+/// `count` TCP connections to `listener`, one byte each, closed by both sides at once: the
+/// client ports.
+pub fn short_connections(listener: &std::net::TcpListener, count: usize) -> Vec<u16> {
+    use std::io::Write;
+    (0..count)
+        .map(|_| {
+            let mut client = std::net::TcpStream::connect(listener.local_addr().expect("listening")).expect("connecting");
+            let (server, _) = listener.accept().expect("accepting");
+            client.write_all(b"x").expect("writing");
+            let port = client.local_addr().expect("connected").port();
+            drop(client);
+            drop(server);
+            port
+        })
+        .collect()
 }
 
 /// A runtime with a fresh, private artifact cache.

@@ -68,15 +68,7 @@ pub fn start_module_under(wrapper: &[&str], dir: &Path, workload: &WorkloadSimul
         ),
     );
     let log = dir.join("edgeguard.log");
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(edgeguard_bin());
-            c
-        }
-        None => Command::new(edgeguard_bin()),
-    };
-    let child = command
+    let child = crate::command_under(wrapper, &edgeguard_bin())
         .args(["--log", "info,edgeguard::edge=debug", "run", "--config"])
         .arg(&config)
         .envs(edgehub::module_environment(&workload.uri(), gateway))
