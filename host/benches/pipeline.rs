@@ -54,29 +54,50 @@ fn settings(aggregate: bool) -> Settings {
         "maxLocalCacheSizeInBytes": {"value": 64 << 20},
         "maxMessageSizeInBytes": {"value": 262144},
     });
-    Settings { asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(), ..Settings::default() }
+    Settings {
+        asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(),
+        ..Settings::default()
+    }
 }
 
 fn open(dir: &Path, settings: Settings) -> Pipeline {
-    Pipeline::open(StateDir::open(dir).unwrap(), settings, AGENT).unwrap().0
+    Pipeline::open(StateDir::open(dir).unwrap(), settings, AGENT)
+        .unwrap()
+        .0
 }
 
 fn drain(tokio: &tokio::runtime::Runtime, pipeline: Pipeline) -> Pipeline {
     let (_, rx) = tokio::sync::mpsc::channel::<Batch>(1);
-    tokio.block_on(pipeline.run(rx, &mut Discard, true, std::future::pending())).unwrap()
+    tokio
+        .block_on(pipeline.run(rx, &mut Discard, true, std::future::pending()))
+        .unwrap()
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .map(|e| if e.file_type().unwrap().is_dir() { dir_bytes(&e.path()) } else { e.metadata().unwrap().len() })
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
         .sum()
 }
 
 fn status_kib(key: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Disk bytes per event, and RSS under a flood into the default (2.5 MB) cache.
@@ -90,7 +111,10 @@ fn report(tokio: &tokio::runtime::Runtime) {
     }
     let queued = dir_bytes(dir.path()) - before;
     let one = batch(1, 1)[0].to_bytes().len();
-    println!("disk bytes per queued ProcessCreate: {:.0} (event JSON {one} B + 16 B record header)", queued as f64 / events as f64);
+    println!(
+        "disk bytes per queued ProcessCreate: {:.0} (event JSON {one} B + 16 B record header)",
+        queued as f64 / events as f64
+    );
     drop(p);
 
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +123,10 @@ fn report(tokio: &tokio::runtime::Runtime) {
     for _ in 0..events / 1000 {
         p.accept(batch(1000, 50)).unwrap();
     }
-    println!("disk bytes per aggregated ProcessCreate (journal): {:.2}", (dir_bytes(dir.path()) - before) as f64 / events as f64);
+    println!(
+        "disk bytes per aggregated ProcessCreate (journal): {:.2}",
+        (dir_bytes(dir.path()) - before) as f64 / events as f64
+    );
     drop(p);
 
     let dir = tempfile::tempdir().unwrap();
@@ -131,29 +158,39 @@ fn benches(c: &mut Criterion, tokio: &tokio::runtime::Runtime) {
     let mut p = open(dir.path(), settings(true));
     let events = batch(1000, 50);
     group.bench_function("aggregate 1000 ProcessCreate (50 distinct)", |b| {
-        b.iter_batched(|| events.clone(), |e| p.accept(e).unwrap(), BatchSize::SmallInput)
+        b.iter_batched(
+            || events.clone(),
+            |e| p.accept(e).unwrap(),
+            BatchSize::SmallInput,
+        )
     });
     drop(p);
 
     let dir = tempfile::tempdir().unwrap();
     let mut p = Some(open(dir.path(), settings(false)));
     let events = batch(1000, 1000);
-    group.bench_function("serialize, queue on disk, pack, send, acknowledge 1000 ProcessCreate", |b| {
-        b.iter_batched(
-            || events.clone(),
-            |e| {
-                let mut pipeline = p.take().unwrap();
-                pipeline.accept(e).unwrap();
-                p = Some(drain(tokio, pipeline));
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    group.bench_function(
+        "serialize, queue on disk, pack, send, acknowledge 1000 ProcessCreate",
+        |b| {
+            b.iter_batched(
+                || events.clone(),
+                |e| {
+                    let mut pipeline = p.take().unwrap();
+                    pipeline.accept(e).unwrap();
+                    p = Some(drain(tokio, pipeline));
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
     group.finish();
 }
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     // The flood takes a minute or two; EDGEGUARD_BENCH_NO_REPORT=1 leaves it out (profiling).
     if std::env::var_os("EDGEGUARD_BENCH_NO_REPORT").is_none() {
         report(&tokio);

@@ -46,9 +46,17 @@ enum Target {
 impl Target {
     /// `--output` wins, then `--edge`, then the configured sink; `auto` is edgeHub when the
     /// IOTEDGE_* environment is there.
-    fn choose(output: &Option<PathBuf>, edge_flag: bool, config: &Config) -> anyhow::Result<Target> {
+    fn choose(
+        output: &Option<PathBuf>,
+        edge_flag: bool,
+        config: &Config,
+    ) -> anyhow::Result<Target> {
         let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        let edge = || EdgeEnvironment::from_vars(&vars).map(Target::EdgeHub).map_err(|e| anyhow::anyhow!("edge mode: {e}"));
+        let edge = || {
+            EdgeEnvironment::from_vars(&vars)
+                .map(Target::EdgeHub)
+                .map_err(|e| anyhow::anyhow!("edge mode: {e}"))
+        };
         match (output, edge_flag, config.output.sink) {
             (Some(path), _, _) => Ok(Target::File(path.clone())),
             (None, true, _) | (None, false, SinkKind::EdgeHub) => edge(),
@@ -65,13 +73,17 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let host = HostContext::with_options(&config.agent.host_root, config.agent.host_options());
     let agent_id = if config.agent.id.is_empty() {
         agent_id_from_host(&config.agent.host_root).unwrap_or_else(|| {
-            tracing::warn!("no usable machine-id under the host root; using a random AgentId for this run");
+            tracing::warn!(
+                "no usable machine-id under the host root; using a random AgentId for this run"
+            );
             uuid::Uuid::new_v4().to_string()
         })
     } else {
         config.agent.id.clone()
     };
-    let settings = config.pipeline_settings().map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let settings = config
+        .pipeline_settings()
+        .map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
     let settings_in_force = settings.clone();
     let issues = settings.asc.check();
     let state_dir = config.state_dir();
@@ -83,7 +95,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         "pipeline open"
     );
     if resumed.discarded_bytes > 0 {
-        let message = format!("{} bytes of the event cache were torn or corrupt and were cut", resumed.discarded_bytes);
+        let message = format!(
+            "{} bytes of the event cache were torn or corrupt and were cut",
+            resumed.discarded_bytes
+        );
         tracing::warn!("{message}");
         pipeline.accept(vec![pipeline::diagnostic(Severity::Warning, &message)])?;
     }
@@ -113,13 +128,29 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Batch>(256);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
     let control = scheduler.control();
-    let in_force = Wanted::local(&config).map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
-    let in_force = Wanted { settings: settings_in_force, ..in_force };
-    let default_ca_file = config.agent.host_root.join("etc/ssl/certs/ca-certificates.crt");
-    let mut fleet = Fleet::new(runtime, scheduler, state_dir.clone(), default_ca_file, options.once);
+    let in_force =
+        Wanted::local(&config).map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let in_force = Wanted {
+        settings: settings_in_force,
+        ..in_force
+    };
+    let default_ca_file = config
+        .agent
+        .host_root
+        .join("etc/ssl/certs/ca-certificates.crt");
+    let mut fleet = Fleet::new(
+        runtime,
+        scheduler,
+        state_dir.clone(),
+        default_ca_file,
+        options.once,
+    );
     fleet.apply(&in_force.fleet).await;
     if fleet.running() == 0 {
-        anyhow::bail!("no plugin could be loaded (plugin directory: {})", config.plugin_dir().display());
+        anyhow::bail!(
+            "no plugin could be loaded (plugin directory: {})",
+            config.plugin_dir().display()
+        );
     }
     let view = fleet.view();
     tracing::info!(plugins = fleet.running(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
@@ -136,22 +167,39 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(release_after_loading(view.changes.clone())));
         let (wanted_tx, wanted_rx) = watch::channel(Arc::new(in_force.fleet.clone()));
         tasks.push(tokio::spawn(fleet.run(wanted_rx)));
-        let controller = Controller::new(config.clone(), in_force, pipeline.commands(), control.clone(), wanted_tx);
-        let reloads = options.config_file.map(|path| control::watch_config(path, options.overrides));
+        let controller = Controller::new(
+            config.clone(),
+            in_force,
+            pipeline.commands(),
+            control.clone(),
+            wanted_tx,
+        );
+        let reloads = options
+            .config_file
+            .map(|path| control::watch_config(path, options.overrides));
         tasks.push(match edge {
-            Some((link, inbound)) => tokio::spawn(EdgeModule::new(link, controller, control, view, &agent_id).run(inbound, reloads)),
+            Some((link, inbound)) => tokio::spawn(
+                EdgeModule::new(link, controller, control, view, &agent_id).run(inbound, reloads),
+            ),
             None => tokio::spawn(follow_reloads(controller, reloads)),
         });
     }
 
     // With --once every actor ends after one collection and drops its sender; the pipeline
     // then closes its windows and drains. Otherwise it runs until a signal.
-    let pipeline = pipeline.run(rx, sink.as_mut(), options.once, shutdown_signal()).await?;
+    let pipeline = pipeline
+        .run(rx, sink.as_mut(), options.once, shutdown_signal())
+        .await?;
     for task in tasks {
         task.abort();
     }
     let c = pipeline.statistics();
-    tracing::info!(queued = pipeline.queued(), messages = c.messages_sent, failed = c.total_failed, "edgeguard stopped");
+    tracing::info!(
+        queued = pipeline.queued(),
+        messages = c.messages_sent,
+        failed = c.total_failed,
+        "edgeguard stopped"
+    );
     Ok(())
 }
 
@@ -161,8 +209,13 @@ async fn release_after_loading(mut changes: watch::Receiver<u64>) {
     const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
     loop {
         tokio::time::sleep(SETTLE).await;
-        let advised = tokio::task::spawn_blocking(crate::footprint::release_loading_pages).await.unwrap_or(0);
-        tracing::debug!(advised_bytes = advised, "loading's file pages handed back to the kernel");
+        let advised = tokio::task::spawn_blocking(crate::footprint::release_loading_pages)
+            .await
+            .unwrap_or(0);
+        tracing::debug!(
+            advised_bytes = advised,
+            "loading's file pages handed back to the kernel"
+        );
         if changes.changed().await.is_err() {
             return;
         }
@@ -170,7 +223,10 @@ async fn release_after_loading(mut changes: watch::Receiver<u64>) {
 }
 
 /// Without a twin, the local file alone says what runs.
-async fn follow_reloads(mut controller: Controller, reloads: Option<mpsc::Receiver<Result<Config, String>>>) {
+async fn follow_reloads(
+    mut controller: Controller,
+    reloads: Option<mpsc::Receiver<Result<Config, String>>>,
+) {
     if let Some(mut reloads) = reloads {
         while let Some(reading) = reloads.recv().await {
             controller.reload(reading).await;

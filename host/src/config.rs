@@ -74,7 +74,11 @@ impl Default for RemoteConfig {
             signing_keys: BTreeMap::new(),
             allow_unsigned: false,
             // Everything but `filesystem`: the twin should not pick which host files a plugin reads.
-            twin_grants: Capability::ALL.iter().filter(|c| **c != Capability::Filesystem).map(|c| c.name().to_owned()).collect(),
+            twin_grants: Capability::ALL
+                .iter()
+                .filter(|c| **c != Capability::Filesystem)
+                .map(|c| c.name().to_owned())
+                .collect(),
             ca_file: PathBuf::new(),
             max_plugin_size: Bytes(32 << 20),
             fetch_timeout: Span(Duration::from_secs(60)),
@@ -196,7 +200,12 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { sink: SinkKind::Auto, file: PathBuf::new(), max_file_size: Bytes(16 << 20), max_files: 4 }
+        OutputConfig {
+            sink: SinkKind::Auto,
+            file: PathBuf::new(),
+            max_file_size: Bytes(16 << 20),
+            max_files: 4,
+        }
     }
 }
 
@@ -250,12 +259,21 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     pub fn docker_socket(&self) -> PathBuf {
-        if self.docker_socket.as_os_str().is_empty() { self.host_root.join("var/run/docker.sock") } else { self.docker_socket.clone() }
+        if self.docker_socket.as_os_str().is_empty() {
+            self.host_root.join("var/run/docker.sock")
+        } else {
+            self.docker_socket.clone()
+        }
     }
 
     /// How the capabilities reach the host.
     pub fn host_options(&self) -> crate::capabilities::HostOptions {
-        crate::capabilities::HostOptions { docker_socket: self.docker_socket(), kernel_events: self.kernel_events, event_buffer: self.event_buffer, kernel_buffer: self.kernel_buffer.0 as usize }
+        crate::capabilities::HostOptions {
+            docker_socket: self.docker_socket(),
+            kernel_events: self.kernel_events,
+            event_buffer: self.event_buffer,
+            kernel_buffer: self.kernel_buffer.0 as usize,
+        }
     }
 }
 
@@ -455,21 +473,32 @@ fn empty_object() -> serde_json::Value {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: `{key}`: {message}")]
-    Invalid { origin: String, key: String, message: String },
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     pub fn embedded_default() -> Config {
-        Self::parse(EMBEDDED_DEFAULT, "embedded default").expect("the embedded default configuration is valid")
+        Self::parse(EMBEDDED_DEFAULT, "embedded default")
+            .expect("the embedded default configuration is valid")
     }
 
     /// Parses and validates; `origin` names the source in errors.
@@ -478,26 +507,48 @@ impl Config {
             origin: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_owned(), key, message })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                message,
+            })?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         let s = &self.schedule;
-        for (key, span) in [("schedule.high", s.high), ("schedule.medium", s.medium), ("schedule.low", s.low)] {
+        for (key, span) in [
+            ("schedule.high", s.high),
+            ("schedule.medium", s.medium),
+            ("schedule.low", s.low),
+        ] {
             if span.0 < Duration::from_millis(10) {
-                return Err((key.into(), format!("interval {span} is too short (at least 10ms)")));
+                return Err((
+                    key.into(),
+                    format!("interval {span} is too short (at least 10ms)"),
+                ));
             }
         }
         if s.max_concurrent == 0 {
-            return Err(("schedule.max_concurrent".into(), "must be at least 1".into()));
+            return Err((
+                "schedule.max_concurrent".into(),
+                "must be at least 1".into(),
+            ));
         }
         check_limits("limits", &self.limits)?;
         if !(4 << 10..=1 << 30).contains(&self.agent.kernel_buffer.0) {
-            return Err(("agent.kernel_buffer".into(), format!("{} is outside 4KiB..1GiB", self.agent.kernel_buffer)));
+            return Err((
+                "agent.kernel_buffer".into(),
+                format!("{} is outside 4KiB..1GiB", self.agent.kernel_buffer),
+            ));
         }
         if !(16..=1 << 20).contains(&self.agent.event_buffer) {
-            return Err(("agent.event_buffer".into(), format!("{} is outside 16..1048576 events", self.agent.event_buffer)));
+            return Err((
+                "agent.event_buffer".into(),
+                format!("{} is outside 16..1048576 events", self.agent.event_buffer),
+            ));
         }
         self.pipeline_settings()?;
         if self.output.sink == SinkKind::File && self.output.file.as_os_str().is_empty() {
@@ -505,29 +556,64 @@ impl Config {
         }
         let e = &self.edge;
         if e.keep_alive.0 < Duration::from_secs(1) || e.keep_alive.0 > Duration::from_secs(1177) {
-            return Err(("edge.keep_alive".into(), format!("{} is outside 1s..1177s (IoT Hub's limit)", e.keep_alive)));
+            return Err((
+                "edge.keep_alive".into(),
+                format!("{} is outside 1s..1177s (IoT Hub's limit)", e.keep_alive),
+            ));
         }
         if e.token_ttl.0 < Duration::from_secs(5) {
-            return Err(("edge.token_ttl".into(), format!("{} is too short (at least 5s)", e.token_ttl)));
+            return Err((
+                "edge.token_ttl".into(),
+                format!("{} is too short (at least 5s)", e.token_ttl),
+            ));
         }
         if e.status_interval.0 < Duration::from_secs(1) {
-            return Err(("edge.status_interval".into(), format!("{} is too short (at least 1s)", e.status_interval)));
+            return Err((
+                "edge.status_interval".into(),
+                format!("{} is too short (at least 1s)", e.status_interval),
+            ));
         }
         for (name, key) in &self.remote.signing_keys {
-            crate::fleet::trust::public_key(key).map_err(|m| (format!("remote.signing_keys.{name}"), m))?;
+            crate::fleet::trust::public_key(key)
+                .map_err(|m| (format!("remote.signing_keys.{name}"), m))?;
         }
-        if let Some(g) = self.remote.twin_grants.iter().find(|g| Capability::from_name(g).is_none()) {
-            return Err(("remote.twin_grants".into(), format!("unknown capability `{g}` (known: {})", Capability::names().join(", "))));
+        if let Some(g) = self
+            .remote
+            .twin_grants
+            .iter()
+            .find(|g| Capability::from_name(g).is_none())
+        {
+            return Err((
+                "remote.twin_grants".into(),
+                format!(
+                    "unknown capability `{g}` (known: {})",
+                    Capability::names().join(", ")
+                ),
+            ));
         }
         if self.output.max_file_size.0 < 4096 {
-            return Err(("output.max_file_size".into(), format!("{} is too small (at least 4KiB)", self.output.max_file_size)));
+            return Err((
+                "output.max_file_size".into(),
+                format!("{} is too small (at least 4KiB)", self.output.max_file_size),
+            ));
         }
 
         let mut names = HashSet::new();
         for (i, p) in self.plugins.iter().enumerate() {
             let at = |field: &str| format!("plugin[{i}].{field}");
-            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err((at("name"), format!("`{}` must be non-empty and use only letters, digits, - and _", p.name)));
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    at("name"),
+                    format!(
+                        "`{}` must be non-empty and use only letters, digits, - and _",
+                        p.name
+                    ),
+                ));
             }
             if !names.insert(&p.name) {
                 return Err((at("name"), format!("`{}` is used by two plugins", p.name)));
@@ -538,7 +624,10 @@ impl Config {
             if let Some(sha) = &p.sha256
                 && !is_sha256(sha)
             {
-                return Err((at("sha256"), format!("`{sha}` is not a SHA-256 (64 hex digits)")));
+                return Err((
+                    at("sha256"),
+                    format!("`{sha}` is not a SHA-256 (64 hex digits)"),
+                ));
             }
             if is_url(&p.file.to_string_lossy()) && p.sha256.is_none() {
                 return Err((at("sha256"), "a plugin from a URL needs its sha256".into()));
@@ -546,22 +635,37 @@ impl Config {
             let mut grants = HashSet::new();
             for g in &p.grants {
                 if Capability::from_name(g).is_none() {
-                    return Err((at("grants"), format!("unknown capability `{g}` (known: {})", Capability::names().join(", "))));
+                    return Err((
+                        at("grants"),
+                        format!(
+                            "unknown capability `{g}` (known: {})",
+                            Capability::names().join(", ")
+                        ),
+                    ));
                 }
                 if !grants.insert(g) {
                     return Err((at("grants"), format!("`{g}` is granted twice")));
                 }
             }
             if !p.dirs.is_empty() && !grants.contains(&"filesystem".to_string()) {
-                return Err((at("dirs"), "directories are given but `filesystem` is not granted".into()));
+                return Err((
+                    at("dirs"),
+                    "directories are given but `filesystem` is not granted".into(),
+                ));
             }
             if let Some(d) = p.dirs.iter().find(|d| !d.is_absolute()) {
-                return Err((at("dirs"), format!("`{}` must be an absolute path", d.display())));
+                return Err((
+                    at("dirs"),
+                    format!("`{}` must be an absolute path", d.display()),
+                ));
             }
             if let Some(span) = p.interval
                 && span.0 < Duration::from_millis(10)
             {
-                return Err((at("interval"), format!("interval {span} is too short (at least 10ms)")));
+                return Err((
+                    at("interval"),
+                    format!("interval {span} is too short (at least 10ms)"),
+                ));
             }
             check_limits(&at("limits"), &self.limits.with(&p.limits))?;
             if !p.config.is_object() {
@@ -578,8 +682,17 @@ impl Config {
             .iter()
             .map(|(k, v)| {
                 let v = serde_json::to_value(v).expect("TOML is JSON-compatible");
-                let is_wrapped = v.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("value"));
-                (k.clone(), if is_wrapped { v } else { serde_json::json!({ "value": v }) })
+                let is_wrapped = v
+                    .as_object()
+                    .is_some_and(|o| o.len() == 1 && o.contains_key("value"));
+                (
+                    k.clone(),
+                    if is_wrapped {
+                        v
+                    } else {
+                        serde_json::json!({ "value": v })
+                    },
+                )
             })
             .collect();
         serde_json::Value::Object(wrapped)
@@ -587,45 +700,74 @@ impl Config {
 
     /// The pipeline's settings, validated; errors name the key.
     pub fn pipeline_settings(&self) -> Result<Settings, (String, String)> {
-        let asc = AgentConfiguration::parse(&self.asc_object(), &AgentConfiguration::default()).map_err(|refused| {
-            let first = &refused.issues[0];
-            (format!("asc.{}", first.name), first.message.clone())
-        })?;
+        let asc = AgentConfiguration::parse(&self.asc_object(), &AgentConfiguration::default())
+            .map_err(|refused| {
+                let first = &refused.issues[0];
+                (format!("asc.{}", first.name), first.message.clone())
+            })?;
         self.pipeline_settings_with(asc)
     }
 
     /// The pipeline's settings around a given ASC configuration (e.g. the module twin's).
-    pub fn pipeline_settings_with(&self, asc: AgentConfiguration) -> Result<Settings, (String, String)> {
+    pub fn pipeline_settings_with(
+        &self,
+        asc: AgentConfiguration,
+    ) -> Result<Settings, (String, String)> {
         let p = &self.pipeline;
         if p.sync_interval.0 < Duration::from_millis(10) {
-            return Err(("pipeline.sync_interval".into(), format!("{} is too short (at least 10ms)", p.sync_interval)));
+            return Err((
+                "pipeline.sync_interval".into(),
+                format!("{} is too short (at least 10ms)", p.sync_interval),
+            ));
         }
         if p.max_in_flight == 0 {
             return Err(("pipeline.max_in_flight".into(), "must be at least 1".into()));
         }
         if p.aggregation_max_entries == 0 {
-            return Err(("pipeline.aggregation_max_entries".into(), "must be at least 1".into()));
+            return Err((
+                "pipeline.aggregation_max_entries".into(),
+                "must be at least 1".into(),
+            ));
         }
         let mut events = BTreeMap::new();
         for (name, e) in &self.events {
             let at = |field: &str| format!("events.{name}.{field}");
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err((format!("events.{name}"), "an event name is ASCII letters and digits".into()));
+                return Err((
+                    format!("events.{name}"),
+                    "an event name is ASCII letters and digits".into(),
+                ));
             }
             let priority = match &e.priority {
                 None => None,
-                Some(text) => Some(Priority::parse(text).ok_or_else(|| (at("priority"), format!("`{text}`: expected High, Low or Off")))?),
+                Some(text) => Some(Priority::parse(text).ok_or_else(|| {
+                    (
+                        at("priority"),
+                        format!("`{text}`: expected High, Low or Off"),
+                    )
+                })?),
             };
             if let Some(span) = e.aggregation_interval
                 && span.0.is_zero()
             {
-                return Err((at("aggregation_interval"), "must be longer than zero".into()));
+                return Err((
+                    at("aggregation_interval"),
+                    "must be longer than zero".into(),
+                ));
             }
             let aggregate_by = match &e.aggregate_by {
                 None => None,
                 Some(specs) => Some(Rule::parse(specs).map_err(|m| (at("aggregate_by"), m))?),
             };
-            events.insert(name.clone(), EventSettings { priority, aggregate: e.aggregate, aggregation_interval: e.aggregation_interval.map(|s| s.0), aggregate_by });
+            events.insert(
+                name.clone(),
+                EventSettings {
+                    priority,
+                    aggregate: e.aggregate,
+                    aggregation_interval: e.aggregation_interval.map(|s| s.0),
+                    aggregate_by,
+                },
+            );
         }
         let settings = Settings {
             asc,
@@ -634,13 +776,21 @@ impl Config {
             sync_interval: p.sync_interval.0,
             aggregation_max_entries: p.aggregation_max_entries,
         };
-        settings.check_events().map_err(|(name, message)| (format!("events.{name}"), message))?;
+        settings
+            .check_events()
+            .map_err(|(name, message)| (format!("events.{name}"), message))?;
         Ok(settings)
     }
 
     /// The pipeline's state directory, resolved.
     pub fn state_dir(&self) -> PathBuf {
-        resolve_dir(&self.pipeline.state_dir, "/var/lib/edgeguard", "XDG_STATE_HOME", ".local/state", "edgeguard-state")
+        resolve_dir(
+            &self.pipeline.state_dir,
+            "/var/lib/edgeguard",
+            "XDG_STATE_HOME",
+            ".local/state",
+            "edgeguard-state",
+        )
     }
 
     /// The plugin directory, resolved.
@@ -656,7 +806,13 @@ impl Config {
 
     /// The compiled-artifact cache directory, resolved.
     pub fn cache_dir(&self) -> PathBuf {
-        resolve_dir(&self.agent.cache_dir, "/var/cache/edgeguard", "XDG_CACHE_HOME", ".cache", "edgeguard-cache")
+        resolve_dir(
+            &self.agent.cache_dir,
+            "/var/cache/edgeguard",
+            "XDG_CACHE_HOME",
+            ".cache",
+            "edgeguard-cache",
+        )
     }
 
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
@@ -674,9 +830,21 @@ impl Config {
             ("agent", json(&self.agent), json(&other.agent)),
             ("output", json(&self.output), json(&other.output)),
             ("edge", json(&self.edge), json(&other.edge)),
-            ("pipeline.state_dir", json(&self.pipeline.state_dir), json(&other.pipeline.state_dir)),
-            ("schedule.first_collection_jitter", json(&self.schedule.first_collection_jitter), json(&other.schedule.first_collection_jitter)),
-            ("schedule.max_concurrent", json(&self.schedule.max_concurrent), json(&other.schedule.max_concurrent)),
+            (
+                "pipeline.state_dir",
+                json(&self.pipeline.state_dir),
+                json(&other.pipeline.state_dir),
+            ),
+            (
+                "schedule.first_collection_jitter",
+                json(&self.schedule.first_collection_jitter),
+                json(&other.schedule.first_collection_jitter),
+            ),
+            (
+                "schedule.max_concurrent",
+                json(&self.schedule.max_concurrent),
+                json(&other.schedule.max_concurrent),
+            ),
         ] {
             if a != b {
                 changed.push(name);
@@ -704,7 +872,9 @@ fn resolve_dir(given: &Path, root: &str, xdg_var: &str, home_default: &str, temp
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from(root);
     }
-    match std::env::var_os(xdg_var).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(home_default).into())) {
+    match std::env::var_os(xdg_var)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(home_default).into()))
+    {
         Some(base) => Path::new(&base).join("edgeguard"),
         None => std::env::temp_dir().join(temp),
     }
@@ -712,16 +882,28 @@ fn resolve_dir(given: &Path, root: &str, xdg_var: &str, home_default: &str, temp
 
 pub(crate) fn check_limits(key: &str, l: &Limits) -> Result<(), (String, String)> {
     if l.memory.0 < (1 << 20) || l.memory.0 > (4 << 30) {
-        return Err((format!("{key}.memory"), format!("{} is out of range (1MiB to 4GiB)", l.memory)));
+        return Err((
+            format!("{key}.memory"),
+            format!("{} is out of range (1MiB to 4GiB)", l.memory),
+        ));
     }
     if l.call_timeout.0 < Duration::from_millis(10) {
-        return Err((format!("{key}.call_timeout"), format!("{} is too short (at least 10ms)", l.call_timeout)));
+        return Err((
+            format!("{key}.call_timeout"),
+            format!("{} is too short (at least 10ms)", l.call_timeout),
+        ));
     }
     if l.max_events_per_call == 0 {
-        return Err((format!("{key}.max_events_per_call"), "must be at least 1".into()));
+        return Err((
+            format!("{key}.max_events_per_call"),
+            "must be at least 1".into(),
+        ));
     }
     if l.restart_backoff.0.is_zero() || l.restart_backoff_max < l.restart_backoff {
-        return Err((format!("{key}.restart_backoff"), "must be positive and not above restart_backoff_max".into()));
+        return Err((
+            format!("{key}.restart_backoff"),
+            "must be positive and not above restart_backoff_max".into(),
+        ));
     }
     Ok(())
 }
@@ -751,7 +933,10 @@ mod tests {
         let p = "[[plugin]]\nname = \"a\"\nfile = \"a.wasm\"\n";
         assert!(err(&format!("{p}grants = [\"proc\"]")).contains("plugin[0].grants"));
         assert!(err(&format!("{p}{p}")).contains("plugin[1].name"));
-        assert!(err(&format!("{p}limits = {{ max_events_per_call = 0 }}")).contains("plugin[0].limits.max_events_per_call"));
+        assert!(
+            err(&format!("{p}limits = {{ max_events_per_call = 0 }}"))
+                .contains("plugin[0].limits.max_events_per_call")
+        );
         assert!(err(&format!("{p}dirs = [\"/etc\"]")).contains("plugin[0].dirs"));
         assert!(err(&format!("{p}group = \"urgent\"")).contains("group"));
     }

@@ -37,8 +37,21 @@ pub enum Applied {
 
 impl Controller {
     /// `in_force`: what the agent started with; the fleet follows `fleet`.
-    pub fn new(local: Config, in_force: Wanted, pipeline: mpsc::Sender<Command>, scheduler: scheduler::Control, fleet: watch::Sender<Arc<fleet::Wanted>>) -> Controller {
-        Controller { local, desired: Map::new(), in_force, pipeline, scheduler, fleet }
+    pub fn new(
+        local: Config,
+        in_force: Wanted,
+        pipeline: mpsc::Sender<Command>,
+        scheduler: scheduler::Control,
+        fleet: watch::Sender<Arc<fleet::Wanted>>,
+    ) -> Controller {
+        Controller {
+            local,
+            desired: Map::new(),
+            in_force,
+            pipeline,
+            scheduler,
+            fleet,
+        }
     }
 
     pub fn local(&self) -> &Config {
@@ -78,7 +91,12 @@ impl Controller {
         let mut warnings = None;
         if wanted.settings != self.in_force.settings {
             let (tx, rx) = oneshot::channel();
-            if self.pipeline.send(Command::Reconfigure(wanted.settings.clone(), tx)).await.is_ok() {
+            if self
+                .pipeline
+                .send(Command::Reconfigure(wanted.settings.clone(), tx))
+                .await
+                .is_ok()
+            {
                 warnings = Some(rx.await.unwrap_or_default());
             }
         }
@@ -99,12 +117,20 @@ impl Controller {
             Err(message) => {
                 let message = format!("{message}; the configuration in force stays");
                 tracing::error!("configuration reload refused: {message}");
-                let _ = self.pipeline.send(Command::Accept(vec![pipeline::diagnostic(Severity::Error, &message)])).await;
+                let _ = self
+                    .pipeline
+                    .send(Command::Accept(vec![pipeline::diagnostic(
+                        Severity::Error,
+                        &message,
+                    )]))
+                    .await;
                 return None;
             }
         };
         for setting in self.set_local(config) {
-            tracing::warn!("configuration reload: `{setting}` changed; it takes effect at the next start");
+            tracing::warn!(
+                "configuration reload: `{setting}` changed; it takes effect at the next start"
+            );
         }
         let applied = self.apply(true).await;
         match &applied {
@@ -131,7 +157,9 @@ pub fn watch_config(path: PathBuf, overrides: Overrides) -> mpsc::Receiver<Resul
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!("cannot handle SIGHUP ({e}); the configuration file is still watched");
+                tracing::warn!(
+                    "cannot handle SIGHUP ({e}); the configuration file is still watched"
+                );
                 None
             }
         };

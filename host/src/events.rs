@@ -1,7 +1,9 @@
 //! Security events in the Azure Security Center for IoT shape: what plugins return (WIT types)
 //! becomes [`SecurityEvent`], which serializes exactly as the ASC message schema wants it.
 
-use crate::runtime::bindings::edgeguard::collector::types::{self as wit, Direction, LoginResult, Protocol};
+use crate::runtime::bindings::edgeguard::collector::types::{
+    self as wit, Direction, LoginResult, Protocol,
+};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -40,7 +42,12 @@ pub struct SecurityEvent {
 }
 
 impl SecurityEvent {
-    pub fn new(name: &str, category: Category, event_type: EventType, payload: Vec<Value>) -> SecurityEvent {
+    pub fn new(
+        name: &str,
+        category: Category,
+        event_type: EventType,
+        payload: Vec<Value>,
+    ) -> SecurityEvent {
         SecurityEvent {
             id: uuid::Uuid::new_v4(),
             name: name.to_owned(),
@@ -84,7 +91,11 @@ impl SecurityEvent {
     }
 
     /// A Diagnostic event from the host itself (plugin faults, load failures).
-    pub fn diagnostic(severity: Severity, message: &str, extra: &[(&str, String)]) -> SecurityEvent {
+    pub fn diagnostic(
+        severity: Severity,
+        message: &str,
+        extra: &[(&str, String)],
+    ) -> SecurityEvent {
         let mut item = json!({
             "Severity": severity,
             "Message": message,
@@ -93,9 +104,19 @@ impl SecurityEvent {
             "ThreadId": unsafe { libc::gettid() },
         });
         if !extra.is_empty() {
-            item["ExtraDetails"] = Value::Object(extra.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect());
+            item["ExtraDetails"] = Value::Object(
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+                    .collect(),
+            );
         }
-        SecurityEvent::new("Diagnostic", Category::Triggered, EventType::Diagnostic, vec![item])
+        SecurityEvent::new(
+            "Diagnostic",
+            Category::Triggered,
+            EventType::Diagnostic,
+            vec![item],
+        )
     }
 }
 
@@ -119,7 +140,9 @@ pub struct Rejected {
 /// Converts one plugin event. Custom events must carry JSON objects.
 pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {
     use Category::*;
-    let security = |name: &str, category, payload| SecurityEvent::new(name, category, EventType::Security, payload);
+    let security = |name: &str, category, payload| {
+        SecurityEvent::new(name, category, EventType::Security, payload)
+    };
     Ok(match event {
         wit::Event::ProcessCreate(p) => security("ProcessCreate", Triggered, vec![with_extra(
             json!({
@@ -253,7 +276,10 @@ fn with_extra(mut item: Value, extra: Vec<(String, String)>) -> Value {
     if let Value::Object(map) = &mut item {
         map.retain(|_, v| !v.is_null());
         if !extra.is_empty() {
-            let details: Map<String, Value> = extra.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let details: Map<String, Value> = extra
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             map.insert("ExtraDetails".into(), Value::Object(details));
         }
     }

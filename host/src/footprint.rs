@@ -20,7 +20,10 @@ fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
-            let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+            let (start, end) = (
+                usize::from_str_radix(start, 16).ok()?,
+                usize::from_str_radix(end, 16).ok()?,
+            );
             (end > start).then_some((start, end - start))
         })
         .collect()
@@ -29,7 +32,9 @@ fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
 /// Advises the kernel to reclaim the clean pages of this process's read-only file mappings.
 /// Returns the bytes of mappings advised.
 pub fn release_loading_pages() -> usize {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return 0 };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return 0;
+    };
     let mut advised = 0;
     for (start, len) in file_mappings(&maps) {
         // SAFETY: the range is a mapping of this process as the kernel lists it; PAGEOUT only
@@ -56,14 +61,27 @@ mod tests {
 7ffd0000000-7ffd0021000 rw-p 00000000 00:00 0 [stack]
 7ffd1000000-7ffd1002000 r-xp 00000000 00:00 0 [vdso]
 ";
-        assert_eq!(file_mappings(maps), vec![(0x55d0a0000000, 0x84000), (0x55d0a0084000, 0xaec000), (0x7f0000100000, 0x100000)]);
+        assert_eq!(
+            file_mappings(maps),
+            vec![
+                (0x55d0a0000000, 0x84000),
+                (0x55d0a0084000, 0xaec000),
+                (0x7f0000100000, 0x100000)
+            ]
+        );
     }
 
     #[test]
     fn releasing_keeps_this_process_running() {
         let advised = release_loading_pages();
-        assert!(advised > 0, "the test binary itself is a read-only file mapping");
+        assert!(
+            advised > 0,
+            "the test binary itself is a read-only file mapping"
+        );
         // Code just handed back (this module's) runs again: it faults in from the page cache.
-        assert_eq!(file_mappings("7f0000100000-7f0000200000 r-xp 00001000 fe:00 42 /x").len(), 1);
+        assert_eq!(
+            file_mappings("7f0000100000-7f0000200000 r-xp 00001000 fe:00 42 /x").len(),
+            1
+        );
     }
 }

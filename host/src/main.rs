@@ -120,14 +120,23 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = cli.log.clone().or_else(|| std::env::var("EDGEGUARD_LOG").ok()).unwrap_or_else(|| "info".into());
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("EDGEGUARD_LOG").ok())
+        .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
@@ -140,69 +149,150 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<(), (u8, String)> {
     let bad_input = |e: &dyn std::fmt::Display| (EXIT_BAD_INPUT, e.to_string());
     match command {
-        Command::Run { config: config_file, once, output, plugin_dir, host_root, docker_socket, cache_dir, state_dir, edge } => {
+        Command::Run {
+            config: config_file,
+            once,
+            output,
+            plugin_dir,
+            host_root,
+            docker_socket,
+            cache_dir,
+            state_dir,
+            edge,
+        } => {
             let mut config = match &config_file {
                 Some(path) => Config::load(path).map_err(|e| bad_input(&e))?,
                 None => Config::embedded_default(),
             };
-            let overrides = Overrides { plugin_dir, host_root, docker_socket, cache_dir, state_dir };
+            let overrides = Overrides {
+                plugin_dir,
+                host_root,
+                docker_socket,
+                cache_dir,
+                state_dir,
+            };
             overrides.apply(&mut config);
-            app::run(RunOptions { config, config_file, overrides, once, output, edge }).await.map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
+            app::run(RunOptions {
+                config,
+                config_file,
+                overrides,
+                once,
+                output,
+                edge,
+            })
+            .await
+            .map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
         }
-        Command::Plugin { command: PluginCommand::Keygen { private_key } } => {
-            let seed = signing::new_seed().map_err(|e| (EXIT_FAILURE, format!("cannot read random bytes: {e}")))?;
-            let key = signing::key_from_text(&signing::encode(&seed)).map_err(|e| (EXIT_FAILURE, e))?;
-            write_private(&private_key, &signing::encode(&seed)).map_err(|e| bad_input(&format!("{}: {e}", private_key.display())))?;
-            eprintln!("private key written to {} (keep it off the devices)", private_key.display());
+        Command::Plugin {
+            command: PluginCommand::Keygen { private_key },
+        } => {
+            let seed = signing::new_seed()
+                .map_err(|e| (EXIT_FAILURE, format!("cannot read random bytes: {e}")))?;
+            let key =
+                signing::key_from_text(&signing::encode(&seed)).map_err(|e| (EXIT_FAILURE, e))?;
+            write_private(&private_key, &signing::encode(&seed))
+                .map_err(|e| bad_input(&format!("{}: {e}", private_key.display())))?;
+            eprintln!(
+                "private key written to {} (keep it off the devices)",
+                private_key.display()
+            );
             println!("{}", signing::encode(key.verifying_key().as_bytes()));
             Ok(())
         }
-        Command::Plugin { command: PluginCommand::Sign { file, key, key_name } } => {
-            let text = std::fs::read_to_string(&key).map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
-            let key = signing::key_from_text(&text).map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
-            let bytes = std::fs::read(&file).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+        Command::Plugin {
+            command:
+                PluginCommand::Sign {
+                    file,
+                    key,
+                    key_name,
+                },
+        } => {
+            let text = std::fs::read_to_string(&key)
+                .map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
+            let key = signing::key_from_text(&text)
+                .map_err(|e| bad_input(&format!("{}: {e}", key.display())))?;
+            let bytes =
+                std::fs::read(&file).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
             let signature = serde_json::json!({
                 "sha256": edgeguard::runtime::artifact_cache::sha256_hex(&bytes),
                 "signature": { "key": key_name, "ed25519": signing::sign(&key, &bytes) },
             });
-            println!("{}", serde_json::to_string_pretty(&signature).expect("JSON"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&signature).expect("JSON")
+            );
             Ok(())
         }
-        Command::Plugin { command: PluginCommand::Inspect { file, json, cache_dir } } => {
+        Command::Plugin {
+            command:
+                PluginCommand::Inspect {
+                    file,
+                    json,
+                    cache_dir,
+                },
+        } => {
             let cache_dir = cache_dir.unwrap_or_else(|| Config::default().cache_dir());
             let runtime = Runtime::new(&cache_dir).map_err(|e| (EXIT_FAILURE, format!("{e:#}")))?;
-            let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "plugin".into());
             // Inspection grants every capability (no directories): describe() must not use them anyway.
-            let loaded = LoadedPlugin::load_file(&runtime, &name, &file, &Capability::ALL, &[]).await.map_err(|e| bad_input(&e))?;
+            let loaded = LoadedPlugin::load_file(&runtime, &name, &file, &Capability::ALL, &[])
+                .await
+                .map_err(|e| bad_input(&e))?;
             print_inspection(&loaded, json);
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Check { file } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
             let config = Config::load(&file).map_err(|e| bad_input(&e))?;
             let enabled = config.plugins.iter().filter(|p| p.enabled).count();
-            println!("{}: valid ({} plugins, {enabled} enabled)", file.display(), config.plugins.len());
-            let settings = config.pipeline_settings().map_err(|(k, m)| (EXIT_BAD_INPUT, format!("`{k}`: {m}")))?;
+            println!(
+                "{}: valid ({} plugins, {enabled} enabled)",
+                file.display(),
+                config.plugins.len()
+            );
+            let settings = config
+                .pipeline_settings()
+                .map_err(|(k, m)| (EXIT_BAD_INPUT, format!("`{k}`: {m}")))?;
             for issue in settings.asc.check() {
                 println!("  warning: asc.{issue}");
             }
             for p in &config.plugins {
                 let path = config.plugin_path(p);
                 if !path.exists() {
-                    println!("  note: plugin `{}`: {} does not exist here", p.name, path.display());
+                    println!(
+                        "  note: plugin `{}`: {} does not exist here",
+                        p.name,
+                        path.display()
+                    );
                 }
             }
             Ok(())
         }
-        Command::CheckManifest { file, json, fail_on } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
-            let findings = edgeguard_manifest::analyze_text(&text).map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+        Command::CheckManifest {
+            file,
+            json,
+            fail_on,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
+            let findings = edgeguard_manifest::analyze_text(&text)
+                .map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
             print_findings(&findings, json);
             match fail_on {
-                Some(threshold) if findings.iter().any(|f| f.severity >= threshold) => Err((EXIT_FAILURE, format!("{}: findings at or above {threshold}", file.display()))),
+                Some(threshold) if findings.iter().any(|f| f.severity >= threshold) => Err((
+                    EXIT_FAILURE,
+                    format!("{}: findings at or above {threshold}", file.display()),
+                )),
                 _ => Ok(()),
             }
         }
-        Command::Config { command: ConfigCommand::Default } => {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
             print!("{}", edgeguard::config::EMBEDDED_DEFAULT);
             Ok(())
         }
@@ -213,12 +303,17 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     writeln!(file, "{text}")
 }
 
 fn parse_severity(text: &str) -> Result<edgeguard_manifest::Severity, String> {
-    edgeguard_manifest::Severity::parse(text).ok_or_else(|| format!("`{text}`: expected low, medium or high"))
+    edgeguard_manifest::Severity::parse(text)
+        .ok_or_else(|| format!("`{text}`: expected low, medium or high"))
 }
 
 fn print_findings(findings: &[edgeguard_manifest::Finding], json: bool) {
@@ -244,10 +339,24 @@ fn print_findings(findings: &[edgeguard_manifest::Finding], json: bool) {
         println!("no findings");
         return;
     }
-    let width = findings.iter().map(|f| f.module.len()).max().unwrap_or(6).max(6);
-    println!("{:<8} {:<width$} {:<26} WHAT", "SEVERITY", "MODULE", "FINDING");
+    let width = findings
+        .iter()
+        .map(|f| f.module.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<8} {:<width$} {:<26} WHAT",
+        "SEVERITY", "MODULE", "FINDING"
+    );
     for f in findings {
-        println!("{:<8} {:<width$} {:<26} {}", f.severity.as_str(), f.module, f.code, f.message);
+        println!(
+            "{:<8} {:<width$} {:<26} {}",
+            f.severity.as_str(),
+            f.module,
+            f.code,
+            f.message
+        );
         println!("{:<8} {:<width$} {:<26} at {}", "", "", "", f.path);
         println!("{:<8} {:<width$} {:<26} fix: {}", "", "", "", f.remediation);
     }

@@ -19,13 +19,21 @@ impl Span {
         let mut total = Duration::ZERO;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
-                return Err(format!("`{text}` is not a duration (expected e.g. 10s, 5m, 250ms)"));
+                return Err(format!(
+                    "`{text}` is not a duration (expected e.g. 10s, 5m, 250ms)"
+                ));
             }
-            let n: u64 = rest[..digits].parse().map_err(|_| format!("`{text}`: number too large"))?;
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("`{text}`: number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
                 "ms" => Duration::from_millis(n),
                 "s" => Duration::from_secs(n),
@@ -33,7 +41,11 @@ impl Span {
                 "h" => Duration::from_secs(n.saturating_mul(3600)),
                 "d" => Duration::from_secs(n.saturating_mul(86400)),
                 "" => return Err(format!("`{text}`: missing unit (ms, s, m, h or d)")),
-                other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h or d)")),
+                other => {
+                    return Err(format!(
+                        "`{text}`: unknown unit `{other}` (ms, s, m, h or d)"
+                    ));
+                }
             };
             total = total.saturating_add(unit);
             rest = &rest[unit_len..];
@@ -75,11 +87,17 @@ pub struct Bytes(pub u64);
 impl Bytes {
     pub fn parse(text: &str) -> Result<Bytes, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         if split == 0 {
-            return Err(format!("`{text}` is not a size (expected e.g. 32MiB or 65536)"));
+            return Err(format!(
+                "`{text}` is not a size (expected e.g. 32MiB or 65536)"
+            ));
         }
-        let n: u64 = text[..split].parse().map_err(|_| format!("`{text}`: number too large"))?;
+        let n: u64 = text[..split]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
         let factor: u64 = match text[split..].trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -88,9 +106,15 @@ impl Bytes {
             "KB" | "kB" => 1000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            other => return Err(format!("`{text}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
-        n.checked_mul(factor).map(Bytes).ok_or_else(|| format!("`{text}` is too large"))
+        n.checked_mul(factor)
+            .map(Bytes)
+            .ok_or_else(|| format!("`{text}` is too large"))
     }
 }
 
@@ -114,7 +138,9 @@ impl<'de> Deserialize<'de> for Bytes {
                 f.write_str("a byte count such as 33554432 or \"32MiB\"")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Bytes, E> {
-                u64::try_from(v).map(Bytes).map_err(|_| E::custom(format!("size must not be negative, got {v}")))
+                u64::try_from(v)
+                    .map(Bytes)
+                    .map_err(|_| E::custom(format!("size must not be negative, got {v}")))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Bytes, E> {
                 Ok(Bytes(v))

@@ -33,21 +33,21 @@ pub mod bindings {
 }
 
 pub use bindings::edgeguard::collector::types::{
-    CollectError, ConnectionCreate, CustomEvent, Direction, Event, HostError, ListeningPort, LocalUser,
-    Login, LoginResult, PluginInfo, PriorityGroup, ProcessCreate, ProcessTerminate, Protocol,
-    SystemInformation,
+    CollectError, ConnectionCreate, CustomEvent, Direction, Event, HostError, ListeningPort,
+    LocalUser, Login, LoginResult, PluginInfo, PriorityGroup, ProcessCreate, ProcessTerminate,
+    Protocol, SystemInformation,
 };
 
 /// Host capabilities. Each is usable only when the plugin's configuration grants it; a plugin
 /// that uses one it was not granted is refused before it runs.
 pub mod host {
     pub use crate::bindings::edgeguard::collector::clock;
+    pub use crate::bindings::edgeguard::collector::containers;
     pub use crate::bindings::edgeguard::collector::log;
+    pub use crate::bindings::edgeguard::collector::logins;
     pub use crate::bindings::edgeguard::collector::processes;
     pub use crate::bindings::edgeguard::collector::sockets;
     pub use crate::bindings::edgeguard::collector::system;
-    pub use crate::bindings::edgeguard::collector::logins;
-    pub use crate::bindings::edgeguard::collector::containers;
 }
 
 /// The plugin's configuration: the JSON object the host passes to `init`.
@@ -103,7 +103,8 @@ impl PluginInfo {
         self
     }
     pub fn needs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, capabilities: I) -> Self {
-        self.capabilities.extend(capabilities.into_iter().map(Into::into));
+        self.capabilities
+            .extend(capabilities.into_iter().map(Into::into));
         self
     }
     pub fn group(mut self, group: PriorityGroup) -> Self {
@@ -132,7 +133,10 @@ impl From<HostError> for CollectError {
 /// Refuses a configuration with a key outside `known`, naming it and the keys that are.
 pub fn config_keys(config: &Config, known: &[&str]) -> Result<(), CollectError> {
     match config.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(CollectError::config(key, format!("unknown key (known: {})", known.join(", ")))),
+        Some(key) => Err(CollectError::config(
+            key,
+            format!("unknown key (known: {})", known.join(", ")),
+        )),
         None => Ok(()),
     }
 }
@@ -142,7 +146,10 @@ pub fn config_bool(config: &Config, key: &str, default: bool) -> Result<bool, Co
     match config.get(key) {
         None | Some(serde_json::Value::Null) => Ok(default),
         Some(serde_json::Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(CollectError::config(key, format!("expected true or false, got {other}"))),
+        Some(other) => Err(CollectError::config(
+            key,
+            format!("expected true or false, got {other}"),
+        )),
     }
 }
 
@@ -157,7 +164,12 @@ pub struct Availability {
 impl Availability {
     /// `result` of a call to the source: Some when it answered; None when it is unavailable
     /// (logged as `{why}: {instead}` when that is news); other errors pass through.
-    pub fn check<T>(&mut self, result: Result<T, HostError>, instead: &str, back: &str) -> Result<Option<T>, HostError> {
+    pub fn check<T>(
+        &mut self,
+        result: Result<T, HostError>,
+        instead: &str,
+        back: &str,
+    ) -> Result<Option<T>, HostError> {
         match result {
             Ok(answer) => {
                 if self.unavailable.take().is_some() {
@@ -203,7 +215,12 @@ pub fn rfc3339(unix_nanos: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let micros = unix_nanos % 1_000_000_000 / 1000;
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// Logs through the host's `log` capability (the plugin must be granted `log`).
@@ -234,17 +251,25 @@ pub mod __private {
             Slot(RefCell::new(None))
         }
         pub fn init(&self, config: String) -> Result<(), CollectError> {
-            let parsed: serde_json::Value = serde_json::from_str(&config)
-                .map_err(|e| CollectError::InvalidConfig(format!("configuration is not JSON: {e}")))?;
+            let parsed: serde_json::Value = serde_json::from_str(&config).map_err(|e| {
+                CollectError::InvalidConfig(format!("configuration is not JSON: {e}"))
+            })?;
             let map = match parsed {
                 serde_json::Value::Object(map) => map,
                 serde_json::Value::Null => Config::new(),
-                other => return Err(CollectError::InvalidConfig(format!("configuration must be an object, got {other}"))),
+                other => {
+                    return Err(CollectError::InvalidConfig(format!(
+                        "configuration must be an object, got {other}"
+                    )));
+                }
             };
             *self.0.borrow_mut() = Some(T::new(map)?);
             Ok(())
         }
-        pub fn with<R>(&self, f: impl FnOnce(&mut T) -> Result<R, CollectError>) -> Result<R, CollectError> {
+        pub fn with<R>(
+            &self,
+            f: impl FnOnce(&mut T) -> Result<R, CollectError>,
+        ) -> Result<R, CollectError> {
             match self.0.borrow_mut().as_mut() {
                 Some(instance) => f(instance),
                 None => Err(CollectError::Internal("called before init".into())),

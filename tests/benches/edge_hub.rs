@@ -33,18 +33,25 @@ async fn counting_relay(target: u16) -> (u16, Arc<AtomicU64>) {
         while let Ok((mut client, _)) = listener.accept().await {
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
-                let mut broker = tokio::net::TcpStream::connect(("127.0.0.1", target)).await.unwrap();
+                let mut broker = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                    .await
+                    .unwrap();
                 let (mut cr, mut cw) = client.split();
                 let (mut br, mut bw) = broker.split();
                 let up = async {
                     let mut buf = vec![0u8; 64 << 10];
                     loop {
-                        let n = tokio::io::AsyncReadExt::read(&mut cr, &mut buf).await.unwrap_or(0);
+                        let n = tokio::io::AsyncReadExt::read(&mut cr, &mut buf)
+                            .await
+                            .unwrap_or(0);
                         if n == 0 {
                             break;
                         }
                         counter.fetch_add(n as u64, Ordering::Relaxed);
-                        if tokio::io::AsyncWriteExt::write_all(&mut bw, &buf[..n]).await.is_err() {
+                        if tokio::io::AsyncWriteExt::write_all(&mut bw, &buf[..n])
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -58,11 +65,22 @@ async fn counting_relay(target: u16) -> (u16, Arc<AtomicU64>) {
 }
 
 fn environment(workload: &WorkloadSimulator) -> EdgeEnvironment {
-    EdgeEnvironment::from_vars(&edgehub::module_environment(&workload.uri(), "localhost").into_iter().collect()).unwrap()
+    EdgeEnvironment::from_vars(
+        &edgehub::module_environment(&workload.uri(), "localhost")
+            .into_iter()
+            .collect(),
+    )
+    .unwrap()
 }
 
 async fn connected_link(workload: &WorkloadSimulator, port: u16) -> HubLink {
-    let (link, mut inbound) = HubLink::start(environment(workload), HubOptions { port, ..HubOptions::default() });
+    let (link, mut inbound) = HubLink::start(
+        environment(workload),
+        HubOptions {
+            port,
+            ..HubOptions::default()
+        },
+    );
     tokio::spawn(async move { while inbound.recv().await.is_some() {} });
     link.wait_connected(Duration::from_secs(10)).await.unwrap();
     link
@@ -82,7 +100,13 @@ async fn small_messages(link: &HubLink, count: usize, window: usize) -> f64 {
             let ack: edgeguard::output::Acknowledgement = acks.pop_front().unwrap();
             ack.await.unwrap();
         }
-        let message = Message { id: uuid::Uuid::new_v4(), family: edgeguard::events::Family::Asc, priority: Priority::High, body: body.clone(), events: 1 };
+        let message = Message {
+            id: uuid::Uuid::new_v4(),
+            family: edgeguard::events::Family::Asc,
+            priority: Priority::High,
+            body: body.clone(),
+            events: 1,
+        };
         acks.push_back(sink.send(message).await.unwrap());
     }
     for ack in acks {
@@ -96,26 +120,59 @@ async fn small_messages(link: &HubLink, count: usize, window: usize) -> f64 {
 async fn pipeline_drain(link: &HubLink, sent: &AtomicU64, events: usize) -> (f64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let asc = json!({ "aggregationEnabledProcessCreate": { "value": false }, "maxLocalCacheSizeInBytes": { "value": 256 << 20 } });
-    let settings = Settings { asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(), ..Settings::default() };
-    let (mut pipeline, _) = Pipeline::open(StateDir::open(dir.path()).unwrap(), settings, "9c647395-b913-4997-a732-a7fe7303b649").unwrap();
-    let batch: Vec<_> = (0..events).map(|i| process_create(10_000 + i as u32, &format!("/usr/bin/python3 /opt/app/worker.py --job {i} --queue telemetry"))).collect();
+    let settings = Settings {
+        asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(),
+        ..Settings::default()
+    };
+    let (mut pipeline, _) = Pipeline::open(
+        StateDir::open(dir.path()).unwrap(),
+        settings,
+        "9c647395-b913-4997-a732-a7fe7303b649",
+    )
+    .unwrap();
+    let batch: Vec<_> = (0..events)
+        .map(|i| {
+            process_create(
+                10_000 + i as u32,
+                &format!("/usr/bin/python3 /opt/app/worker.py --job {i} --queue telemetry"),
+            )
+        })
+        .collect();
     pipeline.accept(batch).unwrap();
     let mut sink = EdgeHubSink::new(link.clone());
     let before = sent.load(Ordering::Relaxed);
     let start = Instant::now();
     let (_, rx) = mpsc::channel::<Batch>(1);
-    let pipeline = pipeline.run(rx, &mut sink, true, std::future::pending()).await.unwrap();
+    let pipeline = pipeline
+        .run(rx, &mut sink, true, std::future::pending())
+        .await
+        .unwrap();
     let elapsed = start.elapsed().as_secs_f64();
-    (events as f64 / elapsed, pipeline.statistics().messages_sent, sent.load(Ordering::Relaxed) - before)
+    (
+        events as f64 / elapsed,
+        pipeline.statistics().messages_sent,
+        sent.load(Ordering::Relaxed) - before,
+    )
 }
 
 /// `edgeguard run --once` as a module, warm compile cache: spawn → first message at the broker,
 /// and spawn → exit (everything acknowledged).
-async fn start_to_first_message(broker: &Mosquitto, workload: &WorkloadSimulator) -> (Duration, Duration) {
+async fn start_to_first_message(
+    broker: &Mosquitto,
+    workload: &WorkloadSimulator,
+) -> (Duration, Duration) {
     let hub = HubSimulator::start(broker.plain_port, json!({})).await;
     let dir = tempfile::tempdir().unwrap();
     let plugins = builtin_plugins(dir.path(), &["system"]);
-    let config = write_config(dir.path(), "edgeguard.toml", &plugins, &format!("[edge]\nport = {}\n[[plugin]]\nname = \"system\"\nfile = \"system.wasm\"\ngrants = [\"system\"]\n", broker.tls_port));
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        &format!(
+            "[edge]\nport = {}\n[[plugin]]\nname = \"system\"\nfile = \"system.wasm\"\ngrants = [\"system\"]\n",
+            broker.tls_port
+        ),
+    );
     let mut best = (Duration::MAX, Duration::MAX);
     for run in 0..4 {
         let seen = hub.telemetry().len();
@@ -132,7 +189,9 @@ async fn start_to_first_message(broker: &Mosquitto, workload: &WorkloadSimulator
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
         let exit = start.elapsed();
         assert!(status.success());
         // The first run fills the compile cache.
@@ -144,7 +203,11 @@ async fn start_to_first_message(broker: &Mosquitto, workload: &WorkloadSimulator
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let ca = TestCa::new();
         let broker = Mosquitto::start(&ca, &["localhost"]);

@@ -24,7 +24,14 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(50);
 const PHASE: Duration = Duration::from_secs(6);
 
-fn spec(name: &str, file: &Path, sha256: Option<String>, grants: &[Capability], interval: Option<Duration>, config: serde_json::Value) -> CollectorSpec {
+fn spec(
+    name: &str,
+    file: &Path,
+    sha256: Option<String>,
+    grants: &[Capability],
+    interval: Option<Duration>,
+    config: serde_json::Value,
+) -> CollectorSpec {
     CollectorSpec {
         name: name.into(),
         source: Source::File(file.to_owned()),
@@ -57,25 +64,47 @@ fn summary(label: &str, mut ms: Vec<f64>) {
 }
 
 fn main() {
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     tokio.block_on(run());
 }
 
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(&dir.path().join("cache")).unwrap();
-    let schedule = ScheduleConfig { first_collection_jitter: Span(Duration::ZERO), ..ScheduleConfig::default() };
+    let schedule = ScheduleConfig {
+        first_collection_jitter: Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
     let routing = tokio::sync::watch::Sender::new(Arc::new(Routing::default()));
-    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx, routing.subscribe());
-    let mut fleet = Fleet::new(runtime, scheduler, dir.path().join("state"), dir.path().join("roots.pem"), false);
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
+    let mut fleet = Fleet::new(
+        runtime,
+        scheduler,
+        dir.path().join("state"),
+        dir.path().join("roots.pem"),
+        false,
+    );
 
     // Collection times of the 50 ms collectors, as their batches arrive.
     let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
     let recorder = Arc::clone(&arrivals);
     tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
-            recorder.lock().unwrap().entry(batch.plugin.to_string()).or_default().push(batch.at);
+            recorder
+                .lock()
+                .unwrap()
+                .entry(batch.plugin.to_string())
+                .or_default()
+                .push(batch.at);
             if let Some(done) = batch.accepted {
                 let _ = done.send(());
             }
@@ -94,11 +123,29 @@ async fn run() {
     let ticker_grants = [Capability::Processes, Capability::Log, Capability::Clock];
     let wanted = |process: CollectorSpec| Wanted {
         collectors: std::iter::once(process)
-            .chain((0..3).map(|i| spec(&format!("tick-{i}"), &healthy, None, &ticker_grants, Some(TICK), serde_json::json!({"mode": "healthy"}))))
+            .chain((0..3).map(|i| {
+                spec(
+                    &format!("tick-{i}"),
+                    &healthy,
+                    None,
+                    &ticker_grants,
+                    Some(TICK),
+                    serde_json::json!({"mode": "healthy"}),
+                )
+            }))
             .collect(),
         remote: RemoteConfig::default(),
     };
-    let process_spec = |(path, sha): &(std::path::PathBuf, String)| spec("process", path, Some(sha.clone()), &grants, Some(Duration::from_secs(1)), serde_json::json!({"report_existing": false}));
+    let process_spec = |(path, sha): &(std::path::PathBuf, String)| {
+        spec(
+            "process",
+            path,
+            Some(sha.clone()),
+            &grants,
+            Some(Duration::from_secs(1)),
+            serde_json::json!({"report_existing": false}),
+        )
+    };
     let (a, b) = (variant(0), variant(1));
     for version in [&a, &b, &a] {
         let failures = fleet.apply(&wanted(process_spec(version))).await;
@@ -106,9 +153,17 @@ async fn run() {
     }
     let view = fleet.view();
     let last_swap = || {
-        let c = view.collectors().into_iter().find(|c| c.name == "process").unwrap();
+        let c = view
+            .collectors()
+            .into_iter()
+            .find(|c| c.name == "process")
+            .unwrap();
         let s = c.last_swap.unwrap();
-        (s.total.as_secs_f64() * 1e3, s.switch.as_secs_f64() * 1e3, s.cache)
+        (
+            s.total.as_secs_f64() * 1e3,
+            s.switch.as_secs_f64() * 1e3,
+            s.cache,
+        )
     };
 
     // Schedule lateness with nothing else going on.
@@ -124,7 +179,9 @@ async fn run() {
     let mut flip = false;
     while started.elapsed() < PHASE {
         flip = !flip;
-        fleet.apply(&wanted(process_spec(if flip { &b } else { &a }))).await;
+        fleet
+            .apply(&wanted(process_spec(if flip { &b } else { &a })))
+            .await;
         let (total, switch, cache) = last_swap();
         assert_eq!(cache, edgeguard::runtime::CacheOutcome::Hit);
         warm_total.push(total);
@@ -150,14 +207,31 @@ async fn run() {
     }
     let during_cold = lateness(&arrivals.lock().unwrap());
 
-    println!("\nhot swap of the process collector ({} bytes), 2-core machine:", v1.len());
-    summary("swap, cold compile: wanted set to new version in place", cold_total);
-    summary("swap, cold compile: the actor's switch (start, hand over)", cold_switch);
-    summary("swap, cached artifact: wanted set to new version in place", warm_total);
+    println!(
+        "\nhot swap of the process collector ({} bytes), 2-core machine:",
+        v1.len()
+    );
+    summary(
+        "swap, cold compile: wanted set to new version in place",
+        cold_total,
+    );
+    summary(
+        "swap, cold compile: the actor's switch (start, hand over)",
+        cold_switch,
+    );
+    summary(
+        "swap, cached artifact: wanted set to new version in place",
+        warm_total,
+    );
     summary("swap, cached artifact: the actor's switch", warm_switch);
-    println!("\nlateness of three other collectors every {TICK:?} (each gap between two of their collections, minus {TICK:?}):");
+    println!(
+        "\nlateness of three other collectors every {TICK:?} (each gap between two of their collections, minus {TICK:?}):"
+    );
     summary("no swaps", quiet);
-    summary("during back-to-back cold swaps (compiling all the time)", during_cold);
+    summary(
+        "during back-to-back cold swaps (compiling all the time)",
+        during_cold,
+    );
     summary("during cached swaps, 10 per second", during_warm);
 }
 

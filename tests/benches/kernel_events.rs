@@ -12,7 +12,9 @@
 //! --bench kernel_events` alone needs the release binary and plugins built first.
 //! `-- PROCESSES CONNECTIONS` change the 10,000 and the 1,000.
 
-use edgeguard_tests::{builtin_plugins, edgeguard_bin, short_connections, short_lived_processes, write_config};
+use edgeguard_tests::{
+    builtin_plugins, edgeguard_bin, short_connections, short_lived_processes, write_config,
+};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -32,7 +34,10 @@ struct Outcome {
 }
 
 fn main() {
-    let numbers: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let numbers: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let count = numbers.first().copied().unwrap_or(DEFAULT_PROCESSES);
     let connections = numbers.get(1).copied().unwrap_or(DEFAULT_CONNECTIONS);
     processes(count);
@@ -40,9 +45,24 @@ fn main() {
 }
 
 fn processes(count: usize) {
-    println!("{count} short-lived processes (/bin/true), process collector at the default 10 s interval");
-    println!("{:<28} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>14}", "source", "created", "capture", "full", "name only", "pid only", "terminated", "processes/s");
-    for (label, events) in [("kernel events (proc connector)", true), ("polling /proc", false)] {
+    println!(
+        "{count} short-lived processes (/bin/true), process collector at the default 10 s interval"
+    );
+    println!(
+        "{:<28} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>14}",
+        "source",
+        "created",
+        "capture",
+        "full",
+        "name only",
+        "pid only",
+        "terminated",
+        "processes/s"
+    );
+    for (label, events) in [
+        ("kernel events (proc connector)", true),
+        ("polling /proc", false),
+    ] {
         let o = run(count, events);
         println!(
             "{:<28} {:>10} {:>8.2}% {:>8} {:>10} {:>9} {:>11} {:>14.0}",
@@ -99,7 +119,10 @@ fn run(count: usize, events: bool) -> Outcome {
     std::thread::sleep(Duration::from_secs(12));
     stop(&mut edgeguard);
     let outcome = count_events(&out, &pids);
-    Outcome { spawn_rate, ..outcome }
+    Outcome {
+        spawn_rate,
+        ..outcome
+    }
 }
 
 fn stop(child: &mut Child) {
@@ -117,13 +140,18 @@ fn count_events(out: &Path, pids: &[u32]) -> Outcome {
         let message: Value = serde_json::from_str(line).unwrap();
         for event in message["Events"].as_array().into_iter().flatten() {
             for payload in event["Payload"].as_array().into_iter().flatten() {
-                let Some(pid) = payload["ProcessId"].as_u64().map(|p| p as u32) else { continue };
+                let Some(pid) = payload["ProcessId"].as_u64().map(|p| p as u32) else {
+                    continue;
+                };
                 if !ours.contains(&pid) {
                     continue;
                 }
                 match event["Name"].as_str() {
                     Some("ProcessCreate") => {
-                        let detail = payload["ExtraDetails"]["Detail"].as_str().unwrap_or("full").to_owned();
+                        let detail = payload["ExtraDetails"]["Detail"]
+                            .as_str()
+                            .unwrap_or("full")
+                            .to_owned();
                         created.insert(pid, detail);
                     }
                     Some("ProcessTerminate") => {
@@ -147,9 +175,17 @@ fn count_events(out: &Path, pids: &[u32]) -> Outcome {
 
 fn tcp_connections(count: usize) {
     println!();
-    println!("{count} short TCP connections on loopback, network collector at the default 1 min interval");
-    println!("{:<36} {:>18} {:>9} {:>16}", "source", "ConnectionCreate", "capture", "connections/s");
-    for (label, events) in [("kernel events (sock_diag destroy)", true), ("polling the socket table", false)] {
+    println!(
+        "{count} short TCP connections on loopback, network collector at the default 1 min interval"
+    );
+    println!(
+        "{:<36} {:>18} {:>9} {:>16}",
+        "source", "ConnectionCreate", "capture", "connections/s"
+    );
+    for (label, events) in [
+        ("kernel events (sock_diag destroy)", true),
+        ("polling the socket table", false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let mut edgeguard = start(dir.path(), "network", "\"sockets\", \"log\"", events);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -161,17 +197,34 @@ fn tcp_connections(count: usize) {
         std::thread::sleep(Duration::from_secs(62));
         stop(&mut edgeguard);
         let mut seen = HashSet::new();
-        for line in std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap_or_default().lines() {
+        for line in std::fs::read_to_string(dir.path().join("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+        {
             let message: Value = serde_json::from_str(line).unwrap();
-            for event in message["Events"].as_array().into_iter().flatten().filter(|e| e["Name"] == "ConnectionCreate") {
+            for event in message["Events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["Name"] == "ConnectionCreate")
+            {
                 for p in event["Payload"].as_array().into_iter().flatten() {
                     let port = |key: &str| p[key].as_str().and_then(|v| v.parse::<u16>().ok());
-                    if p["Direction"] == "Out" && port("RemotePort") == Some(server) && port("LocalPort").is_some_and(|l| clients.contains(&l)) {
+                    if p["Direction"] == "Out"
+                        && port("RemotePort") == Some(server)
+                        && port("LocalPort").is_some_and(|l| clients.contains(&l))
+                    {
                         seen.insert(port("LocalPort"));
                     }
                 }
             }
         }
-        println!("{:<36} {:>18} {:>8.2}% {:>16.0}", label, seen.len(), seen.len() as f64 * 100.0 / clients.len() as f64, rate);
+        println!(
+            "{:<36} {:>18} {:>8.2}% {:>16.0}",
+            label,
+            seen.len(),
+            seen.len() as f64 * 100.0 / clients.len() as f64,
+            rate
+        );
     }
 }

@@ -7,7 +7,11 @@ use edgeguard_tests::{plugin, runtime};
 const GRANTS: [Capability; 2] = [Capability::Processes, Capability::Log];
 
 fn artifacts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -15,17 +19,23 @@ async fn second_load_hits_and_changed_plugin_recompiles() {
     let (rt, cache) = runtime();
     let bytes = std::fs::read(plugin("edgeguard-plugin-process")).unwrap();
 
-    let first = LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[]).await.unwrap();
+    let first = LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[])
+        .await
+        .unwrap();
     assert_eq!(first.cache, CacheOutcome::Miss);
     assert_eq!(artifacts(cache.path()).len(), 1);
 
-    let second = LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[]).await.unwrap();
+    let second = LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[])
+        .await
+        .unwrap();
     assert_eq!(second.cache, CacheOutcome::Hit);
     assert_eq!(second.sha256, first.sha256);
 
     // A new engine (a restart) over the same directory hits too.
     let restarted = edgeguard::runtime::Runtime::new(cache.path()).unwrap();
-    let third = LoadedPlugin::load(&restarted, "process", bytes.clone(), &GRANTS, &[]).await.unwrap();
+    let third = LoadedPlugin::load(&restarted, "process", bytes.clone(), &GRANTS, &[])
+        .await
+        .unwrap();
     assert_eq!(third.cache, CacheOutcome::Hit);
 
     // Same code, one more custom section: different content, so a different artifact.
@@ -37,7 +47,9 @@ async fn second_load_hits_and_changed_plugin_recompiles() {
     changed.push(name.len() as u8);
     changed.extend_from_slice(name);
     changed.extend_from_slice(payload);
-    let recompiled = LoadedPlugin::load(&rt, "process", changed, &GRANTS, &[]).await.unwrap();
+    let recompiled = LoadedPlugin::load(&rt, "process", changed, &GRANTS, &[])
+        .await
+        .unwrap();
     assert_eq!(recompiled.cache, CacheOutcome::Miss);
     assert_ne!(recompiled.sha256, first.sha256);
     assert_eq!(artifacts(cache.path()).len(), 2);
@@ -47,26 +59,51 @@ async fn second_load_hits_and_changed_plugin_recompiles() {
 async fn a_corrupt_artifact_is_replaced_not_trusted() {
     let (rt, cache) = runtime();
     let bytes = std::fs::read(plugin("edgeguard-plugin-process")).unwrap();
-    LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[]).await.unwrap();
+    LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[])
+        .await
+        .unwrap();
     let artifact = artifacts(cache.path()).pop().unwrap();
     std::fs::write(&artifact, b"not an artifact").unwrap();
-    let again = LoadedPlugin::load(&rt, "process", bytes, &GRANTS, &[]).await.unwrap();
+    let again = LoadedPlugin::load(&rt, "process", bytes, &GRANTS, &[])
+        .await
+        .unwrap();
     assert_eq!(again.cache, CacheOutcome::Miss);
-    assert!(std::fs::read(&artifact).unwrap().len() > 1000, "the artifact was rewritten");
+    assert!(
+        std::fs::read(&artifact).unwrap().len() > 1000,
+        "the artifact was rewritten"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_plugin_binaries_get_clear_errors() {
     let (rt, _cache) = runtime();
     let core_module = b"\0asm\x01\x00\x00\x00".to_vec();
-    let err = LoadedPlugin::load(&rt, "core", core_module, &GRANTS, &[]).await.err().unwrap().to_string();
-    assert!(err.contains("core WebAssembly module") && err.contains("wasm32-wasip2"), "{err}");
+    let err = LoadedPlugin::load(&rt, "core", core_module, &GRANTS, &[])
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("core WebAssembly module") && err.contains("wasm32-wasip2"),
+        "{err}"
+    );
 
-    let err = LoadedPlugin::load(&rt, "junk", b"MZ\x90\x00 not wasm".to_vec(), &GRANTS, &[]).await.err().unwrap().to_string();
+    let err = LoadedPlugin::load(&rt, "junk", b"MZ\x90\x00 not wasm".to_vec(), &GRANTS, &[])
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not WebAssembly"), "{err}");
 
     let mut truncated = std::fs::read(plugin("edgeguard-plugin-process")).unwrap();
     truncated.truncate(truncated.len() / 2);
-    let err = LoadedPlugin::load(&rt, "truncated", truncated, &GRANTS, &[]).await.err().unwrap().to_string();
-    assert!(err.contains("plugin `truncated`: not a valid WebAssembly component"), "{err}");
+    let err = LoadedPlugin::load(&rt, "truncated", truncated, &GRANTS, &[])
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("plugin `truncated`: not a valid WebAssembly component"),
+        "{err}"
+    );
 }

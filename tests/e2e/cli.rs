@@ -8,12 +8,23 @@ fn edgeguard(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
 fn help_on_every_command() {
-    for args in [&["--help"][..], &["run", "--help"], &["plugin", "inspect", "--help"], &["plugin", "keygen", "--help"], &["plugin", "sign", "--help"], &["config", "check", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["plugin", "inspect", "--help"],
+        &["plugin", "keygen", "--help"],
+        &["plugin", "sign", "--help"],
+        &["config", "check", "--help"],
+    ] {
         let out = edgeguard(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         assert!(text(&out).contains("Usage:"), "{args:?}");
@@ -24,7 +35,11 @@ fn help_on_every_command() {
 
 #[test]
 fn the_shipped_config_checks_clean() {
-    let out = edgeguard(&["config", "check", repo_root().join("config/edgeguard.toml").to_str().unwrap()]);
+    let out = edgeguard(&[
+        "config",
+        "check",
+        repo_root().join("config/edgeguard.toml").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("valid"));
 }
@@ -36,20 +51,43 @@ fn an_invalid_config_is_refused_naming_the_key() {
         ("[schedule]\nhigh = \"soon\"\n", "high"),
         ("[schedule]\nhihg = \"10s\"\n", "hihg"),
         ("[limits]\nmemory = \"100B\"\n", "limits.memory"),
-        ("[[plugin]]\nname = \"p\"\nfile = \"p.wasm\"\ngrants = [\"root\"]\n", "plugin[0].grants"),
+        (
+            "[[plugin]]\nname = \"p\"\nfile = \"p.wasm\"\ngrants = [\"root\"]\n",
+            "plugin[0].grants",
+        ),
         ("[agent\n", "TOML parse error"),
-        ("[asc]\nmaxMessageSizeInBytes = 100\n", "asc.maxMessageSizeInBytes"),
-        ("[asc]\nlowPriorityMessageFrequency = \"5h\"\n", "asc.lowPriorityMessageFrequency"),
-        ("[events.Heartbeat]\npriority = \"loud\"\n", "events.Heartbeat.priority"),
+        (
+            "[asc]\nmaxMessageSizeInBytes = 100\n",
+            "asc.maxMessageSizeInBytes",
+        ),
+        (
+            "[asc]\nlowPriorityMessageFrequency = \"5h\"\n",
+            "asc.lowPriorityMessageFrequency",
+        ),
+        (
+            "[events.Heartbeat]\npriority = \"loud\"\n",
+            "events.Heartbeat.priority",
+        ),
     ];
     for (i, (content, key)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&file, content).unwrap();
-        for args in [vec!["config", "check", file.to_str().unwrap()], vec!["run", "--once", "--config", file.to_str().unwrap()]] {
+        for args in [
+            vec!["config", "check", file.to_str().unwrap()],
+            vec!["run", "--once", "--config", file.to_str().unwrap()],
+        ] {
             let out = edgeguard(&args);
-            assert_eq!(out.status.code(), Some(2), "{args:?} on {content:?}: {}", text(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{args:?} on {content:?}: {}",
+                text(&out)
+            );
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(stderr.contains(key) && stderr.contains(file.to_str().unwrap()), "{content:?}: {stderr}");
+            assert!(
+                stderr.contains(key) && stderr.contains(file.to_str().unwrap()),
+                "{content:?}: {stderr}"
+            );
         }
     }
     let out = edgeguard(&["config", "check", "/nonexistent/edgeguard.toml"]);
@@ -60,31 +98,66 @@ fn an_invalid_config_is_refused_naming_the_key() {
 fn config_check_warns_of_what_the_agents_would_report() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("edgeguard.toml");
-    std::fs::write(&file, "[asc]\nmaxMessageSizeInBytes = 10000\nhighPriorityMessageFrequency = \"PT6H\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[asc]\nmaxMessageSizeInBytes = 10000\nhighPriorityMessageFrequency = \"PT6H\"\n",
+    )
+    .unwrap();
     let out = edgeguard(&["config", "check", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("maxMessageSizeInBytes (NotOptimal)"), "{stdout}");
-    assert!(stdout.contains("highPriorityMessageFrequency (Conflict)"), "{stdout}");
+    assert!(
+        stdout.contains("maxMessageSizeInBytes (NotOptimal)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("highPriorityMessageFrequency (Conflict)"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn plugin_inspect_shows_the_self_description() {
     let path = plugin("edgeguard-plugin-process");
     let cache = tempfile::tempdir().unwrap();
-    let out = edgeguard(&["plugin", "inspect", path.to_str().unwrap(), "--json", "--cache-dir", cache.path().to_str().unwrap()]);
+    let out = edgeguard(&[
+        "plugin",
+        "inspect",
+        path.to_str().unwrap(),
+        "--json",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "process");
     assert_eq!(v["wit"], "edgeguard:collector@0.1.2");
     assert_eq!(v["default_group"], "high");
-    assert_eq!(v["events"], serde_json::json!(["ProcessCreate", "ProcessTerminate"]));
-    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "edgeguard:collector/processes@0.1.2"));
-    assert_eq!(v["size"].as_u64().unwrap(), std::fs::metadata(&path).unwrap().len());
+    assert_eq!(
+        v["events"],
+        serde_json::json!(["ProcessCreate", "ProcessTerminate"])
+    );
+    assert!(
+        v["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "edgeguard:collector/processes@0.1.2")
+    );
+    assert_eq!(
+        v["size"].as_u64().unwrap(),
+        std::fs::metadata(&path).unwrap().len()
+    );
 
     let junk = cache.path().join("junk.wasm");
     std::fs::write(&junk, b"junk").unwrap();
-    let out = edgeguard(&["plugin", "inspect", junk.to_str().unwrap(), "--cache-dir", cache.path().to_str().unwrap()]);
+    let out = edgeguard(&[
+        "plugin",
+        "inspect",
+        junk.to_str().unwrap(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not WebAssembly"));
 }
@@ -92,7 +165,11 @@ fn plugin_inspect_shows_the_self_description() {
 #[test]
 fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(plugin("edgeguard-plugin-process"), dir.path().join("process.wasm")).unwrap();
+    std::fs::copy(
+        plugin("edgeguard-plugin-process"),
+        dir.path().join("process.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\x00\x00\x00").unwrap();
     let config = write_config(
         dir.path(),
@@ -105,7 +182,10 @@ fn a_plugin_that_fails_to_load_is_reported_and_the_rest_run() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"ProcessCreate\""));
-    assert!(stdout.contains("\"Diagnostic\"") && stdout.contains("plugin `broken`"), "{stdout}");
+    assert!(
+        stdout.contains("\"Diagnostic\"") && stdout.contains("plugin `broken`"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -113,18 +193,40 @@ fn a_plugin_built_against_the_previous_contract_still_loads() {
     // tests/compat-plugin is built against the frozen edgeguard:collector@0.1.0 WIT.
     let path = plugin("edgeguard-compat-plugin");
     let cache = tempfile::tempdir().unwrap();
-    let out = edgeguard(&["plugin", "inspect", path.to_str().unwrap(), "--json", "--cache-dir", cache.path().to_str().unwrap()]);
+    let out = edgeguard(&[
+        "plugin",
+        "inspect",
+        path.to_str().unwrap(),
+        "--json",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["wit"], "edgeguard:collector@0.1.0");
-    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "edgeguard:collector/log@0.1.0"));
+    assert!(
+        v["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "edgeguard:collector/log@0.1.0")
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&path, dir.path().join("compat.wasm")).unwrap();
-    let config = write_config(dir.path(), "edgeguard.toml", dir.path(), "[[plugin]]\nname = \"compat\"\nfile = \"compat.wasm\"\ngrants = [\"log\"]\n");
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        dir.path(),
+        "[[plugin]]\nname = \"compat\"\nfile = \"compat.wasm\"\ngrants = [\"log\"]\n",
+    );
     let out = edgeguard(&["run", "--once", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"Heartbeat\""), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"Heartbeat\""),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -136,12 +238,29 @@ fn plugins_signed_with_keygen_and_sign_are_accepted_and_others_refused() {
     let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(public.len(), 44, "base64 of 32 bytes: {public}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(edgeguard(&["plugin", "keygen", key.to_str().unwrap()]).status.code(), Some(2), "an existing key is never replaced");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        edgeguard(&["plugin", "keygen", key.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2),
+        "an existing key is never replaced"
+    );
 
     let component = dir.path().join("process.wasm");
     std::fs::copy(plugin("edgeguard-plugin-process"), &component).unwrap();
-    let out = edgeguard(&["plugin", "sign", component.to_str().unwrap(), "--key", key.to_str().unwrap(), "--key-name", "release"]);
+    let out = edgeguard(&[
+        "plugin",
+        "sign",
+        component.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--key-name",
+        "release",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let entry = |signature: &str| {
@@ -150,7 +269,12 @@ fn plugins_signed_with_keygen_and_sign_are_accepted_and_others_refused() {
             signed["sha256"]
         )
     };
-    let good = write_config(dir.path(), "good.toml", dir.path(), &entry(signed["signature"]["ed25519"].as_str().unwrap()));
+    let good = write_config(
+        dir.path(),
+        "good.toml",
+        dir.path(),
+        &entry(signed["signature"]["ed25519"].as_str().unwrap()),
+    );
     let out = edgeguard(&["run", "--once", "--config", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ProcessCreate\""));
@@ -159,7 +283,11 @@ fn plugins_signed_with_keygen_and_sign_are_accepted_and_others_refused() {
     let bad = write_config(dir.path(), "bad.toml", dir.path(), &entry(&other));
     let out = edgeguard(&["run", "--once", "--config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("the signature is not valid for these bytes with key `release`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("the signature is not valid for these bytes with key `release`"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A signature of `component` by a key the configuration does not know.

@@ -37,17 +37,33 @@ fn start(config: &Path) -> Child {
 }
 
 fn messages(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("whole JSON lines")).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+        .collect()
 }
 
 fn events<'a>(messages: &'a [Value], name: &str) -> Vec<&'a Value> {
-    messages.iter().flat_map(|m| m["Events"].as_array().unwrap()).filter(|e| e["Name"] == name).collect()
+    messages
+        .iter()
+        .flat_map(|m| m["Events"].as_array().unwrap())
+        .filter(|e| e["Name"] == name)
+        .collect()
 }
 
 /// Runs `--once` on the same state: whatever is queued is sent.
 fn drain(config: &Path) {
-    let out = Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--once", "--config"]).arg(config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(edgeguard_bin())
+        .args(["--log", "warn", "run", "--once", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -66,9 +82,13 @@ fn kill_9_with_events_queued_loses_none() {
     let asc = "highPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1H\"";
     let mut child = start(&config(dir.path(), asc, 20, "50ms", &before));
     // Kill half-way between two sends, when about half a second of events is queued.
-    wait_for("a first message", Duration::from_secs(30), || !messages(&before).is_empty());
+    wait_for("a first message", Duration::from_secs(30), || {
+        !messages(&before).is_empty()
+    });
     let seen = messages(&before).len();
-    wait_for("a second message", Duration::from_secs(30), || messages(&before).len() > seen);
+    wait_for("a second message", Duration::from_secs(30), || {
+        messages(&before).len() > seen
+    });
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill on our own child.
     unsafe { libc_kill(child.id() as i32, 9) };
@@ -79,9 +99,15 @@ fn kill_9_with_events_queued_loses_none() {
 
     let (first, second) = (messages(&before), messages(&after));
     let validators = Validators::new();
-    first.iter().chain(&second).for_each(|m| validators.assert_valid(m));
+    first
+        .iter()
+        .chain(&second)
+        .for_each(|m| validators.assert_valid(m));
     let resent = events(&second, "Sequence");
-    assert!(!resent.is_empty(), "events were queued at the kill and sent after the restart");
+    assert!(
+        !resent.is_empty(),
+        "events were queued at the kill and sent after the restart"
+    );
     // Every number from 0 to the last accepted one arrived: nothing accepted was lost. Events
     // sent twice (written but not acknowledged before the kill) keep their Id.
     let mut ids: BTreeMap<u64, &str> = BTreeMap::new();
@@ -92,9 +118,22 @@ fn kill_9_with_events_queued_loses_none() {
     }
     let numbers: BTreeSet<u64> = ids.keys().copied().collect();
     let last = *numbers.last().unwrap();
-    assert_eq!(numbers, (0..=last).collect(), "a gap: an accepted event was lost");
-    assert!(last >= 40, "at least two collections' worth (got {})", last + 1);
-    eprintln!("{} events accepted; {} sent before the kill, {} after the restart", last + 1, events(&first, "Sequence").len(), events(&second, "Sequence").len());
+    assert_eq!(
+        numbers,
+        (0..=last).collect(),
+        "a gap: an accepted event was lost"
+    );
+    assert!(
+        last >= 40,
+        "at least two collections' worth (got {})",
+        last + 1
+    );
+    eprintln!(
+        "{} events accepted; {} sent before the kill, {} after the restart",
+        last + 1,
+        events(&first, "Sequence").len(),
+        events(&second, "Sequence").len()
+    );
 }
 
 unsafe extern "C" {
@@ -104,7 +143,15 @@ unsafe extern "C" {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -119,7 +166,12 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     let pid = child.id();
     let queue = dir.path().join("state/queues/high-edgeguard");
     wait_for("the flood to start", Duration::from_secs(30), || {
-        std::fs::read_dir(&queue).map(|d| d.filter_map(|e| e.ok()).any(|e| e.metadata().unwrap().len() > 0)).unwrap_or(false)
+        std::fs::read_dir(&queue)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.metadata().unwrap().len() > 0)
+            })
+            .unwrap_or(false)
     });
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -132,9 +184,22 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     assert!(child.wait().unwrap().success());
     // After a second of flood the process is at its working size; it must stay there while
     // millions of events go on arriving (without the bounds, they would pile up by the 100 MB).
-    let early = samples.iter().filter(|(t, _)| *t <= Duration::from_millis(1500)).map(|s| s.1).max().unwrap();
-    let late = samples.iter().filter(|(t, _)| *t >= Duration::from_secs(3)).map(|s| s.1).max().unwrap();
-    assert!(late <= early + 8 * 1024, "RSS grew under the flood: {early} KiB in the first 1.5 s, {late} KiB at the end ({samples:?})");
+    let early = samples
+        .iter()
+        .filter(|(t, _)| *t <= Duration::from_millis(1500))
+        .map(|s| s.1)
+        .max()
+        .unwrap();
+    let late = samples
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_secs(3))
+        .map(|s| s.1)
+        .max()
+        .unwrap();
+    assert!(
+        late <= early + 8 * 1024,
+        "RSS grew under the flood: {early} KiB in the first 1.5 s, {late} KiB at the end ({samples:?})"
+    );
     assert!(late < 150 * 1024, "RSS {late} KiB");
 
     // Drain: the counts carried over the restart add up, exactly.
@@ -144,12 +209,26 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     all.iter().for_each(|m| validators.assert_valid(m));
     let delivered = events(&all, "Sequence").len() as u64;
     let stats = events(&all, "DroppedEventsStatistics");
-    let high = stats.iter().flat_map(|s| s["Payload"].as_array().unwrap()).filter(|q| q["Queue"] == "High");
-    let (collected, dropped) = high.fold((0, 0), |(c, d), q| (c + q["CollectedEvents"].as_u64().unwrap(), d + q["DroppedEvents"].as_u64().unwrap()));
+    let high = stats
+        .iter()
+        .flat_map(|s| s["Payload"].as_array().unwrap())
+        .filter(|q| q["Queue"] == "High");
+    let (collected, dropped) = high.fold((0, 0), |(c, d), q| {
+        (
+            c + q["CollectedEvents"].as_u64().unwrap(),
+            d + q["DroppedEvents"].as_u64().unwrap(),
+        )
+    });
     assert!(collected >= 100_000, "the flood offered {collected} events");
-    assert_eq!(collected, delivered + dropped, "collected = delivered + dropped");
+    assert_eq!(
+        collected,
+        delivered + dropped,
+        "collected = delivered + dropped"
+    );
     assert!(delivered > 0 && dropped > 0);
-    eprintln!("flood: {collected} collected, {delivered} delivered, {dropped} dropped; RSS {early} KiB in the first 1.5 s of flood, {late} KiB after 4 s");
+    eprintln!(
+        "flood: {collected} collected, {delivered} delivered, {dropped} dropped; RSS {early} KiB in the first 1.5 s of flood, {late} KiB after 4 s"
+    );
 }
 
 #[test]
@@ -158,11 +237,23 @@ fn a_state_directory_serves_one_process_at_a_time() {
     let asc = "highPriorityMessageFrequency = \"PT1S\"";
     let config_path = config(dir.path(), asc, 1, "1s", &dir.path().join("out.jsonl"));
     let mut child = start(&config_path);
-    wait_for("the first instance to open its state", Duration::from_secs(30), || dir.path().join("state/queues").exists());
-    let out = Command::new(edgeguard_bin()).args(["run", "--once", "--config"]).arg(&config_path).output().unwrap();
+    wait_for(
+        "the first instance to open its state",
+        Duration::from_secs(30),
+        || dir.path().join("state/queues").exists(),
+    );
+    let out = Command::new(edgeguard_bin())
+        .args(["run", "--once", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
     // SAFETY: kill on our own child.
     unsafe { libc_kill(child.id() as i32, 15) };
     child.wait().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another edgeguard"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another edgeguard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

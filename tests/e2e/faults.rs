@@ -17,13 +17,27 @@ use std::time::{Duration, Instant};
 const FAULT_GRANTS: [Capability; 1] = [Capability::Processes];
 
 async fn fault_plugin(rt: &Runtime, name: &str) -> LoadedPlugin {
-    LoadedPlugin::load_file(rt, name, &plugin("edgeguard-fault-plugin"), &FAULT_GRANTS, &[]).await.unwrap()
+    LoadedPlugin::load_file(
+        rt,
+        name,
+        &plugin("edgeguard-fault-plugin"),
+        &FAULT_GRANTS,
+        &[],
+    )
+    .await
+    .unwrap()
 }
 
 async fn collect_once(loaded: &LoadedPlugin, mode: &str) -> Result<Result<usize, String>, Fault> {
     let config = format!(r#"{{"mode": "{mode}"}}"#);
-    let mut instance = loaded.instantiate(HostContext::new(Path::new("/")), &test_limits(), &config).await?;
-    Ok(instance.collect().await?.map(|events| events.len()).map_err(|e| format!("{e:?}")))
+    let mut instance = loaded
+        .instantiate(HostContext::new(Path::new("/")), &test_limits(), &config)
+        .await?;
+    Ok(instance
+        .collect()
+        .await?
+        .map(|events| events.len())
+        .map_err(|e| format!("{e:?}")))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,7 +54,11 @@ async fn each_fault_is_classified() {
     let looped = collect_once(&loaded, "loop").await.unwrap_err();
     assert!(matches!(looped, Fault::Timeout(_)), "{looped:?}");
     // Interrupted by the epoch deadline (300 ms), not left running. Generous bound: a loaded CI machine.
-    assert!(started.elapsed() < Duration::from_secs(5), "loop ran {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "loop ran {:?}",
+        started.elapsed()
+    );
 
     let memory = collect_once(&loaded, "memory").await.unwrap_err();
     match memory {
@@ -52,7 +70,16 @@ async fn each_fault_is_classified() {
     }
 
     let flood = collect_once(&loaded, "flood").await.unwrap_err();
-    assert!(matches!(flood, Fault::Flood { cap: 5000, returned: 5001 }), "{flood:?}");
+    assert!(
+        matches!(
+            flood,
+            Fault::Flood {
+                cap: 5000,
+                returned: 5001
+            }
+        ),
+        "{flood:?}"
+    );
 
     // No preopened directory: the plugin's own read fails; the instance and the host are fine.
     let file = collect_once(&loaded, "file").await.unwrap();
@@ -65,8 +92,23 @@ async fn a_granted_directory_is_readable_and_nothing_else() {
     let (rt, _cache) = runtime();
     let etc = [std::path::PathBuf::from("/etc")];
     let grants = [Capability::Processes, Capability::Filesystem];
-    let loaded = LoadedPlugin::load_file(&rt, "fault", &plugin("edgeguard-fault-plugin"), &grants, &etc).await.unwrap();
-    let mut instance = loaded.instantiate(HostContext::new(Path::new("/")), &test_limits(), r#"{"mode":"file"}"#).await.unwrap();
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "fault",
+        &plugin("edgeguard-fault-plugin"),
+        &grants,
+        &etc,
+    )
+    .await
+    .unwrap();
+    let mut instance = loaded
+        .instantiate(
+            HostContext::new(Path::new("/")),
+            &test_limits(),
+            r#"{"mode":"file"}"#,
+        )
+        .await
+        .unwrap();
     let events = instance.collect().await.unwrap().expect("/etc is granted");
     assert_eq!(events.len(), 1);
 }
@@ -76,15 +118,30 @@ async fn ungranted_imports_are_refused_before_instantiation() {
     let (rt, _cache) = runtime();
     let path = plugin("edgeguard-fault-plugin");
     match LoadedPlugin::load_file(&rt, "greedy", &path, &[Capability::Log], &[]).await {
-        Err(LoadError::NotGranted { import, capability, .. }) => {
+        Err(LoadError::NotGranted {
+            import, capability, ..
+        }) => {
             assert_eq!(import, "edgeguard:collector/processes@0.1.2");
             assert_eq!(capability, "processes");
         }
         other => panic!("expected NotGranted, got {:?}", other.err()),
     }
     // The process collector is refused without `processes` too.
-    let err = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &[Capability::Log], &[]).await.err().unwrap();
-    assert!(err.to_string().contains("edgeguard:collector/processes@0.1.2"), "{err}");
+    let err = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &[Capability::Log],
+        &[],
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("edgeguard:collector/processes@0.1.2"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -99,10 +156,24 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         ..ScheduleConfig::default()
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let routing = tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
-    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx, routing.subscribe());
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
     let mut running = Vec::new();
-    for mode in ["healthy", "trap", "loop", "memory", "flood", "error", "bad-event"] {
+    for mode in [
+        "healthy",
+        "trap",
+        "loop",
+        "memory",
+        "flood",
+        "error",
+        "bad-event",
+    ] {
         let loaded = Arc::new(fault_plugin(&rt, mode).await);
         let spec = PluginSpec {
             loaded,
@@ -121,7 +192,10 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
     let mut healthy_at = Vec::new();
     let mut diagnostics: Vec<(String, serde_json::Value)> = Vec::new();
     while start.elapsed() < window {
-        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await else { continue };
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+        else {
+            continue;
+        };
         if &*batch.plugin == "healthy" {
             healthy_at.push(batch.at);
         }
@@ -134,23 +208,65 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
     }
 
     // The healthy plugin collected at its pace the whole time: ~30 collections, no long gap.
-    assert!(healthy_at.len() >= 20, "healthy plugin collected only {} times in {window:?}", healthy_at.len());
+    assert!(
+        healthy_at.len() >= 20,
+        "healthy plugin collected only {} times in {window:?}",
+        healthy_at.len()
+    );
     let worst_gap = healthy_at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(worst_gap < Duration::from_millis(400), "healthy plugin stalled for {worst_gap:?}");
+    assert!(
+        worst_gap < Duration::from_millis(400),
+        "healthy plugin stalled for {worst_gap:?}"
+    );
 
     // Each faulty plugin was reported with its fault kind, and restarted (more than one report).
-    for (mode, kind) in [("trap", "trap"), ("loop", "timeout"), ("memory", "memory"), ("flood", "flood")] {
-        let reports: Vec<_> = diagnostics.iter().filter(|(p, _)| p == mode).map(|(_, d)| d).collect();
-        assert!(reports.len() >= 2, "{mode}: {} fault reports, expected restarts", reports.len());
+    for (mode, kind) in [
+        ("trap", "trap"),
+        ("loop", "timeout"),
+        ("memory", "memory"),
+        ("flood", "flood"),
+    ] {
+        let reports: Vec<_> = diagnostics
+            .iter()
+            .filter(|(p, _)| p == mode)
+            .map(|(_, d)| d)
+            .collect();
+        assert!(
+            reports.len() >= 2,
+            "{mode}: {} fault reports, expected restarts",
+            reports.len()
+        );
         for d in &reports {
             assert_eq!(d["Severity"], "Error");
             assert_eq!(d["ExtraDetails"]["Fault"], kind, "{d}");
         }
-        let status = running.iter().find(|r| &*r.name == mode).unwrap().status.lock().unwrap().clone();
-        assert!(status.faults >= 2 && status.collections == 0, "{mode}: {status:?}");
+        let status = running
+            .iter()
+            .find(|r| &*r.name == mode)
+            .unwrap()
+            .status
+            .lock()
+            .unwrap()
+            .clone();
+        assert!(
+            status.faults >= 2 && status.collections == 0,
+            "{mode}: {status:?}"
+        );
     }
     // A plugin error and an invalid event are warnings; the instance lives on.
-    let error_status = running.iter().find(|r| &*r.name == "error").unwrap().status.lock().unwrap().clone();
-    assert!(error_status.errors >= 10 && error_status.faults == 0, "{error_status:?}");
-    assert!(diagnostics.iter().any(|(p, d)| p == "bad-event" && d["Severity"] == "Warning" && d["Message"].as_str().unwrap().contains("Broken")));
+    let error_status = running
+        .iter()
+        .find(|r| &*r.name == "error")
+        .unwrap()
+        .status
+        .lock()
+        .unwrap()
+        .clone();
+    assert!(
+        error_status.errors >= 10 && error_status.faults == 0,
+        "{error_status:?}"
+    );
+    assert!(diagnostics.iter().any(|(p, d)| p == "bad-event"
+        && d["Severity"] == "Warning"
+        && d["Message"].as_str().unwrap().contains("Broken")));
 }

@@ -6,7 +6,9 @@ use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
 use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
-use edgeguard_tests::{assert_refused, builtin_plugins, edgeguard_bin, plugin, runtime, write_config};
+use edgeguard_tests::{
+    assert_refused, builtin_plugins, edgeguard_bin, plugin, runtime, write_config,
+};
 use serde_json::Value;
 use std::ffi::CString;
 use std::io::Write;
@@ -24,7 +26,15 @@ fn copy(dst: &mut [libc::c_char], text: &str) {
 }
 
 /// Appends a record as login programs do, through the C library.
-fn record(file: &Path, kind: libc::c_short, pid: i32, line: &str, user: &str, host: &str, address: Option<[u8; 4]>) {
+fn record(
+    file: &Path,
+    kind: libc::c_short,
+    pid: i32,
+    line: &str,
+    user: &str,
+    host: &str,
+    address: Option<[u8; 4]>,
+) {
     // SAFETY: utmpx is plain data; all-zero is a valid empty record.
     let mut u: libc::utmpx = unsafe { std::mem::zeroed() };
     u.ut_type = kind;
@@ -35,42 +45,94 @@ fn record(file: &Path, kind: libc::c_short, pid: i32, line: &str, user: &str, ho
     if let Some(a) = address {
         u.ut_addr_v6[0] = i32::from_ne_bytes(a);
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     u.ut_tv.tv_sec = now.as_secs() as _;
     u.ut_tv.tv_usec = now.subsec_micros() as _;
     // updwtmpx appends to an existing file only, as login programs expect the system to have made it.
-    std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
     let path = CString::new(file.to_str().unwrap()).unwrap();
     let before = std::fs::metadata(file).unwrap().len();
     // SAFETY: a valid path and record.
     unsafe { updwtmpx(path.as_ptr(), &u) };
-    assert_eq!(std::fs::metadata(file).unwrap().len(), before + std::mem::size_of::<libc::utmpx>() as u64, "updwtmpx wrote one record");
+    assert_eq!(
+        std::fs::metadata(file).unwrap().len(),
+        before + std::mem::size_of::<libc::utmpx>() as u64,
+        "updwtmpx wrote one record"
+    );
 }
 
 async fn login_collector(rt: &Runtime, config: &Value) -> PluginInstance {
-    let loaded = LoadedPlugin::load_file(rt, "login", &plugin("edgeguard-plugin-login"), &[Capability::Logins, Capability::Log], &[]).await.unwrap();
-    loaded.instantiate(HostContext::new(Path::new("/")), &Limits::default(), &config.to_string()).await.unwrap()
+    let loaded = LoadedPlugin::load_file(
+        rt,
+        "login",
+        &plugin("edgeguard-plugin-login"),
+        &[Capability::Logins, Capability::Log],
+        &[],
+    )
+    .await
+    .unwrap();
+    loaded
+        .instantiate(
+            HostContext::new(Path::new("/")),
+            &Limits::default(),
+            &config.to_string(),
+        )
+        .await
+        .unwrap()
 }
 
 /// One collection's Login payloads, checked against the official schema.
 async fn collect(instance: &mut PluginInstance) -> Vec<Value> {
-    let events: Vec<_> = instance.collect().await.expect("no fault").expect("no plugin error").into_iter().map(|e| from_plugin(e).unwrap()).collect();
+    let events: Vec<_> = instance
+        .collect()
+        .await
+        .expect("no fault")
+        .expect("no plugin error")
+        .into_iter()
+        .map(|e| from_plugin(e).unwrap())
+        .collect();
     if !events.is_empty() {
-        edgeguard_tests::schema::assert_valid(&edgeguard_tests::schema::asc_validator(), &edgeguard_tests::message_of(&events));
+        edgeguard_tests::schema::assert_valid(
+            &edgeguard_tests::schema::asc_validator(),
+            &edgeguard_tests::message_of(&events),
+        );
     }
-    events.into_iter().inspect(|e| assert_eq!(e.name, "Login")).map(|e| e.payload[0].clone()).collect()
+    events
+        .into_iter()
+        .inspect(|e| assert_eq!(e.name, "Login"))
+        .map(|e| e.payload[0].clone())
+        .collect()
 }
 
 /// A new instance that takes over the old one's saved state, as after a restart.
 async fn restarted(rt: &Runtime, config: &Value, old: &mut PluginInstance) -> PluginInstance {
-    let state = old.save_state().await.unwrap().expect("the login collector saves its cursors");
+    let state = old
+        .save_state()
+        .await
+        .unwrap()
+        .expect("the login collector saves its cursors");
     let mut fresh = login_collector(rt, config).await;
     fresh.restore_state(&state).await.unwrap().unwrap();
     fresh
 }
 
 fn summary(events: &[Value]) -> Vec<(String, String, String)> {
-    events.iter().map(|e| (e["Operation"].as_str().unwrap().into(), e["Result"].as_str().unwrap().into(), e["UserName"].as_str().unwrap_or("").into())).collect()
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["Operation"].as_str().unwrap().into(),
+                e["Result"].as_str().unwrap().into(),
+                e["UserName"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,40 +143,95 @@ async fn logins_logouts_and_failures_once_each_across_restart_rotation_and_trunc
     record(&wtmp, libc::BOOT_TIME, 0, "~", "reboot", "6.1.0", None);
     let config = serde_json::json!({"wtmp": wtmp, "btmp": btmp, "auth_log": ""});
     let mut collector = login_collector(&rt, &config).await;
-    assert!(collect(&mut collector).await.is_empty(), "history before the first collection is not reported");
+    assert!(
+        collect(&mut collector).await.is_empty(),
+        "history before the first collection is not reported"
+    );
 
     let me = std::process::id() as i32;
-    record(&wtmp, libc::USER_PROCESS, me, "pts/7", "alice", "203.0.113.5", Some([203, 0, 113, 5]));
+    record(
+        &wtmp,
+        libc::USER_PROCESS,
+        me,
+        "pts/7",
+        "alice",
+        "203.0.113.5",
+        Some([203, 0, 113, 5]),
+    );
     // btmp did not exist at the first collection: all of it is new.
-    record(&btmp, libc::LOGIN_PROCESS, 4242, "ssh:notty", "mallory", "198.51.100.7", None);
+    record(
+        &btmp,
+        libc::LOGIN_PROCESS,
+        4242,
+        "ssh:notty",
+        "mallory",
+        "198.51.100.7",
+        None,
+    );
     let events = collect(&mut collector).await;
-    assert_eq!(summary(&events), [("login".into(), "Success".into(), "alice".into()), ("login".into(), "Fail".into(), "mallory".into())]);
+    assert_eq!(
+        summary(&events),
+        [
+            ("login".into(), "Success".into(), "alice".into()),
+            ("login".into(), "Fail".into(), "mallory".into())
+        ]
+    );
     let alice = &events[0];
     assert_eq!(alice["ProcessId"], me);
     assert_eq!(alice["RemoteAddress"], "203.0.113.5");
-    assert!(alice["Executable"].as_str().unwrap().contains("login-"), "the pid still runs: its executable {alice}");
+    assert!(
+        alice["Executable"].as_str().unwrap().contains("login-"),
+        "the pid still runs: its executable {alice}"
+    );
     assert_eq!(alice["ExtraDetails"]["Line"], "pts/7");
-    assert_eq!(events[1]["RemoteAddress"], "198.51.100.7", "the host name when the record has no binary address");
+    assert_eq!(
+        events[1]["RemoteAddress"], "198.51.100.7",
+        "the host name when the record has no binary address"
+    );
     assert_eq!(events[1]["ExtraDetails"]["Source"], "btmp");
 
     // A logout names the terminal only; the session knows the user, even across a restart.
     let mut collector = restarted(&rt, &config, &mut collector).await;
-    assert!(collect(&mut collector).await.is_empty(), "nothing is reported twice after a restart");
+    assert!(
+        collect(&mut collector).await.is_empty(),
+        "nothing is reported twice after a restart"
+    );
     record(&wtmp, libc::DEAD_PROCESS, me, "pts/7", "", "", None);
-    assert_eq!(summary(&collect(&mut collector).await), [("logout".into(), "Success".into(), "alice".into())]);
+    assert_eq!(
+        summary(&collect(&mut collector).await),
+        [("logout".into(), "Success".into(), "alice".into())]
+    );
 
     // Rotation: a record lands in the old file, which is renamed, and the new file gets one.
     record(&wtmp, libc::USER_PROCESS, 5001, "tty1", "bob", "", None);
     std::fs::rename(&wtmp, dir.path().join("wtmp.1")).unwrap();
     record(&wtmp, libc::USER_PROCESS, 5002, "tty2", "carol", "", None);
-    let users: Vec<String> = summary(&collect(&mut collector).await).into_iter().map(|s| s.2).collect();
-    assert_eq!(users, ["bob", "carol"], "the old file finished, then the new one");
+    let users: Vec<String> = summary(&collect(&mut collector).await)
+        .into_iter()
+        .map(|s| s.2)
+        .collect();
+    assert_eq!(
+        users,
+        ["bob", "carol"],
+        "the old file finished, then the new one"
+    );
     assert!(collect(&mut collector).await.is_empty());
 
     // Truncation: btmp emptied and written again.
     std::fs::File::create(&btmp).unwrap();
-    record(&btmp, libc::LOGIN_PROCESS, 4243, "ssh:notty", "root", "192.0.2.1", None);
-    assert_eq!(summary(&collect(&mut collector).await), [("login".into(), "Fail".into(), "root".into())]);
+    record(
+        &btmp,
+        libc::LOGIN_PROCESS,
+        4243,
+        "ssh:notty",
+        "root",
+        "192.0.2.1",
+        None,
+    );
+    assert_eq!(
+        summary(&collect(&mut collector).await),
+        [("login".into(), "Fail".into(), "root".into())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,19 +239,45 @@ async fn sshd_failures_from_the_auth_log() {
     let (rt, _cache) = runtime();
     let dir = tempfile::tempdir().unwrap();
     let auth = dir.path().join("auth.log");
-    std::fs::write(&auth, "Nov 22 10:00:00 gw sshd[100]: Server listening on 0.0.0.0 port 22.\n").unwrap();
+    std::fs::write(
+        &auth,
+        "Nov 22 10:00:00 gw sshd[100]: Server listening on 0.0.0.0 port 22.\n",
+    )
+    .unwrap();
     let config = serde_json::json!({"wtmp": "", "btmp": "", "auth_log": auth});
     let mut collector = login_collector(&rt, &config).await;
     assert!(collect(&mut collector).await.is_empty());
-    let mut f = std::fs::OpenOptions::new().append(true).open(&auth).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&auth)
+        .unwrap();
     writeln!(f, "Nov 22 10:01:02 gw sshd[812]: Failed password for invalid user admin from 203.0.113.9 port 51234 ssh2").unwrap();
-    writeln!(f, "Nov 22 10:01:03 gw sshd[813]: Failed publickey for root from 2001:db8::7 port 40022 ssh2").unwrap();
-    writeln!(f, "Nov 22 10:01:04 gw sshd[814]: Accepted publickey for edge from 192.0.2.4 port 40100 ssh2").unwrap();
-    write!(f, "Nov 22 10:01:05 gw sshd[815]: Failed password for edge from 192.0.2.").unwrap();
+    writeln!(
+        f,
+        "Nov 22 10:01:03 gw sshd[813]: Failed publickey for root from 2001:db8::7 port 40022 ssh2"
+    )
+    .unwrap();
+    writeln!(
+        f,
+        "Nov 22 10:01:04 gw sshd[814]: Accepted publickey for edge from 192.0.2.4 port 40100 ssh2"
+    )
+    .unwrap();
+    write!(
+        f,
+        "Nov 22 10:01:05 gw sshd[815]: Failed password for edge from 192.0.2."
+    )
+    .unwrap();
     f.flush().unwrap();
     let events = collect(&mut collector).await;
     assert_eq!(events.len(), 2, "{events:#?}");
-    assert_eq!((events[0]["UserName"].as_str(), events[0]["RemoteAddress"].as_str(), events[0]["RemotePort"].as_str()), (Some("admin"), Some("203.0.113.9"), Some("51234")));
+    assert_eq!(
+        (
+            events[0]["UserName"].as_str(),
+            events[0]["RemoteAddress"].as_str(),
+            events[0]["RemotePort"].as_str()
+        ),
+        (Some("admin"), Some("203.0.113.9"), Some("51234"))
+    );
     assert_eq!(events[0]["ProcessId"], 812);
     assert_eq!(events[0]["Result"], "Fail");
     assert_eq!(events[0]["ExtraDetails"]["InvalidUser"], "true");
@@ -163,9 +306,20 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
         ),
     );
     let run = || {
-        let out = std::process::Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--once", "--config"]).arg(&config).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().matches("\"Name\":\"Login\"").count()
+        let out = std::process::Command::new(edgeguard_bin())
+            .args(["--log", "warn", "run", "--once", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .matches("\"Name\":\"Login\"")
+            .count()
     };
     assert_eq!(run(), 1, "the first run reports the record");
     assert_eq!(run(), 0, "the second run resumes after it");
@@ -175,7 +329,12 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
 
 #[tokio::test]
 async fn refused_without_the_logins_grant() {
-    assert_refused("edgeguard-plugin-login", &[Capability::Log], "edgeguard:collector/logins@0.1.2").await;
+    assert_refused(
+        "edgeguard-plugin-login",
+        &[Capability::Log],
+        "edgeguard:collector/logins@0.1.2",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,7 +343,15 @@ async fn a_long_history_comes_in_collections_of_the_host_cap_without_loss_or_rep
     let dir = tempfile::tempdir().unwrap();
     let wtmp = dir.path().join("wtmp");
     for i in 0..12_000 {
-        record(&wtmp, libc::USER_PROCESS, 10_000 + i, &format!("pts/{i}"), "fleet", "", None);
+        record(
+            &wtmp,
+            libc::USER_PROCESS,
+            10_000 + i,
+            &format!("pts/{i}"),
+            "fleet",
+            "",
+            None,
+        );
     }
     let config = serde_json::json!({"wtmp": wtmp, "btmp": "", "auth_log": "", "from_start": true});
     let mut collector = login_collector(&rt, &config).await;

@@ -21,11 +21,18 @@ fn local_run_once_writes_schema_valid_messages() {
         .arg(&plugins)
         .output()
         .unwrap();
-    assert!(out.status.success(), "edgeguard failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "edgeguard failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let validators = Validators::new();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let messages: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let messages: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
     assert!(!messages.is_empty(), "no message written");
     let mut process_creates = 0;
     let mut names = std::collections::BTreeSet::new();
@@ -38,14 +45,29 @@ fn local_run_once_writes_schema_valid_messages() {
             names.insert(e["Name"].as_str().unwrap().to_owned());
         }
     }
-    for name in ["ListeningPorts", "ConnectionCreate", "SystemInformation", "LocalUsers", "Heartbeat"] {
-        assert!(names.contains(name), "no {name} from the built-in collectors: {names:?}");
+    for name in [
+        "ListeningPorts",
+        "ConnectionCreate",
+        "SystemInformation",
+        "LocalUsers",
+        "Heartbeat",
+    ] {
+        assert!(
+            names.contains(name),
+            "no {name} from the built-in collectors: {names:?}"
+        );
     }
     // report_existing is on in the default configuration: at least this test and its parent run.
-    assert!(process_creates >= 2, "expected the running processes as ProcessCreate, got {process_creates}");
+    assert!(
+        process_creates >= 2,
+        "expected the running processes as ProcessCreate, got {process_creates}"
+    );
     let me = std::process::id();
     assert!(
-        messages.iter().flat_map(|m| m["Events"].as_array().unwrap()).any(|e| e["Payload"][0]["ProcessId"] == me),
+        messages
+            .iter()
+            .flat_map(|m| m["Events"].as_array().unwrap())
+            .any(|e| e["Payload"][0]["ProcessId"] == me),
         "this test process ({me}) is not among the reported processes"
     );
 }
@@ -85,11 +107,36 @@ fn the_projects_schema_rejects_what_it_should() {
         })
     };
     assert!(validator.is_valid(&event("Heartbeat", "Periodic", serde_json::json!([]))));
-    assert!(validator.is_valid(&event("ContainerFinding", "Triggered", serde_json::json!([{"Container": "web", "ExtraDetails": {"HitCount": "3"}}]))));
-    assert!(!validator.is_valid(&event("ProcessCreate", "Triggered", serde_json::json!([{"CommandLine": "x"}]))), "ASC kinds travel in ASC messages");
-    assert!(!validator.is_valid(&event("Heartbeat", "Triggered", serde_json::json!([{"A": 1}]))));
-    assert!(!validator.is_valid(&event("Mine", "Triggered", serde_json::json!([]))), "a triggered event has a payload");
-    assert!(!validator.is_valid(&event("Mine", "Triggered", serde_json::json!([{"ExtraDetails": {"HitCount": 3}}]))), "ExtraDetails are strings");
+    assert!(validator.is_valid(&event(
+        "ContainerFinding",
+        "Triggered",
+        serde_json::json!([{"Container": "web", "ExtraDetails": {"HitCount": "3"}}])
+    )));
+    assert!(
+        !validator.is_valid(&event(
+            "ProcessCreate",
+            "Triggered",
+            serde_json::json!([{"CommandLine": "x"}])
+        )),
+        "ASC kinds travel in ASC messages"
+    );
+    assert!(!validator.is_valid(&event(
+        "Heartbeat",
+        "Triggered",
+        serde_json::json!([{"A": 1}])
+    )));
+    assert!(
+        !validator.is_valid(&event("Mine", "Triggered", serde_json::json!([]))),
+        "a triggered event has a payload"
+    );
+    assert!(
+        !validator.is_valid(&event(
+            "Mine",
+            "Triggered",
+            serde_json::json!([{"ExtraDetails": {"HitCount": 3}}])
+        )),
+        "ExtraDetails are strings"
+    );
     let mut wrong_version = event("Heartbeat", "Periodic", serde_json::json!([]));
     wrong_version["MessageSchemaVersion"] = "1.0".into();
     assert!(!validator.is_valid(&wrong_version));

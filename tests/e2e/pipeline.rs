@@ -19,17 +19,25 @@ use tokio::sync::mpsc;
 const AGENT: &str = "9c647395-b913-4997-a732-a7fe7303b649";
 
 fn settings(asc: Value) -> Settings {
-    Settings { asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(), ..Settings::default() }
+    Settings {
+        asc: AgentConfiguration::parse(&asc, &AgentConfiguration::default()).unwrap(),
+        ..Settings::default()
+    }
 }
 
 fn open(dir: &Path, settings: Settings) -> Pipeline {
-    Pipeline::open(StateDir::open(dir).unwrap(), settings, AGENT).unwrap().0
+    Pipeline::open(StateDir::open(dir).unwrap(), settings, AGENT)
+        .unwrap()
+        .0
 }
 
 /// Closes the windows, reports, and sends everything queued to `sink`.
 async fn drain(pipeline: Pipeline, sink: &mut MemorySink) -> Pipeline {
     let (_, rx) = mpsc::channel::<Batch>(1);
-    pipeline.run(rx, sink, true, std::future::pending()).await.unwrap()
+    pipeline
+        .run(rx, sink, true, std::future::pending())
+        .await
+        .unwrap()
 }
 
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
@@ -41,7 +49,9 @@ fn login(user: &str) -> SecurityEvent {
         "Login",
         Category::Triggered,
         EventType::Security,
-        vec![json!({"ProcessId": 812, "UserName": user, "Operation": "login", "Executable": "/usr/sbin/sshd", "Result": "Fail"})],
+        vec![
+            json!({"ProcessId": 812, "UserName": user, "Operation": "login", "Executable": "/usr/sbin/sshd", "Result": "Fail"}),
+        ],
     )
 }
 
@@ -50,32 +60,66 @@ async fn ten_thousand_identical_process_creates_become_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut pipeline = open(dir.path(), Settings::default());
     for chunk in 0..10 {
-        pipeline.accept((0..1000).map(|i| process_create(10_000 + chunk * 1000 + i, "/usr/bin/python3 worker.py")).collect()).unwrap();
+        pipeline
+            .accept(
+                (0..1000)
+                    .map(|i| {
+                        process_create(10_000 + chunk * 1000 + i, "/usr/bin/python3 worker.py")
+                    })
+                    .collect(),
+            )
+            .unwrap();
     }
     // Different command lines stay apart, two hits each.
     for n in 0..3 {
-        pipeline.accept(vec![process_create(50 + n, &format!("/usr/bin/python3 job{n}.py")), process_create(60 + n, &format!("/usr/bin/python3 job{n}.py"))]).unwrap();
+        pipeline
+            .accept(vec![
+                process_create(50 + n, &format!("/usr/bin/python3 job{n}.py")),
+                process_create(60 + n, &format!("/usr/bin/python3 job{n}.py")),
+            ])
+            .unwrap();
     }
     let mut sink = MemorySink::default();
     drain(pipeline, &mut sink).await;
 
     let validators = Validators::new();
-    sink.messages.lock().unwrap().iter().for_each(|m| validators.assert_valid(m));
+    sink.messages
+        .lock()
+        .unwrap()
+        .iter()
+        .for_each(|m| validators.assert_valid(m));
     let events = sink.events();
     let creates = named(&events, "ProcessCreate");
     assert_eq!(creates.len(), 4, "{creates:#?}");
-    let worker = creates.iter().find(|e| e["Payload"][0]["CommandLine"] == "/usr/bin/python3 worker.py").unwrap();
+    let worker = creates
+        .iter()
+        .find(|e| e["Payload"][0]["CommandLine"] == "/usr/bin/python3 worker.py")
+        .unwrap();
     let item = &worker["Payload"][0];
     assert_eq!(item["ExtraDetails"]["HitCount"], "10000");
-    assert_eq!(item["ProcessId"], 0, "process ids vary between hits and are not shown");
+    assert_eq!(
+        item["ProcessId"], 0,
+        "process ids vary between hits and are not shown"
+    );
     assert_eq!(item["ParentProcessId"], 0);
     assert_eq!(item["Executable"], "/usr/bin/python3.11");
-    for key in ["StartTimeLocal", "StartTimeUtc", "EndTimeLocal", "EndTimeUtc"] {
+    for key in [
+        "StartTimeLocal",
+        "StartTimeUtc",
+        "EndTimeLocal",
+        "EndTimeUtc",
+    ] {
         assert!(item["ExtraDetails"][key].is_string(), "{key}");
     }
-    assert!(item["ExtraDetails"]["StartTimeUtc"].as_str() <= item["ExtraDetails"]["EndTimeUtc"].as_str());
+    assert!(
+        item["ExtraDetails"]["StartTimeUtc"].as_str()
+            <= item["ExtraDetails"]["EndTimeUtc"].as_str()
+    );
     for n in 0..3 {
-        let job = creates.iter().find(|e| e["Payload"][0]["CommandLine"] == format!("/usr/bin/python3 job{n}.py")).unwrap();
+        let job = creates
+            .iter()
+            .find(|e| e["Payload"][0]["CommandLine"] == format!("/usr/bin/python3 job{n}.py"))
+            .unwrap();
         assert_eq!(job["Payload"][0]["ExtraDetails"]["HitCount"], "2");
     }
 }
@@ -83,33 +127,64 @@ async fn ten_thousand_identical_process_creates_become_one() {
 #[test]
 fn windows_close_after_their_interval_and_a_single_hit_comes_back_unchanged() {
     let rule = Rule::builtin("ConnectionCreate").unwrap();
-    let kinds = HashMap::from([("ConnectionCreate".to_string(), KindSettings { rule, interval: Duration::from_secs(60) })]);
+    let kinds = HashMap::from([(
+        "ConnectionCreate".to_string(),
+        KindSettings {
+            rule,
+            interval: Duration::from_secs(60),
+        },
+    )]);
     let mut agg = Aggregator::in_memory(kinds, 100);
     let connection = |pid: u32, remote_port: &str, direction: &str| {
         SecurityEvent::new(
             "ConnectionCreate",
             Category::Triggered,
             EventType::Security,
-            vec![json!({"RemoteAddress": "10.0.0.9", "RemotePort": remote_port, "LocalAddress": "10.0.0.2", "LocalPort": "22",
-                "Direction": direction, "Protocol": "TCP", "ProcessId": pid, "Executable": "/usr/sbin/sshd"})],
+            vec![
+                json!({"RemoteAddress": "10.0.0.9", "RemotePort": remote_port, "LocalAddress": "10.0.0.2", "LocalPort": "22",
+                "Direction": direction, "Protocol": "TCP", "ProcessId": pid, "Executable": "/usr/sbin/sshd"}),
+            ],
         )
     };
     let t0 = chrono::Utc::now();
     // Inbound: the remote (ephemeral) port is not part of the identity; outbound: it is.
-    let batch = vec![connection(1, "50001", "In"), connection(2, "50002", "In"), connection(3, "443", "Out"), connection(4, "8443", "Out")];
+    let batch = vec![
+        connection(1, "50001", "In"),
+        connection(2, "50002", "In"),
+        connection(3, "443", "Out"),
+        connection(4, "8443", "Out"),
+    ];
     let (passed, full) = agg.add(batch).unwrap();
     assert!(passed.is_empty() && full.is_empty());
-    assert!(agg.due(t0 + chrono::Duration::seconds(30), false).is_empty(), "the window is still open");
+    assert!(
+        agg.due(t0 + chrono::Duration::seconds(30), false)
+            .is_empty(),
+        "the window is still open"
+    );
     let out = agg.due(t0 + chrono::Duration::seconds(61), false);
     assert_eq!(out.len(), 3);
-    let inbound = out.iter().find(|e| e.payload[0]["Direction"] == "In").unwrap();
+    let inbound = out
+        .iter()
+        .find(|e| e.payload[0]["Direction"] == "In")
+        .unwrap();
     assert_eq!(inbound.payload[0]["ExtraDetails"]["HitCount"], "2");
     assert_eq!(inbound.payload[0]["RemotePort"], "*");
     assert_eq!(inbound.payload[0]["LocalPort"], "22");
-    let outbound: Vec<&SecurityEvent> = out.iter().filter(|e| e.payload[0]["Direction"] == "Out").collect();
+    let outbound: Vec<&SecurityEvent> = out
+        .iter()
+        .filter(|e| e.payload[0]["Direction"] == "Out")
+        .collect();
     assert_eq!(outbound.len(), 2);
     for e in outbound {
-        assert_eq!(e.payload[0]["ProcessId"], if e.payload[0]["RemotePort"] == "443" { 3 } else { 4 }, "a single hit keeps its process id");
+        assert_eq!(
+            e.payload[0]["ProcessId"],
+            if e.payload[0]["RemotePort"] == "443" {
+                3
+            } else {
+                4
+            },
+            "a single hit keeps its process id"
+        );
         assert!(e.payload[0].get("ExtraDetails").is_none());
     }
     assert!(agg.is_empty());
@@ -119,10 +194,28 @@ fn windows_close_after_their_interval_and_a_single_hit_comes_back_unchanged() {
 fn the_journal_brings_open_windows_back_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aggregation.journal");
-    let kinds = || HashMap::from([("ProcessCreate".to_string(), KindSettings { rule: Rule::builtin("ProcessCreate").unwrap(), interval: Duration::from_secs(3600) })]);
+    let kinds = || {
+        HashMap::from([(
+            "ProcessCreate".to_string(),
+            KindSettings {
+                rule: Rule::builtin("ProcessCreate").unwrap(),
+                interval: Duration::from_secs(3600),
+            },
+        )])
+    };
     let (mut agg, _) = Aggregator::open(&path, kinds(), 100).unwrap();
-    agg.add((0..500).map(|i| process_create(i, "sh -c backup")).collect()).unwrap();
-    agg.add((0..250).map(|i| process_create(i, "sh -c backup")).collect()).unwrap();
+    agg.add(
+        (0..500)
+            .map(|i| process_create(i, "sh -c backup"))
+            .collect(),
+    )
+    .unwrap();
+    agg.add(
+        (0..250)
+            .map(|i| process_create(i, "sh -c backup"))
+            .collect(),
+    )
+    .unwrap();
     agg.add(vec![process_create(7, "sh -c other")]).unwrap();
     let before: Vec<SecurityEvent> = {
         let (mut copy, _) = Aggregator::open(&path, kinds(), 100).unwrap();
@@ -134,10 +227,22 @@ fn the_journal_brings_open_windows_back_after_a_crash() {
     let after = agg.due(chrono::Utc::now(), true);
     agg.compact().unwrap(); // what the pipeline does once the events are queued
     assert_eq!(after.len(), 2);
-    let backup = after.iter().find(|e| e.payload[0]["CommandLine"] == "sh -c backup").unwrap();
+    let backup = after
+        .iter()
+        .find(|e| e.payload[0]["CommandLine"] == "sh -c backup")
+        .unwrap();
     assert_eq!(backup.payload[0]["ExtraDetails"]["HitCount"], "750");
-    let ids = |events: &[SecurityEvent]| events.iter().map(|e| e.id).collect::<std::collections::BTreeSet<_>>();
-    assert_eq!(ids(&before), ids(&after), "merged events keep their Ids across a restart");
+    let ids = |events: &[SecurityEvent]| {
+        events
+            .iter()
+            .map(|e| e.id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "merged events keep their Ids across a restart"
+    );
     // A kind no longer aggregated comes back as events rather than being lost.
     agg.add(vec![process_create(8, "sh -c again")]).unwrap();
     drop(agg);
@@ -162,7 +267,9 @@ async fn messages_never_exceed_the_limit_and_a_backlog_fills_them() {
         let mut events: Vec<SecurityEvent> = (0..100)
             .map(|i| {
                 let len = rng.usize(10..900);
-                let arg: String = std::iter::repeat_with(|| rng.alphanumeric()).take(len).collect();
+                let arg: String = std::iter::repeat_with(|| rng.alphanumeric())
+                    .take(len)
+                    .collect();
                 process_create(batch * 100 + i, &format!("/opt/app/run --token {arg}"))
             })
             .collect();
@@ -176,39 +283,83 @@ async fn messages_never_exceed_the_limit_and_a_backlog_fills_them() {
 
     let sizes = sink.sizes.lock().unwrap().clone();
     let messages = sink.taken();
-    assert!(sizes.iter().all(|&s| s <= limit), "largest message {} > {limit}", sizes.iter().max().unwrap());
-    let full = sizes.iter().filter(|&&s| s as f64 >= 0.9 * limit as f64).count();
-    assert!(full as f64 >= 0.95 * sizes.len() as f64, "{full} of {} messages within 10% of the limit: {sizes:?}", sizes.len());
+    assert!(
+        sizes.iter().all(|&s| s <= limit),
+        "largest message {} > {limit}",
+        sizes.iter().max().unwrap()
+    );
+    let full = sizes
+        .iter()
+        .filter(|&&s| s as f64 >= 0.9 * limit as f64)
+        .count();
+    assert!(
+        full as f64 >= 0.95 * sizes.len() as f64,
+        "{full} of {} messages within 10% of the limit: {sizes:?}",
+        sizes.len()
+    );
     // Sizes are bytes on the wire: the serialized message, envelope included.
     for (m, size) in messages.iter().zip(&sizes) {
         assert_eq!(serde_json::to_vec(m).unwrap().len(), *size);
     }
     let validators = Validators::new();
     messages.iter().for_each(|m| validators.assert_valid(m));
-    let all: Vec<Value> = messages.iter().flat_map(|m| m["Events"].as_array().unwrap().clone()).collect();
+    let all: Vec<Value> = messages
+        .iter()
+        .flat_map(|m| m["Events"].as_array().unwrap().clone())
+        .collect();
     assert_eq!(named(&all, "ProcessCreate").len(), 5000);
     assert_eq!(named(&all, "Login").len(), 50);
     assert_eq!(named(&all, "ContainerFinding").len(), 50);
-    let own = messages.iter().filter(|m| m["MessageSchemaVersion"] == "edgeguard/1.0").count();
-    assert!(own >= 1 && messages.iter().all(|m| {
-        let family_is_own = m["MessageSchemaVersion"] == "edgeguard/1.0";
-        m["Events"].as_array().unwrap().iter().all(|e| (e["Name"] == "ContainerFinding") == family_is_own)
-    }), "each family travels in its own messages");
+    let own = messages
+        .iter()
+        .filter(|m| m["MessageSchemaVersion"] == "edgeguard/1.0")
+        .count();
+    assert!(
+        own >= 1
+            && messages.iter().all(|m| {
+                let family_is_own = m["MessageSchemaVersion"] == "edgeguard/1.0";
+                m["Events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|e| (e["Name"] == "ContainerFinding") == family_is_own)
+            }),
+        "each family travels in its own messages"
+    );
 }
 
 /// Runs a pipeline in the background until the returned sender is dropped.
-fn spawn(pipeline: Pipeline, sink: MemorySink) -> (mpsc::Sender<Batch>, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Pipeline>) {
+fn spawn(
+    pipeline: Pipeline,
+    sink: MemorySink,
+) -> (
+    mpsc::Sender<Batch>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Pipeline>,
+) {
     let (tx, rx) = mpsc::channel::<Batch>(16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut sink = sink;
-        pipeline.run(rx, &mut sink, false, async { stopped.await.ok(); }).await.unwrap()
+        pipeline
+            .run(rx, &mut sink, false, async {
+                stopped.await.ok();
+            })
+            .await
+            .unwrap()
     });
     (tx, stop, task)
 }
 
 async fn send(tx: &mpsc::Sender<Batch>, events: Vec<SecurityEvent>) {
-    tx.send(Batch { plugin: "test".into(), at: std::time::Instant::now(), events, accepted: None }).await.unwrap();
+    tx.send(Batch {
+        plugin: "test".into(),
+        at: std::time::Instant::now(),
+        events,
+        accepted: None,
+    })
+    .await
+    .unwrap();
 }
 
 async fn wait(seconds: f64) {
@@ -234,29 +385,61 @@ async fn queues_go_at_their_frequencies_operational_first_the_other_queue_as_pad
     let sink = MemorySink::default();
     let (tx, stop, task) = spawn(pipeline, sink.clone());
 
-    send(&tx, vec![process_create(1, "low one"), login("alice"), configuration_error]).await;
+    send(
+        &tx,
+        vec![
+            process_create(1, "low one"),
+            login("alice"),
+            configuration_error,
+        ],
+    )
+    .await;
     wait(9.0).await;
-    assert!(sink.messages.lock().unwrap().is_empty(), "nothing before the high frequency");
+    assert!(
+        sink.messages.lock().unwrap().is_empty(),
+        "nothing before the high frequency"
+    );
     wait(2.0).await;
     let sent = sink.taken();
     assert_eq!(sent.len(), 1);
-    let names: Vec<&str> = sent[0]["Events"].as_array().unwrap().iter().map(|e| e["Name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ConfigurationError", "Login", "ProcessCreate"], "operational first, then high, then low as padding");
+    let names: Vec<&str> = sent[0]["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["ConfigurationError", "Login", "ProcessCreate"],
+        "operational first, then high, then low as padding"
+    );
 
     // Low alone waits for the low frequency (a minute after start).
     send(&tx, vec![process_create(2, "low two")]).await;
     wait(30.0).await;
-    assert!(sink.messages.lock().unwrap().is_empty(), "the high queue is empty, the low one not due");
+    assert!(
+        sink.messages.lock().unwrap().is_empty(),
+        "the high queue is empty, the low one not due"
+    );
     wait(21.0).await;
     let sent = sink.taken();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["Events"][0]["Payload"][0]["CommandLine"], "low two");
 
     // A message's worth of low events is sent at once.
-    send(&tx, (0..40).map(|i| process_create(i, &"x".repeat(300))).collect()).await;
+    send(
+        &tx,
+        (0..40)
+            .map(|i| process_create(i, &"x".repeat(300)))
+            .collect(),
+    )
+    .await;
     wait(0.1).await;
     let sent = sink.taken();
-    assert!(!sent.is_empty(), "a backlog above maxMessageSizeInBytes goes at once");
+    assert!(
+        !sent.is_empty(),
+        "a backlog above maxMessageSizeInBytes goes at once"
+    );
     drop(tx);
     stop.send(()).ok();
     task.await.unwrap();
@@ -271,17 +454,32 @@ async fn events_are_forgotten_only_when_acknowledged() {
     let (tx, stop, task) = spawn(open(dir.path(), settings(asc.clone())), sink.clone());
     send(&tx, vec![login("bob"), login("carol")]).await;
     wait(20.0).await;
-    let logins: Vec<Value> = sink.events().into_iter().filter(|e| e["Name"] == "Login").collect();
+    let logins: Vec<Value> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["Name"] == "Login")
+        .collect();
     assert_eq!(logins.len(), 2, "delivered after three refusals, once");
     wait(15.0).await;
-    let stats: Vec<Value> = sink.events().into_iter().filter(|e| e["Name"] == "MessageStatistics").collect();
+    let stats: Vec<Value> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e["Name"] == "MessageStatistics")
+        .collect();
     drop(tx);
     stop.send(()).ok();
     task.await.unwrap();
     // The statistics are queued Low and padded into later sends; wait for them.
     let (tx, stop, task) = spawn(open(dir.path(), settings(asc)), sink.clone());
     wait(5.0).await;
-    let stats: Vec<Value> = stats.into_iter().chain(sink.events().into_iter().filter(|e| e["Name"] == "MessageStatistics")).collect();
+    let stats: Vec<Value> = stats
+        .into_iter()
+        .chain(
+            sink.events()
+                .into_iter()
+                .filter(|e| e["Name"] == "MessageStatistics"),
+        )
+        .collect();
     assert!(!stats.is_empty());
     assert_eq!(stats[0]["Payload"][0]["TotalFailed"], 3);
     assert!(stats[0]["Payload"][0]["MessagesSent"].as_u64().unwrap() >= 1);
@@ -292,8 +490,15 @@ async fn events_are_forgotten_only_when_acknowledged() {
     // Events handed to a sink that never acknowledges stay queued across a restart.
     let dir = tempfile::tempdir().unwrap();
     let down = MemorySink::default();
-    down.fail_next.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
-    let (tx, stop, task) = spawn(open(dir.path(), settings(json!({"highPriorityMessageFrequency": {"value": "PT1S"}}))), down);
+    down.fail_next
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (tx, stop, task) = spawn(
+        open(
+            dir.path(),
+            settings(json!({"highPriorityMessageFrequency": {"value": "PT1S"}})),
+        ),
+        down,
+    );
     send(&tx, vec![login("dave")]).await;
     wait(10.0).await;
     drop(tx);
@@ -310,11 +515,25 @@ async fn events_are_forgotten_only_when_acknowledged() {
 #[tokio::test]
 async fn a_tiny_cache_under_a_flood_counts_every_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = open(dir.path(), settings(json!({"maxLocalCacheSizeInBytes": {"value": 8192}, "maxMessageSizeInBytes": {"value": 8192}})));
+    let mut pipeline = open(
+        dir.path(),
+        settings(
+            json!({"maxLocalCacheSizeInBytes": {"value": 8192}, "maxMessageSizeInBytes": {"value": 8192}}),
+        ),
+    );
     let offered = 10_000u64;
     for batch in 0..100 {
-        pipeline.accept((0..100).map(|i| custom_event("Flood", json!({"N": batch * 100 + i}))).collect()).unwrap();
-        assert!(pipeline.queued() < 100, "the cache holds at most its budget");
+        pipeline
+            .accept(
+                (0..100)
+                    .map(|i| custom_event("Flood", json!({"N": batch * 100 + i})))
+                    .collect(),
+            )
+            .unwrap();
+        assert!(
+            pipeline.queued() < 100,
+            "the cache holds at most its budget"
+        );
     }
     assert!(dir.path().join("queues").read_dir().unwrap().count() > 0);
     let mut sink = MemorySink::default();
@@ -324,27 +543,55 @@ async fn a_tiny_cache_under_a_flood_counts_every_drop() {
     let delivered = named(&events, "Flood").len() as u64;
     let stats = named(&events, "DroppedEventsStatistics");
     assert_eq!(stats.len(), 1);
-    let low = stats[0]["Payload"].as_array().unwrap().iter().find(|q| q["Queue"] == "Low").unwrap();
+    let low = stats[0]["Payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["Queue"] == "Low")
+        .unwrap();
     assert_eq!(low["CollectedEvents"], offered);
-    assert_eq!(low["DroppedEvents"], offered - delivered, "every drop counted, exactly");
+    assert_eq!(
+        low["DroppedEvents"],
+        offered - delivered,
+        "every drop counted, exactly"
+    );
     assert!(delivered > 0 && delivered < 100);
     // Tail drop: the first events of the flood are the ones kept.
-    let kept: Vec<u64> = named(&events, "Flood").iter().map(|e| e["Payload"][0]["N"].as_u64().unwrap()).collect();
+    let kept: Vec<u64> = named(&events, "Flood")
+        .iter()
+        .map(|e| e["Payload"][0]["N"].as_u64().unwrap())
+        .collect();
     assert_eq!(kept, (0..delivered).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn off_events_are_never_collected() {
     let dir = tempfile::tempdir().unwrap();
-    let mut pipeline = open(dir.path(), settings(json!({"eventPriorityLogin": {"value": "Off"}, "eventPriorityProcessCreate": {"value": "off"}})));
-    pipeline.accept(vec![login("eve"), process_create(1, "true"), custom_event("Mine", json!({"A": 1}))]).unwrap();
+    let mut pipeline = open(
+        dir.path(),
+        settings(
+            json!({"eventPriorityLogin": {"value": "Off"}, "eventPriorityProcessCreate": {"value": "off"}}),
+        ),
+    );
+    pipeline
+        .accept(vec![
+            login("eve"),
+            process_create(1, "true"),
+            custom_event("Mine", json!({"A": 1})),
+        ])
+        .unwrap();
     let mut sink = MemorySink::default();
     drain(pipeline, &mut sink).await;
     let events = sink.events();
     assert!(named(&events, "Login").is_empty() && named(&events, "ProcessCreate").is_empty());
     assert_eq!(named(&events, "Mine").len(), 1);
     let stats = named(&events, "DroppedEventsStatistics");
-    let collected: u64 = stats[0]["Payload"].as_array().unwrap().iter().map(|q| q["CollectedEvents"].as_u64().unwrap()).sum();
+    let collected: u64 = stats[0]["Payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["CollectedEvents"].as_u64().unwrap())
+        .sum();
     assert_eq!(collected, 1, "Off events are not even counted as collected");
 }
 
@@ -356,12 +603,30 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
     use edgeguard::scheduler::{PluginSpec, Scheduler};
     let (rt, _cache) = edgeguard_tests::runtime();
     let file = edgeguard_tests::plugin("edgeguard-plugin-process");
-    let loaded = LoadedPlugin::load_file(&rt, "process", &file, &[Capability::Processes, Capability::Log], &[]).await.unwrap();
-    let off = settings(json!({"eventPriorityProcessCreate": {"value": "Off"}, "eventPriorityProcessTerminate": {"value": "Off"}}));
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &file,
+        &[Capability::Processes, Capability::Log],
+        &[],
+    )
+    .await
+    .unwrap();
+    let off = settings(
+        json!({"eventPriorityProcessCreate": {"value": "Off"}, "eventPriorityProcessTerminate": {"value": "Off"}}),
+    );
     let routing = tokio::sync::watch::Sender::new(Arc::new(off.routing()));
     let (tx, mut rx) = mpsc::channel::<Batch>(64);
-    let schedule = ScheduleConfig { first_collection_jitter: edgeguard::units::Span(Duration::ZERO), ..ScheduleConfig::default() };
-    let scheduler = Scheduler::new(HostContext::new(Path::new("/")), schedule, tx, routing.subscribe());
+    let schedule = ScheduleConfig {
+        first_collection_jitter: edgeguard::units::Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
     let spec = PluginSpec {
         loaded: Arc::new(loaded),
         group: edgeguard::config::Group::High,
@@ -380,7 +645,10 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
     assert!(rx.try_recv().is_err(), "no batch while everything is Off");
     // Turning one of its events back on resumes it, without a restart.
     routing.send_replace(Arc::new(Settings::default().routing()));
-    let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!batch.events.is_empty());
     running.task.abort();
 }
@@ -392,14 +660,24 @@ async fn the_file_sink_rotates_within_its_bound() {
     let mut sink = FileSink::open(&path, 4096, 2).await.unwrap();
     for n in 0..20 {
         let body = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(1000)).into_bytes();
-        let message = Message { id: uuid::Uuid::new_v4(), family: edgeguard::events::Family::Asc, priority: Priority::Low, body, events: 1 };
+        let message = Message {
+            id: uuid::Uuid::new_v4(),
+            family: edgeguard::events::Family::Asc,
+            priority: Priority::Low,
+            body,
+            events: 1,
+        };
         sink.send(message).await.unwrap().await.unwrap();
     }
     let mut lines = Vec::new();
     for name in ["messages.jsonl.2", "messages.jsonl.1", "messages.jsonl"] {
         let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert!(text.len() <= 4096, "{name} is {} bytes", text.len());
-        lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["n"].as_u64().unwrap()));
+        lines.extend(text.lines().map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        }));
     }
     assert!(!dir.path().join("messages.jsonl.3").exists());
     // The newest messages are kept, in order, whole.
@@ -415,18 +693,46 @@ async fn the_projects_own_event_kinds_aggregate_by_their_configured_identity() {
     )
     .unwrap();
     let mut pipeline = open(dir.path(), config.pipeline_settings().unwrap());
-    let finding = |container: &str, seen: u32| custom_event("ContainerFinding", json!({"Container": container, "Finding": "privileged", "Seen": seen}));
-    pipeline.accept(vec![finding("web", 1), finding("web", 2), finding("web", 3), finding("db", 4)]).unwrap();
+    let finding = |container: &str, seen: u32| {
+        custom_event(
+            "ContainerFinding",
+            json!({"Container": container, "Finding": "privileged", "Seen": seen}),
+        )
+    };
+    pipeline
+        .accept(vec![
+            finding("web", 1),
+            finding("web", 2),
+            finding("web", 3),
+            finding("db", 4),
+        ])
+        .unwrap();
     let mut sink = MemorySink::default();
     drain(pipeline, &mut sink).await;
     let validators = Validators::new();
-    sink.messages.lock().unwrap().iter().for_each(|m| validators.assert_valid(m));
+    sink.messages
+        .lock()
+        .unwrap()
+        .iter()
+        .for_each(|m| validators.assert_valid(m));
     let events = sink.events();
     let findings = named(&events, "ContainerFinding");
     assert_eq!(findings.len(), 2);
-    let web = findings.iter().find(|e| e["Payload"][0]["Container"] == "web").unwrap();
+    let web = findings
+        .iter()
+        .find(|e| e["Payload"][0]["Container"] == "web")
+        .unwrap();
     assert_eq!(web["Payload"][0]["ExtraDetails"]["HitCount"], "3");
-    assert_eq!(web["Payload"][0]["Seen"], 0, "a field outside the identity is neutralised");
-    let db = findings.iter().find(|e| e["Payload"][0]["Container"] == "db").unwrap();
-    assert_eq!(db["Payload"][0]["Seen"], 4, "a single hit comes back unchanged");
+    assert_eq!(
+        web["Payload"][0]["Seen"], 0,
+        "a field outside the identity is neutralised"
+    );
+    let db = findings
+        .iter()
+        .find(|e| e["Payload"][0]["Container"] == "db")
+        .unwrap();
+    assert_eq!(
+        db["Payload"][0]["Seen"], 4,
+        "a single hit comes back unchanged"
+    );
 }

@@ -5,33 +5,65 @@
 
 use edgeguard::capabilities::{Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
-use edgeguard::runtime::bindings::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
+use edgeguard::runtime::bindings::edgeguard::collector::types::{
+    Event, ProcessCreate, ProcessTerminate,
+};
 use edgeguard::runtime::{LoadedPlugin, PluginInstance};
-use edgeguard_tests::{builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, short_lived_processes, write_config};
+use edgeguard_tests::{
+    builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, short_lived_processes,
+    write_config,
+};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
 async fn process_collector(rt: &edgeguard::runtime::Runtime) -> PluginInstance {
-    process_collector_with(rt, HostContext::new(Path::new("/")), r#"{"report_existing": false}"#).await
+    process_collector_with(
+        rt,
+        HostContext::new(Path::new("/")),
+        r#"{"report_existing": false}"#,
+    )
+    .await
 }
 
-async fn process_collector_with(rt: &edgeguard::runtime::Runtime, host: std::sync::Arc<HostContext>, config: &str) -> PluginInstance {
+async fn process_collector_with(
+    rt: &edgeguard::runtime::Runtime,
+    host: std::sync::Arc<HostContext>,
+    config: &str,
+) -> PluginInstance {
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
-    loaded.instantiate(host, &Limits::default(), config).await.unwrap()
+    let loaded = LoadedPlugin::load_file(
+        rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &grants,
+        &[],
+    )
+    .await
+    .unwrap();
+    loaded
+        .instantiate(host, &Limits::default(), config)
+        .await
+        .unwrap()
 }
 
 /// The polling collector: the kernel's process events not followed.
 const POLLING: &str = r#"{"report_existing": false, "events": false}"#;
 
 async fn collect(instance: &mut PluginInstance) -> Vec<Event> {
-    instance.collect().await.expect("no fault").expect("no plugin error")
+    instance
+        .collect()
+        .await
+        .expect("no fault")
+        .expect("no plugin error")
 }
 
 /// A `sleep` whose command line no other process has.
 fn unique_sleeper() -> (Child, String) {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let arg = format!("300.{nanos:09}");
     let child = Command::new("sleep").arg(&arg).spawn().unwrap();
     (child, format!("sleep {arg}"))
@@ -58,7 +90,10 @@ fn terminated(events: &[Event], pid: u32) -> Option<&ProcessTerminate> {
 
 /// Collects until `found` sees something, at most 100 times 20 ms apart (the kernel takes a
 /// moment to turn a killed process into a zombie).
-async fn collect_until<T>(instance: &mut PluginInstance, mut found: impl FnMut(&[Event]) -> Option<T>) -> (T, Vec<Event>) {
+async fn collect_until<T>(
+    instance: &mut PluginInstance,
+    mut found: impl FnMut(&[Event]) -> Option<T>,
+) -> (T, Vec<Event>) {
     for _ in 0..100 {
         let events = collect(instance).await;
         if let Some(t) = found(&events) {
@@ -74,7 +109,10 @@ async fn reports_create_then_terminate_with_exit_status() {
     let (rt, _cache) = runtime();
     let mut collector = process_collector(&rt).await;
     let baseline = collect(&mut collector).await;
-    assert!(baseline.is_empty(), "report_existing=false: the first collection only records a baseline");
+    assert!(
+        baseline.is_empty(),
+        "report_existing=false: the first collection only records a baseline"
+    );
 
     let (mut child, command_line) = unique_sleeper();
     let pid = child.id();
@@ -82,14 +120,19 @@ async fn reports_create_then_terminate_with_exit_status() {
     assert_eq!(create.command_line, command_line);
     assert_eq!(create.parent_process_id, std::process::id());
     assert_eq!(create.user_id, euid());
-    assert!(create.executable.ends_with("/sleep"), "executable: {}", create.executable);
+    assert!(
+        create.executable.ends_with("/sleep"),
+        "executable: {}",
+        create.executable
+    );
     if create.user_id == 0 {
         assert_eq!(create.user_name.as_deref(), Some("root"));
     }
 
     // Killed but not yet reaped: a zombie still carries its exit status (SIGKILL → 9).
     child.kill().unwrap();
-    let (end, events) = collect_until(&mut collector, |events| terminated(events, pid).cloned()).await;
+    let (end, events) =
+        collect_until(&mut collector, |events| terminated(events, pid).cloned()).await;
     assert_eq!(end.exit_status, Some(9));
     assert!(created(&events, pid).is_none());
     child.wait().unwrap();
@@ -101,7 +144,8 @@ async fn reports_create_then_terminate_with_exit_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn polling_a_process_reaped_between_collections_ends_without_status() {
     let (rt, _cache) = runtime();
-    let mut collector = process_collector_with(&rt, HostContext::new(Path::new("/")), POLLING).await;
+    let mut collector =
+        process_collector_with(&rt, HostContext::new(Path::new("/")), POLLING).await;
     let (mut child, _) = unique_sleeper();
     let pid = child.id();
     collect(&mut collector).await; // baseline includes the sleeper
@@ -116,22 +160,56 @@ async fn polling_a_process_reaped_between_collections_ends_without_status() {
 async fn existing_processes_are_reported_when_asked() {
     let (rt, _cache) = runtime();
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
-    let mut collector = loaded.instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}").await.unwrap();
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &grants,
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut collector = loaded
+        .instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}")
+        .await
+        .unwrap();
     let events = collect(&mut collector).await;
     let me = created(&events, std::process::id()).expect("this test process is reported");
-    assert!(me.extra.contains(&("Existing".to_string(), "true".to_string())));
+    assert!(
+        me.extra
+            .contains(&("Existing".to_string(), "true".to_string()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_plugin_configuration_is_refused_by_name() {
     let (rt, _cache) = runtime();
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &grants,
+        &[],
+    )
+    .await
+    .unwrap();
     let host = HostContext::new(Path::new("/"));
-    let err = loaded.instantiate(host.clone(), &Limits::default(), r#"{"report_existing": "yes"}"#).await.err().unwrap();
+    let err = loaded
+        .instantiate(
+            host.clone(),
+            &Limits::default(),
+            r#"{"report_existing": "yes"}"#,
+        )
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("report_existing"), "{err}");
-    let err = loaded.instantiate(host, &Limits::default(), r#"{"reportExisting": true}"#).await.err().unwrap();
+    let err = loaded
+        .instantiate(host, &Limits::default(), r#"{"reportExisting": true}"#)
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("reportExisting"), "{err}");
 }
 
@@ -147,17 +225,39 @@ async fn host_state_is_read_through_the_host_root() {
 
     let (rt, _cache) = runtime();
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
-    let mut collector = loaded.instantiate(HostContext::new(root.path()), &Limits::default(), "{}").await.unwrap();
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &grants,
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut collector = loaded
+        .instantiate(HostContext::new(root.path()), &Limits::default(), "{}")
+        .await
+        .unwrap();
     let events = collect(&mut collector).await;
-    let me = created(&events, std::process::id()).expect("this process, through the host root's /proc");
+    let me =
+        created(&events, std::process::id()).expect("this process, through the host root's /proc");
     assert_eq!(me.user_name.as_deref(), Some("hostadmin"));
 
     // A host root without /proc is an error the plugin reports, not a crash.
     let empty = tempfile::tempdir().unwrap();
-    let mut blind = loaded.instantiate(HostContext::new(empty.path()), &Limits::default(), "{}").await.unwrap();
-    let error = blind.collect().await.expect("no fault").expect_err("no /proc under the root");
-    assert!(edgeguard::runtime::instance::describe_error(&error).contains("proc"), "{error:?}");
+    let mut blind = loaded
+        .instantiate(HostContext::new(empty.path()), &Limits::default(), "{}")
+        .await
+        .unwrap();
+    let error = blind
+        .collect()
+        .await
+        .expect("no fault")
+        .expect_err("no /proc under the root");
+    assert!(
+        edgeguard::runtime::instance::describe_error(&error).contains("proc"),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,7 +266,11 @@ async fn after_a_restart_it_reports_what_changed_while_it_was_down() {
     let (mut old_sleeper, _) = unique_sleeper();
     let mut before = process_collector(&rt).await;
     collect(&mut before).await;
-    let state = before.save_state().await.unwrap().expect("the process collector keeps what it knows");
+    let state = before
+        .save_state()
+        .await
+        .unwrap()
+        .expect("the process collector keeps what it knows");
     drop(before);
 
     // While edgeguard is down: one process ends (and is reaped), another starts.
@@ -176,16 +280,38 @@ async fn after_a_restart_it_reports_what_changed_while_it_was_down() {
 
     // A fresh instance with the default configuration (report_existing on) takes the state over.
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(&rt, "process", &plugin("edgeguard-plugin-process"), &grants, &[]).await.unwrap();
-    let mut after = loaded.instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}").await.unwrap();
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "process",
+        &plugin("edgeguard-plugin-process"),
+        &grants,
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut after = loaded
+        .instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}")
+        .await
+        .unwrap();
     after.restore_state(&state).await.unwrap().unwrap();
     let events = collect(&mut after).await;
-    let created_new = created(&events, new_sleeper.id()).expect("the process started while down is reported");
+    let created_new =
+        created(&events, new_sleeper.id()).expect("the process started while down is reported");
     assert_eq!(created_new.command_line, new_command);
-    assert!(created_new.extra.iter().all(|(k, _)| k != "Existing"), "it is new, not existing");
-    let ended = terminated(&events, old_sleeper.id()).expect("the process that ended while down is reported");
-    assert_eq!(ended.exit_status, None, "reaped before we looked: its status is gone");
-    assert!(created(&events, std::process::id()).is_none(), "processes known before the restart are not reported again");
+    assert!(
+        created_new.extra.iter().all(|(k, _)| k != "Existing"),
+        "it is new, not existing"
+    );
+    let ended = terminated(&events, old_sleeper.id())
+        .expect("the process that ended while down is reported");
+    assert_eq!(
+        ended.exit_status, None,
+        "reaped before we looked: its status is gone"
+    );
+    assert!(
+        created(&events, std::process::id()).is_none(),
+        "processes known before the restart are not reported again"
+    );
     new_sleeper.kill().unwrap();
     new_sleeper.wait().unwrap();
 }
@@ -201,18 +327,29 @@ async fn with_kernel_events_the_exit_status_survives_the_reaping() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (end, _) = collect_until(&mut collector, |events| terminated(events, pid).cloned()).await;
-    assert_eq!(end.exit_status, Some(9), "the kernel's exit event carries the wait status");
+    assert_eq!(
+        end.exit_status,
+        Some(9),
+        "the kernel's exit event carries the wait status"
+    );
 }
 
 fn unique_tag(what: &str) -> String {
-    format!("{what}-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{what}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_misses_them() {
     let (rt, _cache) = runtime();
     let host = HostContext::new(Path::new("/"));
-    let mut collector = process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    let mut collector =
+        process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
     collect(&mut collector).await; // starts following
     let tag = unique_tag("short");
     let pids = short_lived_processes(&tag, 200);
@@ -239,17 +376,33 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
             }
             Some((_, detail)) => assert!(detail.contains("exited before"), "{detail}"),
         }
-        let ends = events.iter().filter(|e| matches!(e, Event::ProcessTerminate(t) if t.process_id == pid)).count();
+        let ends = events
+            .iter()
+            .filter(|e| matches!(e, Event::ProcessTerminate(t) if t.process_id == pid))
+            .count();
         assert_eq!(ends, 1, "process {i} (pid {pid}) terminated once");
         assert_eq!(terminated(&events, pid).unwrap().exit_status, Some(0));
     }
     assert!(full > 0, "no exec was read in full");
     let feeds = host.feeds("process");
     assert_eq!(feeds.len(), 1);
-    assert_eq!((feeds[0].source, feeds[0].lost, feeds[0].unavailable.as_deref()), ("proc connector", 0, None));
-    assert!(feeds[0].delivered >= 400, "an exec and an exit each: {feeds:?}");
+    assert_eq!(
+        (
+            feeds[0].source,
+            feeds[0].lost,
+            feeds[0].unavailable.as_deref()
+        ),
+        ("proc connector", 0, None)
+    );
+    assert!(
+        feeds[0].delivered >= 400,
+        "an exec and an exit each: {feeds:?}"
+    );
     let detail = |name: &str| feeds[0].details.iter().find(|(k, _)| *k == name).unwrap().1;
-    assert!(detail("execFull") + detail("execNameOnly") + detail("execPidOnly") >= 200, "{feeds:?}");
+    assert!(
+        detail("execFull") + detail("execNameOnly") + detail("execPidOnly") >= 200,
+        "{feeds:?}"
+    );
 
     // The same between two collections of a polling collector: gone before it looks.
     let host = HostContext::new(Path::new("/"));
@@ -258,7 +411,10 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
     let tag = unique_tag("missed");
     let pids = short_lived_processes(&tag, 50);
     let events = collect(&mut polling).await;
-    assert!(pids.iter().all(|&pid| created(&events, pid).is_none()), "polling cannot see processes that are gone");
+    assert!(
+        pids.iter().all(|&pid| created(&events, pid).is_none()),
+        "polling cannot see processes that are gone"
+    );
     let feeds = host.feeds("process");
     assert_eq!((feeds[0].source, feeds[0].delivered), ("polling", 0));
 }
@@ -266,9 +422,13 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
     let (rt, _cache) = runtime();
-    let options = HostOptions { event_buffer: 16, ..HostOptions::new(Path::new("/")) };
+    let options = HostOptions {
+        event_buffer: 16,
+        ..HostOptions::new(Path::new("/"))
+    };
     let host = HostContext::with_options(Path::new("/"), options);
-    let mut collector = process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    let mut collector =
+        process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
     collect(&mut collector).await;
     // More events than the buffer holds between two collections (nobody collects early here),
     // and a process that lives on through it.
@@ -278,7 +438,10 @@ async fn a_full_event_buffer_is_counted_and_repaired_from_the_process_table() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = collect(&mut collector).await;
     let feeds = host.feeds("process");
-    assert!(feeds[0].lost >= 400 - 16, "200 execs and 200 exits into 16 places: {feeds:?}");
+    assert!(
+        feeds[0].lost >= 400 - 16,
+        "200 execs and 200 exits into 16 places: {feeds:?}"
+    );
     // The lost events are made up from the process table: the survivor is reported, once.
     let later = collect(&mut collector).await;
     let all: Vec<Event> = events.into_iter().chain(later).collect();
@@ -294,7 +457,8 @@ fn a_kernel_buffer_overrun_is_counted_exactly() {
     use edgeguard::kernel::netlink::Received;
     use edgeguard::kernel::proc_connector::ProcConnector;
     // The smallest buffer the kernel allows, and nobody reading while processes come and go.
-    let mut connector = ProcConnector::open(Duration::from_millis(100), 4096).expect("the proc connector is available here");
+    let mut connector = ProcConnector::open(Duration::from_millis(100), 4096)
+        .expect("the proc connector is available here");
     short_lived_processes(&unique_tag("overrun"), 100);
     let mut events = Vec::new();
     let mut dropped = 0;
@@ -308,21 +472,34 @@ fn a_kernel_buffer_overrun_is_counted_exactly() {
     }
     // At least fork, exec and exit for each of the 100: what was not read was dropped, and said.
     assert!(dropped > 0, "nothing dropped with {read} datagrams read");
-    assert!(read as u64 + dropped >= 300, "{read} read + {dropped} dropped");
+    assert!(
+        read as u64 + dropped >= 300,
+        "{read} read + {dropped} dropped"
+    );
 }
 
 #[test]
 fn without_the_hosts_network_namespace_the_collector_polls_and_says_why() {
     let (dir, out) = run_once_under(&["unshare", "--net"], "process", r#""processes", "log""#);
-    assert!(out.contains("exists only in the host's network namespace"), "{out}");
+    assert!(
+        out.contains("exists only in the host's network namespace"),
+        "{out}"
+    );
     assert!(out.contains("polling the process table"), "{out}");
     assert_polled_existing(&dir);
 }
 
 #[test]
 fn outside_the_hosts_pid_namespace_the_collector_polls_and_says_why() {
-    let (dir, out) = run_once_under(&["unshare", "--pid", "--fork", "--kill-child"], "process", r#""processes", "log""#);
-    assert!(out.contains("process events go only to the host's PID and user namespaces"), "{out}");
+    let (dir, out) = run_once_under(
+        &["unshare", "--pid", "--fork", "--kill-child"],
+        "process",
+        r#""processes", "log""#,
+    );
+    assert!(
+        out.contains("process events go only to the host's PID and user namespaces"),
+        "{out}"
+    );
     assert_polled_existing(&dir);
 }
 
@@ -337,14 +514,30 @@ async fn the_module_reports_which_source_its_process_collector_uses() {
     use edgeguard_tests::module::{bed, start_module_under, wait_collecting};
     let bed = bed(serde_json::json!({})).await;
     // In its own PID namespace the kernel ignores it: the status says polling, and why.
-    let _module = start_module_under(&["unshare", "--pid", "--fork", "--kill-child"], bed.dir.path(), &bed.workload, "localhost", bed.broker.tls_port, "");
+    let _module = start_module_under(
+        &["unshare", "--pid", "--fork", "--kill-child"],
+        bed.dir.path(),
+        &bed.workload,
+        "localhost",
+        bed.broker.tls_port,
+        "",
+    );
     wait_collecting(&bed.hub).await;
     let reported = bed
         .hub
-        .wait_reported(Duration::from_secs(20), "the process collector polling", |r| r["edgeguard"]["collectors"]["process"]["feeds"]["processes"]["source"] == "polling")
+        .wait_reported(
+            Duration::from_secs(20),
+            "the process collector polling",
+            |r| {
+                r["edgeguard"]["collectors"]["process"]["feeds"]["processes"]["source"] == "polling"
+            },
+        )
         .await;
     let feed = &reported["edgeguard"]["collectors"]["process"]["feeds"]["processes"];
-    assert!(feed["unavailable"].as_str().unwrap().contains("PID"), "{feed}");
+    assert!(
+        feed["unavailable"].as_str().unwrap().contains("PID"),
+        "{feed}"
+    );
     assert_eq!(feed["delivered"], 0);
 }
 
@@ -365,29 +558,64 @@ fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
     .to_string_lossy()
     .into_owned();
     // `event_buffer` belongs to the [agent] table that write_config opens.
-    let text = std::fs::read_to_string(&config).unwrap().replacen("[agent]\n", "[agent]\nevent_buffer = 16\n", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[agent]\n",
+        "[agent]\nevent_buffer = 16\n",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let out = dir.path().join("out.jsonl");
-    let edgeguard = Command::new(edgeguard_bin()).args(["--log", "warn", "run", "--config"]).arg(&config).arg("--output").arg(&out).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let edgeguard = Command::new(edgeguard_bin())
+        .args(["--log", "warn", "run", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     short_lived_processes(&unique_tag("burst"), 100);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let lost = loop {
         let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let found = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|m| {
-            m["Events"].as_array()?.iter().filter(|e| e["Name"] == "Diagnostic").flat_map(|e| e["Payload"].as_array().cloned().unwrap_or_default()).find(|p| p["ExtraDetails"]["LostEvents"].is_string())
-        });
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|m| {
+                m["Events"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["Name"] == "Diagnostic")
+                    .flat_map(|e| e["Payload"].as_array().cloned().unwrap_or_default())
+                    .find(|p| p["ExtraDetails"]["LostEvents"].is_string())
+            });
         if let Some(p) = found {
             break p;
         }
-        assert!(std::time::Instant::now() < deadline, "no Diagnostic about lost events in {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Diagnostic about lost events in {text}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     // SAFETY: signalling our own child.
     unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
     let output = edgeguard.wait_with_output().unwrap();
-    assert!(lost["Message"].as_str().unwrap().contains("kernel events lost"), "{lost}");
+    assert!(
+        lost["Message"]
+            .as_str()
+            .unwrap()
+            .contains("kernel events lost"),
+        "{lost}"
+    );
     assert_eq!(lost["ExtraDetails"]["Plugin"], "process");
-    assert!(lost["ExtraDetails"]["LostEvents"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(
+        lost["ExtraDetails"]["LostEvents"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("kernel events lost"));
 }

@@ -24,13 +24,23 @@ impl Dockerd {
     /// Starts a daemon and imports [`BUSYBOX`] (also tagged `latest`). With `tcp`, the daemon
     /// also listens on a loopback port without TLS, as a carelessly exposed daemon does.
     pub fn start(tcp: bool) -> Dockerd {
-        let dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"].into_iter().map(Path::new).find(|p| p.exists())
+        let dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
             .expect("dockerd is missing: `cargo xtask test` installs Debian's docker.io");
         // A short path: the daemon's Unix sockets (containerd's among them) must fit in 108 bytes.
-        let dir = tempfile::Builder::new().prefix("eg-dockerd").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("eg-dockerd")
+            .tempdir_in("/tmp")
+            .unwrap();
         let socket = dir.path().join("docker.sock");
         let tcp = tcp.then(|| {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             format!("127.0.0.1:{port}")
         });
         let mut command = Command::new(dockerd);
@@ -38,7 +48,10 @@ impl Dockerd {
             .arg(format!("--host=unix://{}", socket.display()))
             .arg(format!("--data-root={}", dir.path().join("root").display()))
             .arg(format!("--exec-root={}", dir.path().join("exec").display()))
-            .arg(format!("--pidfile={}", dir.path().join("docker.pid").display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.path().join("docker.pid").display()
+            ))
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -47,7 +60,13 @@ impl Dockerd {
             command.arg(format!("--host=tcp://{address}"));
         }
         let child = command.spawn().expect("cannot start dockerd");
-        let daemon = Dockerd { dir, command, child, socket, tcp };
+        let daemon = Dockerd {
+            dir,
+            command,
+            child,
+            socket,
+            tcp,
+        };
         daemon.wait_ready();
         daemon.import_busybox();
         daemon
@@ -56,7 +75,11 @@ impl Dockerd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !(self.socket.exists() && self.try_docker(&["version"]).status.success()) {
-            assert!(Instant::now() < deadline, "dockerd did not answer within 60 s; its log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not answer within 60 s; its log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -65,7 +88,12 @@ impl Dockerd {
     /// starts it again on the same socket and data.
     pub fn restart(&mut self) {
         self.stop();
-        self.command.stderr(std::fs::OpenOptions::new().append(true).open(self.dir.path().join("dockerd.log")).unwrap());
+        self.command.stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.path().join("dockerd.log"))
+                .unwrap(),
+        );
         self.child = self.command.spawn().expect("cannot restart dockerd");
         self.wait_ready();
     }
@@ -90,13 +118,23 @@ impl Dockerd {
 
     /// Runs the docker CLI against this daemon.
     pub fn try_docker(&self, args: &[&str]) -> Output {
-        Command::new("docker").arg("--host").arg(format!("unix://{}", self.socket.display())).args(args).output().expect("the docker CLI is missing")
+        Command::new("docker")
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+            .expect("the docker CLI is missing")
     }
 
     /// Runs the docker CLI against this daemon and returns its output; panics when it fails.
     pub fn docker(&self, args: &[&str]) -> String {
         let out = self.try_docker(args);
-        assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -104,12 +142,21 @@ impl Dockerd {
         let rootfs = self.dir.path().join("busybox-rootfs");
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         let busybox = Path::new("/bin/busybox");
-        assert!(busybox.exists(), "/bin/busybox is missing: `cargo xtask test` installs Debian's busybox-static");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: `cargo xtask test` installs Debian's busybox-static"
+        );
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
         for applet in ["sh", "sleep", "true", "false", "id", "cat"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let out = Command::new("docker")
             .arg("--host")
             .arg(format!("unix://{}", self.socket.display()))
@@ -117,7 +164,11 @@ impl Dockerd {
             .stdin(tar.stdout.unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.docker(&["tag", BUSYBOX, "edgeguard-test/busybox:latest"]);
     }
 }

@@ -32,17 +32,30 @@ impl TestCa {
     pub fn new() -> TestCa {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "edgeguard test Edge CA");
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "edgeguard test Edge CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        TestCa { pem: cert.pem(), cert, key }
+        TestCa {
+            pem: cert.pem(),
+            cert,
+            key,
+        }
     }
 
     /// A server certificate for `names`, issued by this CA: (certificate PEM, key PEM).
     pub fn server(&self, names: &[&str]) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -51,16 +64,31 @@ impl TestCa {
     /// A TLS server configuration presenting a certificate for `names` from this CA.
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let (cert, key) = self.server(names);
-        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-        let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+        let certs = rustls_pemfile::certs(&mut cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_bytes())
+            .unwrap()
+            .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(certs, key).unwrap())
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        )
     }
 }
 
 /// A free loopback port (bound, then released for the server to take).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Mosquitto {
@@ -73,7 +101,10 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto with a TLS listener whose certificate is issued by `ca` for `names`.
     pub fn start(ca: &TestCa, names: &[&str]) -> Mosquitto {
-        let dir = tempfile::Builder::new().prefix("eg-mosquitto").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("eg-mosquitto")
+            .tempdir_in("/tmp")
+            .unwrap();
         let (cert, key) = ca.server(names);
         std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
         std::fs::write(dir.path().join("server.pem"), cert).unwrap();
@@ -87,13 +118,22 @@ impl Mosquitto {
              listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\ntls_version tlsv1.2\n"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-        let mut m = Mosquitto { tls_port, plain_port, dir, child: None };
+        let mut m = Mosquitto {
+            tls_port,
+            plain_port,
+            dir,
+            child: None,
+        };
         m.start_again();
         m
     }
 
     fn binary() -> PathBuf {
-        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists()).expect("mosquitto is installed (cargo xtask test installs it)")
+        ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("mosquitto is installed (cargo xtask test installs it)")
     }
 
     /// Starts the broker (again) on the same ports and state.
@@ -108,8 +148,14 @@ impl Mosquitto {
             .expect("starting mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.plain_port)).is_err() || std::net::TcpStream::connect(("127.0.0.1", self.tls_port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen: {}", self.log());
+        while std::net::TcpStream::connect(("127.0.0.1", self.plain_port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", self.tls_port)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -147,7 +193,10 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -175,20 +224,41 @@ impl HubSimulator {
     /// (e.g. across a broker restart) waits for it.
     pub async fn start(broker_port: u16, desired: Value) -> HubSimulator {
         // Its own client id: two clients with one id would take the session from each other.
-        let mut options = MqttOptions::new(format!("iothub-simulator-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", broker_port);
-        options.set_clean_session(false).set_keep_alive(Duration::from_secs(5)).set_max_packet_size(300_000, 300_000);
+        let mut options = MqttOptions::new(
+            format!("iothub-simulator-{}", uuid::Uuid::new_v4().simple()),
+            "127.0.0.1",
+            broker_port,
+        );
+        options
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(5))
+            .set_max_packet_size(300_000, 300_000);
         let (client, mut events) = AsyncClient::new(options, 256);
-        let twin = Arc::new(Mutex::new(Twin { desired: desired.as_object().cloned().unwrap_or_default(), desired_version: 1, ..Twin::default() }));
+        let twin = Arc::new(Mutex::new(Twin {
+            desired: desired.as_object().cloned().unwrap_or_default(),
+            desired_version: 1,
+            ..Twin::default()
+        }));
         let telemetry = Arc::new(Mutex::new(Vec::new()));
         let responses: Arc<Mutex<HashMap<String, oneshot::Sender<(u16, Value)>>>> = Arc::default();
         let (subscribed_tx, subscribed) = oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
-        let (t, tel, resp, c) = (Arc::clone(&twin), Arc::clone(&telemetry), Arc::clone(&responses), client.clone());
+        let (t, tel, resp, c) = (
+            Arc::clone(&twin),
+            Arc::clone(&telemetry),
+            Arc::clone(&responses),
+            client.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for filter in ["devices/+/modules/+/messages/events/#", "$iothub/twin/GET/#", "$iothub/twin/PATCH/properties/reported/#", "$iothub/methods/res/#"] {
+                        for filter in [
+                            "devices/+/modules/+/messages/events/#",
+                            "$iothub/twin/GET/#",
+                            "$iothub/twin/PATCH/properties/reported/#",
+                            "$iothub/methods/res/#",
+                        ] {
                             c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
                         }
                     }
@@ -197,14 +267,25 @@ impl HubSimulator {
                             let _ = tx.send(());
                         }
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => handle(&c, &t, &tel, &resp, &p.topic, &p.payload).await,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        handle(&c, &t, &tel, &resp, &p.topic, &p.payload).await
+                    }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed).await.expect("the hub simulator subscribed").unwrap();
-        HubSimulator { client, twin, telemetry, responses, task }
+        tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .expect("the hub simulator subscribed")
+            .unwrap();
+        HubSimulator {
+            client,
+            twin,
+            telemetry,
+            responses,
+            task,
+        }
     }
 
     pub fn telemetry(&self) -> Vec<Telemetry> {
@@ -212,7 +293,12 @@ impl HubSimulator {
     }
 
     /// Waits until `pred` holds for the telemetry received, or panics after `limit`.
-    pub async fn wait_telemetry(&self, limit: Duration, what: &str, pred: impl Fn(&[Telemetry]) -> bool) -> Vec<Telemetry> {
+    pub async fn wait_telemetry(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[Telemetry]) -> bool,
+    ) -> Vec<Telemetry> {
         let deadline = Instant::now() + limit;
         loop {
             let all = self.telemetry();
@@ -220,8 +306,21 @@ impl HubSimulator {
                 return all;
             }
             if Instant::now() >= deadline {
-                let names: Vec<String> = all.iter().flat_map(|m| m.body["Events"].as_array().into_iter().flatten().map(|e| e["Name"].as_str().unwrap_or("?").to_owned())).collect();
-                panic!("{what}: not within {limit:?} ({} messages; events: {})", all.len(), names.join(" "));
+                let names: Vec<String> = all
+                    .iter()
+                    .flat_map(|m| {
+                        m.body["Events"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| e["Name"].as_str().unwrap_or("?").to_owned())
+                    })
+                    .collect();
+                panic!(
+                    "{what}: not within {limit:?} ({} messages; events: {})",
+                    all.len(),
+                    names.join(" ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -245,14 +344,22 @@ impl HubSimulator {
     }
 
     /// Waits until the reported properties satisfy `pred`.
-    pub async fn wait_reported(&self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_reported(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             let reported = self.reported();
             if pred(&reported) {
                 return reported;
             }
-            assert!(Instant::now() < deadline, "{what}: not within {limit:?}; reported: {reported:#}");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {limit:?}; reported: {reported:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -268,7 +375,8 @@ impl HubSimulator {
         };
         let mut body = patch;
         body["$version"] = json!(version);
-        self.publish_desired(version, body.to_string().into_bytes()).await;
+        self.publish_desired(version, body.to_string().into_bytes())
+            .await;
         version
     }
 
@@ -282,7 +390,15 @@ impl HubSimulator {
 
     /// Publishes a desired patch as given (to test a module against bad input).
     pub async fn publish_desired(&self, version: u64, body: Vec<u8>) {
-        self.client.publish(format!("$iothub/twin/PATCH/properties/desired/?$version={version}"), QoS::AtLeastOnce, false, body).await.unwrap();
+        self.client
+            .publish(
+                format!("$iothub/twin/PATCH/properties/desired/?$version={version}"),
+                QoS::AtLeastOnce,
+                false,
+                body,
+            )
+            .await
+            .unwrap();
     }
 
     /// Calls a direct method and waits for the module's answer.
@@ -290,8 +406,19 @@ impl HubSimulator {
         let rid = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         self.responses.lock().unwrap().insert(rid.clone(), tx);
-        self.client.publish(format!("$iothub/methods/POST/{method}/?$rid={rid}"), QoS::AtLeastOnce, false, payload.to_string()).await.unwrap();
-        tokio::time::timeout(limit, rx).await.unwrap_or_else(|_| panic!("method {method}: no answer within {limit:?}")).unwrap()
+        self.client
+            .publish(
+                format!("$iothub/methods/POST/{method}/?$rid={rid}"),
+                QoS::AtLeastOnce,
+                false,
+                payload.to_string(),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(limit, rx)
+            .await
+            .unwrap_or_else(|_| panic!("method {method}: no answer within {limit:?}"))
+            .unwrap()
     }
 }
 
@@ -307,7 +434,9 @@ fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
             Value::Null => {
                 target.remove(k);
             }
-            Value::Object(inner) if target.get(k).is_some_and(Value::is_object) => merge(target.get_mut(k).unwrap().as_object_mut().unwrap(), inner),
+            Value::Object(inner) if target.get(k).is_some_and(Value::is_object) => {
+                merge(target.get_mut(k).unwrap().as_object_mut().unwrap(), inner)
+            }
             other => {
                 target.insert(k.clone(), other.clone());
             }
@@ -356,9 +485,20 @@ async fn handle(
     payload: &[u8],
 ) {
     if topic.starts_with("devices/") {
-        let (_, bag) = topic.split_once("/messages/events/").expect("a telemetry topic");
-        let body = serde_json::from_slice(payload).unwrap_or_else(|e| panic!("telemetry is not JSON ({e}): {}", String::from_utf8_lossy(payload)));
-        telemetry.lock().unwrap().push(Telemetry { topic: topic.to_owned(), properties: parse_bag(bag), body });
+        let (_, bag) = topic
+            .split_once("/messages/events/")
+            .expect("a telemetry topic");
+        let body = serde_json::from_slice(payload).unwrap_or_else(|e| {
+            panic!(
+                "telemetry is not JSON ({e}): {}",
+                String::from_utf8_lossy(payload)
+            )
+        });
+        telemetry.lock().unwrap().push(Telemetry {
+            topic: topic.to_owned(),
+            properties: parse_bag(bag),
+            body,
+        });
     } else if topic.starts_with("$iothub/twin/GET/") {
         let rid = query(topic)["$rid"].clone();
         let body = {
@@ -370,7 +510,15 @@ async fn handle(
             reported.insert("$version".into(), json!(t.reported_version));
             json!({ "desired": desired, "reported": reported })
         };
-        client.publish(format!("$iothub/twin/res/200/?$rid={rid}"), QoS::AtMostOnce, false, body.to_string()).await.unwrap();
+        client
+            .publish(
+                format!("$iothub/twin/res/200/?$rid={rid}"),
+                QoS::AtMostOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .unwrap();
     } else if topic.starts_with("$iothub/twin/PATCH/properties/reported/") {
         let rid = query(topic)["$rid"].clone();
         let status = match serde_json::from_slice::<Value>(payload) {
@@ -383,11 +531,23 @@ async fn handle(
             }
             _ => 400,
         };
-        client.publish(format!("$iothub/twin/res/{status}/?$rid={rid}"), QoS::AtMostOnce, false, Vec::new()).await.unwrap();
+        client
+            .publish(
+                format!("$iothub/twin/res/{status}/?$rid={rid}"),
+                QoS::AtMostOnce,
+                false,
+                Vec::new(),
+            )
+            .await
+            .unwrap();
     } else if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
         let status: u16 = rest.split('/').next().unwrap().parse().expect("a status");
         let rid = query(topic)["$rid"].clone();
-        let body = if payload.is_empty() { Value::Null } else { serde_json::from_slice(payload).expect("a JSON method response") };
+        let body = if payload.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(payload).expect("a JSON method response")
+        };
         if let Some(tx) = responses.lock().unwrap().remove(&rid) {
             let _ = tx.send((status, body));
         }
@@ -398,18 +558,33 @@ async fn handle(
 /// `DeviceScopeTokenAuthenticator.cs`): fields split on `&` and `=` (names in any case); the
 /// HMAC over the raw `sr`, a LF and `se`; the audience (hub or gateway host, then the device
 /// and module of the connecting client); expiry with 5 minutes of allowed skew.
-pub fn verify_sas(password: &str, key_base64: &str, hosts: &[&str], device: &str, module: &str, now_unix: u64) -> Result<u64, String> {
-    let token = password.strip_prefix("SharedAccessSignature ").ok_or("not a SharedAccessSignature")?;
+pub fn verify_sas(
+    password: &str,
+    key_base64: &str,
+    hosts: &[&str],
+    device: &str,
+    module: &str,
+    now_unix: u64,
+) -> Result<u64, String> {
+    let token = password
+        .strip_prefix("SharedAccessSignature ")
+        .ok_or("not a SharedAccessSignature")?;
     let mut fields = HashMap::new();
     for part in token.split('&') {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("field without `=`: {part}"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("field without `=`: {part}"))?;
         fields.insert(k.to_ascii_lowercase(), v.to_owned());
     }
     let sr_raw = fields.get("sr").ok_or("no sr")?;
     let sig = percent_decode(fields.get("sig").ok_or("no sig")?);
     let se_text = percent_decode(fields.get("se").ok_or("no se")?);
-    let se: u64 = se_text.parse().map_err(|_| format!("se `{se_text}` is not a number"))?;
-    let key = base64::engine::general_purpose::STANDARD.decode(key_base64).map_err(|e| e.to_string())?;
+    let se: u64 = se_text
+        .parse()
+        .map_err(|_| format!("se `{se_text}` is not a number"))?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key_base64)
+        .map_err(|e| e.to_string())?;
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{sr_raw}\n{se}").as_bytes());
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
@@ -422,7 +597,9 @@ pub fn verify_sas(password: &str, key_base64: &str, hosts: &[&str], device: &str
     let audience = percent_decode(sr_raw);
     let (host, path) = audience.split_once('/').ok_or("sr without a path")?;
     if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        return Err(format!("audience host {host} is neither the hub nor the gateway"));
+        return Err(format!(
+            "audience host {host} is neither the hub nor the gateway"
+        ));
     }
     if path != format!("devices/{device}/modules/{module}") {
         return Err(format!("audience {path} is not this module"));
@@ -451,14 +628,26 @@ pub struct Front {
 impl Front {
     /// Listens with a certificate for `names` from `ca`; accepted clients are relayed to the
     /// broker's TLS listener at `broker_tls_port`.
-    pub async fn start(ca: &TestCa, names: &[&str], broker_tls_port: u16, key_base64: &str, hosts: Vec<String>) -> Front {
+    pub async fn start(
+        ca: &TestCa,
+        names: &[&str],
+        broker_tls_port: u16,
+        key_base64: &str,
+        hosts: Vec<String>,
+    ) -> Front {
         let server = ca.server_config(names);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut ca.pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let client = Arc::new(rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots).with_no_client_auth());
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
         let acceptor = tokio_rustls::TlsAcceptor::from(server);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -466,15 +655,35 @@ impl Front {
         let (records, key_base64) = (Arc::clone(&connects), key_base64.to_owned());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, client, records, key, hosts) = (acceptor.clone(), Arc::clone(&client), Arc::clone(&records), key_base64.clone(), hosts.clone());
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, client, records, key, hosts) = (
+                    acceptor.clone(),
+                    Arc::clone(&client),
+                    Arc::clone(&records),
+                    key_base64.clone(),
+                    hosts.clone(),
+                );
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                    let Ok(packet) = read_packet(&mut tls).await else { return };
-                    let Some(mut record) = parse_connect(&packet) else { return };
-                    let (device, module) = record.client_id.split_once('/').unwrap_or((&record.client_id, ""));
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(packet) = read_packet(&mut tls).await else {
+                        return;
+                    };
+                    let Some(mut record) = parse_connect(&packet) else {
+                        return;
+                    };
+                    let (device, module) = record
+                        .client_id
+                        .split_once('/')
+                        .unwrap_or((&record.client_id, ""));
                     let (device, module) = (device.to_owned(), module.to_owned());
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
                     let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                     let password = connect_password(&packet).unwrap_or_default();
                     record.verdict = verify_sas(&password, &key, &hosts, &device, &module, now);
@@ -485,9 +694,21 @@ impl Front {
                         let _ = tls.shutdown().await;
                         return;
                     }
-                    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", broker_tls_port)).await else { return };
+                    let Ok(tcp) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", broker_tls_port)).await
+                    else {
+                        return;
+                    };
                     let connector = tokio_rustls::TlsConnector::from(client);
-                    let Ok(mut upstream) = connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await else { return };
+                    let Ok(mut upstream) = connector
+                        .connect(
+                            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                            tcp,
+                        )
+                        .await
+                    else {
+                        return;
+                    };
                     if upstream.write_all(&packet).await.is_err() {
                         return;
                     }
@@ -495,7 +716,11 @@ impl Front {
                 });
             }
         });
-        Front { port, connects, task }
+        Front {
+            port,
+            connects,
+            task,
+        }
     }
 
     pub fn connects(&self) -> Vec<ConnectRecord> {
@@ -579,9 +804,24 @@ fn connect_fields(packet: &[u8]) -> Option<ConnectFields> {
         string(&mut i)?;
         string(&mut i)?;
     }
-    let username = if flags & 0x80 != 0 { Some(string(&mut i)?) } else { None };
-    let password = if flags & 0x40 != 0 { Some(string(&mut i)?) } else { None };
-    Some(ConnectFields { level, flags, keep_alive, client_id, username, password })
+    let username = if flags & 0x80 != 0 {
+        Some(string(&mut i)?)
+    } else {
+        None
+    };
+    let password = if flags & 0x40 != 0 {
+        Some(string(&mut i)?)
+    } else {
+        None
+    };
+    Some(ConnectFields {
+        level,
+        flags,
+        keep_alive,
+        client_id,
+        username,
+        password,
+    })
 }
 
 /// The environment edgeAgent would give the module, for a test bed.

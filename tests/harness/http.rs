@@ -38,7 +38,9 @@ impl FileServer {
         let served = Arc::clone(&files);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (files, tls) = (Arc::clone(&served), tls.clone());
                 tokio::spawn(async move {
                     match tls {
@@ -57,7 +59,11 @@ impl FileServer {
 
     /// Serves `bytes` at `/name`.
     pub fn put(&self, name: &str, bytes: Vec<u8>) {
-        self.files.lock().unwrap().bytes.insert(format!("/{name}"), bytes);
+        self.files
+            .lock()
+            .unwrap()
+            .bytes
+            .insert(format!("/{name}"), bytes);
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -71,7 +77,13 @@ impl FileServer {
 
     /// How many times `/name` was asked for.
     pub fn requests(&self, name: &str) -> usize {
-        self.files.lock().unwrap().requests.get(&format!("/{name}")).copied().unwrap_or(0)
+        self.files
+            .lock()
+            .unwrap()
+            .requests
+            .get(&format!("/{name}"))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -79,24 +91,27 @@ async fn answer<S>(stream: S, files: Arc<Mutex<Files>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let files = Arc::clone(&files);
-        async move {
-            let path = request.uri().path().to_owned();
-            let mut files = files.lock().unwrap();
-            *files.requests.entry(path.clone()).or_default() += 1;
-            let response = match files.bytes.get(&path) {
-                Some(b) => Response::new(Full::new(Bytes::from(b.clone()))),
-                None => {
-                    let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    r
-                }
-            };
-            Ok::<_, std::convert::Infallible>(response)
-        }
-    });
-    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let files = Arc::clone(&files);
+            async move {
+                let path = request.uri().path().to_owned();
+                let mut files = files.lock().unwrap();
+                *files.requests.entry(path.clone()).or_default() += 1;
+                let response = match files.bytes.get(&path) {
+                    Some(b) => Response::new(Full::new(Bytes::from(b.clone()))),
+                    None => {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 impl Drop for FileServer {

@@ -13,18 +13,27 @@ use std::process::Command;
 use std::sync::Mutex;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_owned()
 }
 
 /// The build directory `cargo xtask test` used (CARGO_TARGET_DIR), else `target/`.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The `edgeguard` binary of this build. It is built by `cargo xtask test` before the tests run.
 pub fn edgeguard_bin() -> PathBuf {
     let bin = target_dir().join("release/edgeguard");
-    assert!(bin.exists(), "{} is missing: run the suite with `cargo xtask test`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo xtask test`",
+        bin.display()
+    );
     bin
 }
 
@@ -38,11 +47,23 @@ pub fn plugin(package: &str) -> PathBuf {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(repo_root())
         .env("CARGO_TARGET_DIR", &wasm_target)
-        .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2", "-p", package])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
         .status()
         .expect("running cargo");
     assert!(status.success(), "building plugin {package} failed");
-    let file = wasm_target.join(format!("wasm32-wasip2/plugin/{}.wasm", package.replace('-', "_")));
+    let file = wasm_target.join(format!(
+        "wasm32-wasip2/plugin/{}.wasm",
+        package.replace('-', "_")
+    ));
     assert!(file.exists(), "{} was not produced", file.display());
     file
 }
@@ -52,7 +73,11 @@ pub fn builtin_plugins(dir: &Path, names: &[&str]) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("creating the plugin directory");
     for name in names {
-        std::fs::copy(plugin(&format!("edgeguard-plugin-{name}")), plugins.join(format!("{name}.wasm"))).expect("copying a plugin");
+        std::fs::copy(
+            plugin(&format!("edgeguard-plugin-{name}")),
+            plugins.join(format!("{name}.wasm")),
+        )
+        .expect("copying a plugin");
     }
     plugins
 }
@@ -75,7 +100,12 @@ pub fn command_under(wrapper: &[&str], program: &Path) -> Command {
 pub fn run_once_under(wrapper: &[&str], name: &str, grants: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let plugins = builtin_plugins(dir.path(), &[name]);
-    let config = write_config(dir.path(), "edgeguard.toml", &plugins, &format!("[[plugin]]\nname = \"{name}\"\nfile = \"{name}.wasm\"\ngrants = [{grants}]\n"));
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        &format!("[[plugin]]\nname = \"{name}\"\nfile = \"{name}.wasm\"\ngrants = [{grants}]\n"),
+    );
     let output = command_under(wrapper, &edgeguard_bin())
         .args(["run", "--once", "--config"])
         .arg(&config)
@@ -93,7 +123,10 @@ pub fn run_once_under(wrapper: &[&str], name: &str, grants: &str) -> (tempfile::
 pub fn short_lived_processes(tag: &str, count: usize) -> Vec<u32> {
     (0..count)
         .map(|i| {
-            let mut child = Command::new("/bin/true").arg(format!("{tag}-{i}")).spawn().expect("starting /bin/true");
+            let mut child = Command::new("/bin/true")
+                .arg(format!("{tag}-{i}"))
+                .spawn()
+                .expect("starting /bin/true");
             let pid = child.id();
             assert!(child.wait().expect("reaping /bin/true").success());
             pid
@@ -107,7 +140,9 @@ pub fn short_connections(listener: &std::net::TcpListener, count: usize) -> Vec<
     use std::io::Write;
     (0..count)
         .map(|_| {
-            let mut client = std::net::TcpStream::connect(listener.local_addr().expect("listening")).expect("connecting");
+            let mut client =
+                std::net::TcpStream::connect(listener.local_addr().expect("listening"))
+                    .expect("connecting");
             let (server, _) = listener.accept().expect("accepting");
             client.write_all(b"x").expect("writing");
             let port = client.local_addr().expect("connected").port();
@@ -121,7 +156,10 @@ pub fn short_connections(listener: &std::net::TcpListener, count: usize) -> Vec<
 /// A runtime with a fresh, private artifact cache.
 pub fn runtime() -> (edgeguard::runtime::Runtime, tempfile::TempDir) {
     let cache = tempfile::tempdir().expect("temporary directory");
-    (edgeguard::runtime::Runtime::new(cache.path()).expect("runtime"), cache)
+    (
+        edgeguard::runtime::Runtime::new(cache.path()).expect("runtime"),
+        cache,
+    )
 }
 
 /// Limits for tests: defaults with a short deadline, so a looping plugin is caught quickly.
@@ -159,7 +197,12 @@ impl MemorySink {
 
     /// Every event of every message received so far.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.messages.lock().unwrap().iter().flat_map(|m| m["Events"].as_array().unwrap().clone()).collect()
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["Events"].as_array().unwrap().clone())
+            .collect()
     }
 }
 
@@ -170,14 +213,24 @@ impl edgeguard::output::Sink for MemorySink {
 
     fn send(&mut self, message: edgeguard::output::Message) -> edgeguard::output::Sending<'_> {
         use std::sync::atomic::Ordering;
-        let fail = self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let fail = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         if !fail {
             self.sizes.lock().unwrap().push(message.body.len());
-            self.messages.lock().unwrap().push(serde_json::from_slice(&message.body).expect("a message is JSON"));
+            self.messages
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&message.body).expect("a message is JSON"));
         }
         Box::pin(async move {
             let ack: edgeguard::output::Acknowledgement = if fail {
-                Box::pin(async { Err(edgeguard::output::SinkError::Refused("the test broker is down".into())) })
+                Box::pin(async {
+                    Err(edgeguard::output::SinkError::Refused(
+                        "the test broker is down".into(),
+                    ))
+                })
             } else {
                 edgeguard::output::acknowledged()
             };
@@ -207,12 +260,18 @@ pub fn process_create(pid: u32, command_line: &str) -> edgeguard::events::Securi
 /// A custom event of the project's own family.
 pub fn custom_event(name: &str, item: serde_json::Value) -> edgeguard::events::SecurityEvent {
     use edgeguard::events::{Category, EventType, Family, SecurityEvent};
-    SecurityEvent { family: Family::Edgeguard, ..SecurityEvent::new(name, Category::Triggered, EventType::Security, vec![item]) }
+    SecurityEvent {
+        family: Family::Edgeguard,
+        ..SecurityEvent::new(name, Category::Triggered, EventType::Security, vec![item])
+    }
 }
 
 /// Events wrapped in a message envelope of their family, as the pipeline sends them.
 pub fn message_of(events: &[edgeguard::events::SecurityEvent]) -> serde_json::Value {
-    let family = events.first().map(|e| e.family).unwrap_or(edgeguard::events::Family::Asc);
+    let family = events
+        .first()
+        .map(|e| e.family)
+        .unwrap_or(edgeguard::events::Family::Asc);
     let mut bytes = edgeguard::output::envelope::prefix(AGENT_ID, family);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -242,28 +301,55 @@ pub fn write_config(dir: &Path, name: &str, plugin_dir: &Path, rest: &str) -> Pa
 }
 
 /// Asserts that the plugin `package` is refused when loaded with only `grants`, naming `import`.
-pub async fn assert_refused(package: &str, grants: &[edgeguard::capabilities::Capability], import: &str) {
+pub async fn assert_refused(
+    package: &str,
+    grants: &[edgeguard::capabilities::Capability],
+    import: &str,
+) {
     let (rt, _cache) = runtime();
-    let err = edgeguard::runtime::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[]).await.err().expect("refused");
-    assert!(matches!(err, edgeguard::runtime::LoadError::NotGranted { .. }), "{err}");
+    let err =
+        edgeguard::runtime::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[])
+            .await
+            .err()
+            .expect("refused");
+    assert!(
+        matches!(err, edgeguard::runtime::LoadError::NotGranted { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains(import), "{err}");
 }
 
 /// One collection, as (event name, payload item) pairs.
-pub async fn collect_items(instance: &mut edgeguard::runtime::PluginInstance) -> Vec<(String, serde_json::Value)> {
-    let events = instance.collect().await.expect("no fault").expect("no plugin error");
+pub async fn collect_items(
+    instance: &mut edgeguard::runtime::PluginInstance,
+) -> Vec<(String, serde_json::Value)> {
+    let events = instance
+        .collect()
+        .await
+        .expect("no fault")
+        .expect("no plugin error");
     events
         .into_iter()
         .flat_map(|e| {
             let e = edgeguard::events::from_plugin(e).unwrap();
-            e.payload.into_iter().map(move |item| (e.name.clone(), item))
+            e.payload
+                .into_iter()
+                .map(move |item| (e.name.clone(), item))
         })
         .collect()
 }
 
 /// The payload items of the events named `name` that satisfy `pred`.
-pub fn find_items<'a>(items: &'a [(String, serde_json::Value)], name: &str, mut pred: impl FnMut(&serde_json::Value) -> bool) -> Vec<&'a serde_json::Value> {
-    items.iter().filter(|(n, item)| n == name && pred(item)).map(|(_, item)| item).collect()
+pub fn find_items<'a>(
+    items: &'a [(String, serde_json::Value)],
+    name: &str,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<&'a serde_json::Value> {
+    items
+        .iter()
+        .filter(|(n, item)| n == name && pred(item))
+        .map(|(_, item)| item)
+        .collect()
 }
 
 /// `component` with a custom section appended: the same plugin, other bytes (another build of
@@ -302,7 +388,11 @@ pub fn with_wit_version(component: &[u8], from: &str, to: &str) -> Vec<u8> {
     let mut renamed = 0;
     while let Some(at) = out[i..].windows(prefix.len()).position(|w| w == prefix) {
         let start = i + at + prefix.len();
-        let name_end = start + out[start..].iter().take_while(|b| b.is_ascii_lowercase() || **b == b'-').count();
+        let name_end = start
+            + out[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_lowercase() || **b == b'-')
+                .count();
         let version = name_end + 1..name_end + 1 + from.len();
         if out.get(name_end) == Some(&b'@') && out.get(version.clone()) == Some(from.as_bytes()) {
             out[version].copy_from_slice(to.as_bytes());

@@ -28,7 +28,10 @@ impl Module {
             if log.contains(needle) {
                 return log;
             }
-            assert!(Instant::now() < deadline, "`{needle}` not logged within {limit:?}:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not logged within {limit:?}:\n{log}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -48,12 +51,25 @@ impl Drop for Module {
 
 /// Starts the module in `dir` with the process and system collectors. `port` is edgeHub's
 /// (mosquitto's TLS listener or the front), `extra` more configuration.
-pub fn start_module(dir: &Path, workload: &WorkloadSimulator, gateway: &str, port: u16, extra: &str) -> Module {
+pub fn start_module(
+    dir: &Path,
+    workload: &WorkloadSimulator,
+    gateway: &str,
+    port: u16,
+    extra: &str,
+) -> Module {
     start_module_under(&[], dir, workload, gateway, port, extra)
 }
 
 /// The same, run by `wrapper` (`unshare --pid --fork --kill-child`, say).
-pub fn start_module_under(wrapper: &[&str], dir: &Path, workload: &WorkloadSimulator, gateway: &str, port: u16, extra: &str) -> Module {
+pub fn start_module_under(
+    wrapper: &[&str],
+    dir: &Path,
+    workload: &WorkloadSimulator,
+    gateway: &str,
+    port: u16,
+    extra: &str,
+) -> Module {
     let plugins = crate::builtin_plugins(dir, &["process", "system"]);
     let config = write_config(
         dir,
@@ -93,28 +109,53 @@ pub async fn bed(desired: Value) -> Bed {
     let broker = Mosquitto::start(&ca, &["localhost"]);
     let workload = WorkloadSimulator::start(MODULE, MODULE_KEY, Some(ca.pem.clone()));
     let hub = HubSimulator::start(broker.plain_port, desired).await;
-    Bed { ca, broker, workload, hub, dir: tempfile::tempdir().unwrap() }
+    Bed {
+        ca,
+        broker,
+        workload,
+        hub,
+        dir: tempfile::tempdir().unwrap(),
+    }
 }
 
 /// Waits until the process collector made its first collection (reported in the twin): what
 /// runs before it is the baseline, not news.
 pub async fn wait_collecting(hub: &HubSimulator) {
-    hub.wait_reported(Duration::from_secs(30), "the process collector at work", |r| r["edgeguard"]["collectors"]["process"]["collections"].as_u64().is_some_and(|n| n >= 1)).await;
+    hub.wait_reported(
+        Duration::from_secs(30),
+        "the process collector at work",
+        |r| {
+            r["edgeguard"]["collectors"]["process"]["collections"]
+                .as_u64()
+                .is_some_and(|n| n >= 1)
+        },
+    )
+    .await;
 }
 
 /// A process with a command line of its own (`/bin/sh -c … MARKER`), alive for a minute.
 pub fn marker_process(marker: &str) -> Child {
-    Command::new("/bin/sh").args(["-c", "sleep 60; true", marker]).spawn().unwrap()
+    Command::new("/bin/sh")
+        .args(["-c", "sleep 60; true", marker])
+        .spawn()
+        .unwrap()
 }
 
 pub fn events(messages: &[Telemetry]) -> Vec<&Value> {
-    messages.iter().flat_map(|m| m.body["Events"].as_array().unwrap().iter()).collect()
+    messages
+        .iter()
+        .flat_map(|m| m.body["Events"].as_array().unwrap().iter())
+        .collect()
 }
 
 pub fn process_creates_with<'a>(messages: &'a [Telemetry], marker: &str) -> Vec<&'a Value> {
     events(messages)
         .into_iter()
-        .filter(|e| e["Name"] == "ProcessCreate" && e["Payload"][0]["CommandLine"].as_str().is_some_and(|c| c.contains(marker)))
+        .filter(|e| {
+            e["Name"] == "ProcessCreate"
+                && e["Payload"][0]["CommandLine"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(marker))
+        })
         .collect()
 }
-

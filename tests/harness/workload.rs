@@ -15,7 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// api-version values the daemon knows (`edgelet-http/src/version.rs`).
-const KNOWN_VERSIONS: [&str; 7] = ["2018-06-28", "2019-01-30", "2019-10-22", "2019-11-05", "2020-07-07", "2021-12-07", "2022-08-03"];
+const KNOWN_VERSIONS: [&str; 7] = [
+    "2018-06-28",
+    "2019-01-30",
+    "2019-10-22",
+    "2019-11-05",
+    "2020-07-07",
+    "2021-12-07",
+    "2022-08-03",
+];
 
 /// What the simulator answers besides the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,28 +54,54 @@ pub struct WorkloadSimulator {
 
 impl WorkloadSimulator {
     /// Serves module `module_id` whose primary key is `key_base64`, on a fresh socket.
-    pub fn start(module_id: &str, key_base64: &str, trust_bundle: Option<String>) -> WorkloadSimulator {
-        let dir = tempfile::Builder::new().prefix("eg-workload").tempdir_in("/tmp").unwrap();
+    pub fn start(
+        module_id: &str,
+        key_base64: &str,
+        trust_bundle: Option<String>,
+    ) -> WorkloadSimulator {
+        let dir = tempfile::Builder::new()
+            .prefix("eg-workload")
+            .tempdir_in("/tmp")
+            .unwrap();
         let socket = dir.path().join("workload.sock");
         let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let key = base64::engine::general_purpose::STANDARD.decode(key_base64).expect("a base64 module key");
-        let state = Arc::new(Mutex::new(State { module_id: module_id.to_owned(), key, trust_bundle, fault: Fault::None }));
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key_base64)
+            .expect("a base64 module key");
+        let state = Arc::new(Mutex::new(State {
+            module_id: module_id.to_owned(),
+            key,
+            trust_bundle,
+            fault: Fault::None,
+        }));
         let signs = Arc::new(AtomicUsize::new(0));
         let (served_state, served_signs) = (Arc::clone(&state), Arc::clone(&signs));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (state, signs) = (Arc::clone(&served_state), Arc::clone(&served_signs));
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let (state, signs) = (Arc::clone(&state), Arc::clone(&signs));
-                        async move { Ok::<_, std::convert::Infallible>(answer(&state, &signs, request).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(answer(&state, &signs, request).await)
+                        }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
-        WorkloadSimulator { socket, state, signs, _dir: dir, task }
+        WorkloadSimulator {
+            socket,
+            state,
+            signs,
+            _dir: dir,
+            task,
+        }
     }
 
     /// `unix://…`, as `IOTEDGE_WORKLOADURI` carries it.
@@ -92,36 +126,74 @@ impl Drop for WorkloadSimulator {
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder().status(status).header("Content-Type", "application/json").body(Full::new(Bytes::from(body.to_string()))).unwrap()
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "message": message }))
 }
 
-async fn answer(state: &Mutex<State>, signs: &AtomicUsize, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    state: &Mutex<State>,
+    signs: &AtomicUsize,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let fault = state.lock().unwrap().fault.clone();
     match fault {
-        Fault::Status(code) => return error(StatusCode::from_u16(code).unwrap(), "simulated failure of the security daemon"),
-        Fault::Garbage => return Response::new(Full::new(Bytes::from_static(b"<html>502 Bad Gateway</html>"))),
+        Fault::Status(code) => {
+            return error(
+                StatusCode::from_u16(code).unwrap(),
+                "simulated failure of the security daemon",
+            );
+        }
+        Fault::Garbage => {
+            return Response::new(Full::new(Bytes::from_static(
+                b"<html>502 Bad Gateway</html>",
+            )));
+        }
         Fault::None | Fault::ShortDigest => {}
     }
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let version = query.split('&').find_map(|kv| kv.strip_prefix("api-version="));
+    let version = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("api-version="));
     match version {
         None => return error(StatusCode::BAD_REQUEST, "api-version not specified"),
-        Some(v) if !KNOWN_VERSIONS.contains(&v) => return error(StatusCode::BAD_REQUEST, &format!("invalid api-version {v:?}")),
+        Some(v) if !KNOWN_VERSIONS.contains(&v) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid api-version {v:?}"),
+            );
+        }
         Some(_) => {}
     }
     if let Some(content_type) = request.headers().get("content-type") {
-        let media = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+        let media = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
         if media != "application/json" {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "request body must be application/json");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request body must be application/json",
+            );
         }
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["trust-bundle"]) => match &state.lock().unwrap().trust_bundle {
@@ -135,9 +207,16 @@ async fn answer(state: &Mutex<State>, signs: &AtomicUsize, request: Request<hype
             let state = state.lock().unwrap();
             let module = percent_decode(module);
             if module != state.module_id {
-                return error(StatusCode::FORBIDDEN, &format!("the caller is not module {module}"));
+                return error(
+                    StatusCode::FORBIDDEN,
+                    &format!("the caller is not module {module}"),
+                );
             }
-            let Some(data) = request.get("data").and_then(|d| d.as_str()).and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()) else {
+            let Some(data) = request
+                .get("data")
+                .and_then(|d| d.as_str())
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            else {
                 return error(StatusCode::UNPROCESSABLE_ENTITY, "data must be base64");
             };
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&state.key).unwrap();
@@ -147,7 +226,10 @@ async fn answer(state: &Mutex<State>, signs: &AtomicUsize, request: Request<hype
                 digest.truncate(16);
             }
             signs.fetch_add(1, Ordering::SeqCst);
-            json(StatusCode::OK, serde_json::json!({ "digest": base64::engine::general_purpose::STANDARD.encode(digest) }))
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "digest": base64::engine::general_purpose::STANDARD.encode(digest) }),
+            )
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no route {method} {path}")),
     }
@@ -159,7 +241,9 @@ fn percent_decode(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(byte) = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(byte);
             i += 3;

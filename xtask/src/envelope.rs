@@ -27,7 +27,9 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let cache = work.join("cache");
 
-    let binary_size = std::fs::metadata(&binary).with_context(|| format!("{}", binary.display()))?.len();
+    let binary_size = std::fs::metadata(&binary)
+        .with_context(|| format!("{}", binary.display()))?
+        .len();
     let mut plugins_size = 0;
     for entry in std::fs::read_dir(&plugins)? {
         plugins_size += entry?.metadata()?.len();
@@ -35,17 +37,24 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
 
     eprintln!("==> warming the compile cache");
     let warm = once(&binary, &plugins, &cache, &work.join("warm"))?;
-    eprintln!("    first run (compiling every plugin): {:.0} ms to the first message", warm.as_secs_f64() * 1e3);
+    eprintln!(
+        "    first run (compiling every plugin): {:.0} ms to the first message",
+        warm.as_secs_f64() * 1e3
+    );
     let mut starts = Vec::new();
     for i in 0..7 {
-        starts.push(once(&binary, &plugins, &cache, &work.join(format!("once-{i}")))?.as_secs_f64() * 1e3);
+        starts.push(
+            once(&binary, &plugins, &cache, &work.join(format!("once-{i}")))?.as_secs_f64() * 1e3,
+        );
     }
     starts.sort_by(f64::total_cmp);
     let start_ms = starts[starts.len() / 2];
 
     eprintln!("==> running `edgeguard run` for {minutes} minutes");
     let state = work.join("run");
-    let mut child = edgeguard_run(&binary, &plugins, &cache, &state, &[]).spawn().context("starting edgeguard")?;
+    let mut child = edgeguard_run(&binary, &plugins, &cache, &state, &[])
+        .spawn()
+        .context("starting edgeguard")?;
     let pid = child.id();
     let started = Instant::now();
     let total = Duration::from_secs_f64(minutes * 60.0);
@@ -61,28 +70,47 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
         if memory.rss > peak.rss {
             peak = memory;
         }
-        if after_first_minute.is_none() && started.elapsed() >= Duration::from_secs(60).min(total / 2) {
+        if after_first_minute.is_none()
+            && started.elapsed() >= Duration::from_secs(60).min(total / 2)
+        {
             after_first_minute = Some((Instant::now(), cpu_seconds(pid)?));
         }
         if last_report.elapsed() >= Duration::from_secs(60) {
-            eprintln!("    {:>4.1} min: RSS {:.1} MiB ({:.1} MiB anonymous)", started.elapsed().as_secs_f64() / 60.0, mb(memory.rss), mb(memory.anon));
+            eprintln!(
+                "    {:>4.1} min: RSS {:.1} MiB ({:.1} MiB anonymous)",
+                started.elapsed().as_secs_f64() / 60.0,
+                mb(memory.rss),
+                mb(memory.anon)
+            );
             last_report = Instant::now();
         }
     }
     let end = Memory::of(pid)?;
     let (since, cpu_then) = after_first_minute.context("the run is too short")?;
     let cpu_percent = (cpu_seconds(pid)? - cpu_then) / since.elapsed().as_secs_f64() * 100.0;
-    let messages = std::fs::read_to_string(state.join("out.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    let messages = std::fs::read_to_string(state.join("out.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&work);
 
     let verdict = |ok: bool| if ok { "within" } else { "OVER" };
     println!("| what | figure | goal |");
     println!("|---|---|---|");
-    println!("| binary (static, stripped) | {:.1} MiB | |", mb(binary_size));
+    println!(
+        "| binary (static, stripped) | {:.1} MiB | |",
+        mb(binary_size)
+    );
     println!("| plugins (six built-in) | {:.2} MiB | |", mb(plugins_size));
-    println!("| image content (`FROM scratch`) | {:.1} MiB | |", mb(binary_size + plugins_size));
-    println!("| start to first message, warm cache (median of {}) | {start_ms:.0} ms | at most {START_GOAL_MS:.0} ms: {} |", starts.len(), verdict(start_ms <= START_GOAL_MS));
+    println!(
+        "| image content (`FROM scratch`) | {:.1} MiB | |",
+        mb(binary_size + plugins_size)
+    );
+    println!(
+        "| start to first message, warm cache (median of {}) | {start_ms:.0} ms | at most {START_GOAL_MS:.0} ms: {} |",
+        starts.len(),
+        verdict(start_ms <= START_GOAL_MS)
+    );
     println!(
         "| RSS after {minutes} min | {:.1} MiB ({:.1} MiB anonymous, {:.1} MiB mapped files) | at most {RSS_GOAL_MB:.0} MiB: {} |",
         mb(end.rss),
@@ -90,7 +118,11 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
         mb(end.file),
         verdict(mb(end.rss) <= RSS_GOAL_MB)
     );
-    println!("| highest RSS | {:.1} MiB ({:.1} MiB anonymous) | |", mb(peak.rss), mb(peak.anon));
+    println!(
+        "| highest RSS | {:.1} MiB ({:.1} MiB anonymous) | |",
+        mb(peak.rss),
+        mb(peak.anon)
+    );
     println!(
         "| CPU at the default intervals | {cpu_percent:.3} % of a core ({:.1} s per hour) | at most {CPU_GOAL_PERCENT} %: {} |",
         cpu_percent * 36.0,
@@ -102,10 +134,27 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
 
 /// `edgeguard run` on the embedded default configuration with `plugins` and the compiled cache
 /// `cache`, its state and its messages (`out.jsonl`) under `dir`; `more` arguments to `run`.
-fn edgeguard_run(binary: &Path, plugins: &Path, cache: &Path, dir: &Path, more: &[&str]) -> Command {
+fn edgeguard_run(
+    binary: &Path,
+    plugins: &Path,
+    cache: &Path,
+    dir: &Path,
+    more: &[&str],
+) -> Command {
     let mut command = Command::new(binary);
-    command.args(["--log", "warn", "run"]).args(more).arg("--plugin-dir").arg(plugins).arg("--cache-dir").arg(cache);
-    command.arg("--state-dir").arg(dir.join("state")).arg("--output").arg(dir.join("out.jsonl")).stderr(Stdio::null());
+    command
+        .args(["--log", "warn", "run"])
+        .args(more)
+        .arg("--plugin-dir")
+        .arg(plugins)
+        .arg("--cache-dir")
+        .arg(cache);
+    command
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--output")
+        .arg(dir.join("out.jsonl"))
+        .stderr(Stdio::null());
     command
 }
 
@@ -115,7 +164,9 @@ fn once(binary: &Path, plugins: &Path, cache: &Path, dir: &Path) -> Result<Durat
     let out: PathBuf = dir.join("out.jsonl");
     let written = || std::fs::read(&out).is_ok_and(|b| b.contains(&b'\n'));
     let started = Instant::now();
-    let mut child = edgeguard_run(binary, plugins, cache, dir, &["--once"]).spawn().context("starting edgeguard --once")?;
+    let mut child = edgeguard_run(binary, plugins, cache, dir, &["--once"])
+        .spawn()
+        .context("starting edgeguard --once")?;
     let first = loop {
         // Asked before the file is read: a run that writes and exits in between still counts.
         let ended = child.try_wait()?;
@@ -132,7 +183,9 @@ fn once(binary: &Path, plugins: &Path, cache: &Path, dir: &Path) -> Result<Durat
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
@@ -146,8 +199,25 @@ struct Memory {
 impl Memory {
     fn of(pid: u32) -> Result<Memory> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()).unwrap_or(0) * 1024;
-        Ok(Memory { rss: kb("VmRSS:"), anon: kb("RssAnon:"), file: kb("RssFile:") + kb("RssShmem:") })
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)?
+                        .trim()
+                        .strip_suffix("kB")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+                * 1024
+        };
+        Ok(Memory {
+            rss: kb("VmRSS:"),
+            anon: kb("RssAnon:"),
+            file: kb("RssFile:") + kb("RssShmem:"),
+        })
     }
 }
 
@@ -155,7 +225,10 @@ impl Memory {
 fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at `state`.
-    let rest = stat.rsplit_once(") ").context("malformed /proc/pid/stat")?.1;
+    let rest = stat
+        .rsplit_once(") ")
+        .context("malformed /proc/pid/stat")?
+        .1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     Ok(ticks / clock_ticks())
@@ -163,7 +236,12 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 
 fn clock_ticks() -> f64 {
     // _SC_CLK_TCK is 100 on every Linux this runs on; ask getconf to be sure.
-    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn mb(bytes: u64) -> f64 {

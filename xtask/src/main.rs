@@ -22,7 +22,14 @@ use std::process::Command;
 mod envelope;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
-const BUILTIN_PLUGINS: &[&str] = &["process", "network", "system", "login", "container", "manifest"];
+const BUILTIN_PLUGINS: &[&str] = &[
+    "process",
+    "network",
+    "system",
+    "login",
+    "container",
+    "manifest",
+];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
@@ -51,7 +58,16 @@ fn main() -> Result<()> {
             // The image test builds the module image from this context under its own dockerd.
             stage_image()?;
             step("running the test suite");
-            run(cargo().args(["test", "--release", "--workspace", "--exclude", "edgeguard-sdk"]).args(exclude_wasm_crates()).args(rest))
+            run(cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "--workspace",
+                    "--exclude",
+                    "edgeguard-sdk",
+                ])
+                .args(exclude_wasm_crates())
+                .args(rest))
         }
         "bench" => {
             setup_toolchain()?;
@@ -74,7 +90,9 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             let context = stage_image()?;
             let minutes = match rest.first() {
-                Some(m) => m.parse().with_context(|| format!("`{m}` is not a number of minutes"))?,
+                Some(m) => m
+                    .parse()
+                    .with_context(|| format!("`{m}` is not a number of minutes"))?,
                 None => 10.0,
             };
             envelope::measure(&context, minutes)
@@ -82,17 +100,38 @@ fn main() -> Result<()> {
         "image" => {
             setup_toolchain()?;
             let context = stage_image()?;
-            let tag = rest.first().cloned().unwrap_or_else(|| format!("edgeguard:{}", env!("CARGO_PKG_VERSION")));
-            if !succeeds(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"])) {
-                eprintln!("no Docker engine reachable: the build context is {}; build it with\n  docker build -t {tag} {}", context.display(), context.display());
+            let tag = rest
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("edgeguard:{}", env!("CARGO_PKG_VERSION")));
+            if !succeeds(Command::new("docker").args([
+                "version",
+                "--format",
+                "{{.Server.Version}}",
+            ])) {
+                eprintln!(
+                    "no Docker engine reachable: the build context is {}; build it with\n  docker build -t {tag} {}",
+                    context.display(),
+                    context.display()
+                );
                 return Ok(());
             }
             step(&format!("docker build -t {tag}"));
-            run(Command::new("docker").arg("build").arg("-t").arg(&tag).arg(&context))
+            run(Command::new("docker")
+                .arg("build")
+                .arg("-t")
+                .arg(&tag)
+                .arg(&context))
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [ARGS…] | test | bench | envelope [MINUTES] | plugins | image [TAG]>");
-            if command == "help" { Ok(()) } else { bail!("unknown command `{command}`") }
+            eprintln!(
+                "usage: cargo xtask <run [ARGS…] | test | bench | envelope [MINUTES] | plugins | image [TAG]>"
+            );
+            if command == "help" {
+                Ok(())
+            } else {
+                bail!("unknown command `{command}`")
+            }
         }
     }
 }
@@ -109,7 +148,10 @@ fn exclude_wasm_crates() -> Vec<String> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository")
+        .to_owned()
 }
 
 /// Where builds go: CARGO_TARGET_DIR if set; else, for root, a directory outside the clone that
@@ -119,14 +161,19 @@ pub fn target_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let shared = Path::new(SHARED_TARGET_DIR);
-    if std::fs::create_dir_all(shared).is_ok() { shared.to_owned() } else { repo_root().join("target") }
+    if std::fs::create_dir_all(shared).is_ok() {
+        shared.to_owned()
+    } else {
+        repo_root().join("target")
+    }
 }
 
 const SHARED_TARGET_DIR: &str = "/var/cache/edgeguard-build/target";
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(repo_root()).env("CARGO_TARGET_DIR", target_dir());
+    c.current_dir(repo_root())
+        .env("CARGO_TARGET_DIR", target_dir());
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![tools_bin()];
     paths.extend(std::env::split_paths(&path));
@@ -139,7 +186,9 @@ fn step(what: &str) {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -147,7 +196,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn succeeds(cmd: &mut Command) -> bool {
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// The wasm32-wasip2 target for plugins.
@@ -156,8 +209,14 @@ fn setup_toolchain() -> Result<()> {
 }
 
 fn add_target(target: &str) -> Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output().context("rustup is required")?;
-    if !String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.trim() == target) {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is required")?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == target)
+    {
         step(&format!("adding the {target} target"));
         run(Command::new("rustup").args(["target", "add", target]))?;
     }
@@ -185,19 +244,35 @@ fn setup_test_tools() -> Result<()> {
 /// Installs the Debian packages of `packages` that are not installed yet.
 fn install_packages(packages: &[&str]) -> Result<()> {
     let installed = |p: &&str| {
-        Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with("install ok installed"))
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with("install ok installed"))
     };
     let missing: Vec<&str> = packages.iter().filter(|p| !installed(p)).copied().collect();
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
-    let install = || Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     // A fresh machine may have no package lists yet, or stale ones.
     if !install() {
         run(Command::new("apt-get").args(["update", "-q"]))?;
         if !install() {
-            bail!("cannot install {} with apt-get (the test suite needs them; run as root on Debian)", missing.join(" "));
+            bail!(
+                "cannot install {} with apt-get (the test suite needs them; run as root on Debian)",
+                missing.join(" ")
+            );
         }
     }
     Ok(())
@@ -243,34 +318,58 @@ fn stage_image() -> Result<PathBuf> {
     install_packages(&["musl-tools"])?;
     build_plugins()?;
     step("building the static edgeguard binary (musl, the `dist` profile: small and stripped)");
-    run(cargo().args(["build", "--profile", "dist", "--target", MUSL, "-p", "edgeguard"]))?;
+    run(cargo().args([
+        "build",
+        "--profile",
+        "dist",
+        "--target",
+        MUSL,
+        "-p",
+        "edgeguard",
+    ]))?;
     let context = target_dir().join("image");
     if context.exists() {
         std::fs::remove_dir_all(&context)?;
     }
     std::fs::create_dir_all(context.join("plugins"))?;
-    std::fs::copy(repo_root().join("deploy/Dockerfile"), context.join("Dockerfile"))?;
+    std::fs::copy(
+        repo_root().join("deploy/Dockerfile"),
+        context.join("Dockerfile"),
+    )?;
     let binary = target_dir().join(MUSL).join("dist/edgeguard");
-    std::fs::copy(&binary, context.join("edgeguard")).with_context(|| format!("copying {}", binary.display()))?;
+    std::fs::copy(&binary, context.join("edgeguard"))
+        .with_context(|| format!("copying {}", binary.display()))?;
     let mut size = std::fs::metadata(&binary)?.len();
     for p in BUILTIN_PLUGINS {
         let file = format!("{p}.wasm");
-        std::fs::copy(target_dir().join("release/plugins").join(&file), context.join("plugins").join(&file))?;
+        std::fs::copy(
+            target_dir().join("release/plugins").join(&file),
+            context.join("plugins").join(&file),
+        )?;
         size += std::fs::metadata(context.join("plugins").join(&file))?.len();
     }
-    step(&format!("image context ready at {} ({:.1} MB of content)", context.display(), size as f64 / 1e6));
+    step(&format!(
+        "image context ready at {} ({:.1} MB of content)",
+        context.display(),
+        size as f64 / 1e6
+    ));
     Ok(context)
 }
 
 fn build_plugins() -> Result<()> {
     step("building the built-in plugins (wasm32-wasip2)");
-    let packages: Vec<String> = BUILTIN_PLUGINS.iter().map(|p| format!("edgeguard-plugin-{p}")).collect();
+    let packages: Vec<String> = BUILTIN_PLUGINS
+        .iter()
+        .map(|p| format!("edgeguard-plugin-{p}"))
+        .collect();
     build_wasm(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
     let dest = target_dir().join("release/plugins");
     std::fs::create_dir_all(&dest)?;
     for p in BUILTIN_PLUGINS {
-        let built = wasm_target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
-        std::fs::copy(&built, dest.join(format!("{p}.wasm"))).with_context(|| format!("copying {}", built.display()))?;
+        let built =
+            wasm_target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
+        std::fs::copy(&built, dest.join(format!("{p}.wasm")))
+            .with_context(|| format!("copying {}", built.display()))?;
     }
     Ok(())
 }

@@ -38,7 +38,11 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn new(socket: PathBuf) -> Engine {
-        Engine { socket, client: tokio::sync::Mutex::new(None), image_users: Mutex::default() }
+        Engine {
+            socket,
+            client: tokio::sync::Mutex::new(None),
+            image_users: Mutex::default(),
+        }
     }
 
     /// The connected client, negotiating the API version on first use.
@@ -48,8 +52,12 @@ impl Engine {
             return Ok(docker.clone());
         }
         let path = self.socket.to_string_lossy();
-        let docker = Docker::connect_with_unix(&path, 30, bollard::API_DEFAULT_VERSION).map_err(|e| self.error(e))?;
-        let docker = docker.negotiate_version().await.map_err(|e| self.error(e))?;
+        let docker = Docker::connect_with_unix(&path, 30, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| self.error(e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| self.error(e))?;
         tracing::debug!(socket = %path, api = %docker.client_version(), "connected to the Docker daemon");
         *cached = Some(docker.clone());
         Ok(docker)
@@ -65,21 +73,37 @@ impl Engine {
         use bollard::errors::Error as E;
         let socket = self.socket.display();
         match e {
-            E::SocketNotFoundError(_) => HostError::Unavailable(format!("no Docker daemon: {socket} does not exist")),
-            E::IOError { err } if err.kind() == std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(format!("cannot connect to {socket}: {err}")),
-            E::IOError { err } if err.kind() == std::io::ErrorKind::ConnectionRefused => HostError::Unavailable(format!("no Docker daemon listens on {socket}")),
+            E::SocketNotFoundError(_) => {
+                HostError::Unavailable(format!("no Docker daemon: {socket} does not exist"))
+            }
+            E::IOError { err } if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                HostError::PermissionDenied(format!("cannot connect to {socket}: {err}"))
+            }
+            E::IOError { err } if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                HostError::Unavailable(format!("no Docker daemon listens on {socket}"))
+            }
             other => HostError::Io(format!("Docker daemon at {socket}: {other}")),
         }
     }
 
     /// One call to the daemon, bounded by `deadline`; a failure drops the cached client.
-    async fn call<T>(&self, deadline: Duration, what: &str, f: impl AsyncFnOnce(Docker) -> Result<T, bollard::errors::Error>) -> Result<T, HostError> {
+    async fn call<T>(
+        &self,
+        deadline: Duration,
+        what: &str,
+        f: impl AsyncFnOnce(Docker) -> Result<T, bollard::errors::Error>,
+    ) -> Result<T, HostError> {
         let outcome = tokio::time::timeout(deadline, async {
             let docker = self.client().await?;
             f(docker).await.map_err(|e| self.error(e))
         })
         .await
-        .unwrap_or_else(|_| Err(HostError::Unavailable(format!("the Docker daemon at {} did not answer {what} within {deadline:?}", self.socket.display()))));
+        .unwrap_or_else(|_| {
+            Err(HostError::Unavailable(format!(
+                "the Docker daemon at {} did not answer {what} within {deadline:?}",
+                self.socket.display()
+            )))
+        });
         if outcome.is_err() {
             self.reset().await;
         }
@@ -92,7 +116,12 @@ impl Engine {
         }
         // A missing image (removed since) leaves the user unknown, which reads as root: the
         // plugin then errs on the side of reporting.
-        let user = docker.inspect_image(image_id).await.ok().and_then(|i| i.config?.user).unwrap_or_default();
+        let user = docker
+            .inspect_image(image_id)
+            .await
+            .ok()
+            .and_then(|i| i.config?.user)
+            .unwrap_or_default();
         let mut users = self.image_users.lock().unwrap();
         if users.len() > 4096 {
             users.clear();
@@ -111,23 +140,34 @@ pub(crate) struct PluginContainers {
 
 impl PluginContainers {
     pub(crate) fn new() -> PluginContainers {
-        PluginContainers { loaded_unix_nanos: unix_nanos_now(), watch: None }
+        PluginContainers {
+            loaded_unix_nanos: unix_nanos_now(),
+            watch: None,
+        }
     }
 }
 
 fn unix_nanos_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl Host for HostState {
     async fn daemon(&mut self) -> Result<DaemonInfo, HostError> {
         let engine = &self.host.docker;
         let deadline = self.guard.host_call_deadline();
-        let (version, info) = engine.call(deadline, "/version and /info", async |d: Docker| Ok((d.version().await?, d.info().await?))).await?;
+        let (version, info) = engine
+            .call(deadline, "/version and /info", async |d: Docker| {
+                Ok((d.version().await?, d.info().await?))
+            })
+            .await?;
         let host = Arc::clone(&self.host);
-        let (tcp_listeners, tls_verify) = tokio::task::spawn_blocking(move || daemon_listeners(&host))
-            .await
-            .map_err(|e| HostError::Io(format!("socket scan failed: {e}")))??;
+        let (tcp_listeners, tls_verify) =
+            tokio::task::spawn_blocking(move || daemon_listeners(&host))
+                .await
+                .map_err(|e| HostError::Io(format!("socket scan failed: {e}")))??;
         Ok(DaemonInfo {
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),
@@ -145,46 +185,74 @@ impl Host for HostState {
         let deadline = self.guard.host_call_deadline();
         self.host
             .docker
-            .call(deadline, "the container list", async move |docker: Docker| {
-                let options = ListContainersOptions { all: true, ..Default::default() };
-                let summaries = docker.list_containers(Some(options)).await?;
-                let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
-                let inspected: Vec<_> = futures_util::stream::iter(ids)
-                    .map(|id| {
-                        let docker = docker.clone();
-                        async move { docker.inspect_container(&id, None::<InspectContainerOptions>).await }
-                    })
-                    .buffered(INSPECT_CONCURRENCY)
-                    .collect()
-                    .await;
-                let mut containers = Vec::with_capacity(inspected.len());
-                for result in inspected {
-                    match result {
-                        Ok(c) => {
-                            let image_user = host.docker.image_user(&docker, c.image.as_deref().unwrap_or_default()).await;
-                            containers.push(container(c, image_user));
+            .call(
+                deadline,
+                "the container list",
+                async move |docker: Docker| {
+                    let options = ListContainersOptions {
+                        all: true,
+                        ..Default::default()
+                    };
+                    let summaries = docker.list_containers(Some(options)).await?;
+                    let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+                    let inspected: Vec<_> = futures_util::stream::iter(ids)
+                        .map(|id| {
+                            let docker = docker.clone();
+                            async move {
+                                docker
+                                    .inspect_container(&id, None::<InspectContainerOptions>)
+                                    .await
+                            }
+                        })
+                        .buffered(INSPECT_CONCURRENCY)
+                        .collect()
+                        .await;
+                    let mut containers = Vec::with_capacity(inspected.len());
+                    for result in inspected {
+                        match result {
+                            Ok(c) => {
+                                let image_user = host
+                                    .docker
+                                    .image_user(&docker, c.image.as_deref().unwrap_or_default())
+                                    .await;
+                                containers.push(container(c, image_user));
+                            }
+                            // Removed between the list and its inspection.
+                            Err(bollard::errors::Error::DockerResponseServerError {
+                                status_code: 404,
+                                ..
+                            }) => {}
+                            Err(e) => return Err(e),
                         }
-                        // Removed between the list and its inspection.
-                        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                        Err(e) => return Err(e),
                     }
-                }
-                // A stable order, so that plugins can compare one inventory with the next.
-                containers.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(containers)
-            })
+                    // A stable order, so that plugins can compare one inventory with the next.
+                    containers.sort_by(|a, b| a.name.cmp(&b.name));
+                    Ok(containers)
+                },
+            )
             .await
     }
 
     async fn events(&mut self, since_unix_nanos: u64, max: u32) -> Result<EventBatch, HostError> {
         // The plugin's `since` is its last event, already delivered: start just after it.
-        let start = if since_unix_nanos == 0 { self.containers.loaded_unix_nanos } else { since_unix_nanos + 1 };
+        let start = if since_unix_nanos == 0 {
+            self.containers.loaded_unix_nanos
+        } else {
+            since_unix_nanos + 1
+        };
         let host = Arc::clone(&self.host);
-        let watch = self.containers.watch.get_or_insert_with(|| Watch::start(host, start));
+        let watch = self
+            .containers
+            .watch
+            .get_or_insert_with(|| Watch::start(host, start));
         let mut buffer = watch.buffer.lock().unwrap();
         let take = buffer.events.len().min(max as usize);
         let events = buffer.events.drain(..take).collect();
-        Ok(EventBatch { events, lost: std::mem::take(&mut buffer.lost), watching: buffer.watching })
+        Ok(EventBatch {
+            events,
+            lost: std::mem::take(&mut buffer.lost),
+            watching: buffer.watching,
+        })
     }
 }
 
@@ -198,14 +266,23 @@ fn container(c: ContainerInspectResponse, image_user: String) -> Container {
         .unwrap_or_default()
         .into_iter()
         .flat_map(|(container_port, bindings)| {
-            bindings.unwrap_or_default().into_iter().map(move |b| PortBinding {
-                container_port: container_port.clone(),
-                host_ip: b.host_ip.unwrap_or_default(),
-                host_port: b.host_port.unwrap_or_default(),
-            })
+            bindings
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |b| PortBinding {
+                    container_port: container_port.clone(),
+                    host_ip: b.host_ip.unwrap_or_default(),
+                    host_port: b.host_port.unwrap_or_default(),
+                })
         })
         .collect();
-    ports.sort_by(|a, b| (&a.container_port, &a.host_ip, &a.host_port).cmp(&(&b.container_port, &b.host_ip, &b.host_port)));
+    ports.sort_by(|a, b| {
+        (&a.container_port, &a.host_ip, &a.host_port).cmp(&(
+            &b.container_port,
+            &b.host_ip,
+            &b.host_port,
+        ))
+    });
     // The daemon lists mounts in no particular order.
     let mut mounts: Vec<Mount> = c
         .mounts
@@ -213,7 +290,11 @@ fn container(c: ContainerInspectResponse, image_user: String) -> Container {
         .into_iter()
         .map(|m| Mount {
             kind: m.typ.unwrap_or_default(),
-            source: m.source.filter(|s| !s.is_empty()).or(m.name).unwrap_or_default(),
+            source: m
+                .source
+                .filter(|s| !s.is_empty())
+                .or(m.name)
+                .unwrap_or_default(),
             destination: m.destination.unwrap_or_default(),
             read_only: !m.rw.unwrap_or(true),
         })
@@ -221,13 +302,20 @@ fn container(c: ContainerInspectResponse, image_user: String) -> Container {
     mounts.sort_by(|a, b| a.destination.cmp(&b.destination));
     Container {
         id: c.id.unwrap_or_default(),
-        name: c.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
         image: config.image.unwrap_or_default(),
         image_id: c.image.unwrap_or_default(),
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         created: c.created.unwrap_or_default(),
         pid: state.pid.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
-        exit_code: state.exit_code.unwrap_or(0).clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        exit_code: state
+            .exit_code
+            .unwrap_or(0)
+            .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
         user: config.user.unwrap_or_default(),
         image_user,
         privileged: host.privileged.unwrap_or(false),
@@ -240,11 +328,20 @@ fn container(c: ContainerInspectResponse, image_user: String) -> Container {
         security_opt: host.security_opt.unwrap_or_default(),
         readonly_rootfs: host.readonly_rootfs.unwrap_or(false),
         mounts,
-        devices: host.devices.unwrap_or_default().into_iter().filter_map(|d| d.path_on_host).collect(),
+        devices: host
+            .devices
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|d| d.path_on_host)
+            .collect(),
         ports,
         log_driver: log.typ.unwrap_or_default(),
         log_options: sorted(log.config.unwrap_or_default()),
-        restart_policy: host.restart_policy.and_then(|r| r.name).map(|n| n.to_string()).unwrap_or_default(),
+        restart_policy: host
+            .restart_policy
+            .and_then(|r| r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         labels: sorted(config.labels.unwrap_or_default()),
         env: config.env.unwrap_or_default(),
     }
@@ -265,11 +362,20 @@ fn daemon_listeners(host: &HostContext) -> Result<(Vec<String>, bool), HostError
     let mut tls_verify = true;
     for socket in table.sockets {
         let Some(owner) = socket.owner else { continue };
-        let is_dockerd = Path::new(&owner.executable).file_name().is_some_and(|n| n == "dockerd");
+        let is_dockerd = Path::new(&owner.executable)
+            .file_name()
+            .is_some_and(|n| n == "dockerd");
         if is_dockerd && socket.protocol == Protocol::Tcp && socket.state == SocketState::Listen {
-            let address = if socket.local_address.contains(':') { format!("[{}]", socket.local_address) } else { socket.local_address };
+            let address = if socket.local_address.contains(':') {
+                format!("[{}]", socket.local_address)
+            } else {
+                socket.local_address
+            };
             listeners.push(format!("{address}:{}", socket.local_port));
-            tls_verify &= owner.command_line.split(' ').any(|a| a == "--tlsverify" || a == "--tlsverify=true");
+            tls_verify &= owner
+                .command_line
+                .split(' ')
+                .any(|a| a == "--tlsverify" || a == "--tlsverify=true");
         }
     }
     listeners.sort();
@@ -316,14 +422,24 @@ async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex
     loop {
         match host.docker.client().await {
             Ok(docker) => {
-                let options = EventsOptions { since: Some(format!("{}.{:09}", since / 1_000_000_000, since % 1_000_000_000)), filters: Some(filters.clone()), ..Default::default() };
+                let options = EventsOptions {
+                    since: Some(format!(
+                        "{}.{:09}",
+                        since / 1_000_000_000,
+                        since % 1_000_000_000
+                    )),
+                    filters: Some(filters.clone()),
+                    ..Default::default()
+                };
                 let mut stream = docker.events(Some(options));
                 buffer.lock().unwrap().watching = true;
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(message) => {
                             backoff = Duration::from_millis(250);
-                            let Some(event) = container_event(message) else { continue };
+                            let Some(event) = container_event(message) else {
+                                continue;
+                            };
                             let at = event.time_unix_nanos;
                             let key = (event.id.clone(), event.action.clone());
                             if at < since || (at == since && delivered_at_since.contains(&key)) {
@@ -365,10 +481,19 @@ fn container_event(message: EventMessage) -> Option<ContainerEvent> {
     let name = attributes.remove("name").unwrap_or_default();
     let image = attributes.remove("image").unwrap_or_default();
     attributes.retain(|k, _| !EVENT_ATTRIBUTES.contains(&k.as_str()));
-    let time = message.time_nano.filter(|t| *t > 0).or(message.time.map(|s| s * 1_000_000_000)).unwrap_or(0);
+    let time = message
+        .time_nano
+        .filter(|t| *t > 0)
+        .or(message.time.map(|s| s * 1_000_000_000))
+        .unwrap_or(0);
     Some(ContainerEvent {
         // Exec events read `exec_start: sh -c ...`; the action is the first word.
-        action: message.action?.split(':').next().unwrap_or_default().to_owned(),
+        action: message
+            .action?
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
         id: actor.id.unwrap_or_default(),
         name,
         image,

@@ -5,7 +5,9 @@
 //! cannot be used to read anything else on the host.
 
 use super::{HostState, executable_of, read_error};
-use crate::runtime::bindings::edgeguard::collector::logins::{FileId, FileInfo, Host, LinesChunk, RecordType, UtmpChunk, UtmpRecord};
+use crate::runtime::bindings::edgeguard::collector::logins::{
+    FileId, FileInfo, Host, LinesChunk, RecordType, UtmpChunk, UtmpRecord,
+};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -20,40 +22,73 @@ const RECORD: usize = std::mem::size_of::<libc::utmpx>();
 impl Host for HostState {
     async fn stat(&mut self, path: String) -> Result<FileInfo, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
-        blocking(move || std::fs::metadata(&file).map(|m| info(&m)).map_err(|e| read_error(&file, e))).await
+        blocking(move || {
+            std::fs::metadata(&file)
+                .map(|m| info(&m))
+                .map_err(|e| read_error(&file, e))
+        })
+        .await
     }
 
-    async fn read_utmp(&mut self, path: String, offset: u64, max: u32) -> Result<UtmpChunk, HostError> {
+    async fn read_utmp(
+        &mut self,
+        path: String,
+        offset: u64,
+        max: u32,
+    ) -> Result<UtmpChunk, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
         let proc_dir = self.host.host_root.join("proc");
         blocking(move || read_utmp(&file, &proc_dir, offset, max)).await
     }
 
-    async fn read_lines(&mut self, path: String, offset: u64, max_bytes: u32) -> Result<LinesChunk, HostError> {
+    async fn read_lines(
+        &mut self,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<LinesChunk, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
         blocking(move || read_lines(&file, offset, max_bytes)).await
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, HostError> + Send + 'static) -> Result<T, HostError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| HostError::Io(format!("login log read failed: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+) -> Result<T, HostError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HostError::Io(format!("login log read failed: {e}")))?
 }
 
 /// An absolute path naming a login log, under the host root.
 fn resolve(host_root: &Path, path: &str) -> Result<PathBuf, HostError> {
     let p = Path::new(path);
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(HostError::InvalidArgument(format!("`{path}` must be an absolute path without `..`")));
+    if !p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(HostError::InvalidArgument(format!(
+            "`{path}` must be an absolute path without `..`"
+        )));
     }
     if !LOGIN_LOGS.iter().any(|log| name.starts_with(log)) {
-        return Err(HostError::NotGranted(format!("`{path}` is not a login log (names start with {})", LOGIN_LOGS.join(", "))));
+        return Err(HostError::NotGranted(format!(
+            "`{path}` is not a login log (names start with {})",
+            LOGIN_LOGS.join(", ")
+        )));
     }
     Ok(host_root.join(p.strip_prefix("/").unwrap_or(p)))
 }
 
 fn info(m: &std::fs::Metadata) -> FileInfo {
-    FileInfo { id: FileId { device: m.dev(), inode: m.ino() }, size: m.len() }
+    FileInfo {
+        id: FileId {
+            device: m.dev(),
+            inode: m.ino(),
+        },
+        size: m.len(),
+    }
 }
 
 /// Opens `path` and reads up to `len` bytes from `offset`, with the file's identity.
@@ -62,28 +97,44 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Result<(FileInfo, Vec<u8>), 
     let meta = file.metadata().map_err(|e| read_error(path, e))?;
     let mut buf = Vec::new();
     if offset < meta.len() {
-        file.seek(SeekFrom::Start(offset)).map_err(|e| read_error(path, e))?;
-        file.take(len as u64).read_to_end(&mut buf).map_err(|e| read_error(path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| read_error(path, e))?;
+        file.take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| read_error(path, e))?;
     }
     Ok((info(&meta), buf))
 }
 
 fn read_utmp(path: &Path, proc_dir: &Path, offset: u64, max: u32) -> Result<UtmpChunk, HostError> {
     let start = offset - offset % RECORD as u64;
-    let want = (max as usize).saturating_mul(RECORD).min(MAX_CHUNK_BYTES / RECORD * RECORD);
+    let want = (max as usize)
+        .saturating_mul(RECORD)
+        .min(MAX_CHUNK_BYTES / RECORD * RECORD);
     let (file, bytes) = read_at(path, start, want)?;
-    let records: Vec<UtmpRecord> = bytes.chunks_exact(RECORD).map(|raw| {
-        // SAFETY: `raw` is exactly one utmpx in the layout of this platform's C library, which
-        // wrote it; read_unaligned copies it out whatever the buffer's alignment.
-        let u: libc::utmpx = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-        record(&u, proc_dir)
-    }).collect();
+    let records: Vec<UtmpRecord> = bytes
+        .chunks_exact(RECORD)
+        .map(|raw| {
+            // SAFETY: `raw` is exactly one utmpx in the layout of this platform's C library, which
+            // wrote it; read_unaligned copies it out whatever the buffer's alignment.
+            let u: libc::utmpx = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+            record(&u, proc_dir)
+        })
+        .collect();
     let next_offset = start + (records.len() * RECORD) as u64;
-    Ok(UtmpChunk { file, records, next_offset })
+    Ok(UtmpChunk {
+        file,
+        records,
+        next_offset,
+    })
 }
 
 fn text(field: &[libc::c_char]) -> String {
-    let bytes: Vec<u8> = field.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+    let bytes: Vec<u8> = field
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -121,7 +172,8 @@ fn record(u: &libc::utmpx, proc_dir: &Path) -> UtmpRecord {
         user: text(&u.ut_user),
         host: text(&u.ut_host),
         address,
-        time_micros: (u.ut_tv.tv_sec as i64).max(0) as u64 * 1_000_000 + (u.ut_tv.tv_usec as i64).max(0) as u64,
+        time_micros: (u.ut_tv.tv_sec as i64).max(0) as u64 * 1_000_000
+            + (u.ut_tv.tv_usec as i64).max(0) as u64,
         executable: (pid > 0).then(|| executable_of(proc_dir, pid)).flatten(),
     }
 }
@@ -130,8 +182,16 @@ fn read_lines(path: &Path, offset: u64, max_bytes: u32) -> Result<LinesChunk, Ho
     let (file, bytes) = read_at(path, offset, (max_bytes as usize).clamp(1, MAX_CHUNK_BYTES))?;
     // Whole lines only: a line still being written is read next time.
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let lines = bytes[..whole].split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
-    Ok(LinesChunk { file, lines, next_offset: offset + whole as u64 })
+    let lines = bytes[..whole]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    Ok(LinesChunk {
+        file,
+        lines,
+        next_offset: offset + whole as u64,
+    })
 }
 
 #[cfg(test)]
@@ -141,10 +201,22 @@ mod tests {
     #[test]
     fn only_login_logs_can_be_read() {
         let root = Path::new("/host");
-        assert_eq!(resolve(root, "/var/log/wtmp").unwrap(), Path::new("/host/var/log/wtmp"));
+        assert_eq!(
+            resolve(root, "/var/log/wtmp").unwrap(),
+            Path::new("/host/var/log/wtmp")
+        );
         assert!(resolve(root, "/var/log/btmp.1").is_ok());
-        assert!(matches!(resolve(root, "/etc/shadow"), Err(HostError::NotGranted(_))));
-        assert!(matches!(resolve(root, "/var/log/../../etc/wtmp"), Err(HostError::InvalidArgument(_))));
-        assert!(matches!(resolve(root, "var/log/wtmp"), Err(HostError::InvalidArgument(_))));
+        assert!(matches!(
+            resolve(root, "/etc/shadow"),
+            Err(HostError::NotGranted(_))
+        ));
+        assert!(matches!(
+            resolve(root, "/var/log/../../etc/wtmp"),
+            Err(HostError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            resolve(root, "var/log/wtmp"),
+            Err(HostError::InvalidArgument(_))
+        ));
     }
 }

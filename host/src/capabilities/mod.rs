@@ -100,8 +100,12 @@ pub fn import_need(import: &str) -> ImportNeed {
         Some(("edgeguard:collector", "logins")) => ImportNeed::Grant(Capability::Logins),
         Some(("edgeguard:collector", "containers")) => ImportNeed::Grant(Capability::Containers),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
-        Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => ImportNeed::Baseline,
-        Some(("wasi:sockets", _)) => ImportNeed::Refused("network access is not available to plugins"),
+        Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => {
+            ImportNeed::Baseline
+        }
+        Some(("wasi:sockets", _)) => {
+            ImportNeed::Refused("network access is not available to plugins")
+        }
         _ => ImportNeed::Unknown,
     }
 }
@@ -110,20 +114,32 @@ pub fn import_need(import: &str) -> ImportNeed {
 pub(crate) fn read_error(path: &Path, e: std::io::Error) -> types::HostError {
     use types::HostError;
     match e.kind() {
-        std::io::ErrorKind::NotFound => HostError::Unavailable(format!("{} does not exist", path.display())),
-        std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(format!("cannot read {}", path.display())),
+        std::io::ErrorKind::NotFound => {
+            HostError::Unavailable(format!("{} does not exist", path.display()))
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            HostError::PermissionDenied(format!("cannot read {}", path.display()))
+        }
         _ => HostError::Io(format!("{}: {e}", path.display())),
     }
 }
 
 /// The executable of a process under `proc_dir`, if it still runs and can be read.
 pub(crate) fn executable_of(proc_dir: &Path, pid: u32) -> Option<String> {
-    std::fs::read_link(proc_dir.join(format!("{pid}/exe"))).ok().map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(proc_dir.join(format!("{pid}/exe")))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Drains `plugin`'s queue of the kernel feed `pick` chooses (`what` it carries, for errors) on
 /// the blocking pool: the first drain connects to the kernel and waits for its answer.
-async fn drain_feed<S: feed::Source>(host: &Arc<HostContext>, plugin: &Arc<str>, max: u32, what: &str, pick: fn(&HostContext) -> &Feed<S>) -> Result<feed::Drained<S::Event>, types::HostError> {
+async fn drain_feed<S: feed::Source>(
+    host: &Arc<HostContext>,
+    plugin: &Arc<str>,
+    max: u32,
+    what: &str,
+    pick: fn(&HostContext) -> &Feed<S>,
+) -> Result<feed::Drained<S::Event>, types::HostError> {
     let (host, plugin) = (Arc::clone(host), Arc::clone(plugin));
     tokio::task::spawn_blocking(move || pick(&host).drain(&plugin, max as usize))
         .await
@@ -164,7 +180,12 @@ impl HostOptions {
 
     /// The defaults for a host seen at `host_root`.
     pub fn new(host_root: &Path) -> HostOptions {
-        HostOptions { docker_socket: host_root.join("var/run/docker.sock"), kernel_events: true, event_buffer: Self::DEFAULT_EVENT_BUFFER, kernel_buffer: Self::DEFAULT_KERNEL_BUFFER }
+        HostOptions {
+            docker_socket: host_root.join("var/run/docker.sock"),
+            kernel_events: true,
+            event_buffer: Self::DEFAULT_EVENT_BUFFER,
+            kernel_buffer: Self::DEFAULT_KERNEL_BUFFER,
+        }
     }
 }
 
@@ -176,7 +197,13 @@ impl HostContext {
 
     /// The same with the Docker daemon's socket elsewhere (a path of edgeguard's own filesystem).
     pub fn with_docker_socket(host_root: &Path, docker_socket: &Path) -> Arc<HostContext> {
-        Self::with_options(host_root, HostOptions { docker_socket: docker_socket.to_owned(), ..HostOptions::new(host_root) })
+        Self::with_options(
+            host_root,
+            HostOptions {
+                docker_socket: docker_socket.to_owned(),
+                ..HostOptions::new(host_root)
+            },
+        )
     }
 
     pub fn with_options(host_root: &Path, options: HostOptions) -> Arc<HostContext> {
@@ -187,22 +214,36 @@ impl HostContext {
             let wakers = Arc::clone(&wakers);
             Arc::new(move |plugin: &str| wakers.wake(plugin))
         };
-        let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&exec_details));
+        let (root, u, d) = (
+            host_root.to_owned(),
+            Arc::clone(&users),
+            Arc::clone(&exec_details),
+        );
         let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
         let off = || "kernel event sources are off (agent.kernel_events = false)".to_owned();
-        let process_feed = Feed::new("proc connector", options.event_buffer, Arc::clone(&wake), move || {
-            if !kernel_events {
-                return Err(off());
-            }
-            processes::ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
-        });
+        let process_feed = Feed::new(
+            "proc connector",
+            options.event_buffer,
+            Arc::clone(&wake),
+            move || {
+                if !kernel_events {
+                    return Err(off());
+                }
+                processes::ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
+            },
+        );
         let root = host_root.to_owned();
-        let socket_feed = Feed::new("sock_diag destroy notifications", options.event_buffer, wake, move || {
-            if !kernel_events {
-                return Err(off());
-            }
-            sockets::ClosedSource::open(&root, kernel_buffer)
-        });
+        let socket_feed = Feed::new(
+            "sock_diag destroy notifications",
+            options.event_buffer,
+            wake,
+            move || {
+                if !kernel_events {
+                    return Err(off());
+                }
+                sockets::ClosedSource::open(&root, kernel_buffer)
+            },
+        );
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
             users,
@@ -233,10 +274,26 @@ impl HostContext {
         let d = &self.exec_details;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let processes = self.process_feed.usage(plugin).map(|usage| {
-            let details = vec![("execFull", load(&d.full)), ("execNameOnly", load(&d.name_only)), ("execPidOnly", load(&d.pid_only))];
-            status(Capability::Processes, self.process_feed.what, usage, details)
+            let details = vec![
+                ("execFull", load(&d.full)),
+                ("execNameOnly", load(&d.name_only)),
+                ("execPidOnly", load(&d.pid_only)),
+            ];
+            status(
+                Capability::Processes,
+                self.process_feed.what,
+                usage,
+                details,
+            )
         });
-        let sockets = self.socket_feed.usage(plugin).map(|usage| status(Capability::Sockets, self.socket_feed.what, usage, Vec::new()));
+        let sockets = self.socket_feed.usage(plugin).map(|usage| {
+            status(
+                Capability::Sockets,
+                self.socket_feed.what,
+                usage,
+                Vec::new(),
+            )
+        });
         processes.into_iter().chain(sockets).collect()
     }
 }
@@ -263,7 +320,13 @@ struct Wakers(std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sy
 
 impl Wakers {
     fn for_plugin(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Notify> {
-        Arc::clone(self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(Arc::clone(plugin)).or_default())
+        Arc::clone(
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(Arc::clone(plugin))
+                .or_default(),
+        )
     }
 
     fn wake(&self, plugin: &str) {
@@ -286,19 +349,38 @@ pub struct HostState {
 
 impl HostState {
     /// A store's data with no WASI authority beyond the read-only `dirs` (under the host root).
-    pub fn new(plugin: Arc<str>, host: Arc<HostContext>, dirs: &[PathBuf], guard: CallGuard) -> anyhow::Result<HostState> {
+    pub fn new(
+        plugin: Arc<str>,
+        host: Arc<HostContext>,
+        dirs: &[PathBuf],
+        guard: CallGuard,
+    ) -> anyhow::Result<HostState> {
         let mut wasi = WasiCtx::builder();
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for dir in dirs {
             let on_host = host.host_root.join(dir.strip_prefix("/").unwrap_or(dir));
             wasi.preopened_dir(&on_host, dir.to_string_lossy(), FsPerms::ReadOnly)
-                .map_err(|e| anyhow::anyhow!("cannot open directory {} for plugin {plugin}: {e}", on_host.display()))?;
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open directory {} for plugin {plugin}: {e}",
+                        on_host.display()
+                    )
+                })?;
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
         host.process_feed.hold(&plugin);
         host.socket_feed.hold(&plugin);
-        Ok(HostState { plugin, host, wasi: wasi.build(), table, guard, containers: containers::PluginContainers::new() })
+        Ok(HostState {
+            plugin,
+            host,
+            wasi: wasi.build(),
+            table,
+            guard,
+            containers: containers::PluginContainers::new(),
+        })
     }
 }
 
@@ -312,26 +394,46 @@ impl Drop for HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl types::Host for HostState {}
 
 /// Links the capabilities in `grants` (WASI is linked separately, for everyone).
-pub fn link(linker: &mut wasmtime::component::Linker<HostState>, grants: &[Capability]) -> wasmtime::Result<()> {
+pub fn link(
+    linker: &mut wasmtime::component::Linker<HostState>,
+    grants: &[Capability],
+) -> wasmtime::Result<()> {
     use crate::runtime::bindings::edgeguard::collector as wit;
     use wasmtime::component::HasSelf;
     wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     for grant in grants {
         match grant {
-            Capability::Log => wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::Clock => wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::Processes => wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::Sockets => wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::System => wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::Logins => wit::logins::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
-            Capability::Containers => wit::containers::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?,
+            Capability::Log => {
+                wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Clock => {
+                wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Processes => {
+                wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Sockets => {
+                wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::System => {
+                wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Logins => {
+                wit::logins::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
+            Capability::Containers => {
+                wit::containers::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
+            }
             // WASI is linked for all; this grant only allows the preopened `dirs`.
             Capability::Filesystem => {}
         }
@@ -345,12 +447,30 @@ mod tests {
 
     #[test]
     fn imports_map_to_capabilities() {
-        assert_eq!(import_need("edgeguard:collector/processes@0.1.0"), ImportNeed::Grant(Capability::Processes));
-        assert_eq!(import_need("edgeguard:collector/sockets@0.1.1"), ImportNeed::Grant(Capability::Sockets));
-        assert_eq!(import_need("edgeguard:collector/types@0.1.3"), ImportNeed::Baseline);
-        assert_eq!(import_need("wasi:cli/environment@0.2.6"), ImportNeed::Baseline);
-        assert_eq!(import_need("wasi:filesystem/preopens@0.2.0"), ImportNeed::Baseline);
-        assert!(matches!(import_need("wasi:sockets/tcp@0.2.0"), ImportNeed::Refused(_)));
+        assert_eq!(
+            import_need("edgeguard:collector/processes@0.1.0"),
+            ImportNeed::Grant(Capability::Processes)
+        );
+        assert_eq!(
+            import_need("edgeguard:collector/sockets@0.1.1"),
+            ImportNeed::Grant(Capability::Sockets)
+        );
+        assert_eq!(
+            import_need("edgeguard:collector/types@0.1.3"),
+            ImportNeed::Baseline
+        );
+        assert_eq!(
+            import_need("wasi:cli/environment@0.2.6"),
+            ImportNeed::Baseline
+        );
+        assert_eq!(
+            import_need("wasi:filesystem/preopens@0.2.0"),
+            ImportNeed::Baseline
+        );
+        assert!(matches!(
+            import_need("wasi:sockets/tcp@0.2.0"),
+            ImportNeed::Refused(_)
+        ));
         assert_eq!(import_need("acme:evil/thing"), ImportNeed::Unknown);
     }
 }

@@ -4,7 +4,9 @@
 use super::{HostContext, HostState};
 use crate::kernel::feed;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
-use crate::runtime::bindings::edgeguard::collector::processes::{Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State};
+use crate::runtime::bindings::edgeguard::collector::processes::{
+    Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State,
+};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,8 +33,15 @@ impl Host for HostState {
     }
 
     async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
-        let d = super::drain_feed(&self.host, &self.plugin, max, "process events", |h| &h.process_feed).await?;
-        Ok(EventBatch { events: d.events, lost: d.lost, fresh: d.fresh })
+        let d = super::drain_feed(&self.host, &self.plugin, max, "process events", |h| {
+            &h.process_feed
+        })
+        .await?;
+        Ok(EventBatch {
+            events: d.events,
+            lost: d.lost,
+            fresh: d.fresh,
+        })
     }
 }
 
@@ -41,8 +50,12 @@ impl Host for HostState {
 pub fn read_processes(host: &HostContext) -> Result<Vec<Process>, HostError> {
     let proc_dir = host.host_root.join("proc");
     let all = procfs::process::all_processes_with_root(&proc_dir).map_err(|e| match e {
-        procfs::ProcError::NotFound(_) => HostError::Unavailable(format!("{} does not exist", proc_dir.display())),
-        procfs::ProcError::PermissionDenied(_) => HostError::PermissionDenied(format!("cannot read {}", proc_dir.display())),
+        procfs::ProcError::NotFound(_) => {
+            HostError::Unavailable(format!("{} does not exist", proc_dir.display()))
+        }
+        procfs::ProcError::PermissionDenied(_) => {
+            HostError::PermissionDenied(format!("cannot read {}", proc_dir.display()))
+        }
         other => HostError::Io(format!("{}: {other}", proc_dir.display())),
     })?;
     let users = host.users.current(&host.host_root);
@@ -63,7 +76,10 @@ fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> O
         return None;
     }
     let user_id = p.uid().ok()?;
-    let executable = p.exe().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let executable = p
+        .exe()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let command_line = p.cmdline().map(|args| args.join(" ")).unwrap_or_default();
     let state = match stat.state {
         'R' => State::Running,
@@ -84,7 +100,11 @@ fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> O
         command_line,
         start_time: stat.starttime,
         state,
-        exit_code: if state == State::Zombie { stat.exit_code } else { None },
+        exit_code: if state == State::Zombie {
+            stat.exit_code
+        } else {
+            None
+        },
     })
 }
 
@@ -110,24 +130,46 @@ pub(crate) struct ProcessSource {
 }
 
 impl ProcessSource {
-    pub(crate) fn open(host_root: &Path, kernel_buffer: usize, users: Arc<UserNames>, details: Arc<ExecDetails>) -> Result<ProcessSource, String> {
+    pub(crate) fn open(
+        host_root: &Path,
+        kernel_buffer: usize,
+        users: Arc<UserNames>,
+        details: Arc<ExecDetails>,
+    ) -> Result<ProcessSource, String> {
         let connector = ProcConnector::open(feed::READ_TIMEOUT, kernel_buffer)?;
-        Ok(ProcessSource { connector, proc_dir: host_root.join("proc"), host_root: host_root.to_owned(), users, details, parents: HashMap::new(), raw: Vec::new() })
+        Ok(ProcessSource {
+            connector,
+            proc_dir: host_root.join("proc"),
+            host_root: host_root.to_owned(),
+            users,
+            details,
+            parents: HashMap::new(),
+            raw: Vec::new(),
+        })
     }
 
     fn exec(&mut self, pid: u32) -> ProcessEvent {
         let users = self.users.current(&self.host_root);
-        let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string())).ok().and_then(|p| read_process(&p, &users));
+        let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
+            .ok()
+            .and_then(|p| read_process(&p, &users));
         let (process, detail) = match read {
             // Exiting between the reads leaves some empty (the command line goes with the
             // memory, the executable link with the files): partial, whatever the state said.
-            Some(p) if p.state == State::Zombie || p.executable.is_empty() || p.command_line.is_empty() => (p, Detail::NameOnly),
+            Some(p)
+                if p.state == State::Zombie
+                    || p.executable.is_empty()
+                    || p.command_line.is_empty() =>
+            {
+                (p, Detail::NameOnly)
+            }
             Some(p) => (p, Detail::Full),
             None => {
                 // Gone already: its parent (alive, as a rule: it has yet to reap it) lends the
                 // user, which a child keeps unless it runs a set-user-id program.
                 let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
-                let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string())).map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
+                let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string()))
+                    .map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
                 let process = Process {
                     pid,
                     parent_pid,
@@ -170,7 +212,15 @@ impl feed::Source for ProcessSource {
                 ProcEvent::Exec { pid } => out.push(self.exec(pid)),
                 ProcEvent::Exit { pid, parent, code } => {
                     let forked_by = self.parents.remove(&pid);
-                    out.push(ProcessEvent::Exit(ExitEvent { pid, parent_pid: if parent != 0 { parent } else { forked_by.unwrap_or(0) }, exit_code: code }));
+                    out.push(ProcessEvent::Exit(ExitEvent {
+                        pid,
+                        parent_pid: if parent != 0 {
+                            parent
+                        } else {
+                            forked_by.unwrap_or(0)
+                        },
+                        exit_code: code,
+                    }));
                 }
             }
         }

@@ -9,7 +9,10 @@
 use super::{HostContext, HostState};
 use crate::kernel::feed;
 use crate::kernel::sock_destroy::{ClosedSocket, SockDestroy};
-use crate::runtime::bindings::edgeguard::collector::sockets::{AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable, Source};
+use crate::runtime::bindings::edgeguard::collector::sockets::{
+    AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable,
+    Source,
+};
 use crate::runtime::bindings::edgeguard::collector::types::{HostError, Protocol};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -27,8 +30,15 @@ impl Host for HostState {
     }
 
     async fn closed(&mut self, max: u32) -> Result<ClosedBatch, HostError> {
-        let d = super::drain_feed(&self.host, &self.plugin, max, "closed connections", |h| &h.socket_feed).await?;
-        Ok(ClosedBatch { connections: d.events, lost: d.lost, fresh: d.fresh })
+        let d = super::drain_feed(&self.host, &self.plugin, max, "closed connections", |h| {
+            &h.socket_feed
+        })
+        .await?;
+        Ok(ClosedBatch {
+            connections: d.events,
+            lost: d.lost,
+            fresh: d.fresh,
+        })
     }
 }
 
@@ -45,11 +55,22 @@ impl ClosedSource {
         // Our socket is listed in the netlink table of the host's init process's namespace
         // exactly when we share it.
         let table = host_root.join("proc/1/net/netlink");
-        let table = std::fs::read_to_string(&table).map_err(|e| format!("cannot tell the host's network namespace ({}: {e})", table.display()))?;
+        let table = std::fs::read_to_string(&table).map_err(|e| {
+            format!(
+                "cannot tell the host's network namespace ({}: {e})",
+                table.display()
+            )
+        })?;
         if !destroy.in_namespace_of(&table) {
-            return Err("edgeguard is not in the host's network namespace (run with the host network)".to_owned());
+            return Err(
+                "edgeguard is not in the host's network namespace (run with the host network)"
+                    .to_owned(),
+            );
         }
-        Ok(ClosedSource { destroy, raw: Vec::new() })
+        Ok(ClosedSource {
+            destroy,
+            raw: Vec::new(),
+        })
     }
 }
 
@@ -60,7 +81,11 @@ impl feed::Source for ClosedSource {
         self.raw.clear();
         let dropped = self.destroy.read(&mut self.raw)?.dropped();
         out.extend(self.raw.drain(..).map(|c| ClosedConnection {
-            family: if c.ipv6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+            family: if c.ipv6 {
+                AddressFamily::Ipv6
+            } else {
+                AddressFamily::Ipv4
+            },
             local_address: c.local.0,
             local_port: c.local.1,
             remote_address: c.remote.0,
@@ -122,7 +147,11 @@ pub fn read_sockets(host: &HostContext, prefer: Preference) -> Result<SocketTabl
 fn state_from_kernel(state: u8, protocol: Protocol, remote_port: u16) -> SocketState {
     if protocol == Protocol::Udp {
         // UDP has no states; TCP_ESTABLISHED (1) marks a connected socket, TCP_CLOSE (7) an unconnected one.
-        return if state == 1 || remote_port != 0 { SocketState::Established } else { SocketState::Listen };
+        return if state == 1 || remote_port != 0 {
+            SocketState::Established
+        } else {
+            SocketState::Listen
+        };
     }
     match state {
         1 => SocketState::Established,
@@ -154,7 +183,9 @@ fn read_procfs(host_root: &Path) -> Result<Vec<Raw>, HostError> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             // A kernel without IPv6 has no tcp6/udp6.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && family == AddressFamily::Ipv6 => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && family == AddressFamily::Ipv6 => {
+                continue;
+            }
             Err(e) => return Err(super::read_error(&path, e)),
         };
         for line in text.lines().skip(1) {
@@ -174,14 +205,25 @@ fn parse_proc_line(line: &str, protocol: Protocol, family: AddressFamily) -> Opt
     let state = u8::from_str_radix(f.next()?, 16).ok()?;
     let uid = f.nth(3)?.parse().ok()?;
     let inode = f.nth(1)?.parse().ok()?;
-    Some(Raw { protocol, family, state: state_from_kernel(state, protocol, remote.1), local, remote, uid, inode })
+    Some(Raw {
+        protocol,
+        family,
+        state: state_from_kernel(state, protocol, remote.1),
+        local,
+        remote,
+        uid,
+        inode,
+    })
 }
 
 /// `0100007F:1F90`: the address as the kernel's 32-bit words in host order, the port in hex.
 fn parse_proc_endpoint(text: &str, family: AddressFamily) -> Option<(String, u16)> {
     let (addr, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Vec<u32> = (0..addr.len() / 8).map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16)).collect::<Result<_, _>>().ok()?;
+    let words: Vec<u32> = (0..addr.len() / 8)
+        .map(|i| u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
     let mut bytes = Vec::with_capacity(16);
     for w in words {
         bytes.extend_from_slice(&w.to_ne_bytes());
@@ -191,8 +233,12 @@ fn parse_proc_endpoint(text: &str, family: AddressFamily) -> Option<(String, u16
 
 fn format_address(family: AddressFamily, bytes: &[u8]) -> Option<String> {
     Some(match family {
-        AddressFamily::Ipv4 => Ipv4Addr::from(<[u8; 4]>::try_from(bytes.get(..4)?).ok()?).to_string(),
-        AddressFamily::Ipv6 => Ipv6Addr::from(<[u8; 16]>::try_from(bytes.get(..16)?).ok()?).to_string(),
+        AddressFamily::Ipv4 => {
+            Ipv4Addr::from(<[u8; 4]>::try_from(bytes.get(..4)?).ok()?).to_string()
+        }
+        AddressFamily::Ipv6 => {
+            Ipv6Addr::from(<[u8; 16]>::try_from(bytes.get(..16)?).ok()?).to_string()
+        }
     })
 }
 
@@ -200,19 +246,31 @@ fn format_address(family: AddressFamily, bytes: &[u8]) -> Option<String> {
 /// A socket shared by several processes (a forking server) goes to the lowest pid, the parent.
 fn owners(host_root: &Path) -> HashMap<u64, Owner> {
     let proc_dir = host_root.join("proc");
-    let Ok(entries) = std::fs::read_dir(&proc_dir) else { return HashMap::new() };
-    let mut pids: Vec<u32> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let Ok(entries) = std::fs::read_dir(&proc_dir) else {
+        return HashMap::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     pids.sort_unstable();
     let mut by_inode: HashMap<u64, u32> = HashMap::new();
     let mut link = Vec::with_capacity(64);
     for &pid in &pids {
-        let Ok(fds) = std::fs::read_dir(proc_dir.join(format!("{pid}/fd"))) else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_dir.join(format!("{pid}/fd"))) else {
+            continue;
+        };
         for fd in fds.flatten() {
             link.clear();
             // readlink gives "socket:[12345]" for sockets; anything else is skipped unparsed.
-            let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
             link.extend_from_slice(target.as_os_str().as_encoded_bytes());
-            if let Some(inode) = link.strip_prefix(b"socket:[").and_then(|r| r.strip_suffix(b"]")).and_then(|d| std::str::from_utf8(d).ok()?.parse().ok()) {
+            if let Some(inode) = link
+                .strip_prefix(b"socket:[")
+                .and_then(|r| r.strip_suffix(b"]"))
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+            {
                 by_inode.entry(inode).or_insert(pid);
             }
         }
@@ -224,9 +282,19 @@ fn owners(host_root: &Path) -> HashMap<u64, Owner> {
             let owner = details.entry(pid).or_insert_with(|| {
                 let executable = super::executable_of(&proc_dir, pid).unwrap_or_default();
                 let command_line = std::fs::read(proc_dir.join(format!("{pid}/cmdline")))
-                    .map(|b| b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>().join(" "))
+                    .map(|b| {
+                        b.split(|c| *c == 0)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
                     .unwrap_or_default();
-                Owner { pid, executable, command_line }
+                Owner {
+                    pid,
+                    executable,
+                    command_line,
+                }
             });
             (inode, owner.clone())
         })
@@ -259,25 +327,49 @@ mod sock_diag {
             req[1] = proto as u8;
             req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
             let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-            socket.send(&netlink::request(SOCK_DIAG_BY_FAMILY, flags, seq as u32 + 1, &req))?;
+            socket.send(&netlink::request(
+                SOCK_DIAG_BY_FAMILY,
+                flags,
+                seq as u32 + 1,
+                &req,
+            ))?;
             dump(&socket, &mut buf, protocol, &mut out)?;
         }
         Ok(out)
     }
 
     /// Reads the answers to one dump request until its end.
-    fn dump(socket: &Netlink, buf: &mut [u8], protocol: Protocol, out: &mut Vec<Raw>) -> io::Result<()> {
+    fn dump(
+        socket: &Netlink,
+        buf: &mut [u8],
+        protocol: Protocol,
+        out: &mut Vec<Raw>,
+    ) -> io::Result<()> {
         loop {
             let n = socket.recv(buf)?;
             for message in netlink::messages(&buf[..n]) {
                 match message? {
                     (NLMSG_DONE, _) => return Ok(()),
-                    (NLMSG_ERROR, payload) => return Err(io::Error::from_raw_os_error(netlink::error_of(payload))),
+                    (NLMSG_ERROR, payload) => {
+                        return Err(io::Error::from_raw_os_error(netlink::error_of(payload)));
+                    }
                     (SOCK_DIAG_BY_FAMILY, payload) => {
                         if let Some(s) = inet_diag::parse(payload) {
-                            let family = if s.ipv6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 };
+                            let family = if s.ipv6 {
+                                AddressFamily::Ipv6
+                            } else {
+                                AddressFamily::Ipv4
+                            };
                             let state = state_from_kernel(s.state, protocol, s.remote.1);
-                            out.push(Raw { protocol, family, state, local: s.local, remote: s.remote, uid: s.uid, inode: s.inode });
+                            out.push(Raw {
+                                protocol,
+                                family,
+                                state,
+                                local: s.local,
+                                remote: s.remote,
+                                uid: s.uid,
+                                inode: s.inode,
+                            });
                         }
                     }
                     _ => {}
@@ -296,10 +388,16 @@ mod tests {
         let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0";
         let r = parse_proc_line(v4, Protocol::Tcp, AddressFamily::Ipv4).unwrap();
         assert_eq!((r.local.0.as_str(), r.local.1), ("127.0.0.1", 8080));
-        assert_eq!((r.state, r.uid, r.inode), (SocketState::Listen, 1000, 12345));
+        assert_eq!(
+            (r.state, r.uid, r.inode),
+            (SocketState::Listen, 1000, 12345)
+        );
         let v6 = "   1: 00000000000000000000000001000000:0016 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000     0        0 999 1";
         let r = parse_proc_line(v6, Protocol::Tcp, AddressFamily::Ipv6).unwrap();
-        assert_eq!((r.local.0.as_str(), r.local.1, r.remote.1), ("::1", 22, 0xD431));
+        assert_eq!(
+            (r.local.0.as_str(), r.local.1, r.remote.1),
+            ("::1", 22, 0xD431)
+        );
         assert_eq!(r.state, SocketState::Established);
     }
 }

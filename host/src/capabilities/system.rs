@@ -3,7 +3,9 @@
 //! containerised edgeguard describes the host, not its own image.
 
 use super::HostState;
-use crate::runtime::bindings::edgeguard::collector::system::{Group, Host, MemoryInfo, OsInfo, User};
+use crate::runtime::bindings::edgeguard::collector::system::{
+    Group, Host, MemoryInfo, OsInfo, User,
+};
 use crate::runtime::bindings::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,16 +30,30 @@ fn read(host_root: &Path, relative: &str) -> Result<String, HostError> {
 }
 
 pub fn read_os_info(host_root: &Path) -> Result<OsInfo, HostError> {
-    let release = read(host_root, "etc/os-release").or_else(|_| read(host_root, "usr/lib/os-release")).unwrap_or_default();
+    let release = read(host_root, "etc/os-release")
+        .or_else(|_| read(host_root, "usr/lib/os-release"))
+        .unwrap_or_default();
     let field = |key: &str| {
-        release.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(|v| v.trim().trim_matches('"').to_owned()).filter(|v| !v.is_empty())
+        release
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .filter(|v| !v.is_empty())
     };
-    let kernel = |name: &str| read(host_root, &format!("proc/sys/kernel/{name}")).map(|s| s.trim().to_owned());
+    let kernel = |name: &str| {
+        read(host_root, &format!("proc/sys/kernel/{name}")).map(|s| s.trim().to_owned())
+    };
     // The machine name is the running kernel's: the same for the host and any container on it.
     // SAFETY: uname fills the struct we pass.
     let architecture = unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 { std::ffi::CStr::from_ptr(u.machine.as_ptr()).to_string_lossy().into_owned() } else { String::new() }
+        if libc::uname(&mut u) == 0 {
+            std::ffi::CStr::from_ptr(u.machine.as_ptr())
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::new()
+        }
     };
     Ok(OsInfo {
         os_name: field("NAME"),
@@ -45,21 +61,41 @@ pub fn read_os_info(host_root: &Path) -> Result<OsInfo, HostError> {
         os_vendor: field("ID"),
         architecture,
         kernel_release: kernel("osrelease")?,
-        host_name: read(host_root, "etc/hostname").map(|s| s.trim().to_owned()).ok().filter(|h| !h.is_empty()).map_or_else(|| kernel("hostname"), Ok)?,
-        bios_version: read(host_root, "sys/class/dmi/id/bios_version").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
-        boot_device: read(host_root, "proc/1/mounts").or_else(|_| read(host_root, "proc/mounts")).ok().and_then(|m| {
-            m.lines().find_map(|l| {
-                let mut f = l.split_whitespace();
-                let (device, mount) = (f.next()?, f.next()?);
-                (mount == "/").then(|| device.to_owned())
-            })
-        }),
+        host_name: read(host_root, "etc/hostname")
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| kernel("hostname"), Ok)?,
+        bios_version: read(host_root, "sys/class/dmi/id/bios_version")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty()),
+        boot_device: read(host_root, "proc/1/mounts")
+            .or_else(|_| read(host_root, "proc/mounts"))
+            .ok()
+            .and_then(|m| {
+                m.lines().find_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let (device, mount) = (f.next()?, f.next()?);
+                    (mount == "/").then(|| device.to_owned())
+                })
+            }),
     })
 }
 
 pub fn read_memory(host_root: &Path) -> Result<MemoryInfo, HostError> {
     let text = read(host_root, "proc/meminfo")?;
-    let kb = |key: &str| -> Option<u64> { text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().trim_end_matches(" kB").trim().parse().ok()) };
+    let kb = |key: &str| -> Option<u64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
     let total = kb("MemTotal").ok_or_else(|| HostError::Io("meminfo has no MemTotal".into()))?;
     Ok(MemoryInfo {
         total_kb: total,
@@ -78,10 +114,20 @@ pub fn read_users(host_root: &Path) -> Result<Vec<User>, HostError> {
     let mut members: HashMap<&str, Vec<Group>> = HashMap::new();
     for line in group_text.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split(':').collect();
-        let (Some(name), Some(Ok(gid))) = (f.first(), f.get(2).map(|g| g.parse::<u32>())) else { continue };
+        let (Some(name), Some(Ok(gid))) = (f.first(), f.get(2).map(|g| g.parse::<u32>())) else {
+            continue;
+        };
         names.insert(gid, (*name).to_owned());
-        for user in f.get(3).into_iter().flat_map(|m| m.split(',')).filter(|u| !u.is_empty()) {
-            members.entry(user).or_default().push(Group { name: (*name).to_owned(), gid });
+        for user in f
+            .get(3)
+            .into_iter()
+            .flat_map(|m| m.split(','))
+            .filter(|u| !u.is_empty())
+        {
+            members.entry(user).or_default().push(Group {
+                name: (*name).to_owned(),
+                gid,
+            });
         }
     }
     Ok(passwd
@@ -89,10 +135,30 @@ pub fn read_users(host_root: &Path) -> Result<Vec<User>, HostError> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            let (name, uid, gid) = (*f.first()?, f.get(2)?.parse().ok()?, f.get(3)?.parse::<u32>().ok()?);
-            let mut groups = vec![Group { name: names.get(&gid).cloned().unwrap_or_else(|| gid.to_string()), gid }];
-            groups.extend(members.get(name).into_iter().flatten().filter(|g| g.gid != gid).cloned());
-            Some(User { name: name.to_owned(), uid, groups, home: f.get(5).unwrap_or(&"").to_string(), shell: f.get(6).unwrap_or(&"").to_string() })
+            let (name, uid, gid) = (
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse::<u32>().ok()?,
+            );
+            let mut groups = vec![Group {
+                name: names.get(&gid).cloned().unwrap_or_else(|| gid.to_string()),
+                gid,
+            }];
+            groups.extend(
+                members
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| g.gid != gid)
+                    .cloned(),
+            );
+            Some(User {
+                name: name.to_owned(),
+                uid,
+                groups,
+                home: f.get(5).unwrap_or(&"").to_string(),
+                shell: f.get(6).unwrap_or(&"").to_string(),
+            })
         })
         .collect())
 }

@@ -52,7 +52,12 @@ impl EdgeEnvironment {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<EdgeEnvironment, EnvironmentError> {
-        let get = |name: &'static str| vars.get(name).filter(|v| !v.is_empty()).cloned().ok_or(EnvironmentError::Missing(name));
+        let get = |name: &'static str| {
+            vars.get(name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .ok_or(EnvironmentError::Missing(name))
+        };
         for name in REQUIRED {
             get(name)?;
         }
@@ -62,7 +67,10 @@ impl EdgeEnvironment {
         }
         let workload_uri = get("IOTEDGE_WORKLOADURI")?;
         if !(workload_uri.starts_with("unix:///") || workload_uri.starts_with("http://")) {
-            return Err(EnvironmentError::WorkloadUri("IOTEDGE_WORKLOADURI", workload_uri));
+            return Err(EnvironmentError::WorkloadUri(
+                "IOTEDGE_WORKLOADURI",
+                workload_uri,
+            ));
         }
         Ok(EdgeEnvironment {
             workload_uri,
@@ -71,7 +79,11 @@ impl EdgeEnvironment {
             iothub_hostname: get("IOTEDGE_IOTHUBHOSTNAME")?,
             gateway_hostname: get("IOTEDGE_GATEWAYHOSTNAME")?,
             generation_id: get("IOTEDGE_MODULEGENERATIONID")?,
-            workload_api_version: vars.get("IOTEDGE_APIVERSION").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.to_owned()),
+            workload_api_version: vars
+                .get("IOTEDGE_APIVERSION")
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_WORKLOAD_API_VERSION.to_owned()),
         })
     }
 }
@@ -82,7 +94,10 @@ mod tests {
 
     fn module_env() -> HashMap<String, String> {
         [
-            ("IOTEDGE_WORKLOADURI", "unix:///var/run/iotedge/workload.sock"),
+            (
+                "IOTEDGE_WORKLOADURI",
+                "unix:///var/run/iotedge/workload.sock",
+            ),
             ("IOTEDGE_MODULEID", "edgeguard"),
             ("IOTEDGE_DEVICEID", "edge-01"),
             ("IOTEDGE_IOTHUBHOSTNAME", "myhub.azure-devices.net"),
@@ -99,9 +114,17 @@ mod tests {
     fn reads_a_module_environment() {
         let mut vars = module_env();
         let env = EdgeEnvironment::from_vars(&vars).unwrap();
-        assert_eq!((env.device_id.as_str(), env.workload_api_version.as_str()), ("edge-01", DEFAULT_WORKLOAD_API_VERSION));
+        assert_eq!(
+            (env.device_id.as_str(), env.workload_api_version.as_str()),
+            ("edge-01", DEFAULT_WORKLOAD_API_VERSION)
+        );
         vars.insert("IOTEDGE_APIVERSION".into(), "2022-08-03".into());
-        assert_eq!(EdgeEnvironment::from_vars(&vars).unwrap().workload_api_version, "2022-08-03");
+        assert_eq!(
+            EdgeEnvironment::from_vars(&vars)
+                .unwrap()
+                .workload_api_version,
+            "2022-08-03"
+        );
         assert!(EdgeEnvironment::present(&vars));
     }
 
@@ -109,13 +132,24 @@ mod tests {
     fn names_what_is_wrong() {
         let mut vars = module_env();
         vars.remove("IOTEDGE_GATEWAYHOSTNAME");
-        assert_eq!(EdgeEnvironment::from_vars(&vars), Err(EnvironmentError::Missing("IOTEDGE_GATEWAYHOSTNAME")));
+        assert_eq!(
+            EdgeEnvironment::from_vars(&vars),
+            Err(EnvironmentError::Missing("IOTEDGE_GATEWAYHOSTNAME"))
+        );
         let mut vars = module_env();
         vars.insert("IOTEDGE_AUTHSCHEME".into(), "x509".into());
-        assert!(EdgeEnvironment::from_vars(&vars).unwrap_err().to_string().contains("sasToken"));
+        assert!(
+            EdgeEnvironment::from_vars(&vars)
+                .unwrap_err()
+                .to_string()
+                .contains("sasToken")
+        );
         let mut vars = module_env();
         vars.insert("IOTEDGE_WORKLOADURI".into(), "https://x".into());
-        assert!(matches!(EdgeEnvironment::from_vars(&vars), Err(EnvironmentError::WorkloadUri(..))));
+        assert!(matches!(
+            EdgeEnvironment::from_vars(&vars),
+            Err(EnvironmentError::WorkloadUri(..))
+        ));
         assert!(!EdgeEnvironment::present(&HashMap::new()));
     }
 }

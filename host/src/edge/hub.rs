@@ -13,7 +13,10 @@ use super::sas;
 use super::topics::{self, Inbound as Topic};
 use super::workload::{WorkloadClient, WorkloadError};
 use bytes::Bytes;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,7 +44,12 @@ pub struct HubOptions {
 
 impl Default for HubOptions {
     fn default() -> Self {
-        HubOptions { port: 8883, keep_alive: Duration::from_secs(60), token_ttl: sas::TOKEN_TTL, backoff: (Duration::from_secs(1), Duration::from_secs(30)) }
+        HubOptions {
+            port: 8883,
+            keep_alive: Duration::from_secs(60),
+            token_ttl: sas::TOKEN_TTL,
+            backoff: (Duration::from_secs(1), Duration::from_secs(30)),
+        }
     }
 }
 
@@ -64,8 +72,15 @@ pub enum LinkError {
 pub enum Inbound {
     /// A new connection is up (first or after a loss): the twin must be read again.
     Connected,
-    DesiredPatch { version: Option<u64>, body: Bytes },
-    MethodCall { name: String, rid: String, body: Bytes },
+    DesiredPatch {
+        version: Option<u64>,
+        body: Bytes,
+    },
+    MethodCall {
+        name: String,
+        rid: String,
+        body: Bytes,
+    },
 }
 
 /// The connection as `status` shows it.
@@ -129,7 +144,11 @@ impl HubLink {
             status: Mutex::new(LinkStatus::default()),
         });
         let (inbound_tx, inbound_rx) = mpsc::channel(64);
-        tokio::spawn(connection_task(Arc::downgrade(&shared), options, inbound_tx));
+        tokio::spawn(connection_task(
+            Arc::downgrade(&shared),
+            options,
+            inbound_tx,
+        ));
         (HubLink { shared }, inbound_rx)
     }
 
@@ -146,7 +165,12 @@ impl HubLink {
         let deadline = tokio::time::Instant::now() + limit;
         while !self.status().connected {
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("no connection to edgeHub within {limit:?}: {}", self.status().last_error.unwrap_or_else(|| "still connecting".into()));
+                anyhow::bail!(
+                    "no connection to edgeHub within {limit:?}: {}",
+                    self.status()
+                        .last_error
+                        .unwrap_or_else(|| "still connecting".into())
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -157,14 +181,25 @@ impl HubLink {
         let session = self.shared.session.lock().unwrap().clone();
         match session {
             Some(s) if !s.draining.load(Ordering::Relaxed) => Ok(s),
-            Some(_) => Err(LinkError::NotConnected("reconnecting with a fresh token".into())),
-            None => Err(LinkError::NotConnected(self.status().last_error.unwrap_or_else(|| "connecting".into()))),
+            Some(_) => Err(LinkError::NotConnected(
+                "reconnecting with a fresh token".into(),
+            )),
+            None => Err(LinkError::NotConnected(
+                self.status()
+                    .last_error
+                    .unwrap_or_else(|| "connecting".into()),
+            )),
         }
     }
 
     /// Queues a publish. With QoS 1 the receiver resolves on its PUBACK, and fails if the
     /// connection is lost first.
-    pub async fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS) -> Result<Option<oneshot::Receiver<()>>, LinkError> {
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+    ) -> Result<Option<oneshot::Receiver<()>>, LinkError> {
         let session = self.session()?;
         let _order = session.order.lock().await;
         let (ack, receiver) = match qos {
@@ -175,7 +210,11 @@ impl HubLink {
             }
         };
         session.waiting.lock().unwrap().queued.push_back(ack);
-        session.client.publish(topic, qos, false, payload).await.map_err(|_| LinkError::Closed)?;
+        session
+            .client
+            .publish(topic, qos, false, payload)
+            .await
+            .map_err(|_| LinkError::Closed)?;
         Ok(receiver)
     }
 
@@ -183,7 +222,10 @@ impl HubLink {
     pub async fn twin_get(&self) -> Result<serde_json::Value, LinkError> {
         let (status, body) = self.twin_request(topics::twin_get, Vec::new()).await?;
         if status != 200 {
-            return Err(LinkError::Status { status, body: String::from_utf8_lossy(&body).into_owned() });
+            return Err(LinkError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         serde_json::from_slice(&body).map_err(|e| LinkError::Garbage(e.to_string()))
     }
@@ -193,14 +235,29 @@ impl HubLink {
         let body = serde_json::to_vec(patch).expect("JSON");
         match self.twin_request(topics::twin_report, body).await? {
             (200..=204, _) => Ok(()),
-            (status, body) => Err(LinkError::Status { status, body: String::from_utf8_lossy(&body).into_owned() }),
+            (status, body) => Err(LinkError::Status {
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }),
         }
     }
 
-    async fn twin_request(&self, topic: fn(&str) -> String, body: Vec<u8>) -> Result<(u16, Bytes), LinkError> {
-        let rid = self.shared.next_rid.fetch_add(1, Ordering::Relaxed).to_string();
+    async fn twin_request(
+        &self,
+        topic: fn(&str) -> String,
+        body: Vec<u8>,
+    ) -> Result<(u16, Bytes), LinkError> {
+        let rid = self
+            .shared
+            .next_rid
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
         let (tx, rx) = oneshot::channel();
-        self.shared.twin_waiters.lock().unwrap().insert(rid.clone(), tx);
+        self.shared
+            .twin_waiters
+            .lock()
+            .unwrap()
+            .insert(rid.clone(), tx);
         let sent = self.publish(topic(&rid), body, QoS::AtMostOnce).await;
         let answer = match sent {
             Ok(_) => tokio::time::timeout(TWIN_TIMEOUT, rx).await,
@@ -218,8 +275,19 @@ impl HubLink {
     }
 
     /// Answers a direct method call.
-    pub async fn respond(&self, rid: &str, status: u16, body: &serde_json::Value) -> Result<(), LinkError> {
-        self.publish(topics::method_response(status, rid), serde_json::to_vec(body).expect("JSON"), QoS::AtMostOnce).await.map(|_| ())
+    pub async fn respond(
+        &self,
+        rid: &str,
+        status: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), LinkError> {
+        self.publish(
+            topics::method_response(status, rid),
+            serde_json::to_vec(body).expect("JSON"),
+            QoS::AtMostOnce,
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -229,7 +297,11 @@ enum End {
     Lost(String),
 }
 
-async fn connection_task(shared: std::sync::Weak<Shared>, options: HubOptions, inbound: mpsc::Sender<Inbound>) {
+async fn connection_task(
+    shared: std::sync::Weak<Shared>,
+    options: HubOptions,
+    inbound: mpsc::Sender<Inbound>,
+) {
     let workload = match shared.upgrade() {
         Some(s) => WorkloadClient::new(&s.env),
         None => return,
@@ -266,7 +338,9 @@ async fn connection_task(shared: std::sync::Weak<Shared>, options: HubOptions, i
 /// so that devices restarted together do not reconnect in step.
 fn backoff(options: &HubOptions, failures: u32) -> Duration {
     let (first, max) = options.backoff;
-    let base = first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(max);
+    let base = first
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(max);
     base.mul_f64(1.0 + fastrand::f64() * 0.25)
 }
 
@@ -278,7 +352,10 @@ fn drop_session(link: &Shared) {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// rustls trusting exactly the certificates of `pem` (`what` names it in errors): the workload
@@ -309,10 +386,21 @@ pub(crate) fn tls_config(pem: &str, what: &str) -> Result<Arc<rustls::ClientConf
 /// The user name edgeHub parses: `{hub}/{device}/{module}/?api-version=…&DeviceClientType=…`.
 pub fn username(env: &EdgeEnvironment) -> String {
     let client_type = format!("edgeguard/{}", crate::AGENT_VERSION);
-    format!("{}/{}/{}/?api-version={API_VERSION}&DeviceClientType={}", env.iothub_hostname, env.device_id, env.module_id, sas::percent_encode(&client_type))
+    format!(
+        "{}/{}/{}/?api-version={API_VERSION}&DeviceClientType={}",
+        env.iothub_hostname,
+        env.device_id,
+        env.module_id,
+        sas::percent_encode(&client_type)
+    )
 }
 
-async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, options: &HubOptions, inbound: &mpsc::Sender<Inbound>) -> End {
+async fn connect_and_serve(
+    link: &Arc<Shared>,
+    workload: &WorkloadClient,
+    options: &HubOptions,
+    inbound: &mpsc::Sender<Inbound>,
+) -> End {
     let env = &link.env;
     let describe = |e: WorkloadError| e.to_string();
     let bundle = match workload.trust_bundle().await {
@@ -327,7 +415,11 @@ async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, option
         Ok(t) => t,
         Err(e) => return End::Lost(describe(e)),
     };
-    let mut mqtt = MqttOptions::new(format!("{}/{}", env.device_id, env.module_id), env.gateway_hostname.clone(), options.port);
+    let mut mqtt = MqttOptions::new(
+        format!("{}/{}", env.device_id, env.module_id),
+        env.gateway_hostname.clone(),
+        options.port,
+    );
     mqtt.set_credentials(username(env), token.password.clone())
         .set_clean_session(false)
         .set_keep_alive(options.keep_alive)
@@ -336,11 +428,18 @@ async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, option
     let (client, mut events) = AsyncClient::new(mqtt, 64);
     match events.poll().await {
         Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {}
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => return End::Lost(format!("edgeHub refused the connection: {:?}", ack.code)),
+        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            return End::Lost(format!("edgeHub refused the connection: {:?}", ack.code));
+        }
         Ok(other) => return End::Lost(format!("expected CONNACK, got {other:?}")),
         Err(e) => return End::Lost(connection_error(&e, env)),
     }
-    let session = Arc::new(Session { client: client.clone(), order: tokio::sync::Mutex::new(()), waiting: Mutex::new(Waiting::default()), draining: AtomicBool::new(false) });
+    let session = Arc::new(Session {
+        client: client.clone(),
+        order: tokio::sync::Mutex::new(()),
+        waiting: Mutex::new(Waiting::default()),
+        draining: AtomicBool::new(false),
+    });
     {
         let mut status = link.status.lock().unwrap();
         status.connected = true;
@@ -351,7 +450,8 @@ async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, option
     tracing::info!(gateway = %env.gateway_hostname, port = options.port, client_id = %format!("{}/{}", env.device_id, env.module_id), "connected to edgeHub");
     // CleanSession 0 keeps the subscriptions, but the SDKs subscribe again anyway: harmless,
     // and right if edgeHub lost the session.
-    let subscriptions = topics::SUBSCRIPTIONS.map(|t| rumqttc::SubscribeFilter::new(t.to_owned(), QoS::AtLeastOnce));
+    let subscriptions = topics::SUBSCRIPTIONS
+        .map(|t| rumqttc::SubscribeFilter::new(t.to_owned(), QoS::AtLeastOnce));
     if let Err(e) = client.subscribe_many(subscriptions).await {
         return End::Lost(format!("subscribing: {e}"));
     }
@@ -362,14 +462,25 @@ async fn connect_and_serve(link: &Arc<Shared>, workload: &WorkloadClient, option
 
 fn connection_error(e: &rumqttc::ConnectionError, env: &EdgeEnvironment) -> String {
     match e {
-        rumqttc::ConnectionError::Tls(tls) => format!("TLS with {} failed (is its certificate issued for that name by the trust bundle's CA?): {tls}", env.gateway_hostname),
-        rumqttc::ConnectionError::ConnectionRefused(code) => format!("edgeHub refused the connection: {code:?}"),
+        rumqttc::ConnectionError::Tls(tls) => format!(
+            "TLS with {} failed (is its certificate issued for that name by the trust bundle's CA?): {tls}",
+            env.gateway_hostname
+        ),
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("edgeHub refused the connection: {code:?}")
+        }
         other => format!("{}: {other}", env.gateway_hostname),
     }
 }
 
 /// Runs the event loop of a connected session until it breaks or the token is due.
-async fn serve(link: &Shared, session: &Session, events: &mut EventLoop, inbound: &mpsc::Sender<Inbound>, renew_at: u64) -> End {
+async fn serve(
+    link: &Shared,
+    session: &Session,
+    events: &mut EventLoop,
+    inbound: &mpsc::Sender<Inbound>,
+    renew_at: u64,
+) -> End {
     let renew_in = Duration::from_secs(renew_at.saturating_sub(unix_now()));
     let renew = tokio::time::sleep(renew_in);
     tokio::pin!(renew);
@@ -441,12 +552,25 @@ fn dispatch(link: &Shared, publish: rumqttc::Publish, inbound: &mpsc::Sender<Inb
         // has yet to read. A patch lost to a full queue shows as a version gap (the twin is
         // read again); a lost method call times out at the caller.
         Some(Topic::DesiredPatch { version }) => {
-            if inbound.try_send(Inbound::DesiredPatch { version, body: publish.payload }).is_err() {
+            if inbound
+                .try_send(Inbound::DesiredPatch {
+                    version,
+                    body: publish.payload,
+                })
+                .is_err()
+            {
                 tracing::warn!(version = ?version, "a desired patch arrived while the module was busy; it is dropped and the twin will be read again");
             }
         }
         Some(Topic::MethodCall { name, rid }) => {
-            if inbound.try_send(Inbound::MethodCall { name: name.clone(), rid, body: publish.payload }).is_err() {
+            if inbound
+                .try_send(Inbound::MethodCall {
+                    name: name.clone(),
+                    rid,
+                    body: publish.payload,
+                })
+                .is_err()
+            {
                 tracing::warn!(method = %name, "a direct method call arrived while the module was busy; it is dropped");
             }
         }
@@ -471,7 +595,10 @@ mod tests {
         };
         assert_eq!(
             username(&env),
-            format!("myhub.azure-devices.net/edge-01/filter/?api-version=2021-04-12&DeviceClientType=edgeguard%2F{}", crate::AGENT_VERSION)
+            format!(
+                "myhub.azure-devices.net/edge-01/filter/?api-version=2021-04-12&DeviceClientType=edgeguard%2F{}",
+                crate::AGENT_VERSION
+            )
         );
     }
 
@@ -480,12 +607,18 @@ mod tests {
         let options = HubOptions::default();
         for (n, base) in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (40, 30)] {
             let d = backoff(&options, n);
-            assert!(d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.25), "{n}: {d:?}");
+            assert!(
+                d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.25),
+                "{n}: {d:?}"
+            );
         }
     }
 
     #[test]
     fn a_bundle_without_certificates_is_refused_by_name() {
-        assert_eq!(tls_config("not a pem", "the trust bundle").unwrap_err(), "the trust bundle holds no usable certificate");
+        assert_eq!(
+            tls_config("not a pem", "the trust bundle").unwrap_err(),
+            "the trust bundle holds no usable certificate"
+        );
     }
 }

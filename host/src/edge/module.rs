@@ -57,11 +57,23 @@ pub struct EdgeModule {
 }
 
 impl EdgeModule {
-    pub fn new(link: HubLink, controller: Controller, scheduler: scheduler::Control, fleet: FleetView, agent_id: &str) -> EdgeModule {
+    pub fn new(
+        link: HubLink,
+        controller: Controller,
+        scheduler: scheduler::Control,
+        fleet: FleetView,
+        agent_id: &str,
+    ) -> EdgeModule {
         let status_interval = controller.local().edge.status_interval.0;
         let pipeline = controller.pipeline();
         EdgeModule {
-            shared: Shared { link, pipeline, scheduler, fleet, agent_id: agent_id.into() },
+            shared: Shared {
+                link,
+                pipeline,
+                scheduler,
+                fleet,
+                agent_id: agent_id.into(),
+            },
             controller,
             desired: None,
             outcome: Outcome::default(),
@@ -72,7 +84,11 @@ impl EdgeModule {
     }
 
     /// Serves the link's inbound traffic and the local file's reloads until the link ends.
-    pub async fn run(mut self, mut inbound: mpsc::Receiver<Inbound>, mut reloads: Option<mpsc::Receiver<Result<Config, String>>>) {
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut reloads: Option<mpsc::Receiver<Result<Config, String>>>,
+    ) {
         let mut status_tick = tokio::time::interval(self.status_interval);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reread: Option<tokio::time::Instant> = None;
@@ -144,7 +160,11 @@ impl EdgeModule {
 
     /// Follows a desired patch; returns when to read the whole twin if the patch cannot be
     /// applied in order.
-    async fn on_patch(&mut self, version: Option<u64>, body: &[u8]) -> Option<tokio::time::Instant> {
+    async fn on_patch(
+        &mut self,
+        version: Option<u64>,
+        body: &[u8],
+    ) -> Option<tokio::time::Instant> {
         let Some(desired) = self.desired.as_mut() else {
             // The twin read in progress (or due) will include it.
             return None;
@@ -201,7 +221,12 @@ impl EdgeModule {
                 warnings: warnings.unwrap_or_else(|| self.outcome.warnings.clone()),
                 at: Some(now()),
             },
-            Applied::Refused(issues) => Outcome { desired_version, refused: issues, warnings: Vec::new(), at: Some(now()) },
+            Applied::Refused(issues) => Outcome {
+                desired_version,
+                refused: issues,
+                warnings: Vec::new(),
+                at: Some(now()),
+            },
         };
     }
 
@@ -257,7 +282,14 @@ fn bounded(text: String) -> String {
 }
 
 fn configuration_section(outcome: &Outcome) -> Value {
-    let describe = |issues: &[ConfigIssue]| Value::Array(issues.iter().map(|i| Value::String(bounded(i.to_string()))).collect());
+    let describe = |issues: &[ConfigIssue]| {
+        Value::Array(
+            issues
+                .iter()
+                .map(|i| Value::String(bounded(i.to_string())))
+                .collect(),
+        )
+    };
     json!({
         "status": if !outcome.refused.is_empty() { "refused" } else if outcome.desired_version.is_some() { "applied" } else { "local" },
         "desiredVersion": outcome.desired_version,
@@ -292,7 +324,8 @@ fn feed(f: &crate::capabilities::FeedStatus) -> Value {
 /// Each collector: what runs (version, digest, source, schedule, grants, limits), how it
 /// fares, and the last swap and the last refused version.
 fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
-    let time = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut map = Map::new();
     for c in list {
         let s = c.status.lock().unwrap().clone();
@@ -326,7 +359,9 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             })),
         });
         if let (Some(spec), Some(loaded)) = (&c.spec, &c.loaded) {
-            let interval = spec.interval.unwrap_or_else(|| in_force.schedule.interval(c.group));
+            let interval = spec
+                .interval
+                .unwrap_or_else(|| in_force.schedule.interval(c.group));
             let more = json!({
                 "version": loaded.info.version,
                 "sha256": loaded.sha256,
@@ -338,8 +373,15 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
                 "memory": spec.limits.memory.to_string(),
                 "callTimeout": spec.limits.call_timeout.to_string(),
             });
-            entry.as_object_mut().expect("an object").extend(more.as_object().expect("an object").clone());
-            let feeds: Map<String, Value> = c.feeds().into_iter().map(|f| (f.capability.name().to_owned(), feed(&f))).collect();
+            entry
+                .as_object_mut()
+                .expect("an object")
+                .extend(more.as_object().expect("an object").clone());
+            let feeds: Map<String, Value> = c
+                .feeds()
+                .into_iter()
+                .map(|f| (f.capability.name().to_owned(), feed(&f)))
+                .collect();
             if !feeds.is_empty() {
                 entry["feeds"] = Value::Object(feeds);
             }
@@ -350,12 +392,25 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
 }
 
 /// Answers one direct method call.
-async fn answer(shared: Shared, view: (Value, Wanted), name: String, rid: String, body: bytes::Bytes) {
-    let payload: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+async fn answer(
+    shared: Shared,
+    view: (Value, Wanted),
+    name: String,
+    rid: String,
+    body: bytes::Bytes,
+) {
+    let payload: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let (status, response) = match name.as_str() {
         "collectNow" => collect_now(&shared, &payload).await,
         "status" => (200, status(&shared, view).await),
-        other => (501, json!({ "error": format!("unknown method `{other}`; this module answers {}", METHODS.join(", ")) })),
+        other => (
+            501,
+            json!({ "error": format!("unknown method `{other}`; this module answers {}", METHODS.join(", ")) }),
+        ),
     };
     tracing::info!(method = %name, status, "direct method answered");
     if let Err(e) = shared.link.respond(&rid, status, &response).await {
@@ -368,16 +423,32 @@ async fn answer(shared: Shared, view: (Value, Wanted), name: String, rid: String
 async fn collect_now(shared: &Shared, payload: &Value) -> (u16, Value) {
     let groups: Vec<Group> = match payload.get("group") {
         None | Some(Value::Null) => Group::ALL.to_vec(),
-        Some(Value::String(name)) => match Group::ALL.into_iter().find(|g| g.name() == name.to_ascii_lowercase()) {
+        Some(Value::String(name)) => match Group::ALL
+            .into_iter()
+            .find(|g| g.name() == name.to_ascii_lowercase())
+        {
             Some(g) => vec![g],
-            None => return (400, json!({ "error": format!("unknown group `{name}`: expected high, medium or low") })),
+            None => {
+                return (
+                    400,
+                    json!({ "error": format!("unknown group `{name}`: expected high, medium or low") }),
+                );
+            }
         },
-        Some(other) => return (400, json!({ "error": format!("`group` must be a string (high, medium or low), not {other}") })),
+        Some(other) => {
+            return (
+                400,
+                json!({ "error": format!("`group` must be a string (high, medium or low), not {other}") }),
+            );
+        }
     };
     let mut results = Vec::new();
     for group in groups {
         let fleet = shared.fleet.collectors();
-        let expected: Vec<&CollectorView> = fleet.iter().filter(|c| c.group == group && c.spec.is_some()).collect();
+        let expected: Vec<&CollectorView> = fleet
+            .iter()
+            .filter(|c| c.group == group && c.spec.is_some())
+            .collect();
         let mut reports = shared.scheduler.collect_now(group);
         let deadline = tokio::time::Instant::now() + COLLECT_NOW_WAIT;
         let mut answered = BTreeSet::new();

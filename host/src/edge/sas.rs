@@ -42,7 +42,10 @@ pub fn percent_encode(text: &str) -> String {
 
 /// The token's audience: the module identity on the IoT Hub (never the gateway).
 pub fn resource_uri(env: &EdgeEnvironment) -> String {
-    format!("{}/devices/{}/modules/{}", env.iothub_hostname, env.device_id, env.module_id)
+    format!(
+        "{}/devices/{}/modules/{}",
+        env.iothub_hostname, env.device_id, env.module_id
+    )
 }
 
 /// `sr` and the string the workload API signs, for a token expiring at `expires_at`.
@@ -54,16 +57,28 @@ pub fn string_to_sign(env: &EdgeEnvironment, expires_at: u64) -> (String, String
 
 /// The password from a signature (the base64 digest the workload API returned).
 pub fn password(sr: &str, digest_base64: &str, expires_at: u64) -> String {
-    format!("SharedAccessSignature sr={sr}&sig={}&se={expires_at}", percent_encode(digest_base64))
+    format!(
+        "SharedAccessSignature sr={sr}&sig={}&se={expires_at}",
+        percent_encode(digest_base64)
+    )
 }
 
 /// A fresh token, valid for `lifetime` from `now_unix`, signed by the workload API.
-pub async fn module_token(workload: &WorkloadClient, env: &EdgeEnvironment, now_unix: u64, lifetime: Duration) -> Result<SasToken, WorkloadError> {
+pub async fn module_token(
+    workload: &WorkloadClient,
+    env: &EdgeEnvironment,
+    now_unix: u64,
+    lifetime: Duration,
+) -> Result<SasToken, WorkloadError> {
     let expires_at = now_unix + lifetime.as_secs();
     let (sr, to_sign) = string_to_sign(env, expires_at);
     let digest = workload.sign(to_sign.as_bytes()).await?;
     let digest = base64::engine::general_purpose::STANDARD.encode(digest);
-    Ok(SasToken { password: password(&sr, &digest, expires_at), expires_at, lifetime })
+    Ok(SasToken {
+        password: password(&sr, &digest, expires_at),
+        expires_at,
+        lifetime,
+    })
 }
 
 #[cfg(test)]
@@ -86,21 +101,35 @@ mod tests {
     #[test]
     fn the_reference_worked_example() {
         let (sr, to_sign) = string_to_sign(&env(), 1767225600);
-        assert_eq!(sr, "myhub.azure-devices.net%2Fdevices%2Fedge-01%2Fmodules%2Ffilter");
-        assert_eq!(to_sign, "myhub.azure-devices.net%2Fdevices%2Fedge-01%2Fmodules%2Ffilter\n1767225600");
+        assert_eq!(
+            sr,
+            "myhub.azure-devices.net%2Fdevices%2Fedge-01%2Fmodules%2Ffilter"
+        );
+        assert_eq!(
+            to_sign,
+            "myhub.azure-devices.net%2Fdevices%2Fedge-01%2Fmodules%2Ffilter\n1767225600"
+        );
         assert_eq!(
             base64::engine::general_purpose::STANDARD.encode(to_sign),
             "bXlodWIuYXp1cmUtZGV2aWNlcy5uZXQlMkZkZXZpY2VzJTJGZWRnZS0wMSUyRm1vZHVsZXMlMkZmaWx0ZXIKMTc2NzIyNTYwMA=="
         );
         assert_eq!(
-            password(&sr, "YHRimujpb2vNpXNQ/3qUaDEbu7aCBuEBeKVCZDMOQ3Q=", 1767225600),
+            password(
+                &sr,
+                "YHRimujpb2vNpXNQ/3qUaDEbu7aCBuEBeKVCZDMOQ3Q=",
+                1767225600
+            ),
             "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fedge-01%2Fmodules%2Ffilter&sig=YHRimujpb2vNpXNQ%2F3qUaDEbu7aCBuEBeKVCZDMOQ3Q%3D&se=1767225600"
         );
     }
 
     #[test]
     fn renewal_comes_well_before_expiry() {
-        let token = SasToken { password: String::new(), expires_at: 10_000, lifetime: TOKEN_TTL };
+        let token = SasToken {
+            password: String::new(),
+            expires_at: 10_000,
+            lifetime: TOKEN_TTL,
+        };
         assert_eq!(token.renew_at(), 10_000 - 720);
         assert_eq!(percent_encode("a b+c/é"), "a%20b%2Bc%2F%C3%A9");
     }

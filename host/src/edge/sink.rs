@@ -30,9 +30,15 @@ impl EdgeHubSink {
 /// The telemetry topic of one message, property bag included.
 pub fn message_topic(device: &str, module: &str, message: &Message) -> String {
     let id = message.id.to_string();
-    let mut properties = vec![("$.mid", id.as_str()), ("$.ct", "application/json"), ("$.ce", "utf-8")];
+    let mut properties = vec![
+        ("$.mid", id.as_str()),
+        ("$.ct", "application/json"),
+        ("$.ce", "utf-8"),
+    ];
     match message.family {
-        Family::Asc => properties.extend([("$.ifid", SECURITY_INTERFACE_ID), ("$.on", SECURITY_OUTPUT)]),
+        Family::Asc => {
+            properties.extend([("$.ifid", SECURITY_INTERFACE_ID), ("$.on", SECURITY_OUTPUT)])
+        }
         Family::Edgeguard => properties.push(("$.on", EDGEGUARD_OUTPUT)),
     }
     let priority = match message.priority {
@@ -46,16 +52,24 @@ pub fn message_topic(device: &str, module: &str, message: &Message) -> String {
 impl Sink for EdgeHubSink {
     fn describe(&self) -> String {
         let env = self.link.environment();
-        format!("edgeHub at {} as {}/{}", env.gateway_hostname, env.device_id, env.module_id)
+        format!(
+            "edgeHub at {} as {}/{}",
+            env.gateway_hostname, env.device_id, env.module_id
+        )
     }
 
     fn send(&mut self, message: Message) -> Sending<'_> {
         Box::pin(async move {
             let env = self.link.environment();
             let topic = message_topic(&env.device_id, &env.module_id, &message);
-            let ack = self.link.publish(topic, message.body, QoS::AtLeastOnce).await.map_err(|e| SinkError::Refused(e.to_string()))?;
+            let ack = self
+                .link
+                .publish(topic, message.body, QoS::AtLeastOnce)
+                .await
+                .map_err(|e| SinkError::Refused(e.to_string()))?;
             let ack = ack.expect("QoS 1 publishes are acknowledged");
-            let acknowledgement: crate::output::Acknowledgement = Box::pin(async move { ack.await.map_err(|_| SinkError::Gone) });
+            let acknowledgement: crate::output::Acknowledgement =
+                Box::pin(async move { ack.await.map_err(|_| SinkError::Gone) });
             Ok(acknowledgement)
         })
     }

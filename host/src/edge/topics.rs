@@ -14,7 +14,10 @@ pub const SUBSCRIPTIONS: [&str; 3] = [TWIN_RESPONSES, DESIRED_PATCHES, METHOD_CA
 pub const SECURITY_INTERFACE_ID: &str = "urn:azureiot:Security:SecurityAgent:1";
 
 pub fn telemetry(device: &str, module: &str, properties: &[(&str, &str)]) -> String {
-    format!("devices/{device}/modules/{module}/messages/events/{}", property_bag(properties))
+    format!(
+        "devices/{device}/modules/{module}/messages/events/{}",
+        property_bag(properties)
+    )
 }
 
 pub fn twin_get(rid: &str) -> String {
@@ -31,7 +34,11 @@ pub fn method_response(status: u16, rid: &str) -> String {
 
 /// `k1=v1&k2=v2`, keys and values percent-encoded as the SDKs do (`$` as `%24`, never `+`).
 pub fn property_bag(properties: &[(&str, &str)]) -> String {
-    properties.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&")
+    properties
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A property bag back into pairs, percent-decoded; `None` for bad percent-encoding.
@@ -76,20 +83,30 @@ pub fn parse(topic: &str) -> Option<Inbound> {
         let bag = rest.strip_prefix("?").unwrap_or(rest);
         parse_bag(bag)
     };
-    let find = |pairs: &[(String, String)], key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let find = |pairs: &[(String, String)], key: &str| {
+        pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
     if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
         let (status, rest) = rest.split_once('/')?;
         let pairs = query(rest)?;
-        return Some(Inbound::TwinResponse { status: status.parse().ok()?, rid: find(&pairs, "$rid")? });
+        return Some(Inbound::TwinResponse {
+            status: status.parse().ok()?,
+            rid: find(&pairs, "$rid")?,
+        });
     }
     if let Some(rest) = topic.strip_prefix("$iothub/twin/PATCH/properties/desired/") {
         let pairs = query(rest)?;
-        return Some(Inbound::DesiredPatch { version: find(&pairs, "$version").and_then(|v| v.parse().ok()) });
+        return Some(Inbound::DesiredPatch {
+            version: find(&pairs, "$version").and_then(|v| v.parse().ok()),
+        });
     }
     if let Some(rest) = topic.strip_prefix("$iothub/methods/POST/") {
         let (name, rest) = rest.split_once('/')?;
         let pairs = query(rest)?;
-        return Some(Inbound::MethodCall { name: name.to_owned(), rid: find(&pairs, "$rid")? });
+        return Some(Inbound::MethodCall {
+            name: name.to_owned(),
+            rid: find(&pairs, "$rid")?,
+        });
     }
     None
 }
@@ -100,7 +117,16 @@ mod tests {
 
     #[test]
     fn the_security_property_bag_is_encoded_as_the_sdks_encode_it() {
-        let topic = telemetry("edge-01", "edgeguard", &[("$.ifid", SECURITY_INTERFACE_ID), ("$.ct", "application/json"), ("$.ce", "utf-8"), ("level", "a b+c")]);
+        let topic = telemetry(
+            "edge-01",
+            "edgeguard",
+            &[
+                ("$.ifid", SECURITY_INTERFACE_ID),
+                ("$.ct", "application/json"),
+                ("$.ce", "utf-8"),
+                ("level", "a b+c"),
+            ],
+        );
         assert_eq!(
             topic,
             "devices/edge-01/modules/edgeguard/messages/events/%24.ifid=urn%3Aazureiot%3ASecurity%3ASecurityAgent%3A1&%24.ct=application%2Fjson&%24.ce=utf-8&level=a%20b%2Bc"
@@ -113,13 +139,31 @@ mod tests {
 
     #[test]
     fn inbound_topics_parse_as_edgehub_and_iot_hub_send_them() {
-        assert_eq!(parse("$iothub/twin/res/200/?$rid=7"), Some(Inbound::TwinResponse { status: 200, rid: "7".into() }));
+        assert_eq!(
+            parse("$iothub/twin/res/200/?$rid=7"),
+            Some(Inbound::TwinResponse {
+                status: 200,
+                rid: "7".into()
+            })
+        );
         // IoT Hub appends the version to 204s; edgeHub does not.
-        assert_eq!(parse("$iothub/twin/res/204/?$rid=8&$version=10"), Some(Inbound::TwinResponse { status: 204, rid: "8".into() }));
-        assert_eq!(parse("$iothub/twin/PATCH/properties/desired/?$version=5"), Some(Inbound::DesiredPatch { version: Some(5) }));
+        assert_eq!(
+            parse("$iothub/twin/res/204/?$rid=8&$version=10"),
+            Some(Inbound::TwinResponse {
+                status: 204,
+                rid: "8".into()
+            })
+        );
+        assert_eq!(
+            parse("$iothub/twin/PATCH/properties/desired/?$version=5"),
+            Some(Inbound::DesiredPatch { version: Some(5) })
+        );
         assert_eq!(
             parse("$iothub/methods/POST/collectNow/?$rid=505e09bb-0076"),
-            Some(Inbound::MethodCall { name: "collectNow".into(), rid: "505e09bb-0076".into() })
+            Some(Inbound::MethodCall {
+                name: "collectNow".into(),
+                rid: "505e09bb-0076".into()
+            })
         );
         assert_eq!(parse("$iothub/twin/res/200/"), None, "no $rid");
         assert_eq!(parse("$iothub/twin/res/abc/?$rid=1"), None);

@@ -38,17 +38,26 @@ pub enum Patched {
 impl Desired {
     /// From a twin GET's body, `{"desired": {...}, "reported": {...}}`.
     pub fn from_twin(twin: &Value) -> Result<Desired, String> {
-        let desired = twin.get("desired").ok_or("the twin has no `desired` section")?;
-        let doc = desired.as_object().ok_or("the twin's `desired` section is not an object")?;
+        let desired = twin
+            .get("desired")
+            .ok_or("the twin has no `desired` section")?;
+        let doc = desired
+            .as_object()
+            .ok_or("the twin's `desired` section is not an object")?;
         let version = doc.get("$version").and_then(Value::as_u64).unwrap_or(0);
         let mut clean = Map::new();
         merge(&mut clean, doc);
-        Ok(Desired { doc: clean, version })
+        Ok(Desired {
+            doc: clean,
+            version,
+        })
     }
 
     /// Applies a patch. Its version comes from the topic, else from its own `$version`.
     pub fn patch(&mut self, topic_version: Option<u64>, patch: &Value) -> Result<Patched, String> {
-        let patch = patch.as_object().ok_or("a desired patch must be a JSON object")?;
+        let patch = patch
+            .as_object()
+            .ok_or("a desired patch must be a JSON object")?;
         let version = topic_version.or_else(|| patch.get("$version").and_then(Value::as_u64));
         if let Some(v) = version {
             if v <= self.version {
@@ -76,7 +85,9 @@ pub fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
                 target.remove(key);
             }
             Value::Object(inner) => {
-                let slot = target.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
                 if !slot.is_object() {
                     *slot = Value::Object(Map::new());
                 }
@@ -103,20 +114,34 @@ impl Wanted {
         Ok(Wanted {
             settings: config.pipeline_settings()?,
             schedule: config.schedule.clone(),
-            fleet: fleet::Wanted { collectors: spec::local_set(config), remote: config.remote.clone() },
+            fleet: fleet::Wanted {
+                collectors: spec::local_set(config),
+                remote: config.remote.clone(),
+            },
         })
     }
 }
 
 /// Resolves the desired document against the local configuration. `current` is what is in
 /// force, which a refusal names as used.
-pub fn resolve(local: &Config, desired: &Map<String, Value>, current: &Wanted) -> Result<Wanted, Vec<ConfigIssue>> {
+pub fn resolve(
+    local: &Config,
+    desired: &Map<String, Value>,
+    current: &Wanted,
+) -> Result<Wanted, Vec<ConfigIssue>> {
     let mut issues = Vec::new();
     let asc = match desired.get(OBJECT_NAME) {
-        None | Some(Value::Null) => AgentConfiguration::parse(&local.asc_object(), &current.settings.asc),
+        None | Some(Value::Null) => {
+            AgentConfiguration::parse(&local.asc_object(), &current.settings.asc)
+        }
         Some(Value::Object(remote)) => {
             let mut object = local.asc_object().as_object().cloned().unwrap_or_default();
-            object.extend(remote.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())));
+            object.extend(
+                remote
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with('$'))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             AgentConfiguration::parse(&Value::Object(object), &current.settings.asc)
         }
         Some(other) => AgentConfiguration::parse(other, &current.settings.asc),
@@ -124,7 +149,12 @@ pub fn resolve(local: &Config, desired: &Map<String, Value>, current: &Wanted) -
     let settings = match asc.map(|asc| local.pipeline_settings_with(asc)) {
         Ok(Ok(settings)) => Some(settings),
         Ok(Err((key, message))) => {
-            issues.push(issue(OBJECT_NAME, ErrorType::TypeMismatch, "(in force)".into(), format!("with the local `{key}`: {message}")));
+            issues.push(issue(
+                OBJECT_NAME,
+                ErrorType::TypeMismatch,
+                "(in force)".into(),
+                format!("with the local `{key}`: {message}"),
+            ));
             None
         }
         Err(refused) => {
@@ -134,63 +164,117 @@ pub fn resolve(local: &Config, desired: &Map<String, Value>, current: &Wanted) -
     };
     let project = project_section(desired.get(SECTION), local, current, &mut issues);
     match (settings, project) {
-        (Some(settings), Some((schedule, collectors))) if issues.is_empty() => {
-            Ok(Wanted { settings, schedule, fleet: fleet::Wanted { collectors, remote: local.remote.clone() } })
-        }
+        (Some(settings), Some((schedule, collectors))) if issues.is_empty() => Ok(Wanted {
+            settings,
+            schedule,
+            fleet: fleet::Wanted {
+                collectors,
+                remote: local.remote.clone(),
+            },
+        }),
         _ => Err(issues),
     }
 }
 
 fn issue(name: &str, error_type: ErrorType, used: String, message: String) -> ConfigIssue {
-    ConfigIssue { name: name.to_owned(), error_type, used, message }
+    ConfigIssue {
+        name: name.to_owned(),
+        error_type,
+        used,
+        message,
+    }
 }
 
 /// The project's section: `{"schedule": {"high": "10s", "medium": "1m", "low": "15m"},
 /// "collectors": {"process": {...}}}`; an interval left out is the local configuration's, and
 /// the collectors overlay the local set by name.
-fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, issues: &mut Vec<ConfigIssue>) -> Option<(ScheduleConfig, Vec<spec::CollectorSpec>)> {
+fn project_section(
+    section: Option<&Value>,
+    local: &Config,
+    current: &Wanted,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<(ScheduleConfig, Vec<spec::CollectorSpec>)> {
     let mut schedule = local.schedule.clone();
     let mut collectors = spec::local_set(local);
     let map = match section {
         None | Some(Value::Null) => return Some((schedule, collectors)),
         Some(Value::Object(map)) => map,
         Some(other) => {
-            issues.push(issue(SECTION, ErrorType::TypeMismatch, "(in force)".into(), format!("must be an object, not {other}")));
+            issues.push(issue(
+                SECTION,
+                ErrorType::TypeMismatch,
+                "(in force)".into(),
+                format!("must be an object, not {other}"),
+            ));
             return None;
         }
     };
     let before = issues.len();
-    for (key, value) in map.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()) {
+    for (key, value) in map
+        .iter()
+        .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+    {
         if key == "collectors" {
-            match spec::overlay(collectors.clone(), value, local, &format!("{SECTION}.collectors")) {
+            match spec::overlay(
+                collectors.clone(),
+                value,
+                local,
+                &format!("{SECTION}.collectors"),
+            ) {
                 Ok(set) => collectors = set,
                 Err(refused) => issues.extend(refused),
             }
             continue;
         }
         if key != "schedule" {
-            issues.push(issue(&format!("{SECTION}.{key}"), ErrorType::TypeMismatch, "(none)".into(), "unknown property (known: schedule, collectors)".into()));
+            issues.push(issue(
+                &format!("{SECTION}.{key}"),
+                ErrorType::TypeMismatch,
+                "(none)".into(),
+                "unknown property (known: schedule, collectors)".into(),
+            ));
             continue;
         }
         let Some(groups) = value.as_object() else {
-            issues.push(issue(&format!("{SECTION}.schedule"), ErrorType::TypeMismatch, "(in force)".into(), format!("must be an object, not {value}")));
+            issues.push(issue(
+                &format!("{SECTION}.schedule"),
+                ErrorType::TypeMismatch,
+                "(in force)".into(),
+                format!("must be an object, not {value}"),
+            ));
             continue;
         };
-        for (name, interval) in groups.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()) {
+        for (name, interval) in groups
+            .iter()
+            .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+        {
             let at = format!("{SECTION}.schedule.{name}");
             let Some(group) = Group::ALL.into_iter().find(|g| g.name() == name) else {
-                issues.push(issue(&at, ErrorType::TypeMismatch, "(none)".into(), "unknown group (known: high, medium, low)".into()));
+                issues.push(issue(
+                    &at,
+                    ErrorType::TypeMismatch,
+                    "(none)".into(),
+                    "unknown group (known: high, medium, low)".into(),
+                ));
                 continue;
             };
             let used = Span(current.schedule.interval(group)).to_string();
-            let parsed = interval.as_str().ok_or_else(|| format!("must be a duration such as \"30s\", not {interval}")).and_then(Span::parse);
+            let parsed = interval
+                .as_str()
+                .ok_or_else(|| format!("must be a duration such as \"30s\", not {interval}"))
+                .and_then(Span::parse);
             match parsed {
                 Ok(span) if span.0 >= Duration::from_millis(10) => match group {
                     Group::High => schedule.high = span,
                     Group::Medium => schedule.medium = span,
                     Group::Low => schedule.low = span,
                 },
-                Ok(span) => issues.push(issue(&at, ErrorType::TypeMismatch, used, format!("interval {span} is too short (at least 10ms)"))),
+                Ok(span) => issues.push(issue(
+                    &at,
+                    ErrorType::TypeMismatch,
+                    used,
+                    format!("interval {span} is too short (at least 10ms)"),
+                )),
                 Err(message) => issues.push(issue(&at, ErrorType::TypeMismatch, used, message)),
             }
         }
@@ -200,7 +284,17 @@ fn project_section(section: Option<&Value>, local: &Config, current: &Wanted, is
 
 /// The project's schedule as reported: `{"high": "10s", ...}`.
 pub fn reported_schedule(schedule: &ScheduleConfig) -> Value {
-    Value::Object(Group::ALL.iter().map(|g| (g.name().to_owned(), Value::String(Span(schedule.interval(*g)).to_string()))).collect())
+    Value::Object(
+        Group::ALL
+            .iter()
+            .map(|g| {
+                (
+                    g.name().to_owned(),
+                    Value::String(Span(schedule.interval(*g)).to_string()),
+                )
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -209,7 +303,11 @@ mod tests {
     use serde_json::json;
 
     fn local() -> Config {
-        Config::parse("[asc]\nmaxLocalCacheSizeInBytes = 1048576\nhighPriorityMessageFrequency = \"PT5S\"\n", "test").unwrap()
+        Config::parse(
+            "[asc]\nmaxLocalCacheSizeInBytes = 1048576\nhighPriorityMessageFrequency = \"PT5S\"\n",
+            "test",
+        )
+        .unwrap()
     }
 
     fn in_force(local: &Config) -> Wanted {
@@ -220,12 +318,34 @@ mod tests {
     fn patches_merge_in_version_order_and_a_gap_asks_for_the_whole_twin() {
         let mut d = Desired::from_twin(&json!({"desired": {"a": {"x": 1, "y": 2}, "$version": 4, "$metadata": {}}, "reported": {}})).unwrap();
         assert_eq!(d.version, 4);
-        assert_eq!(d.doc, json!({"a": {"x": 1, "y": 2}}).as_object().unwrap().clone());
-        assert_eq!(d.patch(Some(5), &json!({"a": {"x": null, "z": 3}, "b": true, "$version": 5})).unwrap(), Patched::Applied);
-        assert_eq!(Value::Object(d.doc.clone()), json!({"a": {"y": 2, "z": 3}, "b": true}));
-        assert_eq!(d.patch(Some(5), &json!({"b": false})).unwrap(), Patched::Stale);
-        assert_eq!(d.patch(None, &json!({"b": false, "$version": 3})).unwrap(), Patched::Stale);
-        assert_eq!(d.patch(Some(7), &json!({"b": false})).unwrap(), Patched::Gap);
+        assert_eq!(
+            d.doc,
+            json!({"a": {"x": 1, "y": 2}}).as_object().unwrap().clone()
+        );
+        assert_eq!(
+            d.patch(
+                Some(5),
+                &json!({"a": {"x": null, "z": 3}, "b": true, "$version": 5})
+            )
+            .unwrap(),
+            Patched::Applied
+        );
+        assert_eq!(
+            Value::Object(d.doc.clone()),
+            json!({"a": {"y": 2, "z": 3}, "b": true})
+        );
+        assert_eq!(
+            d.patch(Some(5), &json!({"b": false})).unwrap(),
+            Patched::Stale
+        );
+        assert_eq!(
+            d.patch(None, &json!({"b": false, "$version": 3})).unwrap(),
+            Patched::Stale
+        );
+        assert_eq!(
+            d.patch(Some(7), &json!({"b": false})).unwrap(),
+            Patched::Gap
+        );
         assert_eq!(d.version, 5);
         assert!(d.patch(Some(6), &json!([1])).is_err());
     }
@@ -235,11 +355,20 @@ mod tests {
         let local = local();
         let desired = json!({OBJECT_NAME: {"highPriorityMessageFrequency": {"value": "PT1M"}}, "edgeguard": {"schedule": {"high": "2s"}}});
         let wanted = resolve(&local, desired.as_object().unwrap(), &in_force(&local)).unwrap();
-        assert_eq!(wanted.settings.asc.high_priority_message_frequency, Duration::from_secs(60));
-        assert_eq!(wanted.settings.asc.max_local_cache_size, 1048576, "the local key stays");
+        assert_eq!(
+            wanted.settings.asc.high_priority_message_frequency,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            wanted.settings.asc.max_local_cache_size, 1048576,
+            "the local key stays"
+        );
         assert_eq!(wanted.schedule.high.0, Duration::from_secs(2));
         assert_eq!(wanted.schedule.low, local.schedule.low);
-        assert_eq!(reported_schedule(&wanted.schedule), json!({"high": "2s", "medium": "1m", "low": "15m"}));
+        assert_eq!(
+            reported_schedule(&wanted.schedule),
+            json!({"high": "2s", "medium": "1m", "low": "15m"})
+        );
     }
 
     #[test]
@@ -252,8 +381,20 @@ mod tests {
         });
         let issues = resolve(&local, desired.as_object().unwrap(), &current).unwrap_err();
         let names: Vec<&str> = issues.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["highPriorityMessageFrequency", "edgeguard.schedule.high", "edgeguard.schedule.weekly", "edgeguard.colour"]);
-        assert!(issues.iter().all(|i| i.error_type == ErrorType::TypeMismatch));
+        assert_eq!(
+            names,
+            [
+                "highPriorityMessageFrequency",
+                "edgeguard.schedule.high",
+                "edgeguard.schedule.weekly",
+                "edgeguard.colour"
+            ]
+        );
+        assert!(
+            issues
+                .iter()
+                .all(|i| i.error_type == ErrorType::TypeMismatch)
+        );
         assert_eq!(issues[0].used, "PT5S", "the value in force is named");
         assert_eq!(issues[1].used, "10s");
         let not_object = json!({OBJECT_NAME: "everything high"});

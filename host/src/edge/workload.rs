@@ -37,7 +37,11 @@ pub enum WorkloadError {
     #[error("workload API at {uri}: {message}")]
     Unreachable { uri: String, message: String },
     #[error("workload API {what}: HTTP {status}: {message}")]
-    Refused { what: &'static str, status: u16, message: String },
+    Refused {
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
     #[error("workload API {what}: unusable answer: {message}")]
     Garbage { what: &'static str, message: String },
 }
@@ -46,7 +50,12 @@ impl WorkloadClient {
     pub fn new(env: &EdgeEnvironment) -> WorkloadClient {
         let endpoint = match env.workload_uri.strip_prefix("unix://") {
             Some(path) => Endpoint::Unix(PathBuf::from(path)),
-            None => Endpoint::Tcp(env.workload_uri.trim_start_matches("http://").trim_end_matches('/').to_owned()),
+            None => Endpoint::Tcp(
+                env.workload_uri
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned(),
+            ),
         };
         WorkloadClient {
             endpoint,
@@ -60,13 +69,26 @@ impl WorkloadClient {
     /// HMAC-SHA256 of `data` with the module's primary key: the 32-byte digest.
     pub async fn sign(&self, data: &[u8]) -> Result<Vec<u8>, WorkloadError> {
         const WHAT: &str = "sign";
-        let path = format!("/modules/{}/genid/{}/sign?api-version={}", percent_encode(&self.module_id), percent_encode(&self.generation_id), self.api_version);
+        let path = format!(
+            "/modules/{}/genid/{}/sign?api-version={}",
+            percent_encode(&self.module_id),
+            percent_encode(&self.generation_id),
+            self.api_version
+        );
         let body = serde_json::json!({ "keyId": "primary", "algo": "HMACSHA256", "data": base64::engine::general_purpose::STANDARD.encode(data) });
         let answer = self.json(WHAT, Method::POST, &path, Some(body)).await?;
-        let digest = answer.get("digest").and_then(|d| d.as_str()).ok_or_else(|| garbage(WHAT, "no `digest` string"))?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(digest).map_err(|e| garbage(WHAT, format!("`digest` is not base64: {e}")))?;
+        let digest = answer
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| garbage(WHAT, "no `digest` string"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(digest)
+            .map_err(|e| garbage(WHAT, format!("`digest` is not base64: {e}")))?;
         if bytes.len() != 32 {
-            return Err(garbage(WHAT, format!("`digest` has {} bytes, an HMAC-SHA256 has 32", bytes.len())));
+            return Err(garbage(
+                WHAT,
+                format!("`digest` has {} bytes, an HMAC-SHA256 has 32", bytes.len()),
+            ));
         }
         Ok(bytes)
     }
@@ -76,7 +98,10 @@ impl WorkloadClient {
         const WHAT: &str = "trust-bundle";
         let path = format!("/trust-bundle?api-version={}", self.api_version);
         let answer = self.json(WHAT, Method::GET, &path, None).await?;
-        let pem = answer.get("certificate").and_then(|c| c.as_str()).ok_or_else(|| garbage(WHAT, "no `certificate` string"))?;
+        let pem = answer
+            .get("certificate")
+            .and_then(|c| c.as_str())
+            .ok_or_else(|| garbage(WHAT, "no `certificate` string"))?;
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(garbage(WHAT, "`certificate` holds no PEM certificate"));
         }
@@ -84,21 +109,54 @@ impl WorkloadClient {
     }
 
     /// One request, its JSON answer; a non-2xx status is an error with the server's message.
-    async fn json(&self, what: &'static str, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, WorkloadError> {
-        let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, self.request(method, path, body))
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+    async fn json(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, WorkloadError> {
+        let (status, bytes) =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.request(method, path, body))
+                .await
+                .map_err(|_| self.unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
         let value: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
-            let message = value.as_ref().and_then(|v| v.get("message")?.as_str().map(str::to_owned)).unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            return Err(WorkloadError::Refused { what, status: status.as_u16(), message });
+            let message = value
+                .as_ref()
+                .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(WorkloadError::Refused {
+                what,
+                status: status.as_u16(),
+                message,
+            });
         }
-        value.ok_or_else(|| garbage(what, format!("not JSON: {:?}", String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>())))
+        value.ok_or_else(|| {
+            garbage(
+                what,
+                format!(
+                    "not JSON: {:?}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            )
+        })
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<(StatusCode, Bytes), WorkloadError> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, Bytes), WorkloadError> {
         let failed = |e: &dyn std::fmt::Display| self.unreachable(e.to_string());
-        let mut request = Request::builder().method(method).uri(path).header("Host", "localhost");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", "localhost");
         let body = match body {
             Some(json) => {
                 request = request.header("Content-Type", "application/json");
@@ -109,26 +167,40 @@ impl WorkloadClient {
         let request = request.body(body).map_err(|e| failed(&e))?;
         let response = match &self.endpoint {
             Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| failed(&e))?;
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| failed(&e))?;
                 send(TokioIo::new(stream), request).await
             }
             Endpoint::Tcp(address) => {
-                let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| failed(&e))?;
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(|e| failed(&e))?;
                 send(TokioIo::new(stream), request).await
             }
         }
         .map_err(|e| failed(&e))?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE).collect().await.map_err(|e| failed(&format!("reading the answer: {e}")))?.to_bytes();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| failed(&format!("reading the answer: {e}")))?
+            .to_bytes();
         Ok((status, bytes))
     }
 
     fn unreachable(&self, message: String) -> WorkloadError {
-        WorkloadError::Unreachable { uri: self.uri.clone(), message }
+        WorkloadError::Unreachable {
+            uri: self.uri.clone(),
+            message,
+        }
     }
 }
 
-async fn send<S>(io: TokioIo<S>, request: Request<Full<Bytes>>) -> hyper::Result<hyper::Response<hyper::body::Incoming>>
+async fn send<S>(
+    io: TokioIo<S>,
+    request: Request<Full<Bytes>>,
+) -> hyper::Result<hyper::Response<hyper::body::Incoming>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,5 +214,8 @@ where
 }
 
 fn garbage(what: &'static str, message: impl Into<String>) -> WorkloadError {
-    WorkloadError::Garbage { what, message: message.into() }
+    WorkloadError::Garbage {
+        what,
+        message: message.into(),
+    }
 }

@@ -143,7 +143,13 @@ const SWAP_WAIT_CALLS: u32 = 6;
 const SWAP_WAIT_SLACK: Duration = Duration::from_secs(10);
 
 impl Fleet {
-    pub fn new(runtime: Runtime, scheduler: Scheduler, state_dir: PathBuf, default_ca_file: PathBuf, once: bool) -> Fleet {
+    pub fn new(
+        runtime: Runtime,
+        scheduler: Scheduler,
+        state_dir: PathBuf,
+        default_ca_file: PathBuf,
+        once: bool,
+    ) -> Fleet {
         Fleet {
             runtime,
             scheduler,
@@ -157,12 +163,18 @@ impl Fleet {
     }
 
     pub fn view(&self) -> FleetView {
-        FleetView { views: Arc::clone(&self.views), changes: self.changes.subscribe() }
+        FleetView {
+            views: Arc::clone(&self.views),
+            changes: self.changes.subscribe(),
+        }
     }
 
     /// How many collectors have a running instance.
     pub fn running(&self) -> usize {
-        self.entries.values().filter(|e| e.running.is_some()).count()
+        self.entries
+            .values()
+            .filter(|e| e.running.is_some())
+            .count()
     }
 
     /// Follows the wanted set until its sender goes away, then stops every collector. Versions
@@ -200,7 +212,12 @@ impl Fleet {
     pub async fn apply(&mut self, wanted: &Wanted) -> Vec<(String, Failure)> {
         let arrived = Instant::now();
         let names: HashSet<&str> = wanted.collectors.iter().map(|c| c.name.as_str()).collect();
-        let gone: Vec<String> = self.entries.keys().filter(|n| !names.contains(n.as_str())).cloned().collect();
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
         for name in gone {
             let entry = self.entries.remove(&name).expect("listed");
             if let Some(r) = entry.running {
@@ -214,10 +231,20 @@ impl Fleet {
         let fetcher = Fetcher::new(
             wanted.remote.max_plugin_size.0,
             wanted.remote.fetch_timeout.0,
-            if wanted.remote.ca_file.as_os_str().is_empty() { self.default_ca_file.clone() } else { wanted.remote.ca_file.clone() },
+            if wanted.remote.ca_file.as_os_str().is_empty() {
+                self.default_ca_file.clone()
+            } else {
+                wanted.remote.ca_file.clone()
+            },
         );
-        let trust = Trust { remote: &wanted.remote };
-        let steps: Vec<(&CollectorSpec, Step)> = wanted.collectors.iter().map(|spec| (spec, self.step(spec))).collect();
+        let trust = Trust {
+            remote: &wanted.remote,
+        };
+        let steps: Vec<(&CollectorSpec, Step)> = wanted
+            .collectors
+            .iter()
+            .map(|spec| (spec, self.step(spec)))
+            .collect();
         let prepared: Vec<Option<Prepared>> = join_all(steps.iter().map(|(spec, step)| async {
             match step {
                 Step::Prepare => Some(self.prepare(spec, &fetcher, &trust).await),
@@ -237,13 +264,21 @@ impl Fleet {
                     }
                 }
                 (Step::Adjust, _) => self.adjust(spec).await,
-                (Step::Prepare, Some(Ok(loaded))) if self.is_running_version(spec, &loaded) => self.adjust(spec).await,
-                (Step::Prepare, Some(Ok(loaded))) => match self.entries.get(&spec.name).and_then(|e| Some((e.running.as_ref()?, e.spec.as_ref()?))) {
+                (Step::Prepare, Some(Ok(loaded))) if self.is_running_version(spec, &loaded) => {
+                    self.adjust(spec).await
+                }
+                (Step::Prepare, Some(Ok(loaded))) => match self
+                    .entries
+                    .get(&spec.name)
+                    .and_then(|e| Some((e.running.as_ref()?, e.spec.as_ref()?)))
+                {
                     Some((running, old)) => {
                         let (reply, answer) = oneshot::channel();
                         let order = Order::Swap(self.plugin_spec(spec, &loaded), reply);
                         let sent = running.orders.send(order).await.is_ok();
-                        let wait = old.limits.call_timeout.0.max(spec.limits.call_timeout.0) * SWAP_WAIT_CALLS + SWAP_WAIT_SLACK;
+                        let wait = old.limits.call_timeout.0.max(spec.limits.call_timeout.0)
+                            * SWAP_WAIT_CALLS
+                            + SWAP_WAIT_SLACK;
                         swaps.push((spec, loaded, wait, sent.then_some(answer)));
                     }
                     None => self.start(spec, loaded),
@@ -260,7 +295,9 @@ impl Fleet {
                     Some(rx) => match tokio::time::timeout(wait, rx).await {
                         Ok(Ok(outcome)) => outcome,
                         Ok(Err(_)) => Err("the collector's task ended during the swap".to_owned()),
-                        Err(_) => Err(format!("the collector did not take the new version within {wait:?}")),
+                        Err(_) => Err(format!(
+                            "the collector did not take the new version within {wait:?}"
+                        )),
                     },
                 }
             }
@@ -269,7 +306,10 @@ impl Fleet {
         for ((spec, loaded, _, _), answer) in swaps.into_iter().zip(answers) {
             match answer {
                 Ok(swapped) => self.swapped(spec, loaded, swapped, arrived).await,
-                Err(message) => failures.push((spec.name.clone(), failure("start", message, spec, Some(&loaded.sha256)))),
+                Err(message) => failures.push((
+                    spec.name.clone(),
+                    failure("start", message, spec, Some(&loaded.sha256)),
+                )),
             }
         }
 
@@ -282,7 +322,9 @@ impl Fleet {
     }
 
     fn step(&self, spec: &CollectorSpec) -> Step {
-        let Some(running) = self.entries.get(&spec.name).and_then(|e| e.spec.as_ref()) else { return Step::Prepare };
+        let Some(running) = self.entries.get(&spec.name).and_then(|e| e.spec.as_ref()) else {
+            return Step::Prepare;
+        };
         // An unpinned file may have been replaced on disk: look again (the digest tells).
         let unpinned_file = matches!(spec.source, Source::File(_)) && spec.sha256.is_none();
         if !running.same_instance(spec) || unpinned_file {
@@ -296,15 +338,24 @@ impl Fleet {
 
     /// The same bytes and instance settings as the running version: nothing to swap.
     fn is_running_version(&self, spec: &CollectorSpec, loaded: &LoadedPlugin) -> bool {
-        let Some(entry) = self.entries.get(&spec.name) else { return false };
+        let Some(entry) = self.entries.get(&spec.name) else {
+            return false;
+        };
         match (&entry.spec, &entry.loaded) {
-            (Some(running), Some(current)) => current.sha256 == loaded.sha256 && running.same_instance(spec),
+            (Some(running), Some(current)) => {
+                current.sha256 == loaded.sha256 && running.same_instance(spec)
+            }
             _ => false,
         }
     }
 
     /// Gets the bytes, checks them, compiles and checks the component.
-    async fn prepare(&self, spec: &CollectorSpec, fetcher: &Fetcher, trust: &Trust<'_>) -> Prepared {
+    async fn prepare(
+        &self,
+        spec: &CollectorSpec,
+        fetcher: &Fetcher,
+        trust: &Trust<'_>,
+    ) -> Prepared {
         let pinned = spec.sha256.as_deref();
         let kept = match (&spec.source, pinned) {
             (Source::Url(_), Some(digest)) => self.runtime.cache.component(digest),
@@ -313,18 +364,30 @@ impl Fleet {
         let from_store = kept.is_some();
         let bytes = match kept {
             Some(bytes) => bytes,
-            None => fetcher.get(&spec.source).await.map_err(|e| failure("fetch", e.to_string(), spec, pinned))?,
+            None => fetcher
+                .get(&spec.source)
+                .await
+                .map_err(|e| failure("fetch", e.to_string(), spec, pinned))?,
         };
         let digest = crate::runtime::artifact_cache::sha256_hex(&bytes);
         trust
-            .check(&digest, pinned, spec.signature.as_ref(), spec.source.is_url(), &bytes)
+            .check(
+                &digest,
+                pinned,
+                spec.signature.as_ref(),
+                spec.source.is_url(),
+                &bytes,
+            )
             .map_err(|e| failure("verify", e.to_string(), spec, Some(&digest)))?;
         if spec.source.is_url() && !from_store {
             self.runtime.cache.keep_component(&digest, &bytes);
         }
         if let Some(current) = self.entries.get(&spec.name).and_then(|e| e.loaded.as_ref())
             && current.sha256 == digest
-            && self.entries[&spec.name].spec.as_ref().is_some_and(|s| s.same_instance(spec))
+            && self.entries[&spec.name]
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.same_instance(spec))
         {
             return Ok(Arc::clone(current));
         }
@@ -341,13 +404,26 @@ impl Fleet {
             interval: spec.interval,
             limits: spec.limits.clone(),
             config_json: spec.config.to_string(),
-            state_file: Some(self.state_dir.join("plugins").join(format!("{}.state", spec.name))),
+            state_file: Some(
+                self.state_dir
+                    .join("plugins")
+                    .join(format!("{}.state", spec.name)),
+            ),
         }
     }
 
     fn start(&mut self, spec: &CollectorSpec, loaded: Arc<LoadedPlugin>) {
-        let status = self.entries.get(&spec.name).map(|e| Arc::clone(&e.status)).unwrap_or_default();
-        let running = self.scheduler.spawn_with(self.plugin_spec(spec, &loaded), self.once, spec.enabled, Arc::clone(&status));
+        let status = self
+            .entries
+            .get(&spec.name)
+            .map(|e| Arc::clone(&e.status))
+            .unwrap_or_default();
+        let running = self.scheduler.spawn_with(
+            self.plugin_spec(spec, &loaded),
+            self.once,
+            spec.enabled,
+            Arc::clone(&status),
+        );
         tracing::info!(
             collector = %spec.name,
             version = %loaded.info.version,
@@ -357,14 +433,17 @@ impl Fleet {
             enabled = spec.enabled,
             "collector started"
         );
-        let entry = self.entries.entry(spec.name.clone()).or_insert_with(|| Entry {
-            spec: None,
-            loaded: None,
-            running: None,
-            status,
-            last_error: None,
-            last_swap: None,
-        });
+        let entry = self
+            .entries
+            .entry(spec.name.clone())
+            .or_insert_with(|| Entry {
+                spec: None,
+                loaded: None,
+                running: None,
+                status,
+                last_error: None,
+                last_swap: None,
+            });
         entry.spec = Some(spec.clone());
         entry.loaded = Some(loaded);
         entry.running = Some(running);
@@ -372,20 +451,48 @@ impl Fleet {
     }
 
     async fn adjust(&mut self, spec: &CollectorSpec) {
-        let Some(entry) = self.entries.get_mut(&spec.name) else { return };
-        let (Some(running), Some(loaded)) = (&entry.running, &entry.loaded) else { return };
+        let Some(entry) = self.entries.get_mut(&spec.name) else {
+            return;
+        };
+        let (Some(running), Some(loaded)) = (&entry.running, &entry.loaded) else {
+            return;
+        };
         let group = PluginSpec::group_for(loaded, spec.group);
-        let _ = running.orders.send(Order::Adjust { group, interval: spec.interval, enabled: spec.enabled }).await;
-        if entry.spec.as_ref().is_some_and(|s| s.enabled != spec.enabled) {
+        let _ = running
+            .orders
+            .send(Order::Adjust {
+                group,
+                interval: spec.interval,
+                enabled: spec.enabled,
+            })
+            .await;
+        if entry
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.enabled != spec.enabled)
+        {
             tracing::info!(collector = %spec.name, "collector {}", if spec.enabled { "enabled" } else { "disabled (loaded, idle)" });
         }
         entry.spec = Some(spec.clone());
         entry.last_error = None;
     }
 
-    async fn swapped(&mut self, spec: &CollectorSpec, loaded: Arc<LoadedPlugin>, swapped: crate::scheduler::Swapped, arrived: Instant) {
-        let entry = self.entries.get_mut(&spec.name).expect("a running collector");
-        let from = entry.loaded.as_ref().map(|l| l.sha256.clone()).unwrap_or_default();
+    async fn swapped(
+        &mut self,
+        spec: &CollectorSpec,
+        loaded: Arc<LoadedPlugin>,
+        swapped: crate::scheduler::Swapped,
+        arrived: Instant,
+    ) {
+        let entry = self
+            .entries
+            .get_mut(&spec.name)
+            .expect("a running collector");
+        let from = entry
+            .loaded
+            .as_ref()
+            .map(|l| l.sha256.clone())
+            .unwrap_or_default();
         let record = SwapRecord {
             at: chrono::Utc::now(),
             from: from.clone(),
@@ -407,10 +514,25 @@ impl Fleet {
             "collector swapped"
         );
         if let Handover::Refused(why) = &swapped.state {
-            let message = format!("collector `{}`: the new version refused its predecessor's state ({why}) and started afresh", spec.name);
-            self.scheduler.report(&spec.name, vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", spec.name.clone())])]).await;
+            let message = format!(
+                "collector `{}`: the new version refused its predecessor's state ({why}) and started afresh",
+                spec.name
+            );
+            self.scheduler
+                .report(
+                    &spec.name,
+                    vec![SecurityEvent::diagnostic(
+                        Severity::Warning,
+                        &message,
+                        &[("Plugin", spec.name.clone())],
+                    )],
+                )
+                .await;
         }
-        let enabled_changed = entry.spec.as_ref().is_some_and(|s| s.enabled != spec.enabled);
+        let enabled_changed = entry
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.enabled != spec.enabled);
         entry.spec = Some(spec.clone());
         entry.loaded = Some(loaded);
         entry.last_error = None;
@@ -422,24 +544,56 @@ impl Fleet {
 
     /// Keeps a failure for the reports and sends it as a diagnostic; what ran keeps running.
     async fn failed(&mut self, name: &str, wanted: &Wanted, failure: Failure) {
-        let entry = self.entries.entry(name.to_owned()).or_insert_with(|| Entry {
-            spec: None,
-            loaded: None,
-            running: None,
-            status: Arc::default(),
-            last_error: None,
-            last_swap: None,
-        });
+        let entry = self
+            .entries
+            .entry(name.to_owned())
+            .or_insert_with(|| Entry {
+                spec: None,
+                loaded: None,
+                running: None,
+                status: Arc::default(),
+                last_error: None,
+                last_swap: None,
+            });
         let keeps = match &entry.loaded {
-            Some(l) if entry.running.is_some() => format!("version {} ({}) keeps running", l.info.version, short(&l.sha256)),
+            Some(l) if entry.running.is_some() => format!(
+                "version {} ({}) keeps running",
+                l.info.version,
+                short(&l.sha256)
+            ),
             _ => "it is not running".to_owned(),
         };
-        let source = wanted.collectors.iter().find(|c| c.name == name).map(|c| c.source.to_string()).unwrap_or_default();
-        let what = if crate::config::is_sha256(&failure.wanted) { format!("sha256 {} from {source}", short(&failure.wanted)) } else { source };
-        let message = format!("collector `{name}`: {what} refused at {}: {}; {keeps}", failure.step, failure.message);
+        let source = wanted
+            .collectors
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.source.to_string())
+            .unwrap_or_default();
+        let what = if crate::config::is_sha256(&failure.wanted) {
+            format!("sha256 {} from {source}", short(&failure.wanted))
+        } else {
+            source
+        };
+        let message = format!(
+            "collector `{name}`: {what} refused at {}: {}; {keeps}",
+            failure.step, failure.message
+        );
         tracing::error!(collector = %name, step = failure.step, "{message}");
-        let details = [("Plugin", name.to_owned()), ("Step", failure.step.to_owned()), ("Wanted", failure.wanted.clone())];
-        self.scheduler.report(name, vec![SecurityEvent::diagnostic(Severity::Error, &message, &details)]).await;
+        let details = [
+            ("Plugin", name.to_owned()),
+            ("Step", failure.step.to_owned()),
+            ("Wanted", failure.wanted.clone()),
+        ];
+        self.scheduler
+            .report(
+                name,
+                vec![SecurityEvent::diagnostic(
+                    Severity::Error,
+                    &message,
+                    &details,
+                )],
+            )
+            .await;
         entry.last_error = Some(failure);
     }
 
@@ -466,17 +620,36 @@ impl Fleet {
     }
 
     async fn collect_garbage(&self, keep_unused: usize) {
-        let in_use: HashSet<String> = self.entries.values().filter_map(|e| e.loaded.as_ref().map(|l| l.sha256.clone())).collect();
+        let in_use: HashSet<String> = self
+            .entries
+            .values()
+            .filter_map(|e| e.loaded.as_ref().map(|l| l.sha256.clone()))
+            .collect();
         let cache = Arc::clone(&self.runtime.cache);
-        let removed = tokio::task::spawn_blocking(move || cache.collect_garbage(&in_use, keep_unused)).await.unwrap_or(0);
+        let removed =
+            tokio::task::spawn_blocking(move || cache.collect_garbage(&in_use, keep_unused))
+                .await
+                .unwrap_or(0);
         if removed > 0 {
             tracing::info!(removed, "unused compiled plugins removed from the cache");
         }
     }
 }
 
-fn failure(step: &'static str, message: String, spec: &CollectorSpec, digest: Option<&str>) -> Failure {
-    Failure { at: chrono::Utc::now(), step, message, wanted: digest.map(str::to_owned).unwrap_or_else(|| spec.source.to_string()) }
+fn failure(
+    step: &'static str,
+    message: String,
+    spec: &CollectorSpec,
+    digest: Option<&str>,
+) -> Failure {
+    Failure {
+        at: chrono::Utc::now(),
+        step,
+        message,
+        wanted: digest
+            .map(str::to_owned)
+            .unwrap_or_else(|| spec.source.to_string()),
+    }
 }
 
 /// The first 12 hex digits of a digest, for logs.

@@ -21,17 +21,26 @@ impl Source {
     /// From the local configuration: a URL, or a path relative to the plugin directory (or absolute).
     pub fn local(text: &Path, plugin_dir: &Path) -> Source {
         let s = text.to_string_lossy();
-        if is_url(&s) { Source::Url(s.into_owned()) } else { Source::File(plugin_dir.join(text)) }
+        if is_url(&s) {
+            Source::Url(s.into_owned())
+        } else {
+            Source::File(plugin_dir.join(text))
+        }
     }
 
     /// From the module twin: a URL, or a path that stays inside the plugin directory.
     pub fn remote(text: &str, plugin_dir: &Path) -> Result<Source, String> {
         if is_url(text) {
-            return text.parse::<Uri>().map(|_| Source::Url(text.to_owned())).map_err(|e| format!("`{text}` is not a valid URL: {e}"));
+            return text
+                .parse::<Uri>()
+                .map(|_| Source::Url(text.to_owned()))
+                .map_err(|e| format!("`{text}` is not a valid URL: {e}"));
         }
         let path = Path::new(text);
         if text.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(format!("`{text}` must be an http(s) URL or a relative path inside the plugin directory (no `..`, not absolute)"));
+            return Err(format!(
+                "`{text}` must be an http(s) URL or a relative path inside the plugin directory (no `..`, not absolute)"
+            ));
         }
         Ok(Source::File(plugin_dir.join(path)))
     }
@@ -73,38 +82,67 @@ const MAX_REDIRECTS: usize = 5;
 
 impl Fetcher {
     pub fn new(max_size: u64, timeout: Duration, ca_file: PathBuf) -> Fetcher {
-        Fetcher { max_size, timeout, ca_file, tls: std::sync::OnceLock::new() }
+        Fetcher {
+            max_size,
+            timeout,
+            ca_file,
+            tls: std::sync::OnceLock::new(),
+        }
     }
 
     /// The bytes of `source`.
     pub async fn get(&self, source: &Source) -> Result<Vec<u8>, SourceError> {
         match source {
             Source::File(path) => {
-                let read = |message: String| SourceError::Read { path: path.clone(), message };
-                let size = tokio::fs::metadata(path).await.map_err(|e| read(e.to_string()))?.len();
+                let read = |message: String| SourceError::Read {
+                    path: path.clone(),
+                    message,
+                };
+                let size = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| read(e.to_string()))?
+                    .len();
                 if size > self.max_size {
-                    return Err(SourceError::TooLarge { origin: path.display().to_string(), limit: self.max_size });
+                    return Err(SourceError::TooLarge {
+                        origin: path.display().to_string(),
+                        limit: self.max_size,
+                    });
                 }
                 tokio::fs::read(path).await.map_err(|e| read(e.to_string()))
             }
             Source::Url(url) => {
-                let fail = |message: String| SourceError::Fetch { url: url.clone(), message };
+                let fail = |message: String| SourceError::Fetch {
+                    url: url.clone(),
+                    message,
+                };
                 match tokio::time::timeout(self.timeout, self.download(url)).await {
                     Ok(result) => result,
-                    Err(_) => Err(fail(format!("no complete answer within {:?} ([remote] fetch_timeout)", self.timeout))),
+                    Err(_) => Err(fail(format!(
+                        "no complete answer within {:?} ([remote] fetch_timeout)",
+                        self.timeout
+                    ))),
                 }
             }
         }
     }
 
     async fn download(&self, url: &str) -> Result<Vec<u8>, SourceError> {
-        let fail = |message: String| SourceError::Fetch { url: url.to_owned(), message };
-        let mut uri: Uri = url.parse().map_err(|e| fail(format!("not a valid URL: {e}")))?;
+        let fail = |message: String| SourceError::Fetch {
+            url: url.to_owned(),
+            message,
+        };
+        let mut uri: Uri = url
+            .parse()
+            .map_err(|e| fail(format!("not a valid URL: {e}")))?;
         for _ in 0..=MAX_REDIRECTS {
             let response = self.request(&uri).await.map_err(fail)?;
             let status = response.status();
             if status.is_redirection() {
-                let location = response.headers().get(hyper::header::LOCATION).and_then(|l| l.to_str().ok()).ok_or_else(|| fail(format!("{status} without a Location")))?;
+                let location = response
+                    .headers()
+                    .get(hyper::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| fail(format!("{status} without a Location")))?;
                 uri = redirect(&uri, location).map_err(fail)?;
                 continue;
             }
@@ -117,7 +155,10 @@ impl Fetcher {
                 let frame = frame.map_err(|e| fail(format!("the download broke off: {e}")))?;
                 if let Some(chunk) = frame.data_ref() {
                     if (bytes.len() + chunk.len()) as u64 > self.max_size {
-                        return Err(SourceError::TooLarge { origin: url.to_owned(), limit: self.max_size });
+                        return Err(SourceError::TooLarge {
+                            origin: url.to_owned(),
+                            limit: self.max_size,
+                        });
                     }
                     bytes.extend_from_slice(chunk);
                 }
@@ -133,53 +174,92 @@ impl Fetcher {
             Some("http") => false,
             other => return Err(format!("unsupported scheme {other:?}")),
         };
-        let host = uri.host().ok_or("the URL has no host")?.trim_matches(|c| c == '[' || c == ']').to_owned();
+        let host = uri
+            .host()
+            .ok_or("the URL has no host")?
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host).to_owned();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or(&host)
+            .to_owned();
         let request = Request::get(path)
             .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, concat!("edgeguard/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("edgeguard/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         if !https {
             return send(TokioIo::new(tcp), request).await;
         }
         let tls = self.tls.get_or_init(|| {
-            let pem = std::fs::read_to_string(&self.ca_file).map_err(|e| format!("cannot read the https roots {}: {e}", self.ca_file.display()))?;
-            crate::edge::hub::tls_config(&pem, &format!("the https roots {}", self.ca_file.display()))
+            let pem = std::fs::read_to_string(&self.ca_file).map_err(|e| {
+                format!(
+                    "cannot read the https roots {}: {e}",
+                    self.ca_file.display()
+                )
+            })?;
+            crate::edge::hub::tls_config(
+                &pem,
+                &format!("the https roots {}", self.ca_file.display()),
+            )
         });
         let tls = tls.clone()?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("`{host}`: {e}"))?;
-        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("`{host}`: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
         send(TokioIo::new(stream), request).await
     }
 }
 
-async fn send<S>(io: TokioIo<S>, request: Request<Empty<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, String>
+async fn send<S>(
+    io: TokioIo<S>,
+    request: Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("plugin download connection: {e}");
         }
     });
-    sender.send_request(request).await.map_err(|e| e.to_string())
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The target of a redirect: absolute, or a path on the same server.
 fn redirect(from: &Uri, location: &str) -> Result<Uri, String> {
     if is_url(location) {
-        return location.parse().map_err(|e| format!("bad redirect `{location}`: {e}"));
+        return location
+            .parse()
+            .map_err(|e| format!("bad redirect `{location}`: {e}"));
     }
     if !location.starts_with('/') {
         return Err(format!("unsupported relative redirect `{location}`"));
     }
     let mut parts = from.clone().into_parts();
-    parts.path_and_query = Some(location.parse().map_err(|e| format!("bad redirect `{location}`: {e}"))?);
+    parts.path_and_query = Some(
+        location
+            .parse()
+            .map_err(|e| format!("bad redirect `{location}`: {e}"))?,
+    );
     Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
@@ -190,20 +270,43 @@ mod tests {
     #[test]
     fn twin_paths_stay_inside_the_plugin_directory() {
         let dir = Path::new("/opt/plugins");
-        assert_eq!(Source::remote("process-v2.wasm", dir), Ok(Source::File(dir.join("process-v2.wasm"))));
-        assert_eq!(Source::remote("v2/process.wasm", dir), Ok(Source::File(dir.join("v2/process.wasm"))));
+        assert_eq!(
+            Source::remote("process-v2.wasm", dir),
+            Ok(Source::File(dir.join("process-v2.wasm")))
+        );
+        assert_eq!(
+            Source::remote("v2/process.wasm", dir),
+            Ok(Source::File(dir.join("v2/process.wasm")))
+        );
         for bad in ["../etc/shadow", "/etc/passwd", "v2/../../x", "", "./x"] {
-            assert!(Source::remote(bad, dir).unwrap_err().contains("inside the plugin directory"), "{bad}");
+            assert!(
+                Source::remote(bad, dir)
+                    .unwrap_err()
+                    .contains("inside the plugin directory"),
+                "{bad}"
+            );
         }
-        assert_eq!(Source::remote("https://example.com/p.wasm", dir), Ok(Source::Url("https://example.com/p.wasm".into())));
-        assert_eq!(Source::local(Path::new("/abs/p.wasm"), dir), Source::File("/abs/p.wasm".into()));
+        assert_eq!(
+            Source::remote("https://example.com/p.wasm", dir),
+            Ok(Source::Url("https://example.com/p.wasm".into()))
+        );
+        assert_eq!(
+            Source::local(Path::new("/abs/p.wasm"), dir),
+            Source::File("/abs/p.wasm".into())
+        );
     }
 
     #[test]
     fn redirects_resolve() {
         let from: Uri = "https://h:8443/a/b.wasm?x=1".parse().unwrap();
-        assert_eq!(redirect(&from, "/c.wasm").unwrap().to_string(), "https://h:8443/c.wasm");
-        assert_eq!(redirect(&from, "http://o/d").unwrap().to_string(), "http://o/d");
+        assert_eq!(
+            redirect(&from, "/c.wasm").unwrap().to_string(),
+            "https://h:8443/c.wasm"
+        );
+        assert_eq!(
+            redirect(&from, "http://o/d").unwrap().to_string(),
+            "http://o/d"
+        );
         assert!(redirect(&from, "e.wasm").is_err());
     }
 }

@@ -59,7 +59,11 @@ pub fn local_set(config: &Config) -> Vec<CollectorSpec> {
             signature: p.signature.clone(),
             group: p.group,
             interval: p.interval.map(|s| s.0),
-            grants: p.grants.iter().filter_map(|g| Capability::from_name(g)).collect(),
+            grants: p
+                .grants
+                .iter()
+                .filter_map(|g| Capability::from_name(g))
+                .collect(),
             dirs: p.dirs.clone(),
             limits: config.limits.with(&p.limits),
             config: p.config.clone(),
@@ -90,17 +94,39 @@ struct TwinEntry {
 
 /// The set the twin asks for: `base` (the local set) overlaid with the twin's `collectors`
 /// object. Every problem is named by its twin path; any problem refuses the whole section.
-pub fn overlay(base: Vec<CollectorSpec>, collectors: &Value, local: &Config, at: &str) -> Result<Vec<CollectorSpec>, Vec<ConfigIssue>> {
-    let issue = |name: String, message: String| ConfigIssue { name, error_type: ErrorType::TypeMismatch, used: "(in force)".into(), message };
+pub fn overlay(
+    base: Vec<CollectorSpec>,
+    collectors: &Value,
+    local: &Config,
+    at: &str,
+) -> Result<Vec<CollectorSpec>, Vec<ConfigIssue>> {
+    let issue = |name: String, message: String| ConfigIssue {
+        name,
+        error_type: ErrorType::TypeMismatch,
+        used: "(in force)".into(),
+        message,
+    };
     let Some(entries) = collectors.as_object() else {
-        return Err(vec![issue(at.into(), format!("must be an object of collectors by name, not {collectors}"))]);
+        return Err(vec![issue(
+            at.into(),
+            format!("must be an object of collectors by name, not {collectors}"),
+        )]);
     };
     let mut set = base;
     let mut issues = Vec::new();
-    for (name, value) in entries.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()) {
+    for (name, value) in entries
+        .iter()
+        .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+    {
         let at = format!("{at}.{name}");
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            issues.push(issue(at, "a collector name uses only letters, digits, - and _".into()));
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            issues.push(issue(
+                at,
+                "a collector name uses only letters, digits, - and _".into(),
+            ));
             continue;
         }
         let entry: TwinEntry = match serde_json::from_value(strip_metadata(value)) {
@@ -118,19 +144,35 @@ pub fn overlay(base: Vec<CollectorSpec>, collectors: &Value, local: &Config, at:
             continue;
         }
         let before = issues.len();
-        let spec = apply_entry(existing.map(|i| set[i].clone()), name, entry, local, &at, &mut |n, m| issues.push(issue(n, m)));
+        let spec = apply_entry(
+            existing.map(|i| set[i].clone()),
+            name,
+            entry,
+            local,
+            &at,
+            &mut |n, m| issues.push(issue(n, m)),
+        );
         match (spec, existing) {
             (Some(spec), Some(i)) if issues.len() == before => set[i] = spec,
             (Some(spec), None) if issues.len() == before => set.push(spec),
             _ => {}
         }
     }
-    if issues.is_empty() { Ok(set) } else { Err(issues) }
+    if issues.is_empty() {
+        Ok(set)
+    } else {
+        Err(issues)
+    }
 }
 
 fn strip_metadata(value: &Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), v.clone())).collect::<Map<_, _>>()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Map<_, _>>(),
+        ),
         other => other.clone(),
     }
 }
@@ -156,15 +198,25 @@ fn apply_entry(
     };
     // A source from the twin is always pinned: the twin says which bytes, not just where.
     if e.source.is_some() && e.sha256.is_none() {
-        issue(field("sha256"), "a source given by the twin needs its sha256".into());
+        issue(
+            field("sha256"),
+            "a source given by the twin needs its sha256".into(),
+        );
     }
     if let Some(sha) = &e.sha256
         && !is_sha256(sha)
     {
-        issue(field("sha256"), format!("`{sha}` is not a SHA-256 (64 hex digits)"));
+        issue(
+            field("sha256"),
+            format!("`{sha}` is not a SHA-256 (64 hex digits)"),
+        );
     }
     if base.is_none() && e.source.is_none() {
-        issue(field("source"), "a collector the local configuration does not have needs a source and its sha256".into());
+        issue(
+            field("source"),
+            "a collector the local configuration does not have needs a source and its sha256"
+                .into(),
+        );
         return None;
     }
     let mut spec = base.unwrap_or_else(|| CollectorSpec {
@@ -198,7 +250,10 @@ fn apply_entry(
     }
     if let Some(span) = e.interval {
         if span.0 < Duration::from_millis(10) {
-            issue(field("interval"), format!("interval {span} is too short (at least 10ms)"));
+            issue(
+                field("interval"),
+                format!("interval {span} is too short (at least 10ms)"),
+            );
         }
         spec.interval = Some(span.0);
     }
@@ -206,24 +261,41 @@ fn apply_entry(
         spec.grants.clear();
         for g in grants {
             match Capability::from_name(&g) {
-                None => issue(field("grants"), format!("unknown capability `{g}` (known: {})", Capability::names().join(", "))),
+                None => issue(
+                    field("grants"),
+                    format!(
+                        "unknown capability `{g}` (known: {})",
+                        Capability::names().join(", ")
+                    ),
+                ),
                 Some(_) if !local.remote.twin_grants.contains(&g) => issue(
                     field("grants"),
-                    format!("`{g}` may not be granted from the twin (the local [remote] twin_grants allows: {})", local.remote.twin_grants.join(", ")),
+                    format!(
+                        "`{g}` may not be granted from the twin (the local [remote] twin_grants allows: {})",
+                        local.remote.twin_grants.join(", ")
+                    ),
                 ),
-                Some(c) if spec.grants.contains(&c) => issue(field("grants"), format!("`{g}` is granted twice")),
+                Some(c) if spec.grants.contains(&c) => {
+                    issue(field("grants"), format!("`{g}` is granted twice"))
+                }
                 Some(c) => spec.grants.push(c),
             }
         }
     }
     if let Some(dirs) = e.dirs {
         if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
-            issue(field("dirs"), format!("`{}` must be an absolute path", d.display()));
+            issue(
+                field("dirs"),
+                format!("`{}` must be an absolute path", d.display()),
+            );
         }
         spec.dirs = dirs;
     }
     if !spec.dirs.is_empty() && !spec.grants.contains(&Capability::Filesystem) {
-        issue(field("dirs"), "directories are given but `filesystem` is not granted".into());
+        issue(
+            field("dirs"),
+            "directories are given but `filesystem` is not granted".into(),
+        );
     }
     if let Some(overrides) = e.limits {
         spec.limits = spec.limits.with(&overrides);
@@ -259,7 +331,11 @@ mod tests {
 
     fn resolve(twin: Value) -> Result<Vec<CollectorSpec>, Vec<String>> {
         let local = local();
-        overlay(local_set(&local), &twin, &local, "edgeguard.collectors").map_err(|i| i.iter().map(|i| format!("{}: {}", i.name, i.message)).collect())
+        overlay(local_set(&local), &twin, &local, "edgeguard.collectors").map_err(|i| {
+            i.iter()
+                .map(|i| format!("{}: {}", i.name, i.message))
+                .collect()
+        })
     }
 
     #[test]
@@ -275,13 +351,24 @@ mod tests {
         let names: Vec<&str> = set.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["process", "beat"]);
         let p = &set[0];
-        assert_eq!(p.source, Source::Url("https://plugins.example/process-2.wasm".into()));
-        assert_eq!(p.grants, [Capability::Processes, Capability::Log], "local grants stay");
+        assert_eq!(
+            p.source,
+            Source::Url("https://plugins.example/process-2.wasm".into())
+        );
+        assert_eq!(
+            p.grants,
+            [Capability::Processes, Capability::Log],
+            "local grants stay"
+        );
         assert_eq!(p.interval, Some(Duration::from_secs(2)));
         assert!(p.from_twin);
         let b = &set[1];
         assert_eq!(b.source, Source::File("/p/beat.wasm".into()));
-        assert_eq!(b.sha256.as_deref(), Some(sha.as_str()), "digests are kept in lower case");
+        assert_eq!(
+            b.sha256.as_deref(),
+            Some(sha.as_str()),
+            "digests are kept in lower case"
+        );
         assert_eq!(b.limits.memory.0, 8 << 20);
         assert_eq!(b.limits.call_timeout.0, Duration::from_secs(1));
         assert_eq!(b.group, Some(Group::Low));
@@ -320,6 +407,9 @@ mod tests {
         ] {
             assert!(errors.contains(needle), "{needle} in\n{errors}");
         }
-        assert!(resolve(json!(["process"])).unwrap_err()[0].contains("must be an object of collectors by name"));
+        assert!(
+            resolve(json!(["process"])).unwrap_err()[0]
+                .contains("must be an object of collectors by name")
+        );
     }
 }

@@ -11,9 +11,13 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 pub enum TrustError {
     #[error("sha256 mismatch: expected {expected}, the component is {found}")]
     Digest { expected: String, found: String },
-    #[error("unsigned: a plugin from a URL must be signed by a key of the local [remote] signing_keys (or the local configuration must set allow_unsigned)")]
+    #[error(
+        "unsigned: a plugin from a URL must be signed by a key of the local [remote] signing_keys (or the local configuration must set allow_unsigned)"
+    )]
     Unsigned,
-    #[error("signed with key `{key}`, which the local configuration does not trust (trusted: {trusted})")]
+    #[error(
+        "signed with key `{key}`, which the local configuration does not trust (trusted: {trusted})"
+    )]
     UntrustedKey { key: String, trusted: String },
     #[error("the signature is not valid for these bytes with key `{key}`")]
     BadSignature { key: String },
@@ -29,11 +33,21 @@ pub struct Trust<'a> {
 impl Trust<'_> {
     /// Checks `bytes` (with digest `found`) against the pinned digest and the signature.
     /// `from_url`: fetched over the network, where a signature is required unless allowed.
-    pub fn check(&self, found: &str, pinned: Option<&str>, signature: Option<&SignatureConfig>, from_url: bool, bytes: &[u8]) -> Result<(), TrustError> {
+    pub fn check(
+        &self,
+        found: &str,
+        pinned: Option<&str>,
+        signature: Option<&SignatureConfig>,
+        from_url: bool,
+        bytes: &[u8],
+    ) -> Result<(), TrustError> {
         if let Some(expected) = pinned
             && !expected.eq_ignore_ascii_case(found)
         {
-            return Err(TrustError::Digest { expected: expected.to_ascii_lowercase(), found: found.to_owned() });
+            return Err(TrustError::Digest {
+                expected: expected.to_ascii_lowercase(),
+                found: found.to_owned(),
+            });
         }
         match signature {
             // A signature is always checked, wherever the plugin comes from.
@@ -45,25 +59,43 @@ impl Trust<'_> {
 
     fn verify(&self, signature: &SignatureConfig, bytes: &[u8]) -> Result<(), TrustError> {
         let Some(key) = self.remote.signing_keys.get(&signature.key) else {
-            let trusted: Vec<&str> = self.remote.signing_keys.keys().map(String::as_str).collect();
+            let trusted: Vec<&str> = self
+                .remote
+                .signing_keys
+                .keys()
+                .map(String::as_str)
+                .collect();
             return Err(TrustError::UntrustedKey {
                 key: signature.key.clone(),
-                trusted: if trusted.is_empty() { "none".into() } else { trusted.join(", ") },
+                trusted: if trusted.is_empty() {
+                    "none".into()
+                } else {
+                    trusted.join(", ")
+                },
             });
         };
         let key = public_key(key).map_err(TrustError::Malformed)?;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(signature.ed25519.trim())
             .map_err(|e| TrustError::Malformed(format!("not base64: {e}")))?;
-        let raw: [u8; 64] = raw.try_into().map_err(|r: Vec<u8>| TrustError::Malformed(format!("{} bytes, an ed25519 signature has 64", r.len())))?;
-        key.verify(bytes, &Signature::from_bytes(&raw)).map_err(|_| TrustError::BadSignature { key: signature.key.clone() })
+        let raw: [u8; 64] = raw.try_into().map_err(|r: Vec<u8>| {
+            TrustError::Malformed(format!("{} bytes, an ed25519 signature has 64", r.len()))
+        })?;
+        key.verify(bytes, &Signature::from_bytes(&raw))
+            .map_err(|_| TrustError::BadSignature {
+                key: signature.key.clone(),
+            })
     }
 }
 
 /// A public key as the configuration writes it: base64 of its 32 bytes.
 pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("not base64: {e}"))?;
-    let raw: [u8; 32] = raw.try_into().map_err(|r: Vec<u8>| format!("{} bytes, an ed25519 public key has 32", r.len()))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    let raw: [u8; 32] = raw
+        .try_into()
+        .map_err(|r: Vec<u8>| format!("{} bytes, an ed25519 public key has 32", r.len()))?;
     VerifyingKey::from_bytes(&raw).map_err(|e| format!("not an ed25519 public key: {e}"))
 }
 
@@ -80,8 +112,12 @@ pub mod signing {
     }
 
     pub fn key_from_text(text: &str) -> Result<SigningKey, String> {
-        let raw = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|e| format!("not base64: {e}"))?;
-        let seed: [u8; 32] = raw.try_into().map_err(|r: Vec<u8>| format!("{} bytes, an ed25519 private key has 32", r.len()))?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("not base64: {e}"))?;
+        let seed: [u8; 32] = raw
+            .try_into()
+            .map_err(|r: Vec<u8>| format!("{} bytes, an ed25519 private key has 32", r.len()))?;
         Ok(SigningKey::from_bytes(&seed))
     }
 
@@ -100,8 +136,14 @@ mod tests {
     use super::*;
 
     fn remote(keys: &[(&str, &ed25519_dalek::SigningKey)]) -> RemoteConfig {
-        let signing_keys = keys.iter().map(|(n, k)| (n.to_string(), signing::encode(k.verifying_key().as_bytes()))).collect();
-        RemoteConfig { signing_keys, ..RemoteConfig::default() }
+        let signing_keys = keys
+            .iter()
+            .map(|(n, k)| (n.to_string(), signing::encode(k.verifying_key().as_bytes())))
+            .collect();
+        RemoteConfig {
+            signing_keys,
+            ..RemoteConfig::default()
+        }
     }
 
     #[test]
@@ -112,21 +154,86 @@ mod tests {
         let trust = Trust { remote: &remote };
         let bytes = b"\0asm component";
         let digest = crate::runtime::artifact_cache::sha256_hex(bytes);
-        let sig = |key: &ed25519_dalek::SigningKey, name: &str, over: &[u8]| SignatureConfig { key: name.into(), ed25519: signing::sign(key, over) };
+        let sig = |key: &ed25519_dalek::SigningKey, name: &str, over: &[u8]| SignatureConfig {
+            key: name.into(),
+            ed25519: signing::sign(key, over),
+        };
 
-        assert_eq!(trust.check(&digest, Some(&digest.to_uppercase()), Some(&sig(&ours, "release", bytes)), true, bytes), Ok(()));
-        assert!(matches!(trust.check(&digest, Some(&"0".repeat(64)), None, false, bytes), Err(TrustError::Digest { .. })));
-        assert_eq!(trust.check(&digest, Some(&digest), None, true, bytes), Err(TrustError::Unsigned));
-        assert_eq!(trust.check(&digest, Some(&digest), None, false, bytes), Ok(()), "a local file may be unsigned");
-        assert_eq!(trust.check(&digest, None, Some(&sig(&ours, "release", b"other bytes")), false, bytes), Err(TrustError::BadSignature { key: "release".into() }));
-        assert_eq!(trust.check(&digest, None, Some(&sig(&theirs, "release", bytes)), false, bytes), Err(TrustError::BadSignature { key: "release".into() }));
         assert_eq!(
-            trust.check(&digest, None, Some(&sig(&theirs, "vendor", bytes)), true, bytes),
-            Err(TrustError::UntrustedKey { key: "vendor".into(), trusted: "release".into() })
+            trust.check(
+                &digest,
+                Some(&digest.to_uppercase()),
+                Some(&sig(&ours, "release", bytes)),
+                true,
+                bytes
+            ),
+            Ok(())
         );
-        let short = SignatureConfig { key: "release".into(), ed25519: signing::encode(&[1; 10]) };
-        assert!(matches!(trust.check(&digest, None, Some(&short), true, bytes), Err(TrustError::Malformed(_))));
-        let lax = RemoteConfig { allow_unsigned: true, ..RemoteConfig::default() };
-        assert_eq!(Trust { remote: &lax }.check(&digest, Some(&digest), None, true, bytes), Ok(()));
+        assert!(matches!(
+            trust.check(&digest, Some(&"0".repeat(64)), None, false, bytes),
+            Err(TrustError::Digest { .. })
+        ));
+        assert_eq!(
+            trust.check(&digest, Some(&digest), None, true, bytes),
+            Err(TrustError::Unsigned)
+        );
+        assert_eq!(
+            trust.check(&digest, Some(&digest), None, false, bytes),
+            Ok(()),
+            "a local file may be unsigned"
+        );
+        assert_eq!(
+            trust.check(
+                &digest,
+                None,
+                Some(&sig(&ours, "release", b"other bytes")),
+                false,
+                bytes
+            ),
+            Err(TrustError::BadSignature {
+                key: "release".into()
+            })
+        );
+        assert_eq!(
+            trust.check(
+                &digest,
+                None,
+                Some(&sig(&theirs, "release", bytes)),
+                false,
+                bytes
+            ),
+            Err(TrustError::BadSignature {
+                key: "release".into()
+            })
+        );
+        assert_eq!(
+            trust.check(
+                &digest,
+                None,
+                Some(&sig(&theirs, "vendor", bytes)),
+                true,
+                bytes
+            ),
+            Err(TrustError::UntrustedKey {
+                key: "vendor".into(),
+                trusted: "release".into()
+            })
+        );
+        let short = SignatureConfig {
+            key: "release".into(),
+            ed25519: signing::encode(&[1; 10]),
+        };
+        assert!(matches!(
+            trust.check(&digest, None, Some(&short), true, bytes),
+            Err(TrustError::Malformed(_))
+        ));
+        let lax = RemoteConfig {
+            allow_unsigned: true,
+            ..RemoteConfig::default()
+        };
+        assert_eq!(
+            Trust { remote: &lax }.check(&digest, Some(&digest), None, true, bytes),
+            Ok(())
+        );
     }
 }

@@ -90,9 +90,28 @@ pub struct Drained<E> {
 impl<S: Source> Feed<S> {
     /// A feed whose queues hold at most `capacity` events each; `open` connects to the kernel
     /// (or says why it cannot), when the first plugin follows.
-    pub fn new(what: &'static str, capacity: usize, wake: Wake, open: impl Fn() -> Result<S, String> + Send + Sync + 'static) -> Feed<S> {
-        let state = State { reading: false, refused: None, queues: HashMap::new(), instances: HashMap::new(), usage: HashMap::new() };
-        Feed { what, shared: Arc::new(Shared { capacity: capacity.max(2), wake, state: Mutex::new(state) }), open: Box::new(open) }
+    pub fn new(
+        what: &'static str,
+        capacity: usize,
+        wake: Wake,
+        open: impl Fn() -> Result<S, String> + Send + Sync + 'static,
+    ) -> Feed<S> {
+        let state = State {
+            reading: false,
+            refused: None,
+            queues: HashMap::new(),
+            instances: HashMap::new(),
+            usage: HashMap::new(),
+        };
+        Feed {
+            what,
+            shared: Arc::new(Shared {
+                capacity: capacity.max(2),
+                wake,
+                state: Mutex::new(state),
+            }),
+            open: Box::new(open),
+        }
     }
 
     /// An instance of `plugin` exists (its queue is kept while one does).
@@ -133,7 +152,11 @@ impl<S: Source> Feed<S> {
             return Err(why);
         }
         let take = queue.events.len().min(max);
-        let drained = Drained { events: queue.events.drain(..take).collect(), lost: std::mem::take(&mut queue.lost), fresh: std::mem::take(&mut queue.fresh) };
+        let drained = Drained {
+            events: queue.events.drain(..take).collect(),
+            lost: std::mem::take(&mut queue.lost),
+            fresh: std::mem::take(&mut queue.fresh),
+        };
         queue.woken = queue.events.len() >= self.shared.capacity / 2;
         let usage = state.usage.entry(Arc::clone(plugin)).or_default();
         usage.following = true;
@@ -144,7 +167,12 @@ impl<S: Source> Feed<S> {
 
     /// `plugin` read the polled snapshot instead of (or besides) the feed.
     pub fn note_polled(&self, plugin: &Arc<str>) {
-        self.shared.lock().usage.entry(Arc::clone(plugin)).or_default().polled = true;
+        self.shared
+            .lock()
+            .usage
+            .entry(Arc::clone(plugin))
+            .or_default()
+            .polled = true;
     }
 
     pub fn usage(&self, plugin: &str) -> Option<Usage> {
@@ -184,7 +212,14 @@ impl<S: Source> Feed<S> {
             tracing::info!(plugin = %plugin, "following the kernel's {}", self.what);
         }
         let orphaned_since = (!state.instances.contains_key(plugin)).then(Instant::now);
-        let queue = Queue { events: VecDeque::new(), lost: 0, fresh: true, woken: false, broken: None, orphaned_since };
+        let queue = Queue {
+            events: VecDeque::new(),
+            lost: 0,
+            fresh: true,
+            woken: false,
+            broken: None,
+            orphaned_since,
+        };
         state.queues.insert(Arc::clone(plugin), queue);
         Ok(())
     }
@@ -284,13 +319,25 @@ mod tests {
         }
     }
 
-    fn feed(capacity: usize) -> (Feed<Scripted>, mpsc::Sender<(Vec<u32>, u64)>, Arc<Mutex<Vec<String>>>) {
+    fn feed(
+        capacity: usize,
+    ) -> (
+        Feed<Scripted>,
+        mpsc::Sender<(Vec<u32>, u64)>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
         let (tx, rx) = mpsc::channel();
         let rx = Mutex::new(Some(rx));
         let woken: Arc<Mutex<Vec<String>>> = Arc::default();
         let w = Arc::clone(&woken);
         let wake: Wake = Arc::new(move |p: &str| w.lock().unwrap().push(p.to_owned()));
-        let feed = Feed::new("test feed", capacity, wake, move || rx.lock().unwrap().take().map(Scripted).ok_or_else(|| "opened twice".to_owned()));
+        let feed = Feed::new("test feed", capacity, wake, move || {
+            rx.lock()
+                .unwrap()
+                .take()
+                .map(Scripted)
+                .ok_or_else(|| "opened twice".to_owned())
+        });
         (feed, tx, woken)
     }
 
@@ -309,10 +356,23 @@ mod tests {
         settle();
         assert_eq!(*woken.lock().unwrap(), vec!["p"]);
         let d = feed.drain(&p, 3).unwrap();
-        assert_eq!((d.events, d.lost, d.fresh), (vec![1, 2, 3], 5, false), "2 past capacity + 3 dropped by the kernel");
+        assert_eq!(
+            (d.events, d.lost, d.fresh),
+            (vec![1, 2, 3], 5, false),
+            "2 past capacity + 3 dropped by the kernel"
+        );
         let d = feed.drain(&p, 3).unwrap();
         assert_eq!((d.events, d.lost), (vec![4], 0));
-        assert_eq!(feed.usage("p").unwrap(), Usage { following: true, unavailable: None, polled: false, delivered: 4, lost: 5 });
+        assert_eq!(
+            feed.usage("p").unwrap(),
+            Usage {
+                following: true,
+                unavailable: None,
+                polled: false,
+                delivered: 4,
+                lost: 5
+            }
+        );
     }
 
     #[test]
@@ -341,7 +401,10 @@ mod tests {
         assert!(err.contains("test feed failed: gone"), "{err}");
         let again = feed.drain(&p, 10).err().unwrap();
         assert_eq!(again, err, "not reopened before the retry delay");
-        assert_eq!(feed.usage("p").unwrap().unavailable.as_deref(), Some(err.as_str()));
+        assert_eq!(
+            feed.usage("p").unwrap().unavailable.as_deref(),
+            Some(err.as_str())
+        );
     }
 
     #[test]

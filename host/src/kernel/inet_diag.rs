@@ -70,7 +70,12 @@ pub(crate) mod tests {
     use super::*;
 
     /// An `inet_diag_msg` from 127.0.0.1:`sport` to 10.0.0.2:`dport`, then `attributes` (type, payload).
-    pub(crate) fn message(family: u8, sport: u16, dport: u16, attributes: &[(u16, &[u8])]) -> Vec<u8> {
+    pub(crate) fn message(
+        family: u8,
+        sport: u16,
+        dport: u16,
+        attributes: &[(u16, &[u8])],
+    ) -> Vec<u8> {
         let mut m = vec![0u8; INET_DIAG_MSG];
         m[0] = family;
         m[1] = 7;
@@ -91,14 +96,28 @@ pub(crate) mod tests {
 
     #[test]
     fn the_message_and_its_attributes_parse() {
-        let m = message(libc::AF_INET as u8, 40000, 443, &[(1, &[9; 3]), (2, &[5; 8])]);
+        let m = message(
+            libc::AF_INET as u8,
+            40000,
+            443,
+            &[(1, &[9; 3]), (2, &[5; 8])],
+        );
         let d = parse(&m).unwrap();
         assert_eq!((d.ipv6, d.state, d.uid, d.inode), (false, 7, 1000, 4242));
-        assert_eq!((&d.local, &d.remote), (&("127.0.0.1".to_owned(), 40000), &("10.0.0.2".to_owned(), 443)));
+        assert_eq!(
+            (&d.local, &d.remote),
+            (
+                &("127.0.0.1".to_owned(), 40000),
+                &("10.0.0.2".to_owned(), 443)
+            )
+        );
         assert_eq!(d.attribute(1), Some(&[9u8; 3][..]), "padded to 4");
         assert_eq!(d.attribute(2), Some(&[5u8; 8][..]));
         assert_eq!(d.attribute(3), None);
         assert!(parse(&m[..INET_DIAG_MSG - 1]).is_none(), "too short");
-        assert!(parse(&message(libc::AF_UNIX as u8, 1, 2, &[])).is_none(), "not inet");
+        assert!(
+            parse(&message(libc::AF_UNIX as u8, 1, 2, &[])).is_none(),
+            "not inet"
+        );
     }
 }

@@ -17,12 +17,20 @@ impl Netlink {
     /// A netlink socket of `protocol` (`NETLINK_SOCK_DIAG`, `NETLINK_CONNECTOR`, ...).
     pub fn open(protocol: i32) -> io::Result<Netlink> {
         // SAFETY: plain socket creation; the descriptor is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, protocol) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                protocol,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(Netlink { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Netlink {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Joins the multicast `groups` (a bit mask, as `nl_groups`); the kernel picks our port id.
@@ -32,37 +40,85 @@ impl Netlink {
         addr.nl_family = libc::AF_NETLINK as u16;
         addr.nl_groups = groups;
         // SAFETY: a valid address of the right length for a socket we own.
-        let r = unsafe { libc::bind(self.fd.as_raw_fd(), (&raw const addr).cast(), std::mem::size_of::<libc::sockaddr_nl>() as u32) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        let r = unsafe {
+            libc::bind(
+                self.fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Asks for a receive buffer of `bytes`: past `rmem_max` when privileged (SO_RCVBUFFORCE),
     /// else as much as the system allows. Event sources need room for bursts.
     pub fn set_receive_buffer(&self, bytes: usize) {
         let value = bytes.min(i32::MAX as usize) as libc::c_int;
-        if self.set_option(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value).is_err() {
+        if self
+            .set_option(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, value)
+            .is_err()
+        {
             let _ = self.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, value);
         }
     }
 
     /// `recv` gives up after `timeout` with `WouldBlock`, so a reader thread can look around.
     pub fn set_receive_timeout(&self, timeout: Duration) -> io::Result<()> {
-        let tv = libc::timeval { tv_sec: timeout.as_secs() as _, tv_usec: timeout.subsec_micros() as _ };
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as _,
+            tv_usec: timeout.subsec_micros() as _,
+        };
         // SAFETY: a timeval of the right size for SO_RCVTIMEO on a socket we own.
-        let r = unsafe { libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     fn set_option(&self, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
         // SAFETY: an int option on a socket we own.
-        let r = unsafe { libc::setsockopt(self.fd.as_raw_fd(), level, name, (&raw const value).cast(), std::mem::size_of::<libc::c_int>() as u32) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends one message to the kernel.
     pub fn send(&self, message: &[u8]) -> io::Result<()> {
         // SAFETY: sending a buffer we own to a socket we own; the kernel is the default destination.
-        if unsafe { libc::send(self.fd.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) } < 0 {
+        if unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+                0,
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -72,7 +128,11 @@ impl Netlink {
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: receiving into a buffer we own, within its length.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 
     /// How many messages the kernel dropped for this bound socket since it was opened (its
@@ -86,7 +146,8 @@ impl Netlink {
     /// Whether this bound socket is listed in `table` (a `net/netlink` file): whether it lives
     /// in that file's network namespace. Needs no privilege over the namespace's processes.
     pub fn listed_in(&self, table: &str) -> bool {
-        self.inode().is_some_and(|inode| drops_of(table, inode).is_some())
+        self.inode()
+            .is_some_and(|inode| drops_of(table, inode).is_some())
     }
 
     fn inode(&self) -> Option<u64> {
@@ -140,7 +201,14 @@ impl Multicast {
     pub fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         match self.socket.recv(buf) {
             Ok(n) => Ok(Received::Datagram(n)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(Received::Idle),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(Received::Idle)
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 let total = self.socket.drops().unwrap_or(self.drops_seen + 1);
                 let dropped = total.saturating_sub(self.drops_seen).max(1);
@@ -199,7 +267,9 @@ pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// The errno of an `NLMSG_ERROR` payload (0 for an acknowledgement).
 pub fn error_of(payload: &[u8]) -> i32 {
-    payload.get(..4).map_or(0, |b| -i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+    payload
+        .get(..4)
+        .map_or(0, |b| -i32::from_ne_bytes(b.try_into().expect("4 bytes")))
 }
 
 #[cfg(test)]
@@ -211,7 +281,10 @@ mod tests {
         let mut datagram = request(20, 0, 7, &[1, 2, 3]);
         datagram.resize(20, 0); // aligned to 4
         datagram.extend(request(NLMSG_DONE, 0, 7, &[]));
-        let got: Vec<(u16, Vec<u8>)> = messages(&datagram).map(|m| m.map(|(k, p)| (k, p.to_vec()))).collect::<io::Result<_>>().unwrap();
+        let got: Vec<(u16, Vec<u8>)> = messages(&datagram)
+            .map(|m| m.map(|(k, p)| (k, p.to_vec())))
+            .collect::<io::Result<_>>()
+            .unwrap();
         assert_eq!(got, vec![(20, vec![1, 2, 3]), (NLMSG_DONE, vec![])]);
         let mut torn = request(20, 0, 1, &[0; 8]);
         torn.truncate(20);

@@ -28,10 +28,19 @@ const ACK_WAIT: Duration = Duration::from_millis(250);
 /// One event, threads left out: pids are thread-group ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
-    Fork { parent: u32, child: u32 },
-    Exec { pid: u32 },
+    Fork {
+        parent: u32,
+        child: u32,
+    },
+    Exec {
+        pid: u32,
+    },
     /// `code` is the wait status (`exit << 8 | signal`); `parent` is 0 on kernels that do not say.
-    Exit { pid: u32, parent: u32, code: i32 },
+    Exit {
+        pid: u32,
+        parent: u32,
+        code: i32,
+    },
 }
 
 pub struct ProcConnector {
@@ -44,15 +53,24 @@ impl ProcConnector {
     /// an operator can act on.
     /// `receive_buffer` is the kernel's buffer for us: what a burst may fill before we read.
     pub fn open(receive_timeout: Duration, receive_buffer: usize) -> Result<ProcConnector, String> {
-        let socket = Netlink::open(libc::NETLINK_CONNECTOR).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPROTONOSUPPORT) => "this kernel has no process events connector (CONFIG_PROC_EVENTS)".to_owned(),
-            _ => format!("cannot open a connector socket: {e}"),
-        })?;
-        socket.bind(CN_IDX_PROC).map_err(|e| format!("cannot join the process events group: {e}"))?;
+        let socket =
+            Netlink::open(libc::NETLINK_CONNECTOR).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPROTONOSUPPORT) => {
+                    "this kernel has no process events connector (CONFIG_PROC_EVENTS)".to_owned()
+                }
+                _ => format!("cannot open a connector socket: {e}"),
+            })?;
+        socket
+            .bind(CN_IDX_PROC)
+            .map_err(|e| format!("cannot join the process events group: {e}"))?;
         socket.set_receive_buffer(receive_buffer);
-        socket.set_receive_timeout(ACK_WAIT).map_err(|e| e.to_string())?;
+        socket
+            .set_receive_timeout(ACK_WAIT)
+            .map_err(|e| e.to_string())?;
         // The kernel answers a request by echoing its `ack` plus one to every listener.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let nonce = std::process::id().rotate_left(16) ^ nanos;
         let mut buf = vec![0; 8192];
         match listen(&socket, &mut buf, nonce)? {
@@ -63,10 +81,21 @@ impl ProcConnector {
         }
         // Kernels since 6.6 filter per listener: only the three events we use. This form gets
         // no answer (the filter drops it), and older kernels ignore it: they send everything.
-        let filter = [PROC_CN_MCAST_LISTEN, PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT];
-        let _ = socket.send(&control(nonce.wrapping_add(2), &filter.map(u32::to_ne_bytes).concat()));
-        socket.set_receive_timeout(receive_timeout).map_err(|e| e.to_string())?;
-        Ok(ProcConnector { multicast: Multicast::new(socket), buf })
+        let filter = [
+            PROC_CN_MCAST_LISTEN,
+            PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT,
+        ];
+        let _ = socket.send(&control(
+            nonce.wrapping_add(2),
+            &filter.map(u32::to_ne_bytes).concat(),
+        ));
+        socket
+            .set_receive_timeout(receive_timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(ProcConnector {
+            multicast: Multicast::new(socket),
+            buf,
+        })
     }
 
     /// Waits for the next datagram (up to the receive timeout) and appends its events to `out`.
@@ -96,7 +125,14 @@ fn listen(socket: &Netlink, buf: &mut [u8], nonce: u32) -> Result<Option<i32>, S
     while Instant::now() < deadline {
         let n = match socket.recv(buf) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             // Others' events can overflow us before our answer: keep waiting for it.
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
             Err(e) => return Err(format!("reading the process events connector: {e}")),
@@ -114,7 +150,10 @@ fn listen(socket: &Netlink, buf: &mut [u8], nonce: u32) -> Result<Option<i32>, S
 impl Drop for ProcConnector {
     /// The kernel counts listeners and stops making events when none is left.
     fn drop(&mut self) {
-        let _ = self.multicast.socket().send(&control(0, &PROC_CN_MCAST_IGNORE.to_ne_bytes()));
+        let _ = self
+            .multicast
+            .socket()
+            .send(&control(0, &PROC_CN_MCAST_IGNORE.to_ne_bytes()));
     }
 }
 
@@ -135,7 +174,8 @@ fn control(nonce: u32, op: &[u8]) -> Vec<u8> {
 /// The errno of the kernel's answer to our request `nonce`, if `payload` is that answer.
 fn acknowledgement(payload: &[u8], nonce: u32) -> Option<i32> {
     let data = payload.get(CN_MSG..)?;
-    (u32_at(payload, 12)? == nonce.wrapping_add(1) && u32_at(data, 0)? == PROC_EVENT_NONE).then(|| u32_at(data, PROC_EVENT_HEADER).map(|e| e as i32))?
+    (u32_at(payload, 12)? == nonce.wrapping_add(1) && u32_at(data, 0)? == PROC_EVENT_NONE)
+        .then(|| u32_at(data, PROC_EVENT_HEADER).map(|e| e as i32))?
 }
 
 /// A `cn_msg` carrying a `proc_event`, as one of ours; None for other events and for threads.
@@ -148,11 +188,18 @@ fn parse(payload: &[u8]) -> Option<ProcEvent> {
     let at = |i: usize| u32_at(data, i * 4);
     match u32_at(event, 0)? {
         // parent_pid, parent_tgid, child_pid, child_tgid: a new thread is not a new process.
-        PROC_EVENT_FORK => (at(2)? == at(3)?).then(|| ProcEvent::Fork { parent: at(1).unwrap_or(0), child: at(3).unwrap_or(0) }),
+        PROC_EVENT_FORK => (at(2)? == at(3)?).then(|| ProcEvent::Fork {
+            parent: at(1).unwrap_or(0),
+            child: at(3).unwrap_or(0),
+        }),
         // process_pid, process_tgid: the exec'ing thread has become the leader.
         PROC_EVENT_EXEC => Some(ProcEvent::Exec { pid: at(1)? }),
         // process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid.
-        PROC_EVENT_EXIT => (at(0)? == at(1)?).then(|| ProcEvent::Exit { pid: at(1).unwrap_or(0), parent: at(5).unwrap_or(0), code: at(2).unwrap_or(0) as i32 }),
+        PROC_EVENT_EXIT => (at(0)? == at(1)?).then(|| ProcEvent::Exit {
+            pid: at(1).unwrap_or(0),
+            parent: at(5).unwrap_or(0),
+            code: at(2).unwrap_or(0) as i32,
+        }),
         _ => None,
     }
 }
@@ -179,13 +226,45 @@ mod tests {
 
     #[test]
     fn events_parse_and_threads_are_left_out() {
-        assert_eq!(parse(&message(PROC_EVENT_FORK, &[10, 10, 11, 11])), Some(ProcEvent::Fork { parent: 10, child: 11 }));
-        assert_eq!(parse(&message(PROC_EVENT_FORK, &[10, 10, 12, 10])), None, "a thread");
-        assert_eq!(parse(&message(PROC_EVENT_EXEC, &[11, 11])), Some(ProcEvent::Exec { pid: 11 }));
-        assert_eq!(parse(&message(PROC_EVENT_EXIT, &[11, 11, 256, 17, 10, 10])), Some(ProcEvent::Exit { pid: 11, parent: 10, code: 256 }));
-        assert_eq!(parse(&message(PROC_EVENT_EXIT, &[12, 10, 0, 17, 10, 10])), None, "a thread");
+        assert_eq!(
+            parse(&message(PROC_EVENT_FORK, &[10, 10, 11, 11])),
+            Some(ProcEvent::Fork {
+                parent: 10,
+                child: 11
+            })
+        );
+        assert_eq!(
+            parse(&message(PROC_EVENT_FORK, &[10, 10, 12, 10])),
+            None,
+            "a thread"
+        );
+        assert_eq!(
+            parse(&message(PROC_EVENT_EXEC, &[11, 11])),
+            Some(ProcEvent::Exec { pid: 11 })
+        );
+        assert_eq!(
+            parse(&message(PROC_EVENT_EXIT, &[11, 11, 256, 17, 10, 10])),
+            Some(ProcEvent::Exit {
+                pid: 11,
+                parent: 10,
+                code: 256
+            })
+        );
+        assert_eq!(
+            parse(&message(PROC_EVENT_EXIT, &[12, 10, 0, 17, 10, 10])),
+            None,
+            "a thread"
+        );
         assert_eq!(parse(&message(0x4, &[11, 11])), None, "uid change");
-        assert_eq!(acknowledgement(&message(PROC_EVENT_NONE, &[1]), 8), Some(1), "ack is our nonce + 1");
-        assert_eq!(acknowledgement(&message(PROC_EVENT_NONE, &[0]), 9), None, "someone else's");
+        assert_eq!(
+            acknowledgement(&message(PROC_EVENT_NONE, &[1]), 8),
+            Some(1),
+            "ack is our nonce + 1"
+        );
+        assert_eq!(
+            acknowledgement(&message(PROC_EVENT_NONE, &[0]), 9),
+            None,
+            "someone else's"
+        );
     }
 }

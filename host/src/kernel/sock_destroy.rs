@@ -33,14 +33,25 @@ pub struct SockDestroy {
 impl SockDestroy {
     /// Joins the TCP destroy groups; the error says why that is impossible here.
     pub fn open(receive_timeout: Duration, receive_buffer: usize) -> Result<SockDestroy, String> {
-        let socket = Netlink::open(libc::NETLINK_SOCK_DIAG).map_err(|e| format!("cannot open a sock_diag socket: {e}"))?;
-        socket.bind(TCP_DESTROY_GROUPS).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) => "the kernel refuses socket destroy notifications without CAP_NET_ADMIN".to_owned(),
-            _ => format!("cannot join the socket destroy groups: {e}"),
-        })?;
+        let socket = Netlink::open(libc::NETLINK_SOCK_DIAG)
+            .map_err(|e| format!("cannot open a sock_diag socket: {e}"))?;
+        socket
+            .bind(TCP_DESTROY_GROUPS)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) => {
+                    "the kernel refuses socket destroy notifications without CAP_NET_ADMIN"
+                        .to_owned()
+                }
+                _ => format!("cannot join the socket destroy groups: {e}"),
+            })?;
         socket.set_receive_buffer(receive_buffer);
-        socket.set_receive_timeout(receive_timeout).map_err(|e| e.to_string())?;
-        Ok(SockDestroy { multicast: Multicast::new(socket), buf: vec![0; 16 << 10] })
+        socket
+            .set_receive_timeout(receive_timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(SockDestroy {
+            multicast: Multicast::new(socket),
+            buf: vec![0; 16 << 10],
+        })
     }
 
     /// Whether these notifications are those of the network namespace whose `net/netlink`
@@ -73,13 +84,20 @@ impl SockDestroy {
 fn parse(m: &[u8]) -> Option<ClosedSocket> {
     let socket = inet_diag::parse(m)?;
     let info = socket.attribute(INET_DIAG_INFO)?;
-    let u64_at = |at: usize| info.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+    let u64_at = |at: usize| {
+        info.get(at..at + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
     let handshake = info.get(TCPI_OPTIONS).is_some_and(|o| *o != 0)
         || u32_at(info, TCPI_RTT).is_some_and(|rtt| rtt > 0)
         || u64_at(TCPI_BYTES_ACKED).is_some_and(|b| b > 0)
         || u64_at(TCPI_BYTES_RECEIVED).is_some_and(|b| b > 0);
     let connected = handshake && socket.local.1 != 0 && socket.remote.1 != 0;
-    connected.then_some(ClosedSocket { ipv6: socket.ipv6, local: socket.local, remote: socket.remote })
+    connected.then_some(ClosedSocket {
+        ipv6: socket.ipv6,
+        local: socket.local,
+        remote: socket.remote,
+    })
 }
 
 #[cfg(test)]
@@ -96,9 +114,33 @@ mod tests {
     #[test]
     fn connections_parse_and_never_connected_sockets_are_left_out() {
         let c = parse(&message(libc::AF_INET as u8, 40000, 443, 7)).unwrap();
-        assert_eq!(c, ClosedSocket { ipv6: false, local: ("127.0.0.1".into(), 40000), remote: ("10.0.0.2".into(), 443) });
-        assert_eq!(parse(&message(libc::AF_INET as u8, 40000, 443, 0)), None, "nothing negotiated, no round trip, no bytes: refused");
-        assert_eq!(parse(&message(libc::AF_INET as u8, 8080, 0, 0)), None, "a listener");
-        assert_eq!(parse(&inet_diag::tests::message(libc::AF_INET as u8, 40000, 443, &[])), None, "no tcp_info");
+        assert_eq!(
+            c,
+            ClosedSocket {
+                ipv6: false,
+                local: ("127.0.0.1".into(), 40000),
+                remote: ("10.0.0.2".into(), 443)
+            }
+        );
+        assert_eq!(
+            parse(&message(libc::AF_INET as u8, 40000, 443, 0)),
+            None,
+            "nothing negotiated, no round trip, no bytes: refused"
+        );
+        assert_eq!(
+            parse(&message(libc::AF_INET as u8, 8080, 0, 0)),
+            None,
+            "a listener"
+        );
+        assert_eq!(
+            parse(&inet_diag::tests::message(
+                libc::AF_INET as u8,
+                40000,
+                443,
+                &[]
+            )),
+            None,
+            "no tcp_info"
+        );
     }
 }

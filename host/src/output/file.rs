@@ -17,9 +17,19 @@ pub struct FileSink {
 impl FileSink {
     /// Appends to `path`, creating it if needed.
     pub async fn open(path: &Path, max_size: u64, keep: u32) -> std::io::Result<FileSink> {
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await?;
         let size = file.metadata().await?.len();
-        Ok(FileSink { path: path.to_owned(), max_size: max_size.max(1), keep, file, size })
+        Ok(FileSink {
+            path: path.to_owned(),
+            max_size: max_size.max(1),
+            keep,
+            file,
+            size,
+        })
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
@@ -42,7 +52,11 @@ impl FileSink {
             }
             tokio::fs::rename(&self.path, self.rotated(1)).await?;
         }
-        self.file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+        self.file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await?;
         self.size = 0;
         Ok(())
     }

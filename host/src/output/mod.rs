@@ -40,7 +40,8 @@ pub enum SinkError {
 /// Resolves when the message is delivered (Ok) or known lost (Err).
 pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
-pub type Sending<'a> = Pin<Box<dyn Future<Output = Result<Acknowledgement, SinkError>> + Send + 'a>>;
+pub type Sending<'a> =
+    Pin<Box<dyn Future<Output = Result<Acknowledgement, SinkError>> + Send + 'a>>;
 
 pub trait Sink: Send {
     /// For logs: where messages go.

@@ -9,7 +9,9 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new() -> StdoutSink {
-        StdoutSink { out: tokio::io::stdout() }
+        StdoutSink {
+            out: tokio::io::stdout(),
+        }
     }
 }
 

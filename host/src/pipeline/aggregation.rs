@@ -32,7 +32,9 @@ impl IdentityField {
     pub fn parse(spec: &str) -> Result<IdentityField, String> {
         let (field, when) = match spec.split_once(" when ") {
             Some((f, cond)) => {
-                let (k, v) = cond.split_once('=').ok_or_else(|| format!("`{spec}`: the condition must read `Field=Value`"))?;
+                let (k, v) = cond
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{spec}`: the condition must read `Field=Value`"))?;
                 (f.trim(), Some((k.trim().to_owned(), v.trim().to_owned())))
             }
             None => (spec.trim(), None),
@@ -41,11 +43,18 @@ impl IdentityField {
             Some(key) => (key, true),
             None => (field, false),
         };
-        let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid(field) || when.as_ref().is_some_and(|(k, _)| !valid(k)) {
-            return Err(format!("`{spec}` is not a field name (e.g. `CommandLine`, `ExtraDetails.Key`, `LocalPort when Direction=In`)"));
+            return Err(format!(
+                "`{spec}` is not a field name (e.g. `CommandLine`, `ExtraDetails.Key`, `LocalPort when Direction=In`)"
+            ));
         }
-        Ok(IdentityField { field: field.to_owned(), extra, when })
+        Ok(IdentityField {
+            field: field.to_owned(),
+            extra,
+            when,
+        })
     }
 
     fn applies(&self, item: &Map<String, Value>) -> bool {
@@ -56,7 +65,11 @@ impl IdentityField {
     }
 
     fn value<'a>(&self, item: &'a Map<String, Value>) -> Option<&'a Value> {
-        if self.extra { item.get("ExtraDetails")?.get(&self.field) } else { item.get(&self.field) }
+        if self.extra {
+            item.get("ExtraDetails")?.get(&self.field)
+        } else {
+            item.get(&self.field)
+        }
     }
 }
 
@@ -71,14 +84,25 @@ impl Rule {
         if specs.is_empty() {
             return Err("an identity needs at least one field".into());
         }
-        Ok(Rule { identity: specs.iter().map(|s| IdentityField::parse(s.as_ref())).collect::<Result<_, _>>()? })
+        Ok(Rule {
+            identity: specs
+                .iter()
+                .map(|s| IdentityField::parse(s.as_ref()))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// The reference agents' identities ([CS] comparers; ExtraDetails.Existing keeps processes
     /// found at start apart from new ones). `None` for names with no built-in rule.
     pub fn builtin(event: &str) -> Option<Rule> {
         let specs: &[&str] = match event {
-            "ProcessCreate" => &["Executable", "CommandLine", "UserId", "UserName", "ExtraDetails.Existing"],
+            "ProcessCreate" => &[
+                "Executable",
+                "CommandLine",
+                "UserId",
+                "UserName",
+                "ExtraDetails.Existing",
+            ],
             "ConnectionCreate" => &[
                 "CommandLine",
                 "Executable",
@@ -99,17 +123,28 @@ impl Rule {
     /// The identity of an item: per field, `None` when its condition does not apply, else the
     /// field's value (`Some(None)` when absent). Read once per event; comparisons use it.
     fn key<'a>(&self, item: &'a Map<String, Value>) -> Vec<Option<Option<&'a Value>>> {
-        self.identity.iter().map(|f| f.applies(item).then(|| f.value(item))).collect()
+        self.identity
+            .iter()
+            .map(|f| f.applies(item).then(|| f.value(item)))
+            .collect()
     }
     /// The payload item the merged event shows: identity fields as they are, other fields
     /// neutralised, ExtraDetails reduced to its identity keys.
     fn neutralise(&self, item: &Map<String, Value>) -> Map<String, Value> {
-        let in_identity = |name: &str, extra: bool| self.identity.iter().any(|f| f.extra == extra && f.field == name && f.applies(item));
+        let in_identity = |name: &str, extra: bool| {
+            self.identity
+                .iter()
+                .any(|f| f.extra == extra && f.field == name && f.applies(item))
+        };
         let mut out = Map::with_capacity(item.len());
         for (k, v) in item {
             if k == "ExtraDetails" {
                 if let Value::Object(details) = v {
-                    let kept: Map<String, Value> = details.iter().filter(|(dk, _)| in_identity(dk, true)).map(|(a, b)| (a.clone(), b.clone())).collect();
+                    let kept: Map<String, Value> = details
+                        .iter()
+                        .filter(|(dk, _)| in_identity(dk, true))
+                        .map(|(a, b)| (a.clone(), b.clone()))
+                        .collect();
                     if !kept.is_empty() {
                         out.insert(k.clone(), Value::Object(kept));
                     }
@@ -147,7 +182,10 @@ fn owned_key(key: &[Option<Option<&Value>>]) -> Vec<Option<Option<Value>>> {
 }
 
 fn same_key(a: &[Option<Option<&Value>>], b: &[Option<Option<Value>>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| *x == y.as_ref().map(Option::as_ref))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| *x == y.as_ref().map(Option::as_ref))
 }
 
 fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
@@ -155,7 +193,9 @@ fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
         None => 0u8.hash(h),
         Some(Value::Null) => 1u8.hash(h),
         Some(Value::Bool(b)) => (2u8, *b).hash(h),
-        Some(Value::Number(n)) => (3u8, n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h),
+        Some(Value::Number(n)) => {
+            (3u8, n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h)
+        }
         Some(Value::String(s)) => (4u8, s.as_str()).hash(h),
         // Arrays and objects are rare in identities: hash their text.
         Some(other) => (5u8, other.to_string()).hash(h),
@@ -201,7 +241,11 @@ struct Window {
 #[derive(Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum JournalLine {
-    New { kind: String, opened: DateTime<Utc>, entry: Entry },
+    New {
+        kind: String,
+        opened: DateTime<Utc>,
+        entry: Entry,
+    },
     Hits(Vec<(uuid::Uuid, u64, DateTime<Utc>)>),
 }
 
@@ -209,7 +253,11 @@ enum JournalLine {
 #[derive(Serialize)]
 #[serde(rename_all = "lowercase")]
 enum JournalLineRef<'a> {
-    New { kind: &'a str, opened: DateTime<Utc>, entry: &'a Entry },
+    New {
+        kind: &'a str,
+        opened: DateTime<Utc>,
+        entry: &'a Entry,
+    },
     Hits(&'a [(uuid::Uuid, u64, DateTime<Utc>)]),
 }
 
@@ -228,25 +276,47 @@ struct Journal {
 impl Aggregator {
     /// An aggregator without a journal (benchmarks, tests of the rules).
     pub fn in_memory(kinds: HashMap<String, KindSettings>, max_entries: usize) -> Aggregator {
-        let windows = kinds.into_iter().map(|(name, settings)| (name, Window::new(settings))).collect();
-        Aggregator { windows, max_entries: max_entries.max(1), journal: None }
+        let windows = kinds
+            .into_iter()
+            .map(|(name, settings)| (name, Window::new(settings)))
+            .collect();
+        Aggregator {
+            windows,
+            max_entries: max_entries.max(1),
+            journal: None,
+        }
     }
 
     /// Opens (and replays) the journal at `path`. Entries of kinds no longer aggregated come
     /// back as events: queue them, then [`Aggregator::compact`].
-    pub fn open(path: &Path, kinds: HashMap<String, KindSettings>, max_entries: usize) -> std::io::Result<(Aggregator, Vec<SecurityEvent>)> {
+    pub fn open(
+        path: &Path,
+        kinds: HashMap<String, KindSettings>,
+        max_entries: usize,
+    ) -> std::io::Result<(Aggregator, Vec<SecurityEvent>)> {
         let mut agg = Aggregator::in_memory(kinds, max_entries);
         let mut orphans: HashMap<String, Window> = HashMap::new();
         if let Ok(file) = std::fs::File::open(path) {
             let mut index: HashMap<uuid::Uuid, (String, usize)> = HashMap::new();
             for line in std::io::BufReader::new(file).lines() {
                 // A line cut by a crash is the last one; whatever it held was not acknowledged.
-                let Ok(Ok(parsed)) = line.map(|l| serde_json::from_str::<JournalLine>(&l)) else { break };
+                let Ok(Ok(parsed)) = line.map(|l| serde_json::from_str::<JournalLine>(&l)) else {
+                    break;
+                };
                 match parsed {
-                    JournalLine::New { kind, opened, mut entry } => {
+                    JournalLine::New {
+                        kind,
+                        opened,
+                        mut entry,
+                    } => {
                         let window = match agg.windows.get_mut(&kind) {
                             Some(w) => w,
-                            None => orphans.entry(kind.clone()).or_insert_with(|| Window::new(KindSettings { rule: Rule { identity: vec![] }, interval: Duration::ZERO })),
+                            None => orphans.entry(kind.clone()).or_insert_with(|| {
+                                Window::new(KindSettings {
+                                    rule: Rule { identity: vec![] },
+                                    interval: Duration::ZERO,
+                                })
+                            }),
                         };
                         window.opened.get_or_insert(opened);
                         entry.key = owned_key(&window.settings.rule.key(&entry.item));
@@ -256,13 +326,21 @@ impl Aggregator {
                     JournalLine::Hits(hits) => {
                         for (id, count, last) in hits {
                             if let Some((kind, i)) = index.get(&id) {
-                                let window = agg.windows.get_mut(kind).or_else(|| orphans.get_mut(kind)).expect("indexed");
+                                let window = agg
+                                    .windows
+                                    .get_mut(kind)
+                                    .or_else(|| orphans.get_mut(kind))
+                                    .expect("indexed");
                                 let e = &mut window.entries[*i];
                                 e.count = count;
                                 e.last = last;
                                 // A kind no longer aggregated has no rule to merge by: its
                                 // built-in one, else the first hit as it came.
-                                if let Some(rule) = Some(&window.settings.rule).filter(|r| !r.identity.is_empty()).cloned().or_else(|| Rule::builtin(kind)) {
+                                if let Some(rule) = Some(&window.settings.rule)
+                                    .filter(|r| !r.identity.is_empty())
+                                    .cloned()
+                                    .or_else(|| Rule::builtin(kind))
+                                {
                                     e.merge(&rule);
                                 }
                             }
@@ -272,15 +350,28 @@ impl Aggregator {
             }
         }
         let now = Utc::now();
-        let orphaned: Vec<SecurityEvent> = orphans.into_iter().flat_map(|(name, mut w)| w.drain(&name, now)).collect();
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        agg.journal = Some(Journal { path: path.to_owned(), file });
+        let orphaned: Vec<SecurityEvent> = orphans
+            .into_iter()
+            .flat_map(|(name, mut w)| w.drain(&name, now))
+            .collect();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        agg.journal = Some(Journal {
+            path: path.to_owned(),
+            file,
+        });
         Ok((agg, orphaned))
     }
 
     /// The kinds aggregated and their settings; a kind removed, or given a new identity, closes
     /// its window: its events are returned (queue them, then [`Aggregator::compact`]).
-    pub fn reconfigure(&mut self, kinds: HashMap<String, KindSettings>, now: DateTime<Utc>) -> Vec<SecurityEvent> {
+    pub fn reconfigure(
+        &mut self,
+        kinds: HashMap<String, KindSettings>,
+        now: DateTime<Utc>,
+    ) -> Vec<SecurityEvent> {
         let mut closed = Vec::new();
         self.windows.retain(|name, w| match kinds.get(name) {
             Some(s) if w.settings.rule == s.rule => {
@@ -294,7 +385,9 @@ impl Aggregator {
             }
         });
         for (name, settings) in kinds {
-            self.windows.entry(name).or_insert_with(|| Window::new(settings));
+            self.windows
+                .entry(name)
+                .or_insert_with(|| Window::new(settings));
         }
         closed
     }
@@ -302,7 +395,10 @@ impl Aggregator {
     /// Counts the events of a batch that aggregate; returns the others, untouched, and the
     /// events of windows that filled up (queue them, then [`Aggregator::compact`]). Journals the
     /// batch in one append.
-    pub fn add(&mut self, events: Vec<SecurityEvent>) -> std::io::Result<(Vec<SecurityEvent>, Vec<SecurityEvent>)> {
+    pub fn add(
+        &mut self,
+        events: Vec<SecurityEvent>,
+    ) -> std::io::Result<(Vec<SecurityEvent>, Vec<SecurityEvent>)> {
         let mut passed = Vec::new();
         let mut full = Vec::new();
         let mut journal_buf: Vec<u8> = Vec::new();
@@ -313,15 +409,24 @@ impl Aggregator {
                 continue;
             };
             // Only single-item triggered events merge; a snapshot is not a repetition.
-            if event.category != Category::Triggered || event.payload.len() != 1 || !event.payload[0].is_object() {
+            if event.category != Category::Triggered
+                || event.payload.len() != 1
+                || !event.payload[0].is_object()
+            {
                 passed.push(event);
                 continue;
             }
-            let Some(Value::Object(item)) = event.payload.pop() else { unreachable!("checked above") };
+            let Some(Value::Object(item)) = event.payload.pop() else {
+                unreachable!("checked above")
+            };
             let rule = &window.settings.rule;
             let key = rule.key(&item);
             let hash = hash_key(&key);
-            let found = window.by_hash.get(&hash).and_then(|c| c.iter().copied().find(|&i| same_key(&key, &window.entries[i].key)));
+            let found = window.by_hash.get(&hash).and_then(|c| {
+                c.iter()
+                    .copied()
+                    .find(|&i| same_key(&key, &window.entries[i].key))
+            });
             match found {
                 Some(i) => {
                     let e = &mut window.entries[i];
@@ -348,7 +453,15 @@ impl Aggregator {
                         dirty: false,
                     };
                     if self.journal.is_some() {
-                        serde_json::to_writer(&mut journal_buf, &JournalLineRef::New { kind: &event.name, opened, entry: &entry }).map_err(std::io::Error::other)?;
+                        serde_json::to_writer(
+                            &mut journal_buf,
+                            &JournalLineRef::New {
+                                kind: &event.name,
+                                opened,
+                                entry: &entry,
+                            },
+                        )
+                        .map_err(std::io::Error::other)?;
                         journal_buf.push(b'\n');
                     }
                     window.insert(entry);
@@ -370,7 +483,8 @@ impl Aggregator {
             })
             .collect();
         if !hits.is_empty() {
-            serde_json::to_writer(&mut journal_buf, &JournalLineRef::Hits(&hits)).map_err(std::io::Error::other)?;
+            serde_json::to_writer(&mut journal_buf, &JournalLineRef::Hits(&hits))
+                .map_err(std::io::Error::other)?;
             journal_buf.push(b'\n');
         }
         // Windows that filled up are not compacted away here: the caller queues their events
@@ -388,7 +502,9 @@ impl Aggregator {
     pub fn due(&mut self, now: DateTime<Utc>, all: bool) -> Vec<SecurityEvent> {
         let mut out = Vec::new();
         for (name, w) in &mut self.windows {
-            let expired = w.opened.is_some_and(|o| now.signed_duration_since(o).to_std().unwrap_or_default() >= w.settings.interval);
+            let expired = w.opened.is_some_and(|o| {
+                now.signed_duration_since(o).to_std().unwrap_or_default() >= w.settings.interval
+            });
             if all || expired {
                 out.extend(w.drain(name, now));
             }
@@ -398,16 +514,25 @@ impl Aggregator {
 
     /// When the next window closes, if one is open.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.windows.values().filter_map(|w| Some(w.opened? + chrono::Duration::from_std(w.settings.interval).ok()?)).min()
+        self.windows
+            .values()
+            .filter_map(|w| Some(w.opened? + chrono::Duration::from_std(w.settings.interval).ok()?))
+            .min()
     }
 
     /// Rewrites the journal to hold just the open windows (after closed ones were queued).
     pub fn compact(&mut self) -> std::io::Result<()> {
-        let Some(journal) = &mut self.journal else { return Ok(()) };
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
         let mut buf = Vec::new();
         for (name, w) in &self.windows {
             for e in &w.entries {
-                let line = JournalLineRef::New { kind: name, opened: w.opened.unwrap_or(e.first), entry: e };
+                let line = JournalLineRef::New {
+                    kind: name,
+                    opened: w.opened.unwrap_or(e.first),
+                    entry: e,
+                };
                 serde_json::to_writer(&mut buf, &line).map_err(std::io::Error::other)?;
                 buf.push(b'\n');
             }
@@ -415,7 +540,9 @@ impl Aggregator {
         let tmp = journal.path.with_extension("tmp");
         std::fs::write(&tmp, &buf)?;
         std::fs::rename(&tmp, &journal.path)?;
-        journal.file = std::fs::OpenOptions::new().append(true).open(&journal.path)?;
+        journal.file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&journal.path)?;
         Ok(())
     }
 
@@ -431,19 +558,36 @@ impl Aggregator {
 
 impl Window {
     fn new(settings: KindSettings) -> Window {
-        Window { settings, opened: None, entries: Vec::new(), by_hash: HashMap::new() }
+        Window {
+            settings,
+            opened: None,
+            entries: Vec::new(),
+            by_hash: HashMap::new(),
+        }
     }
 
     fn insert(&mut self, entry: Entry) {
-        let hash = hash_key(&entry.key.iter().map(|slot| slot.as_ref().map(Option::as_ref)).collect::<Vec<_>>());
-        self.by_hash.entry(hash).or_default().push(self.entries.len());
+        let hash = hash_key(
+            &entry
+                .key
+                .iter()
+                .map(|slot| slot.as_ref().map(Option::as_ref))
+                .collect::<Vec<_>>(),
+        );
+        self.by_hash
+            .entry(hash)
+            .or_default()
+            .push(self.entries.len());
         self.entries.push(entry);
     }
 
     fn drain(&mut self, name: &str, now: DateTime<Utc>) -> Vec<SecurityEvent> {
         self.opened = None;
         self.by_hash.clear();
-        self.entries.drain(..).map(|e| e.into_event(name, now)).collect()
+        self.entries
+            .drain(..)
+            .map(|e| e.into_event(name, now))
+            .collect()
     }
 }
 
@@ -471,12 +615,18 @@ impl Entry {
             };
         }
         let stamp = |t: DateTime<Utc>| {
-            (t.with_timezone(&Local).to_rfc3339_opts(SecondsFormat::Millis, true), t.to_rfc3339_opts(SecondsFormat::Millis, true))
+            (
+                t.with_timezone(&Local)
+                    .to_rfc3339_opts(SecondsFormat::Millis, true),
+                t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            )
         };
         let (start_local, start_utc) = stamp(self.first);
         let (end_local, end_utc) = stamp(self.last);
         let mut item = self.item;
-        let details = item.entry("ExtraDetails").or_insert_with(|| Value::Object(Map::new()));
+        let details = item
+            .entry("ExtraDetails")
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(d) = details {
             d.insert("HitCount".into(), self.count.to_string().into());
             d.insert("StartTimeLocal".into(), start_local.into());

@@ -25,7 +25,9 @@ pub enum Priority {
 impl Priority {
     /// Case-insensitive, as the agents match it.
     pub fn parse(text: &str) -> Option<Priority> {
-        [Priority::Off, Priority::Low, Priority::High].into_iter().find(|p| p.as_str().eq_ignore_ascii_case(text))
+        [Priority::Off, Priority::Low, Priority::High]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -66,7 +68,11 @@ pub const ASC_EVENTS: [(&str, Priority); 14] = [
 pub const AGGREGATED_EVENTS: [&str; 3] = ["ProcessCreate", "ConnectionCreate", "ProcessTerminate"];
 
 /// Operational events travel in the operational queue, ahead of everything else.
-pub const OPERATIONAL_EVENTS: [&str; 3] = ["ConfigurationError", "DroppedEventsStatistics", "MessageStatistics"];
+pub const OPERATIONAL_EVENTS: [&str; 3] = [
+    "ConfigurationError",
+    "DroppedEventsStatistics",
+    "MessageStatistics",
+];
 
 /// The schema's bounds: IoT Hub refuses device-to-cloud messages above 256 KiB, and neither the
 /// cache nor a message can usefully be smaller than 8 KiB.
@@ -116,7 +122,10 @@ impl Default for AgentConfiguration {
             max_local_cache_size: 2_560_000,
             max_message_size: 204_800,
             event_priority: ASC_EVENTS.map(|(_, p)| p),
-            aggregation: [Aggregation { enabled: true, interval: Duration::from_secs(3600) }; 3],
+            aggregation: [Aggregation {
+                enabled: true,
+                interval: Duration::from_secs(3600),
+            }; 3],
             operational_priority: None,
             baseline_custom_checks_enabled: false,
             baseline_custom_checks_file_path: None,
@@ -160,14 +169,24 @@ pub struct ConfigIssue {
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {} (in force: {})", self.name, self.error_type.as_str(), self.message, self.used)
+        write!(
+            f,
+            "{} ({}): {} (in force: {})",
+            self.name,
+            self.error_type.as_str(),
+            self.message,
+            self.used
+        )
     }
 }
 
 impl ConfigIssue {
     pub fn to_event(&self) -> SecurityEvent {
         let message = match self.error_type {
-            ErrorType::TypeMismatch => format!("{}; the update was refused whole and the configuration in force stays", self.message),
+            ErrorType::TypeMismatch => format!(
+                "{}; the update was refused whole and the configuration in force stays",
+                self.message
+            ),
             _ => self.message.clone(),
         };
         SecurityEvent::new(
@@ -194,27 +213,46 @@ pub struct Refused {
 impl AgentConfiguration {
     /// The priority of an ASC event name, `None` for names the object does not configure.
     pub fn priority(&self, event: &str) -> Option<Priority> {
-        ASC_EVENTS.iter().position(|(name, _)| *name == event).map(|i| self.event_priority[i])
+        ASC_EVENTS
+            .iter()
+            .position(|(name, _)| *name == event)
+            .map(|i| self.event_priority[i])
     }
 
     pub fn aggregation(&self, event: &str) -> Option<Aggregation> {
-        AGGREGATED_EVENTS.iter().position(|name| *name == event).map(|i| self.aggregation[i])
+        AGGREGATED_EVENTS
+            .iter()
+            .position(|name| *name == event)
+            .map(|i| self.aggregation[i])
     }
 
     /// Parses a configuration object (each property `{"value": ...}`), relative to the defaults:
     /// a missing or null object, property or value means the default, as in the agents.
     /// `current` names the configuration in force, which a refusal reports as used.
-    pub fn parse(object: &Value, current: &AgentConfiguration) -> Result<AgentConfiguration, Refused> {
+    pub fn parse(
+        object: &Value,
+        current: &AgentConfiguration,
+    ) -> Result<AgentConfiguration, Refused> {
         let refuse = |name: &str, message: String| ConfigIssue {
             name: name.to_owned(),
             error_type: ErrorType::TypeMismatch,
-            used: current.reported_value(name).map(|v| display_value(&v)).unwrap_or_else(|| "(none)".into()),
+            used: current
+                .reported_value(name)
+                .map(|v| display_value(&v))
+                .unwrap_or_else(|| "(none)".into()),
             message,
         };
         let map = match object {
             Value::Null => return Ok(AgentConfiguration::default()),
             Value::Object(map) => map,
-            other => return Err(Refused { issues: vec![refuse(OBJECT_NAME, format!("must be an object, not {}", kind(other)))] }),
+            other => {
+                return Err(Refused {
+                    issues: vec![refuse(
+                        OBJECT_NAME,
+                        format!("must be an object, not {}", kind(other)),
+                    )],
+                });
+            }
         };
         let mut config = AgentConfiguration::default();
         let mut issues = Vec::new();
@@ -229,13 +267,23 @@ impl AgentConfiguration {
                     Some(Value::Null) | None if inner.keys().all(|k| k == "value") => continue,
                     Some(v) if inner.len() == 1 => v,
                     _ => {
-                        let extra: Vec<&str> = inner.keys().filter(|k| *k != "value").map(String::as_str).collect();
-                        issues.push(refuse(key, format!("unexpected member(s) {} beside `value`", extra.join(", "))));
+                        let extra: Vec<&str> = inner
+                            .keys()
+                            .filter(|k| *k != "value")
+                            .map(String::as_str)
+                            .collect();
+                        issues.push(refuse(
+                            key,
+                            format!("unexpected member(s) {} beside `value`", extra.join(", ")),
+                        ));
                         continue;
                     }
                 },
                 other => {
-                    issues.push(refuse(key, format!("must be wrapped as {{\"value\": ...}}, got {}", kind(other))));
+                    issues.push(refuse(
+                        key,
+                        format!("must be wrapped as {{\"value\": ...}}, got {}", kind(other)),
+                    ));
                     continue;
                 }
             };
@@ -243,34 +291,62 @@ impl AgentConfiguration {
                 issues.push(refuse(key, message));
             }
         }
-        if issues.is_empty() { Ok(config) } else { Err(Refused { issues }) }
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(Refused { issues })
+        }
     }
 
     /// Reads the object from a module twin: a whole twin (`properties.desired.<object>`), a
     /// desired section (`<object>` at its root), or the object itself.
-    pub fn from_twin(twin: &Value, current: &AgentConfiguration) -> Result<AgentConfiguration, Refused> {
+    pub fn from_twin(
+        twin: &Value,
+        current: &AgentConfiguration,
+    ) -> Result<AgentConfiguration, Refused> {
         let desired = twin.pointer("/properties/desired").unwrap_or(twin);
         Self::parse(desired.get(OBJECT_NAME).unwrap_or(&Value::Null), current)
     }
 
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         match key {
-            "highPriorityMessageFrequency" => self.high_priority_message_frequency = duration(value)?,
+            "highPriorityMessageFrequency" => {
+                self.high_priority_message_frequency = duration(value)?
+            }
             "lowPriorityMessageFrequency" => self.low_priority_message_frequency = duration(value)?,
             "snapshotFrequency" => self.snapshot_frequency = duration(value)?,
-            "maxLocalCacheSizeInBytes" => self.max_local_cache_size = integer(value, MIN_SIZE, MAX_CACHE_SIZE)?,
-            "maxMessageSizeInBytes" => self.max_message_size = integer(value, MIN_SIZE, MAX_MESSAGE_SIZE)?,
+            "maxLocalCacheSizeInBytes" => {
+                self.max_local_cache_size = integer(value, MIN_SIZE, MAX_CACHE_SIZE)?
+            }
+            "maxMessageSizeInBytes" => {
+                self.max_message_size = integer(value, MIN_SIZE, MAX_MESSAGE_SIZE)?
+            }
             "eventPriorityOperational" => self.operational_priority = Some(priority(value)?),
             "baselineCustomChecksEnabled" => self.baseline_custom_checks_enabled = boolean(value)?,
-            "baselineCustomChecksFilePath" => self.baseline_custom_checks_file_path = Some(string(value)?),
-            "baselineCustomChecksFileHash" => self.baseline_custom_checks_file_hash = Some(string(value)?),
-            "hubResourceId" => self.hub_resource_id = Some(string(value)?).filter(|s| !s.is_empty()),
+            "baselineCustomChecksFilePath" => {
+                self.baseline_custom_checks_file_path = Some(string(value)?)
+            }
+            "baselineCustomChecksFileHash" => {
+                self.baseline_custom_checks_file_hash = Some(string(value)?)
+            }
+            "hubResourceId" => {
+                self.hub_resource_id = Some(string(value)?).filter(|s| !s.is_empty())
+            }
             _ => {
-                if let Some(i) = key.strip_prefix("eventPriority").and_then(|n| ASC_EVENTS.iter().position(|(e, _)| *e == n)) {
+                if let Some(i) = key
+                    .strip_prefix("eventPriority")
+                    .and_then(|n| ASC_EVENTS.iter().position(|(e, _)| *e == n))
+                {
                     self.event_priority[i] = priority(value)?;
-                } else if let Some(i) = key.strip_prefix("aggregationEnabled").and_then(aggregated_index) {
+                } else if let Some(i) = key
+                    .strip_prefix("aggregationEnabled")
+                    .and_then(aggregated_index)
+                {
                     self.aggregation[i].enabled = boolean(value)?;
-                } else if let Some(i) = key.strip_prefix("aggregationInterval").and_then(aggregated_index) {
+                } else if let Some(i) = key
+                    .strip_prefix("aggregationInterval")
+                    .and_then(aggregated_index)
+                {
                     self.aggregation[i].interval = duration(value)?;
                 } else {
                     return Err("unknown property".into());
@@ -300,7 +376,10 @@ impl AgentConfiguration {
                 name: "maxMessageSizeInBytes".into(),
                 error_type: ErrorType::NotOptimal,
                 used: self.max_message_size.to_string(),
-                message: format!("{} is not a multiple of 4096: IoT Hub meters messages in 4 KB units", self.max_message_size),
+                message: format!(
+                    "{} is not a multiple of 4096: IoT Hub meters messages in 4 KB units",
+                    self.max_message_size
+                ),
             });
         }
         if self.high_priority_message_frequency > self.low_priority_message_frequency {
@@ -347,15 +426,27 @@ impl AgentConfiguration {
             names.push(format!("aggregationEnabled{e}"));
             names.push(format!("aggregationInterval{e}"));
         }
-        names.extend(["baselineCustomChecksEnabled", "baselineCustomChecksFilePath", "baselineCustomChecksFileHash", "hubResourceId"].map(String::from));
+        names.extend(
+            [
+                "baselineCustomChecksEnabled",
+                "baselineCustomChecksFilePath",
+                "baselineCustomChecksFileHash",
+                "hubResourceId",
+            ]
+            .map(String::from),
+        );
         names
     }
 
     /// One property's reported value; `None` when it is unset (null strings) or unknown.
     pub fn reported_value(&self, name: &str) -> Option<Value> {
         Some(match name {
-            "highPriorityMessageFrequency" => format_duration(self.high_priority_message_frequency).into(),
-            "lowPriorityMessageFrequency" => format_duration(self.low_priority_message_frequency).into(),
+            "highPriorityMessageFrequency" => {
+                format_duration(self.high_priority_message_frequency).into()
+            }
+            "lowPriorityMessageFrequency" => {
+                format_duration(self.low_priority_message_frequency).into()
+            }
             "snapshotFrequency" => format_duration(self.snapshot_frequency).into(),
             "maxLocalCacheSizeInBytes" => self.max_local_cache_size.into(),
             "maxMessageSizeInBytes" => self.max_message_size.into(),
@@ -365,11 +456,20 @@ impl AgentConfiguration {
             "baselineCustomChecksFileHash" => self.baseline_custom_checks_file_hash.clone()?.into(),
             "hubResourceId" => self.hub_resource_id.clone()?.into(),
             _ => {
-                if let Some(p) = name.strip_prefix("eventPriority").and_then(|e| self.priority(e)) {
+                if let Some(p) = name
+                    .strip_prefix("eventPriority")
+                    .and_then(|e| self.priority(e))
+                {
                     p.as_str().into()
-                } else if let Some(a) = name.strip_prefix("aggregationEnabled").and_then(|e| self.aggregation(e)) {
+                } else if let Some(a) = name
+                    .strip_prefix("aggregationEnabled")
+                    .and_then(|e| self.aggregation(e))
+                {
                     a.enabled.into()
-                } else if let Some(a) = name.strip_prefix("aggregationInterval").and_then(|e| self.aggregation(e)) {
+                } else if let Some(a) = name
+                    .strip_prefix("aggregationInterval")
+                    .and_then(|e| self.aggregation(e))
+                {
                     format_duration(a.interval).into()
                 } else {
                     return None;
@@ -402,13 +502,20 @@ fn display_value(v: &Value) -> String {
 }
 
 fn duration(v: &Value) -> Result<Duration, String> {
-    let text = v.as_str().ok_or_else(|| format!("expected an ISO-8601 duration string such as \"PT7M\", got {}", kind(v)))?;
+    let text = v.as_str().ok_or_else(|| {
+        format!(
+            "expected an ISO-8601 duration string such as \"PT7M\", got {}",
+            kind(v)
+        )
+    })?;
     parse_duration(text)
 }
 
 fn integer(v: &Value, min: u64, max: u64) -> Result<u64, String> {
     let n = match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| format!("expected a non-negative integer, got {n}"))?,
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("expected a non-negative integer, got {n}"))?,
         other => return Err(format!("expected an integer, got {}", kind(other))),
     };
     if n < min || n > max {
@@ -418,15 +525,20 @@ fn integer(v: &Value, min: u64, max: u64) -> Result<u64, String> {
 }
 
 fn priority(v: &Value) -> Result<Priority, String> {
-    v.as_str().and_then(Priority::parse).ok_or_else(|| format!("expected \"Off\", \"Low\" or \"High\", got {v}"))
+    v.as_str()
+        .and_then(Priority::parse)
+        .ok_or_else(|| format!("expected \"Off\", \"Low\" or \"High\", got {v}"))
 }
 
 fn boolean(v: &Value) -> Result<bool, String> {
-    v.as_bool().ok_or_else(|| format!("expected true or false, got {}", kind(v)))
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, got {}", kind(v)))
 }
 
 fn string(v: &Value) -> Result<String, String> {
-    v.as_str().map(str::to_owned).ok_or_else(|| format!("expected a string, got {}", kind(v)))
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("expected a string, got {}", kind(v)))
 }
 
 const SECOND: u64 = 1000;
@@ -439,7 +551,9 @@ const DAY: u64 = 24 * HOUR;
 /// so is anything above [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = |why: &str| format!("`{text}` is not a valid ISO-8601 duration ({why})");
-    let rest = text.strip_prefix('P').ok_or_else(|| bad("it must start with P, e.g. PT7M"))?;
+    let rest = text
+        .strip_prefix('P')
+        .ok_or_else(|| bad("it must start with P, e.g. PT7M"))?;
     let (date, time) = match rest.split_once('T') {
         Some((_, "")) => return Err(bad("nothing after T")),
         Some((d, t)) => (d, Some(t)),
@@ -450,23 +564,48 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let mut total: f64 = 0.0;
     let mut fraction_seen = false;
-    for (part, units) in [(date, &[('Y', 365 * DAY), ('M', 30 * DAY), ('W', 7 * DAY), ('D', DAY)][..]), (time.unwrap_or(""), &[('H', HOUR), ('M', MINUTE), ('S', SECOND)][..])] {
+    for (part, units) in [
+        (
+            date,
+            &[
+                ('Y', 365 * DAY),
+                ('M', 30 * DAY),
+                ('W', 7 * DAY),
+                ('D', DAY),
+            ][..],
+        ),
+        (
+            time.unwrap_or(""),
+            &[('H', HOUR), ('M', MINUTE), ('S', SECOND)][..],
+        ),
+    ] {
         let mut s = part;
         let mut next_unit = 0;
         while !s.is_empty() {
-            let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| bad("a number without a unit"))?;
+            let end = s
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(|| bad("a number without a unit"))?;
             let (number, tail) = s.split_at(end);
             let unit = tail.chars().next().expect("find stopped at a character");
-            let at = units[next_unit..].iter().position(|(u, _)| *u == unit).ok_or_else(|| bad(&format!("unexpected `{unit}`")))?;
+            let at = units[next_unit..]
+                .iter()
+                .position(|(u, _)| *u == unit)
+                .ok_or_else(|| bad(&format!("unexpected `{unit}`")))?;
             next_unit += at + 1;
-            if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.matches('.').count() > 1 {
+            if number.is_empty()
+                || number.starts_with('.')
+                || number.ends_with('.')
+                || number.matches('.').count() > 1
+            {
                 return Err(bad(&format!("`{number}` is not a number")));
             }
             if fraction_seen {
                 return Err(bad("only the last component may have a fraction"));
             }
             fraction_seen = number.contains('.');
-            let n: f64 = number.parse().map_err(|_| bad(&format!("`{number}` is not a number")))?;
+            let n: f64 = number
+                .parse()
+                .map_err(|_| bad(&format!("`{number}` is not a number")))?;
             total += n * units[next_unit - 1].1 as f64;
             s = &tail[1..];
         }
@@ -502,7 +641,10 @@ pub fn format_duration(d: Duration) -> String {
         match (ms / SECOND, ms % SECOND) {
             (0, 0) => {}
             (s, 0) => out.push_str(&format!("{s}S")),
-            (s, frac) => out.push_str(&format!("{s}.{}S", format!("{frac:03}").trim_end_matches('0'))),
+            (s, frac) => out.push_str(&format!(
+                "{s}.{}S",
+                format!("{frac:03}").trim_end_matches('0')
+            )),
         }
     }
     if out == "P" {
@@ -522,13 +664,27 @@ mod tests {
         assert_eq!(d("PT5H"), Duration::from_secs(5 * 3600));
         assert_eq!(d("P1D"), Duration::from_secs(86400));
         assert_eq!(d("P1M"), Duration::from_secs(30 * 86400));
-        assert_eq!(d("P1W2DT3H4M5S"), Duration::from_secs(9 * 86400 + 3 * 3600 + 4 * 60 + 5));
+        assert_eq!(
+            d("P1W2DT3H4M5S"),
+            Duration::from_secs(9 * 86400 + 3 * 3600 + 4 * 60 + 5)
+        );
         assert_eq!(d("PT0.5S"), Duration::from_millis(500));
         assert_eq!(d("PT1.5H"), Duration::from_secs(5400));
-        for bad in ["", "P", "PT", "7M", "-PT1M", "PT-1M", "PT0S", "P0D", "PT1M1H", "PT1.5M3S", "PT1X", "PT1", "P1H", "PT1..5S", "P1000Y"] {
+        for bad in [
+            "", "P", "PT", "7M", "-PT1M", "PT-1M", "PT0S", "P0D", "PT1M1H", "PT1.5M3S", "PT1X",
+            "PT1", "P1H", "PT1..5S", "P1000Y",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
-        for (s, expect) in [("PT7M", "PT7M"), ("PT5H", "PT5H"), ("PT13H", "PT13H"), ("PT90M", "PT1H30M"), ("PT168H", "P1W"), ("P31D", "P1M1D"), ("PT0.25S", "PT0.25S")] {
+        for (s, expect) in [
+            ("PT7M", "PT7M"),
+            ("PT5H", "PT5H"),
+            ("PT13H", "PT13H"),
+            ("PT90M", "PT1H30M"),
+            ("PT168H", "P1W"),
+            ("P31D", "P1M1D"),
+            ("PT0.25S", "PT0.25S"),
+        ] {
             assert_eq!(format_duration(d(s)), expect);
         }
     }

@@ -48,13 +48,25 @@ pub struct StateDir {
 impl StateDir {
     pub fn open(path: &Path) -> anyhow::Result<StateDir> {
         use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("cannot create the state directory {}: {e}", path.display()))?;
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.join("lock"))?;
+        std::fs::create_dir_all(path).map_err(|e| {
+            anyhow::anyhow!("cannot create the state directory {}: {e}", path.display())
+        })?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join("lock"))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            anyhow::bail!("the state directory {} is in use by another edgeguard", path.display());
+            anyhow::bail!(
+                "the state directory {} is in use by another edgeguard",
+                path.display()
+            );
         }
-        Ok(StateDir { path: path.to_owned(), _lock: lock })
+        Ok(StateDir {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 }
 
@@ -123,39 +135,65 @@ impl DropLog {
     fn note(&mut self, too_large: u64, full: u64, max_message: usize, cache: u64) {
         self.too_large += too_large;
         self.full += full;
-        if self.too_large + self.full == 0 || self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        if self.too_large + self.full == 0
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
             return;
         }
         if self.too_large > 0 {
-            tracing::warn!(events = self.too_large, max_message_size = max_message, "dropped events larger than a message can carry");
+            tracing::warn!(
+                events = self.too_large,
+                max_message_size = max_message,
+                "dropped events larger than a message can carry"
+            );
         }
         if self.full > 0 {
-            tracing::warn!(events = self.full, cache, "cache full: dropped the newest events");
+            tracing::warn!(
+                events = self.full,
+                cache,
+                "cache full: dropped the newest events"
+            );
         }
-        *self = DropLog { last: Some(Instant::now()), ..DropLog::default() };
+        *self = DropLog {
+            last: Some(Instant::now()),
+            ..DropLog::default()
+        };
     }
 }
 
 impl Pipeline {
     /// Opens the pipeline's state (queues, open aggregation windows, counters), resuming
     /// whatever a previous run left.
-    pub fn open(state: StateDir, settings: Settings, agent_id: &str) -> anyhow::Result<(Pipeline, Resumed)> {
+    pub fn open(
+        state: StateDir,
+        settings: Settings,
+        agent_id: &str,
+    ) -> anyhow::Result<(Pipeline, Resumed)> {
         let dir = state.path.clone();
         let segment = (settings.asc.max_local_cache_size / 8).clamp(64 << 10, 4 << 20);
         let mut logs = Vec::new();
         let mut resumed = Resumed::default();
         for queue in Queue::ALL {
             for family in FAMILIES {
-                let path = dir.join("queues").join(format!("{}-{}", queue.name(), family_name(family)));
-                let (log, recovered) = QueueLog::open(&path, segment).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let path =
+                    dir.join("queues")
+                        .join(format!("{}-{}", queue.name(), family_name(family)));
+                let (log, recovered) = QueueLog::open(&path, segment)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 resumed.queued_events += recovered.records;
                 resumed.discarded_bytes += recovered.discarded_bytes;
                 logs.push(log);
             }
         }
         let journal = dir.join("aggregation.journal");
-        let (aggregator, orphans) = Aggregator::open(&journal, settings.aggregation_kinds(), settings.aggregation_max_entries)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", journal.display()))?;
+        let (aggregator, orphans) = Aggregator::open(
+            &journal,
+            settings.aggregation_kinds(),
+            settings.aggregation_max_entries,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", journal.display()))?;
         resumed.aggregating = aggregator.len();
         let now = Instant::now();
         let mut pipeline = Pipeline {
@@ -195,7 +233,9 @@ impl Pipeline {
     /// Applies new settings: routing at once, aggregation windows whose rule changed close.
     /// Events already queued keep their queue.
     pub fn reconfigure(&mut self, settings: Settings) -> io::Result<Vec<ConfigIssue>> {
-        let closed = self.aggregator.reconfigure(settings.aggregation_kinds(), chrono::Utc::now());
+        let closed = self
+            .aggregator
+            .reconfigure(settings.aggregation_kinds(), chrono::Utc::now());
         self.settings = settings;
         self.routing.send_replace(Arc::new(self.settings.routing()));
         self.queue_closed(closed)?;
@@ -208,7 +248,10 @@ impl Pipeline {
     /// aggregation window) or counted as dropped.
     pub fn accept(&mut self, events: Vec<SecurityEvent>) -> io::Result<()> {
         let routing = self.routing.borrow().clone();
-        let events: Vec<SecurityEvent> = events.into_iter().filter(|e| routing.queue(&e.name).is_some()).collect();
+        let events: Vec<SecurityEvent> = events
+            .into_iter()
+            .filter(|e| routing.queue(&e.name).is_some())
+            .collect();
         let (passed, full) = self.aggregator.add(events)?;
         self.enqueue(passed)?;
         self.queue_closed(full)
@@ -225,7 +268,10 @@ impl Pipeline {
     }
 
     fn log_index(queue: Queue, family: Family) -> usize {
-        let q = Queue::ALL.iter().position(|x| *x == queue).expect("a queue");
+        let q = Queue::ALL
+            .iter()
+            .position(|x| *x == queue)
+            .expect("a queue");
         q * FAMILIES.len() + family_index(family)
     }
 
@@ -262,10 +308,16 @@ impl Pipeline {
         let budget = [self.budget(Queue::Operational), self.budget(Queue::High)];
         let (mut too_large, mut full) = (0u64, 0u64);
         for event in events {
-            let Some(queue) = routing.queue(&event.name) else { continue };
+            let Some(queue) = routing.queue(&event.name) else {
+                continue;
+            };
             let class = usize::from(queue != Queue::Operational);
             // A full cache drops without serializing: a flood costs as little as possible.
-            let bytes = if used[class] + RECORD_HEADER + MIN_EVENT_BYTES > budget[class] { Vec::new() } else { event.to_bytes() };
+            let bytes = if used[class] + RECORD_HEADER + MIN_EVENT_BYTES > budget[class] {
+                Vec::new()
+            } else {
+                event.to_bytes()
+            };
             let fi = family_index(event.family);
             let cost = RECORD_HEADER + bytes.len() as u64;
             let dropped = if bytes.is_empty() {
@@ -291,7 +343,8 @@ impl Pipeline {
             c.collected += 1;
             c.dropped += u64::from(dropped);
         }
-        self.drop_log.note(too_large, full, max, self.settings.asc.max_local_cache_size);
+        self.drop_log
+            .note(too_large, full, max, self.settings.asc.max_local_cache_size);
         for (log, batch) in self.logs.iter_mut().zip(batches) {
             log.append(batch)?;
         }
@@ -304,7 +357,9 @@ impl Pipeline {
 
     /// The next message due, if any, marked in flight. `drain` sends whatever is queued.
     fn next_message(&mut self, now: Instant, drain: bool) -> Option<(Message, Vec<(usize, u64)>)> {
-        if self.in_flight.len() >= self.settings.max_in_flight || self.retry_at.is_some_and(|t| now < t) {
+        if self.in_flight.len() >= self.settings.max_in_flight
+            || self.retry_at.is_some_and(|t| now < t)
+        {
             return None;
         }
         self.retry_at = None;
@@ -315,12 +370,21 @@ impl Pipeline {
                 continue;
             }
             let high = self.pending(Queue::High, family) > 0;
-            let low = self.pending(Queue::Low, family) > 0 || self.pending(Queue::Operational, family) > 0;
+            let low = self.pending(Queue::Low, family) > 0
+                || self.pending(Queue::Operational, family) > 0;
             let main = if pending >= asc.max_message_size || drain {
-                if high || !low { Priority::High } else { Priority::Low }
-            } else if high && now.duration_since(self.last_high[fi]) >= asc.high_priority_message_frequency {
+                if high || !low {
+                    Priority::High
+                } else {
+                    Priority::Low
+                }
+            } else if high
+                && now.duration_since(self.last_high[fi]) >= asc.high_priority_message_frequency
+            {
                 Priority::High
-            } else if low && now.duration_since(self.last_low[fi]) >= asc.low_priority_message_frequency {
+            } else if low
+                && now.duration_since(self.last_low[fi]) >= asc.low_priority_message_frequency
+            {
                 Priority::Low
             } else {
                 continue;
@@ -373,7 +437,16 @@ impl Pipeline {
             return None;
         }
         body.extend_from_slice(envelope::SUFFIX);
-        Some((Message { id: uuid::Uuid::new_v4(), family, priority: main, body, events }, takes))
+        Some((
+            Message {
+                id: uuid::Uuid::new_v4(),
+                family,
+                priority: main,
+                body,
+                events,
+            },
+            takes,
+        ))
     }
 
     /// The oldest message in flight was acknowledged, or failed.
@@ -416,7 +489,9 @@ impl Pipeline {
             log.rewind();
         }
         self.failures += 1;
-        let backoff = Duration::from_millis(500).saturating_mul(1 << self.failures.min(7)).min(Duration::from_secs(60));
+        let backoff = Duration::from_millis(500)
+            .saturating_mul(1 << self.failures.min(7))
+            .min(Duration::from_secs(60));
         self.retry_at = Some(Instant::now() + backoff);
         tracing::warn!(retry_in = ?backoff, "sending failed: {error}; the events stay queued");
     }
@@ -439,7 +514,10 @@ impl Pipeline {
     /// Queues DroppedEventsStatistics and MessageStatistics for what happened since the last.
     pub fn report(&mut self) -> io::Result<()> {
         let routing = self.routing.borrow().clone();
-        let events = self.stats.report(routing.queue("DroppedEventsStatistics").is_some(), routing.queue("MessageStatistics").is_some());
+        let events = self.stats.report(
+            routing.queue("DroppedEventsStatistics").is_some(),
+            routing.queue("MessageStatistics").is_some(),
+        );
         self.enqueue(events)?;
         self.stats.checkpoint()
     }
@@ -457,12 +535,14 @@ impl Pipeline {
         // A queue's frequency matters only while it holds something and could be sent: an
         // empty one, or one waiting for acknowledgements or for the retry after a failure,
         // would be due (and wake the loop) at every turn.
-        let blocked = self.in_flight.len() >= self.settings.max_in_flight || self.retry_at.is_some_and(|t| now < t);
+        let blocked = self.in_flight.len() >= self.settings.max_in_flight
+            || self.retry_at.is_some_and(|t| now < t);
         for (fi, family) in FAMILIES.into_iter().enumerate().filter(|_| !blocked) {
             if self.pending(Queue::High, family) > 0 {
                 at = at.min(self.last_high[fi] + asc.high_priority_message_frequency);
             }
-            if self.pending(Queue::Low, family) > 0 || self.pending(Queue::Operational, family) > 0 {
+            if self.pending(Queue::Low, family) > 0 || self.pending(Queue::Operational, family) > 0
+            {
                 at = at.min(self.last_low[fi] + asc.low_priority_message_frequency);
             }
         }
@@ -488,7 +568,13 @@ impl Pipeline {
 
     /// Runs until `shutdown` (or, with `drain`, until the batches end and everything is
     /// delivered): takes batches in, sends what is due to `sink`, settles acknowledgements.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>, sink: &mut dyn Sink, drain: bool, shutdown: impl Future<Output = ()>) -> anyhow::Result<Pipeline> {
+    pub async fn run(
+        mut self,
+        mut batches: mpsc::Receiver<Batch>,
+        sink: &mut dyn Sink,
+        drain: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<Pipeline> {
         enum Wake {
             Batch(Option<Batch>),
             Ack(Result<(), SinkError>),
@@ -508,7 +594,11 @@ impl Pipeline {
                     Err(e) => {
                         self.failed(&e);
                         if drain && !open {
-                            anyhow::bail!("could not deliver to {}: {e}; {} events stay queued", sink.describe(), self.queued());
+                            anyhow::bail!(
+                                "could not deliver to {}: {e}; {} events stay queued",
+                                sink.describe(),
+                                self.queued()
+                            );
                         }
                     }
                 }
@@ -546,7 +636,11 @@ impl Pipeline {
                     let failed = result.is_err();
                     self.settle(result)?;
                     if failed && drain && !open {
-                        anyhow::bail!("{} did not acknowledge a message; {} events stay queued", sink.describe(), self.queued());
+                        anyhow::bail!(
+                            "{} did not acknowledge a message; {} events stay queued",
+                            sink.describe(),
+                            self.queued()
+                        );
                     }
                 }
                 Wake::Command(None) => commands = None,
@@ -601,9 +695,17 @@ mod tests {
     #[test]
     fn an_idle_pipeline_does_not_spin() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut pipeline, _) = Pipeline::open(StateDir::open(dir.path()).unwrap(), Settings::default(), "agent").unwrap();
+        let (mut pipeline, _) = Pipeline::open(
+            StateDir::open(dir.path()).unwrap(),
+            Settings::default(),
+            "agent",
+        )
+        .unwrap();
         let now = Instant::now() + Duration::from_secs(3600);
-        assert!(pipeline.next_deadline(now) >= now + Duration::from_millis(500), "empty queues, frequencies long due");
+        assert!(
+            pipeline.next_deadline(now) >= now + Duration::from_millis(500),
+            "empty queues, frequencies long due"
+        );
         pipeline.retry_at = Some(now - Duration::from_secs(10));
         assert!(pipeline.next_message(now, false).is_none());
         assert_eq!(pipeline.retry_at, None, "a retry time passed is forgotten");

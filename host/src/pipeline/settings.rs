@@ -73,14 +73,30 @@ impl Settings {
     pub fn check_events(&self) -> Result<(), (String, String)> {
         for (name, e) in &self.events {
             if self.asc.priority(name).is_some() && e.priority.is_some() {
-                return Err((name.clone(), format!("the priority of {name} is `eventPriority{name}` of the ASC configuration ([asc])")));
+                return Err((
+                    name.clone(),
+                    format!(
+                        "the priority of {name} is `eventPriority{name}` of the ASC configuration ([asc])"
+                    ),
+                ));
             }
             let asc_aggregated = AGGREGATED_EVENTS.contains(&name.as_str());
             if asc_aggregated && (e.aggregate.is_some() || e.aggregation_interval.is_some()) {
-                return Err((name.clone(), format!("aggregation of {name} is `aggregationEnabled{name}`/`aggregationInterval{name}` of the ASC configuration ([asc])")));
+                return Err((
+                    name.clone(),
+                    format!(
+                        "aggregation of {name} is `aggregationEnabled{name}`/`aggregationInterval{name}` of the ASC configuration ([asc])"
+                    ),
+                ));
             }
-            if self.asc.priority(name).is_some() && !asc_aggregated && (e.aggregate.is_some() || e.aggregate_by.is_some()) {
-                return Err((name.clone(), format!("{name} is not an event the ASC agents aggregate")));
+            if self.asc.priority(name).is_some()
+                && !asc_aggregated
+                && (e.aggregate.is_some() || e.aggregate_by.is_some())
+            {
+                return Err((
+                    name.clone(),
+                    format!("{name} is not an event the ASC agents aggregate"),
+                ));
             }
             if e.aggregate == Some(true) && e.aggregate_by.is_none() && !asc_aggregated {
                 return Err((name.clone(), "`aggregate = true` needs `aggregate_by`, the fields that make two events identical".into()));
@@ -90,8 +106,15 @@ impl Settings {
     }
 
     pub fn routing(&self) -> Routing {
-        let own = self.events.iter().filter_map(|(n, e)| Some((n.clone(), e.priority?))).collect();
-        Routing { asc: self.asc.clone(), own }
+        let own = self
+            .events
+            .iter()
+            .filter_map(|(n, e)| Some((n.clone(), e.priority?)))
+            .collect();
+        Routing {
+            asc: self.asc.clone(),
+            own,
+        }
     }
 
     /// The kinds that aggregate now, with their identity and window.
@@ -100,14 +123,31 @@ impl Settings {
         for name in AGGREGATED_EVENTS {
             let a = self.asc.aggregation(name).expect("an aggregated ASC event");
             if a.enabled {
-                let rule = self.events.get(name).and_then(|e| e.aggregate_by.clone()).or_else(|| Rule::builtin(name)).expect("built-in rule");
-                kinds.insert(name.to_owned(), KindSettings { rule, interval: a.interval });
+                let rule = self
+                    .events
+                    .get(name)
+                    .and_then(|e| e.aggregate_by.clone())
+                    .or_else(|| Rule::builtin(name))
+                    .expect("built-in rule");
+                kinds.insert(
+                    name.to_owned(),
+                    KindSettings {
+                        rule,
+                        interval: a.interval,
+                    },
+                );
             }
         }
         for (name, e) in &self.events {
             if let (Some(true), Some(rule)) = (e.aggregate, &e.aggregate_by) {
                 let interval = e.aggregation_interval.unwrap_or(Duration::from_secs(3600));
-                kinds.insert(name.clone(), KindSettings { rule: rule.clone(), interval });
+                kinds.insert(
+                    name.clone(),
+                    KindSettings {
+                        rule: rule.clone(),
+                        interval,
+                    },
+                );
             }
         }
         kinds
@@ -124,7 +164,10 @@ pub struct Routing {
 
 impl Routing {
     pub fn priority(&self, event: &str) -> Priority {
-        self.asc.priority(event).or_else(|| self.own.get(event).copied()).unwrap_or(DEFAULT_PRIORITY)
+        self.asc
+            .priority(event)
+            .or_else(|| self.own.get(event).copied())
+            .unwrap_or(DEFAULT_PRIORITY)
     }
 
     /// The queue of an event, `None` when it is Off. Operational events have their own queue

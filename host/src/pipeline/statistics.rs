@@ -32,12 +32,23 @@ pub struct Statistics {
 
 impl Statistics {
     pub fn in_memory() -> Statistics {
-        Statistics { counters: Counters::default(), path: None, dirty: false }
+        Statistics {
+            counters: Counters::default(),
+            path: None,
+            dirty: false,
+        }
     }
 
     pub fn open(path: &Path) -> Statistics {
-        let counters = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Statistics { counters, path: Some(path.to_owned()), dirty: false }
+        let counters = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Statistics {
+            counters,
+            path: Some(path.to_owned()),
+            dirty: false,
+        }
     }
 
     pub fn touch(&mut self) -> &mut Counters {
@@ -48,7 +59,10 @@ impl Statistics {
     pub fn checkpoint(&mut self) -> std::io::Result<()> {
         if let (true, Some(path)) = (self.dirty, &self.path) {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&self.counters).map_err(std::io::Error::other)?)?;
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&self.counters).map_err(std::io::Error::other)?,
+            )?;
             std::fs::rename(&tmp, path)?;
             self.dirty = false;
         }
@@ -70,7 +84,12 @@ impl Statistics {
                 "OperationalCollectedEvents": c.operational.collected.to_string(),
                 "OperationalDroppedEvents": c.operational.dropped.to_string(),
             });
-            out.push(SecurityEvent::new("DroppedEventsStatistics", Category::Periodic, EventType::Operational, vec![item("High", c.high), low]));
+            out.push(SecurityEvent::new(
+                "DroppedEventsStatistics",
+                Category::Periodic,
+                EventType::Operational,
+                vec![item("High", c.high), low],
+            ));
         }
         if messages && c.messages_sent + c.total_failed > 0 {
             out.push(SecurityEvent::new(

@@ -66,7 +66,12 @@ impl QueueLog {
     pub fn open(dir: &Path, segment_limit: u64) -> io::Result<(QueueLog, Recovered)> {
         std::fs::create_dir_all(dir)?;
         let acked = match std::fs::read_to_string(dir.join("acked")) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| io::Error::other(format!("{}: not a sequence number", dir.join("acked").display())))?,
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+                io::Error::other(format!(
+                    "{}: not a sequence number",
+                    dir.join("acked").display()
+                ))
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
@@ -74,7 +79,12 @@ impl QueueLog {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let path = e.path();
-                let seq = path.file_name()?.to_str()?.strip_suffix(".seg")?.parse().ok()?;
+                let seq = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse()
+                    .ok()?;
                 Some((seq, path))
             })
             .collect();
@@ -104,7 +114,10 @@ impl QueueLog {
             while let Some((seq, payload, next)) = parse_record(&bytes, at) {
                 if seq >= acked && seq >= log.next_seq {
                     log.bytes += RECORD_HEADER + payload.len() as u64;
-                    log.records.push_back(Record { seq, data: payload.into() });
+                    log.records.push_back(Record {
+                        seq,
+                        data: payload.into(),
+                    });
                     recovered.records += 1;
                 }
                 end_seq = seq + 1;
@@ -114,13 +127,20 @@ impl QueueLog {
             if at < bytes.len() {
                 recovered.discarded_bytes += (bytes.len() - at) as u64;
                 tracing::warn!(segment = %path.display(), offset = at, "cutting a torn or corrupt record and what follows it");
-                OpenOptions::new().write(true).open(&path)?.set_len(at as u64)?;
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(at as u64)?;
             }
             if end_seq <= acked && i + 1 < count {
                 std::fs::remove_file(&path)?;
                 continue;
             }
-            log.segments.push_back(Segment { end_seq, path, bytes: at as u64 });
+            log.segments.push_back(Segment {
+                end_seq,
+                path,
+                bytes: at as u64,
+            });
         }
         Ok((log, recovered))
     }
@@ -137,12 +157,21 @@ impl QueueLog {
         if needs_new || self.file.is_none() {
             if needs_new {
                 let path = self.dir.join(format!("{:020}.seg", self.next_seq));
-                self.segments.push_back(Segment { end_seq: self.next_seq, path, bytes: 0 });
+                self.segments.push_back(Segment {
+                    end_seq: self.next_seq,
+                    path,
+                    bytes: 0,
+                });
             }
             let path = &self.segments.back().expect("a segment").path;
             self.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
         }
-        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + RECORD_HEADER as usize).sum());
+        let mut buf = Vec::with_capacity(
+            payloads
+                .iter()
+                .map(|p| p.len() + RECORD_HEADER as usize)
+                .sum(),
+        );
         let first = self.next_seq;
         for (i, p) in payloads.iter().enumerate() {
             buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -155,7 +184,10 @@ impl QueueLog {
         segment.bytes += buf.len() as u64;
         for p in payloads {
             self.bytes += RECORD_HEADER + p.len() as u64;
-            self.records.push_back(Record { seq: self.next_seq, data: p });
+            self.records.push_back(Record {
+                seq: self.next_seq,
+                data: p,
+            });
             self.next_seq += 1;
         }
         segment.end_seq = self.next_seq;
@@ -175,9 +207,16 @@ impl QueueLog {
     /// Marks the next `n` pending records as in flight; returns the sequence number after them.
     pub fn take(&mut self, n: usize) -> u64 {
         let end = (self.in_flight + n).min(self.records.len());
-        self.in_flight_bytes += self.records.range(self.in_flight..end).map(Record::cost).sum::<u64>();
+        self.in_flight_bytes += self
+            .records
+            .range(self.in_flight..end)
+            .map(Record::cost)
+            .sum::<u64>();
         self.in_flight = end;
-        self.records.get(self.in_flight).map(|r| r.seq).unwrap_or(self.next_seq)
+        self.records
+            .get(self.in_flight)
+            .map(|r| r.seq)
+            .unwrap_or(self.next_seq)
     }
 
     /// Everything below `upto` is acknowledged: forget it, here and on disk.
@@ -234,7 +273,6 @@ impl QueueLog {
         }
         Ok(())
     }
-
 }
 
 fn parse_record(bytes: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
@@ -252,11 +290,15 @@ mod tests {
     use super::*;
 
     fn payloads(range: std::ops::Range<u32>) -> Vec<Box<[u8]>> {
-        range.map(|i| format!("{{\"event\":{i}}}").into_bytes().into_boxed_slice()).collect()
+        range
+            .map(|i| format!("{{\"event\":{i}}}").into_bytes().into_boxed_slice())
+            .collect()
     }
 
     fn texts(log: &QueueLog) -> Vec<String> {
-        log.pending().map(|r| String::from_utf8(r.data.to_vec()).unwrap()).collect()
+        log.pending()
+            .map(|r| String::from_utf8(r.data.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -266,7 +308,10 @@ mod tests {
         log.append(payloads(0..300)).unwrap();
         assert!(log.segments.len() >= 1);
         log.append(payloads(300..600)).unwrap();
-        assert!(log.segments.len() >= 2, "a second segment once the first is full");
+        assert!(
+            log.segments.len() >= 2,
+            "a second segment once the first is full"
+        );
         let upto = log.take(350);
         assert_eq!(upto, 350);
         log.ack(upto).unwrap();
@@ -276,8 +321,18 @@ mod tests {
         assert_eq!(recovered.records, 250);
         assert_eq!(texts(&log).first().unwrap(), "{\"event\":350}");
         assert_eq!(texts(&log).last().unwrap(), "{\"event\":599}");
-        let oldest = log.segments.front().unwrap().path.file_name().unwrap().to_owned();
-        assert_ne!(oldest, "00000000000000000000.seg", "the fully acknowledged first segment was deleted");
+        let oldest = log
+            .segments
+            .front()
+            .unwrap()
+            .path
+            .file_name()
+            .unwrap()
+            .to_owned();
+        assert_ne!(
+            oldest, "00000000000000000000.seg",
+            "the fully acknowledged first segment was deleted"
+        );
     }
 
     #[test]
@@ -291,7 +346,13 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
         let (mut log, recovered) = QueueLog::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered, Recovered { records: 10, discarded_bytes: 6 });
+        assert_eq!(
+            recovered,
+            Recovered {
+                records: 10,
+                discarded_bytes: 6
+            }
+        );
         log.append(payloads(10..12)).unwrap();
         drop(log);
         let (log, recovered) = QueueLog::open(dir.path(), 1 << 20).unwrap();

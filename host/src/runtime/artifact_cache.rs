@@ -25,7 +25,8 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     pub fn open(dir: &Path, engine: &wasmtime::Engine) -> anyhow::Result<ArtifactCache> {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", dir.display()))?;
         // Artifacts are native code that is loaded without re-validation: keep the directory private.
         #[cfg(unix)]
         {
@@ -35,7 +36,10 @@ impl ArtifactCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("{:016x}", h.finish());
-        Ok(ArtifactCache { dir: dir.to_owned(), engine_key })
+        Ok(ArtifactCache {
+            dir: dir.to_owned(),
+            engine_key,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -47,7 +51,11 @@ impl ArtifactCache {
     }
 
     /// The component for `bytes`, from the cache or compiled now (and cached).
-    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> anyhow::Result<(Component, CacheOutcome)> {
+    pub fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+    ) -> anyhow::Result<(Component, CacheOutcome)> {
         let digest = sha256_hex(bytes);
         let path = self.path_for(&digest);
         if path.exists() {
@@ -56,7 +64,9 @@ impl ArtifactCache {
             // configuration (the name carries its hash) into a directory only we may write.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}")
+                }
             }
         }
         let component = Component::new(engine, bytes)?;
@@ -64,7 +74,9 @@ impl ArtifactCache {
             Ok(compiled) => {
                 // Write then rename, so a crash never leaves a truncated artifact under the final name.
                 let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|_| std::fs::rename(&tmp, &path)) {
+                if let Err(e) =
+                    std::fs::write(&tmp, &compiled).and_then(|_| std::fs::rename(&tmp, &path))
+                {
                     tracing::warn!(path = %path.display(), "cannot store compiled artifact: {e}");
                     let _ = std::fs::remove_file(&tmp);
                 }
@@ -108,17 +120,36 @@ impl ArtifactCache {
 
     /// Removes what no collector uses: artifacts of other engine builds, and of the digests not
     /// `in_use` all but the `keep_unused` most recently used. Returns the files removed.
-    pub fn collect_garbage(&self, in_use: &std::collections::HashSet<String>, keep_unused: usize) -> usize {
-        let mut by_digest: std::collections::HashMap<String, (std::time::SystemTime, Vec<PathBuf>)> = Default::default();
+    pub fn collect_garbage(
+        &self,
+        in_use: &std::collections::HashSet<String>,
+        keep_unused: usize,
+    ) -> usize {
+        let mut by_digest: std::collections::HashMap<
+            String,
+            (std::time::SystemTime, Vec<PathBuf>),
+        > = Default::default();
         let mut removed = 0;
         let mut remove = |path: &Path| {
             if std::fs::remove_file(path).is_ok() {
                 removed += 1;
             }
         };
-        let entries = |dir: &Path| std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect::<Vec<_>>();
-        for path in entries(&self.dir).into_iter().chain(entries(&self.dir.join("components"))) {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let entries = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        };
+        for path in entries(&self.dir)
+            .into_iter()
+            .chain(entries(&self.dir.join("components")))
+        {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             let digest = if let Some(stem) = name.strip_suffix(".cwasm") {
                 match stem.split_once('-') {
                     Some((digest, engine)) if engine == self.engine_key => digest,
@@ -137,8 +168,12 @@ impl ArtifactCache {
             if in_use.contains(digest) {
                 continue;
             }
-            let used = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
-            let slot = by_digest.entry(digest.to_owned()).or_insert((used, Vec::new()));
+            let used = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let slot = by_digest
+                .entry(digest.to_owned())
+                .or_insert((used, Vec::new()));
             slot.0 = slot.0.max(used);
             slot.1.push(path);
         }
@@ -178,7 +213,8 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, b"x").unwrap();
             let file = std::fs::File::options().append(true).open(&path).unwrap();
-            file.set_modified(SystemTime::now() - Duration::from_secs(age_secs)).unwrap();
+            file.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+                .unwrap();
         };
         // In use, old; unused at ages 10, 20, 30, 40 s (one also kept as a fetched component);
         // compiled by another engine build.
@@ -187,10 +223,18 @@ mod tests {
             make(cache.path_for(&digest(n)), age);
         }
         make(cache.component_path(&digest(4)), 30);
-        make(dir.path().join(format!("{}-0123456789abcdef.cwasm", digest(6))), 1);
+        make(
+            dir.path()
+                .join(format!("{}-0123456789abcdef.cwasm", digest(6))),
+            1,
+        );
         let in_use = std::collections::HashSet::from([digest(1)]);
 
-        assert_eq!(cache.collect_garbage(&in_use, 2), 4, "the other build's artifact, and digests 4 (two files) and 5");
+        assert_eq!(
+            cache.collect_garbage(&in_use, 2),
+            4,
+            "the other build's artifact, and digests 4 (two files) and 5"
+        );
         for (n, kept) in [(1, true), (2, true), (3, true), (4, false), (5, false)] {
             assert_eq!(cache.path_for(&digest(n)).exists(), kept, "digest {n}");
         }

@@ -75,7 +75,9 @@ fn start_epoch_ticker(engine: &wasmtime::Engine) {
                     // Checked again under the lock: a call starting now notifies after we wait.
                     // The timeout only lets a dropped engine end its ticker.
                     if CALLS.load(Ordering::SeqCst) == 0 {
-                        let _ = CALL_STARTED.1.wait_timeout(lock, std::time::Duration::from_secs(1));
+                        let _ = CALL_STARTED
+                            .1
+                            .wait_timeout(lock, std::time::Duration::from_secs(1));
                     }
                     continue;
                 }

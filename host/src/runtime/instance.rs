@@ -81,18 +81,30 @@ impl PluginInstance {
         dirs: &[PathBuf],
     ) -> Result<PluginInstance, Fault> {
         let guard = CallGuard::new(limits.memory.0 as usize, limits.call_timeout.0);
-        let state = HostState::new(name, host, dirs, guard).map_err(|e| Fault::Init(e.to_string()))?;
+        let state =
+            HostState::new(name, host, dirs, guard).map_err(|e| Fault::Init(e.to_string()))?;
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.guard);
         // Each tick: yield to the executor (fairness), and interrupt once the call's budget is spent.
         store.epoch_deadline_callback(|mut ctx| {
-            Ok(if ctx.data_mut().guard.tick() { UpdateDeadline::Yield(1) } else { UpdateDeadline::Interrupt })
+            Ok(if ctx.data_mut().guard.tick() {
+                UpdateDeadline::Yield(1)
+            } else {
+                UpdateDeadline::Interrupt
+            })
         });
         let _ticking = start_call(&mut store);
         let timeout = limits.call_timeout.0;
-        let outcome = tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store)).await;
+        let outcome =
+            tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store))
+                .await;
         let bindings = classify(&store, timeout, outcome)?;
-        Ok(PluginInstance { store, bindings, timeout, max_events: limits.max_events_per_call })
+        Ok(PluginInstance {
+            store,
+            bindings,
+            timeout,
+            max_events: limits.max_events_per_call,
+        })
     }
 
     pub async fn describe(&mut self) -> Result<PluginInfo, Fault> {
@@ -100,7 +112,9 @@ impl PluginInstance {
     }
 
     pub(super) async fn init(&mut self, config_json: &str) -> Result<(), Fault> {
-        let result = guarded!(self, |b, s| b.edgeguard_collector_plugin().call_init(s, config_json))?;
+        let result = guarded!(self, |b, s| b
+            .edgeguard_collector_plugin()
+            .call_init(s, config_json))?;
         result.map_err(|e| Fault::Init(describe_error(&e)))
     }
 
@@ -108,19 +122,28 @@ impl PluginInstance {
     /// stays usable. `Err(fault)` means the instance is gone.
     pub async fn collect(&mut self) -> Result<Result<Vec<Event>, CollectError>, Fault> {
         let cap = self.max_events;
-        let result = guarded!(self, |b, s| b.edgeguard_collector_plugin().call_collect(s, cap))?;
+        let result = guarded!(self, |b, s| b
+            .edgeguard_collector_plugin()
+            .call_collect(s, cap))?;
         match result {
-            Ok(events) if events.len() > cap as usize => Err(Fault::Flood { returned: events.len(), cap }),
+            Ok(events) if events.len() > cap as usize => Err(Fault::Flood {
+                returned: events.len(),
+                cap,
+            }),
             other => Ok(other),
         }
     }
 
     pub async fn save_state(&mut self) -> Result<Option<Vec<u8>>, Fault> {
-        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_save_state(s))
+        guarded!(self, |b, s| b
+            .edgeguard_collector_plugin()
+            .call_save_state(s))
     }
 
     pub async fn restore_state(&mut self, state: &[u8]) -> Result<Result<(), CollectError>, Fault> {
-        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_restore_state(s, state))
+        guarded!(self, |b, s| b
+            .edgeguard_collector_plugin()
+            .call_restore_state(s, state))
     }
 
     /// Peak linear memory this instance has used.
@@ -129,7 +152,11 @@ impl PluginInstance {
     }
 }
 
-fn classify<T>(store: &Store<HostState>, timeout: Duration, outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Fault> {
+fn classify<T>(
+    store: &Store<HostState>,
+    timeout: Duration,
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+) -> Result<T, Fault> {
     let error = match outcome {
         Ok(Ok(value)) => return Ok(value),
         Err(_elapsed) => return Err(Fault::Timeout(timeout)),
@@ -137,7 +164,10 @@ fn classify<T>(store: &Store<HostState>, timeout: Duration, outcome: Result<wasm
     };
     let guard = &store.data().guard;
     if let Some(asked) = guard.memory_denied {
-        return Err(Fault::MemoryLimit { asked, limit: guard.memory_limit() });
+        return Err(Fault::MemoryLimit {
+            asked,
+            limit: guard.memory_limit(),
+        });
     }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return Err(Fault::Timeout(timeout));

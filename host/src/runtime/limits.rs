@@ -68,18 +68,31 @@ impl CallGuard {
 }
 
 impl ResourceLimiter for CallGuard {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_denied = Some(desired);
             // Trap rather than return -1 from memory.grow: a Rust guest would abort anyway,
             // and a trap names the cause.
-            wasmtime::bail!("memory limit exceeded: {desired} bytes asked, limit {}", self.memory_limit);
+            wasmtime::bail!(
+                "memory limit exceeded: {desired} bytes asked, limit {}",
+                self.memory_limit
+            );
         }
         self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 

@@ -16,16 +16,32 @@ use wasmtime::component::{Component, Linker};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read plugin file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("plugin `{plugin}`: {reason}")]
     Invalid { plugin: String, reason: String },
-    #[error("plugin `{plugin}` imports `{import}`, but its configuration does not grant `{capability}` (granted: {granted})")]
-    NotGranted { plugin: String, import: String, capability: &'static str, granted: String },
+    #[error(
+        "plugin `{plugin}` imports `{import}`, but its configuration does not grant `{capability}` (granted: {granted})"
+    )]
+    NotGranted {
+        plugin: String,
+        import: String,
+        capability: &'static str,
+        granted: String,
+    },
     #[error("plugin `{plugin}` imports `{import}`: {why}")]
-    Refused { plugin: String, import: String, why: &'static str },
+    Refused {
+        plugin: String,
+        import: String,
+        why: &'static str,
+    },
     #[error("plugin `{plugin}` imports `{import}`, which this host does not provide")]
     UnknownImport { plugin: String, import: String },
-    #[error("plugin `{plugin}` was built against {found}; this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    #[error(
+        "plugin `{plugin}` was built against {found}; this host implements {WIT_PACKAGE}@{WIT_VERSION}"
+    )]
     WitVersion { plugin: String, found: String },
     #[error("plugin `{plugin}` does not export `{WIT_PACKAGE}/plugin`: not an edgeguard collector")]
     NotACollector { plugin: String },
@@ -51,14 +67,34 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub async fn load_file(runtime: &Runtime, name: &str, path: &std::path::Path, grants: &[Capability], dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    pub async fn load_file(
+        runtime: &Runtime,
+        name: &str,
+        path: &std::path::Path,
+        grants: &[Capability],
+        dirs: &[PathBuf],
+    ) -> Result<LoadedPlugin, LoadError> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::load(runtime, name, bytes, grants, dirs).await
     }
 
     /// Everything short of running the plugin with real capabilities.
-    pub async fn load(runtime: &Runtime, name: &str, bytes: Vec<u8>, grants: &[Capability], dirs: &[PathBuf]) -> Result<LoadedPlugin, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid { plugin: name.to_owned(), reason };
+    pub async fn load(
+        runtime: &Runtime,
+        name: &str,
+        bytes: Vec<u8>,
+        grants: &[Capability],
+        dirs: &[PathBuf],
+    ) -> Result<LoadedPlugin, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            plugin: name.to_owned(),
+            reason,
+        };
         check_preamble(&bytes).map_err(invalid)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
@@ -70,25 +106,42 @@ impl LoadedPlugin {
             .map_err(|e| invalid(format!("compilation aborted: {e}")))?
             .map_err(|e| invalid(format!("not a valid WebAssembly component: {e:#}")))?;
 
-        let wit_version = exported_wit_version(&runtime.engine, &component)
-            .ok_or_else(|| LoadError::NotACollector { plugin: name.to_owned() })?;
+        let wit_version = exported_wit_version(&runtime.engine, &component).ok_or_else(|| {
+            LoadError::NotACollector {
+                plugin: name.to_owned(),
+            }
+        })?;
         if !compatible(&wit_version) {
-            return Err(LoadError::WitVersion { plugin: name.to_owned(), found: format!("{WIT_PACKAGE}@{wit_version}") });
+            return Err(LoadError::WitVersion {
+                plugin: name.to_owned(),
+                found: format!("{WIT_PACKAGE}@{wit_version}"),
+            });
         }
 
-        let imports: Vec<String> = component.component_type().imports(&runtime.engine).map(|(n, _)| n.to_owned()).collect();
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         check_imports(name, &imports, grants)?;
 
         let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| invalid(format!("linking WASI: {e}")))?;
-        capabilities::link(&mut linker, grants).map_err(|e| invalid(format!("linking capabilities: {e}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| invalid(format!("linking WASI: {e}")))?;
+        capabilities::link(&mut linker, grants)
+            .map_err(|e| invalid(format!("linking capabilities: {e}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(CollectorPre::new)
             .map_err(|e| invalid(format!("does not match the collector world: {e:#}")))?;
 
         let name: Arc<str> = name.into();
-        let info = describe(&runtime.engine, &pre, &name).await.map_err(|fault| LoadError::Describe { plugin: name.to_string(), fault })?;
+        let info = describe(&runtime.engine, &pre, &name)
+            .await
+            .map_err(|fault| LoadError::Describe {
+                plugin: name.to_string(),
+                fault,
+            })?;
         Ok(LoadedPlugin {
             name,
             info,
@@ -105,9 +158,21 @@ impl LoadedPlugin {
     }
 
     /// A fresh instance with `init(config)` done.
-    pub async fn instantiate(&self, host: Arc<HostContext>, limits: &Limits, config_json: &str) -> Result<PluginInstance, Fault> {
-        let mut instance =
-            PluginInstance::new(&self.runtime.engine, &self.pre, Arc::clone(&self.name), host, limits, &self.dirs).await?;
+    pub async fn instantiate(
+        &self,
+        host: Arc<HostContext>,
+        limits: &Limits,
+        config_json: &str,
+    ) -> Result<PluginInstance, Fault> {
+        let mut instance = PluginInstance::new(
+            &self.runtime.engine,
+            &self.pre,
+            Arc::clone(&self.name),
+            host,
+            limits,
+            &self.dirs,
+        )
+        .await?;
         instance.init(config_json).await?;
         Ok(instance)
     }
@@ -118,9 +183,14 @@ impl LoadedPlugin {
 }
 
 /// Runs `describe` in a throw-away instance with default limits, no host data and no directories.
-async fn describe(engine: &wasmtime::Engine, pre: &CollectorPre<HostState>, name: &Arc<str>) -> Result<PluginInfo, Fault> {
+async fn describe(
+    engine: &wasmtime::Engine,
+    pre: &CollectorPre<HostState>,
+    name: &Arc<str>,
+) -> Result<PluginInfo, Fault> {
     let host = HostContext::new(std::path::Path::new("/nonexistent"));
-    let mut instance = PluginInstance::new(engine, pre, Arc::clone(name), host, &Limits::default(), &[]).await?;
+    let mut instance =
+        PluginInstance::new(engine, pre, Arc::clone(name), host, &Limits::default(), &[]).await?;
     instance.describe().await
 }
 
@@ -138,10 +208,13 @@ fn check_preamble(bytes: &[u8]) -> Result<(), String> {
 /// The version of `edgeguard:collector/plugin@x.y.z` the component exports.
 fn exported_wit_version(engine: &wasmtime::Engine, component: &Component) -> Option<String> {
     let prefix = format!("{WIT_PACKAGE}/plugin");
-    component.component_type().exports(engine).find_map(|(name, _)| {
-        let rest = name.strip_prefix(&prefix)?;
-        Some(rest.strip_prefix('@').unwrap_or("unversioned").to_owned())
-    })
+    component
+        .component_type()
+        .exports(engine)
+        .find_map(|(name, _)| {
+            let rest = name.strip_prefix(&prefix)?;
+            Some(rest.strip_prefix('@').unwrap_or("unversioned").to_owned())
+        })
 }
 
 /// Semver compatibility as the component linker applies it: same major, and for 0.x the same minor.
@@ -168,11 +241,26 @@ fn check_imports(plugin: &str, imports: &[String], grants: &[Capability]) -> Res
                     plugin: plugin.to_owned(),
                     import: import.clone(),
                     capability: capability.name(),
-                    granted: if granted.is_empty() { "nothing".into() } else { granted.join(", ") },
+                    granted: if granted.is_empty() {
+                        "nothing".into()
+                    } else {
+                        granted.join(", ")
+                    },
                 });
             }
-            ImportNeed::Refused(why) => return Err(LoadError::Refused { plugin: plugin.to_owned(), import: import.clone(), why }),
-            ImportNeed::Unknown => return Err(LoadError::UnknownImport { plugin: plugin.to_owned(), import: import.clone() }),
+            ImportNeed::Refused(why) => {
+                return Err(LoadError::Refused {
+                    plugin: plugin.to_owned(),
+                    import: import.clone(),
+                    why,
+                });
+            }
+            ImportNeed::Unknown => {
+                return Err(LoadError::UnknownImport {
+                    plugin: plugin.to_owned(),
+                    import: import.clone(),
+                });
+            }
         }
     }
     Ok(())
@@ -194,7 +282,15 @@ mod tests {
     #[test]
     fn preamble() {
         assert!(check_preamble(b"\0asm\x0d\x00\x01\x00").is_ok());
-        assert!(check_preamble(b"\0asm\x01\x00\x00\x00").unwrap_err().contains("core WebAssembly module"));
-        assert!(check_preamble(b"hello").unwrap_err().contains("not WebAssembly"));
+        assert!(
+            check_preamble(b"\0asm\x01\x00\x00\x00")
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_preamble(b"hello")
+                .unwrap_err()
+                .contains("not WebAssembly")
+        );
     }
 }

@@ -8,8 +8,8 @@ use crate::capabilities::HostContext;
 use crate::config::{Group, Limits, ScheduleConfig};
 use crate::events::{self, SecurityEvent, Severity};
 use crate::pipeline::Routing;
-use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
 use crate::runtime::bindings::edgeguard::collector::types::PriorityGroup;
+use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
@@ -73,9 +73,16 @@ pub struct PluginStatus {
 pub enum Order {
     /// Replace the plugin by another version between two collections: start the new one, hand
     /// it the old one's state, switch. On failure the old one keeps running.
-    Swap(PluginSpec, tokio::sync::oneshot::Sender<Result<Swapped, String>>),
+    Swap(
+        PluginSpec,
+        tokio::sync::oneshot::Sender<Result<Swapped, String>>,
+    ),
     /// Same plugin, another schedule, or paused (loaded and idle) / resumed.
-    Adjust { group: Group, interval: Option<Duration>, enabled: bool },
+    Adjust {
+        group: Group,
+        interval: Option<Duration>,
+        enabled: bool,
+    },
     /// End after the collection under way.
     Stop,
 }
@@ -133,7 +140,8 @@ pub struct Control {
 impl Control {
     /// New intervals for the three groups; plugins with their own interval keep it.
     pub fn set_intervals(&self, schedule: &ScheduleConfig) {
-        self.intervals.send_replace(Group::ALL.map(|g| schedule.interval(g)));
+        self.intervals
+            .send_replace(Group::ALL.map(|g| schedule.interval(g)));
     }
 
     /// Makes every plugin of `group` collect now; each reports on the returned channel once
@@ -155,13 +163,25 @@ pub struct Running {
 
 impl Scheduler {
     /// `routing` tells which events are Off: a plugin whose events all are is not called.
-    pub fn new(host: Arc<HostContext>, schedule: ScheduleConfig, tx: mpsc::Sender<Batch>, routing: watch::Receiver<Arc<Routing>>) -> Scheduler {
+    pub fn new(
+        host: Arc<HostContext>,
+        schedule: ScheduleConfig,
+        tx: mpsc::Sender<Batch>,
+        routing: watch::Receiver<Arc<Routing>>,
+    ) -> Scheduler {
         let permits = Arc::new(Semaphore::new(schedule.max_concurrent));
         let control = Control {
             intervals: Arc::new(watch::Sender::new(Group::ALL.map(|g| schedule.interval(g)))),
             nudges: broadcast::channel(16).0,
         };
-        Scheduler { host, schedule, permits, tx, routing, control }
+        Scheduler {
+            host,
+            schedule,
+            permits,
+            tx,
+            routing,
+            control,
+        }
     }
 
     pub fn host(&self) -> Arc<HostContext> {
@@ -175,16 +195,35 @@ impl Scheduler {
     /// Sends events on a plugin's behalf (diagnostics about it).
     pub async fn report(&self, plugin: &str, events: Vec<SecurityEvent>) {
         // The receiver only goes away at shutdown; nothing to do then.
-        let _ = self.tx.send(Batch { plugin: plugin.into(), at: Instant::now(), events, accepted: None }).await;
+        let _ = self
+            .tx
+            .send(Batch {
+                plugin: plugin.into(),
+                at: Instant::now(),
+                events,
+                accepted: None,
+            })
+            .await;
     }
 
     /// Starts a plugin's actor. With `once`, it collects a single time, right away, and ends.
     pub fn spawn(&self, spec: PluginSpec, once: bool) -> Running {
-        self.spawn_with(spec, once, true, Arc::new(Mutex::new(PluginStatus::default())))
+        self.spawn_with(
+            spec,
+            once,
+            true,
+            Arc::new(Mutex::new(PluginStatus::default())),
+        )
     }
 
     /// Starts a plugin's actor, paused unless `enabled`, counting into `status`.
-    pub fn spawn_with(&self, spec: PluginSpec, once: bool, enabled: bool, status: Arc<Mutex<PluginStatus>>) -> Running {
+    pub fn spawn_with(
+        &self,
+        spec: PluginSpec,
+        once: bool,
+        enabled: bool,
+        status: Arc<Mutex<PluginStatus>>,
+    ) -> Running {
         let (orders, inbox) = mpsc::channel(8);
         let actor = Actor {
             spec,
@@ -198,10 +237,22 @@ impl Scheduler {
             orders: inbox,
             enabled,
         };
-        let jitter = if once { Duration::ZERO } else { self.schedule.first_collection_jitter.0.mul_f64(fastrand::f64()) };
+        let jitter = if once {
+            Duration::ZERO
+        } else {
+            self.schedule
+                .first_collection_jitter
+                .0
+                .mul_f64(fastrand::f64())
+        };
         let name = Arc::clone(&actor.spec.loaded.name);
         let task = tokio::spawn(actor.run(jitter, once));
-        Running { name, status, orders, task }
+        Running {
+            name,
+            status,
+            orders,
+            task,
+        }
     }
 }
 
@@ -232,12 +283,19 @@ impl Actor {
 
     /// The interval in force: the plugin's own, else its group's.
     fn interval(&self) -> Duration {
-        let group = Group::ALL.iter().position(|g| *g == self.spec.group).expect("a group");
+        let group = Group::ALL
+            .iter()
+            .position(|g| *g == self.spec.group)
+            .expect("a group");
         self.spec.interval.unwrap_or(self.intervals.borrow()[group])
     }
 
     async fn run(mut self, jitter: Duration, once: bool) {
-        let mut saved = self.spec.state_file.as_ref().and_then(|f| std::fs::read(f).ok());
+        let mut saved = self
+            .spec
+            .state_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok());
         let start = tokio::time::Instant::now() + jitter;
         let mut interval = self.interval();
         let mut ticker = ticker_at(start, interval);
@@ -302,9 +360,15 @@ impl Actor {
                     continue;
                 }
             };
-            let (events, outcome) = self.collect(&mut instance, &mut restart_at, &mut saved).await;
+            let (events, outcome) = self
+                .collect(&mut instance, &mut restart_at, &mut saved)
+                .await;
             if let Wake::Nudged(reply) = wake {
-                let _ = reply.send(CollectReport { plugin: Arc::clone(self.name()), events, outcome });
+                let _ = reply.send(CollectReport {
+                    plugin: Arc::clone(self.name()),
+                    events,
+                    outcome,
+                });
             }
             if once {
                 return;
@@ -314,7 +378,13 @@ impl Actor {
 
     /// Follows a change of the interval in force: the next collection keeps its place relative
     /// to the last one, or the first is still due at `start`.
-    fn reschedule(&self, interval: &mut Duration, ticker: &mut tokio::time::Interval, last_tick: Option<tokio::time::Instant>, start: tokio::time::Instant) {
+    fn reschedule(
+        &self,
+        interval: &mut Duration,
+        ticker: &mut tokio::time::Interval,
+        last_tick: Option<tokio::time::Instant>,
+        start: tokio::time::Instant,
+    ) {
         let new = self.interval();
         if new != *interval {
             tracing::info!(plugin = %self.name(), interval = ?new, "collection interval changed");
@@ -326,7 +396,12 @@ impl Actor {
     /// Replaces the plugin by `spec`'s between two collections. The new instance starts and
     /// takes over the old one's state before anything changes, so a failure leaves the old
     /// version running as it was.
-    async fn swap(&mut self, spec: PluginSpec, instance: &mut Option<PluginInstance>, saved: &mut Option<Vec<u8>>) -> Result<Swapped, String> {
+    async fn swap(
+        &mut self,
+        spec: PluginSpec,
+        instance: &mut Option<PluginInstance>,
+        saved: &mut Option<Vec<u8>>,
+    ) -> Result<Swapped, String> {
         let started = Instant::now();
         let mut fresh = spec
             .loaded
@@ -348,20 +423,42 @@ impl Actor {
         if let Some(state) = &state {
             handover = match fresh.restore_state(state).await {
                 Ok(Ok(())) => Handover::Handed(state.len()),
-                Ok(Err(error)) => Handover::Refused(crate::runtime::instance::describe_error(&error)),
-                Err(fault) => return Err(format!("the new version {fault} while taking over the old one's state")),
+                Ok(Err(error)) => {
+                    Handover::Refused(crate::runtime::instance::describe_error(&error))
+                }
+                Err(fault) => {
+                    return Err(format!(
+                        "the new version {fault} while taking over the old one's state"
+                    ));
+                }
             };
         }
-        *saved = if matches!(handover, Handover::Refused(_)) { None } else { state };
+        *saved = if matches!(handover, Handover::Refused(_)) {
+            None
+        } else {
+            state
+        };
         *instance = Some(fresh);
         self.spec = spec;
         self.status.lock().unwrap().consecutive_faults = 0;
-        Ok(Swapped { took: started.elapsed(), state: handover })
+        Ok(Swapped {
+            took: started.elapsed(),
+            state: handover,
+        })
     }
 
     /// One collection, instantiating first when needed: the events delivered and the outcome.
-    async fn collect(&self, instance: &mut Option<PluginInstance>, restart_at: &mut Instant, saved: &mut Option<Vec<u8>>) -> (usize, String) {
-        if self.routing.borrow().silences(&self.spec.loaded.info.events) {
+    async fn collect(
+        &self,
+        instance: &mut Option<PluginInstance>,
+        restart_at: &mut Instant,
+        saved: &mut Option<Vec<u8>>,
+    ) -> (usize, String) {
+        if self
+            .routing
+            .borrow()
+            .silences(&self.spec.loaded.info.events)
+        {
             self.status.lock().unwrap().skipped_all_off += 1;
             return (0, "skipped: every event it emits is Off".into());
         }
@@ -370,7 +467,16 @@ impl Actor {
                 self.status.lock().unwrap().skipped_while_backing_off += 1;
                 return (0, "skipped: restarting after a fault".into());
             }
-            let fresh = match self.spec.loaded.instantiate(Arc::clone(&self.host), &self.spec.limits, &self.spec.config_json).await {
+            let fresh = match self
+                .spec
+                .loaded
+                .instantiate(
+                    Arc::clone(&self.host),
+                    &self.spec.limits,
+                    &self.spec.config_json,
+                )
+                .await
+            {
                 Ok(mut fresh) => self.restore(&mut fresh, saved).await.map(|()| fresh),
                 Err(fault) => Err(fault),
             };
@@ -382,9 +488,15 @@ impl Actor {
                 }
             }
         }
-        let Some(live) = instance.as_mut() else { return (0, "no instance".into()) };
+        let Some(live) = instance.as_mut() else {
+            return (0, "no instance".into());
+        };
         let outcome = {
-            let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             live.collect().await
         };
         match outcome {
@@ -398,15 +510,30 @@ impl Actor {
                 (count, "collected".into())
             }
             Ok(Err(error)) => {
-                let message = format!("plugin `{}` could not collect: {}", self.name(), crate::runtime::instance::describe_error(&error));
+                let message = format!(
+                    "plugin `{}` could not collect: {}",
+                    self.name(),
+                    crate::runtime::instance::describe_error(&error)
+                );
                 tracing::warn!("{message}");
                 {
                     let mut status = self.status.lock().unwrap();
                     status.errors += 1;
                     status.last_run = Some(chrono::Utc::now());
                 }
-                self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
-                (0, format!("error: {}", crate::runtime::instance::describe_error(&error)))
+                self.send(vec![SecurityEvent::diagnostic(
+                    Severity::Warning,
+                    &message,
+                    &[("Plugin", self.name().to_string())],
+                )])
+                .await;
+                (
+                    0,
+                    format!(
+                        "error: {}",
+                        crate::runtime::instance::describe_error(&error)
+                    ),
+                )
             }
             Err(fault) => {
                 *instance = None;
@@ -433,26 +560,57 @@ impl Actor {
             self.name()
         );
         tracing::warn!("{message}");
-        Some(SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string()), ("LostEvents", new.to_string())]))
+        Some(SecurityEvent::diagnostic(
+            Severity::Warning,
+            &message,
+            &[
+                ("Plugin", self.name().to_string()),
+                ("LostEvents", new.to_string()),
+            ],
+        ))
     }
 
     /// Hands a fresh instance the state its predecessor saved (in this run or the last). A
     /// plugin that refuses it starts afresh, with a warning.
-    async fn restore(&self, instance: &mut PluginInstance, saved: &mut Option<Vec<u8>>) -> Result<(), Fault> {
-        let Some(state) = saved.as_ref() else { return Ok(()) };
+    async fn restore(
+        &self,
+        instance: &mut PluginInstance,
+        saved: &mut Option<Vec<u8>>,
+    ) -> Result<(), Fault> {
+        let Some(state) = saved.as_ref() else {
+            return Ok(());
+        };
         if let Err(error) = instance.restore_state(state).await? {
-            let message = format!("plugin `{}` refused its saved state ({}); it starts afresh", self.name(), crate::runtime::instance::describe_error(&error));
+            let message = format!(
+                "plugin `{}` refused its saved state ({}); it starts afresh",
+                self.name(),
+                crate::runtime::instance::describe_error(&error)
+            );
             tracing::warn!("{message}");
-            self.send(vec![SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())])]).await;
+            self.send(vec![SecurityEvent::diagnostic(
+                Severity::Warning,
+                &message,
+                &[("Plugin", self.name().to_string())],
+            )])
+            .await;
             *saved = None;
         }
         Ok(())
     }
 
     /// Keeps the plugin's state on disk once its last events are safe in the pipeline.
-    async fn persist(&self, instance: &mut PluginInstance, accepted: bool, saved: &mut Option<Vec<u8>>) -> Result<(), Fault> {
-        let Some(file) = &self.spec.state_file else { return Ok(()) };
-        let Some(state) = instance.save_state().await? else { return Ok(()) };
+    async fn persist(
+        &self,
+        instance: &mut PluginInstance,
+        accepted: bool,
+        saved: &mut Option<Vec<u8>>,
+    ) -> Result<(), Fault> {
+        let Some(file) = &self.spec.state_file else {
+            return Ok(());
+        };
+        let Some(state) = instance.save_state().await? else {
+            return Ok(());
+        };
         if !accepted || saved.as_ref() == Some(&state) {
             return Ok(());
         }
@@ -462,22 +620,34 @@ impl Actor {
             .and_then(|()| std::fs::rename(&tmp, file));
         match written {
             Ok(()) => *saved = Some(state),
-            Err(e) => tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display()),
+            Err(e) => {
+                tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display())
+            }
         }
         Ok(())
     }
 
     /// Converts and forwards one collection's events; malformed ones become diagnostics.
     /// True once the pipeline has them on disk.
-    async fn deliver(&self, plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>) -> bool {
+    async fn deliver(
+        &self,
+        plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>,
+    ) -> bool {
         let mut out = Vec::with_capacity(plugin_events.len());
         for event in plugin_events {
             match events::from_plugin(event) {
                 Ok(e) => out.push(e),
                 Err(rejected) => {
-                    let message = format!("plugin `{}` emitted an invalid event: {rejected}", self.name());
+                    let message = format!(
+                        "plugin `{}` emitted an invalid event: {rejected}",
+                        self.name()
+                    );
                     tracing::warn!("{message}");
-                    out.push(SecurityEvent::diagnostic(Severity::Warning, &message, &[("Plugin", self.name().to_string())]));
+                    out.push(SecurityEvent::diagnostic(
+                        Severity::Warning,
+                        &message,
+                        &[("Plugin", self.name().to_string())],
+                    ));
                 }
             }
         }
@@ -498,7 +668,12 @@ impl Actor {
             None => (None, None),
         };
         // The receiver only goes away at shutdown; nothing to do then.
-        let batch = Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events: out, accepted };
+        let batch = Batch {
+            plugin: Arc::clone(self.name()),
+            at: Instant::now(),
+            events: out,
+            accepted,
+        };
         if self.tx.send(batch).await.is_err() {
             return false;
         }
@@ -510,7 +685,15 @@ impl Actor {
 
     async fn send(&self, events: Vec<SecurityEvent>) {
         // The receiver only goes away at shutdown; nothing to do then.
-        let _ = self.tx.send(Batch { plugin: Arc::clone(self.name()), at: Instant::now(), events, accepted: None }).await;
+        let _ = self
+            .tx
+            .send(Batch {
+                plugin: Arc::clone(self.name()),
+                at: Instant::now(),
+                events,
+                accepted: None,
+            })
+            .await;
     }
 
     /// Logs and reports a fault; returns when the plugin may be re-instantiated.
@@ -541,7 +724,12 @@ impl Actor {
             ("ConsecutiveFaults", consecutive.to_string()),
             ("RestartInMs", backoff.as_millis().to_string()),
         ];
-        self.send(vec![SecurityEvent::diagnostic(Severity::Error, &message, &details)]).await;
+        self.send(vec![SecurityEvent::diagnostic(
+            Severity::Error,
+            &message,
+            &details,
+        )])
+        .await;
         Instant::now() + backoff
     }
 }

@@ -12,16 +12,18 @@
 //! Containers that edgeAgent created carry its owner label; their events and findings name the
 //! IoT Edge module (`EdgeModule`).
 
+use containers::{Container, ContainerEvent};
 use edgeguard_manifest::container::{self as judge, Issue, Settings};
 use edgeguard_manifest::edge_agent;
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{config_bool, config_keys, fingerprint, rfc3339};
-use containers::{Container, ContainerEvent};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
 /// Lifecycle actions worth an event; the stream also carries attach, resize, exec_*, ...
-const ACTIONS: [&str; 8] = ["create", "start", "restart", "die", "oom", "kill", "stop", "destroy"];
+const ACTIONS: [&str; 8] = [
+    "create", "start", "restart", "die", "oom", "kill", "stop", "destroy",
+];
 
 struct ContainerCollector {
     lifecycle: bool,
@@ -40,7 +42,12 @@ struct ContainerCollector {
 impl Collector for ContainerCollector {
     fn describe() -> PluginInfo {
         PluginInfo::new("container", env!("CARGO_PKG_VERSION"))
-            .emits(["ContainerLifecycle", "ContainerFinding", "ContainerInventory", "ContainerEventsLost"])
+            .emits([
+                "ContainerLifecycle",
+                "ContainerFinding",
+                "ContainerInventory",
+                "ContainerEventsLost",
+            ])
             .needs(["containers", "log"])
             .group(PriorityGroup::Medium)
             .about("Docker container lifecycle events and risky container and daemon configuration")
@@ -78,8 +85,11 @@ impl Collector for ContainerCollector {
     fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
         let bad = |e: String| CollectError::InvalidState(format!("container state: {e}"));
         let state: Value = serde_json::from_slice(&state).map_err(|e| bad(e.to_string()))?;
-        self.since = state["since"].as_u64().ok_or_else(|| bad("no `since`".into()))?;
-        self.reported = serde_json::from_value(state["reported"].clone()).map_err(|e| bad(e.to_string()))?;
+        self.since = state["since"]
+            .as_u64()
+            .ok_or_else(|| bad("no `since`".into()))?;
+        self.reported =
+            serde_json::from_value(state["reported"].clone()).map_err(|e| bad(e.to_string()))?;
         self.daemon_reported = state["daemon"].as_u64();
         Ok(())
     }
@@ -88,7 +98,11 @@ impl Collector for ContainerCollector {
 impl ContainerCollector {
     fn reachable(&mut self, now: bool, why: &str) {
         if self.reachable != Some(now) {
-            if now { info!("connected to the Docker daemon") } else { info!("{why}; trying again at each collection") }
+            if now {
+                info!("connected to the Docker daemon")
+            } else {
+                info!("{why}; trying again at each collection")
+            }
             self.reachable = Some(now);
         }
     }
@@ -97,24 +111,39 @@ impl ContainerCollector {
         if self.lifecycle {
             let batch = containers::events(self.since, max_events)?;
             if batch.lost > 0 {
-                warn!("{} container events were lost: the host's buffer filled between two collections", batch.lost);
-                self.backlog.push(event("ContainerEventsLost", false, vec![json!({ "Count": batch.lost.to_string() })]));
+                warn!(
+                    "{} container events were lost: the host's buffer filled between two collections",
+                    batch.lost
+                );
+                self.backlog.push(event(
+                    "ContainerEventsLost",
+                    false,
+                    vec![json!({ "Count": batch.lost.to_string() })],
+                ));
             }
             for e in batch.events {
                 self.since = self.since.max(e.time_unix_nanos);
                 if ACTIONS.contains(&e.action.as_str()) {
-                    self.backlog.push(event("ContainerLifecycle", false, vec![lifecycle(&e)]));
+                    self.backlog
+                        .push(event("ContainerLifecycle", false, vec![lifecycle(&e)]));
                 }
             }
         }
         if self.inventory {
             let daemon = containers::daemon()?;
-            let remapped = daemon.security_options.iter().any(|o| o.contains("name=userns") || o.contains("name=rootless"));
+            let remapped = daemon
+                .security_options
+                .iter()
+                .any(|o| o.contains("name=userns") || o.contains("name=rootless"));
             let issue = judge::check_daemon(&daemon.tcp_listeners, daemon.tls_verify);
             let print = fingerprint(&issue.as_ref().map(|i| &i.message));
             if self.daemon_reported != Some(print) {
                 if let Some(issue) = issue {
-                    self.backlog.push(event("ContainerFinding", false, vec![finding(&issue, None)]));
+                    self.backlog.push(event(
+                        "ContainerFinding",
+                        false,
+                        vec![finding(&issue, None)],
+                    ));
                 }
                 self.daemon_reported = Some(print);
             }
@@ -122,10 +151,19 @@ impl ContainerCollector {
             let mut current = HashMap::new();
             for c in &list {
                 let issues = issues(c, remapped);
-                let print = fingerprint(&issues.iter().map(|i| (&i.code, &i.field, &i.message)).collect::<Vec<_>>());
+                let print = fingerprint(
+                    &issues
+                        .iter()
+                        .map(|i| (&i.code, &i.field, &i.message))
+                        .collect::<Vec<_>>(),
+                );
                 if self.reported.get(&c.id) != Some(&print) && !issues.is_empty() {
                     info!("{}: {} findings", c.name, issues.len());
-                    self.backlog.push(event("ContainerFinding", false, issues.iter().map(|i| finding(i, Some(c))).collect()));
+                    self.backlog.push(event(
+                        "ContainerFinding",
+                        false,
+                        issues.iter().map(|i| finding(i, Some(c))).collect(),
+                    ));
                 }
                 current.insert(c.id.clone(), print);
             }
@@ -150,17 +188,34 @@ fn issues(c: &Container, remapped: bool) -> Vec<Issue> {
         network_mode: c.network_mode.clone(),
         pid_mode: c.pid_mode.clone(),
         ipc_mode: c.ipc_mode.clone(),
-        binds: c.mounts.iter().filter(|m| m.kind == "bind").map(|m| judge::Bind { source: m.source.clone(), read_only: m.read_only, field: "Mounts" }).collect(),
+        binds: c
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "bind")
+            .map(|m| judge::Bind {
+                source: m.source.clone(),
+                read_only: m.read_only,
+                field: "Mounts",
+            })
+            .collect(),
         devices: c.devices.clone(),
         security_opt: c.security_opt.clone(),
-        log: Some(judge::Log { driver: c.log_driver.clone(), options: c.log_options.clone() }),
+        log: Some(judge::Log {
+            driver: c.log_driver.clone(),
+            options: c.log_options.clone(),
+        }),
     };
     let mut issues = judge::check(&settings);
     if let Some(mut image) = judge::check_image(&c.image) {
         image.field = "Config.Image".into();
         issues.push(image);
     }
-    issues.extend(judge::check_process(&c.user, &c.image_user, c.readonly_rootfs, remapped));
+    issues.extend(judge::check_process(
+        &c.user,
+        &c.image_user,
+        c.readonly_rootfs,
+        remapped,
+    ));
     issues
 }
 
@@ -193,7 +248,11 @@ fn finding(i: &Issue, c: Option<&Container>) -> Value {
 }
 
 fn inventory_item(c: &Container) -> Value {
-    let user = if c.user.is_empty() { &c.image_user } else { &c.user };
+    let user = if c.user.is_empty() {
+        &c.image_user
+    } else {
+        &c.user
+    };
     json!({
         "ContainerId": c.id,
         "Name": c.name,
@@ -214,7 +273,11 @@ fn inventory_item(c: &Container) -> Value {
 }
 
 fn event(name: &str, periodic: bool, items: Vec<Value>) -> Event {
-    Event::Custom(CustomEvent { name: name.to_owned(), periodic, payload_json: items.iter().map(Value::to_string).collect() })
+    Event::Custom(CustomEvent {
+        name: name.to_owned(),
+        periodic,
+        payload_json: items.iter().map(Value::to_string).collect(),
+    })
 }
 
 edgeguard_sdk::export_collector!(ContainerCollector);

@@ -62,7 +62,10 @@ impl Collector for LoginCollector {
                 None => Ok(Some(default.to_owned()).filter(|d| !d.is_empty())),
                 Some(Value::String(s)) if s.is_empty() => Ok(None),
                 Some(Value::String(s)) if s.starts_with('/') => Ok(Some(s.clone())),
-                Some(other) => Err(CollectError::config(key, format!("expected an absolute path or \"\" (off), got {other}"))),
+                Some(other) => Err(CollectError::config(
+                    key,
+                    format!("expected an absolute path or \"\" (off), got {other}"),
+                )),
             }
         };
         let btmp = path("btmp", "/var/log/btmp")?;
@@ -70,10 +73,17 @@ impl Collector for LoginCollector {
         // or when the host keeps no btmp, so that a failure is not reported twice.
         let auth_default = match &btmp {
             Some(b) if logins::stat(b).is_ok() => "",
-            _ => ["/var/log/auth.log", "/var/log/secure"].into_iter().find(|p| logins::stat(p).is_ok()).unwrap_or(""),
+            _ => ["/var/log/auth.log", "/var/log/secure"]
+                .into_iter()
+                .find(|p| logins::stat(p).is_ok())
+                .unwrap_or(""),
         };
         let mut files = Vec::new();
-        for (kind, file) in [(Kind::Wtmp, path("wtmp", "/var/log/wtmp")?), (Kind::Btmp, btmp), (Kind::AuthLog, path("auth_log", auth_default)?)] {
+        for (kind, file) in [
+            (Kind::Wtmp, path("wtmp", "/var/log/wtmp")?),
+            (Kind::Btmp, btmp),
+            (Kind::AuthLog, path("auth_log", auth_default)?),
+        ] {
             files.extend(file.map(|f| (kind, f)));
         }
         Ok(LoginCollector {
@@ -98,21 +108,49 @@ impl Collector for LoginCollector {
     }
 
     fn save_state(&self) -> Option<Vec<u8>> {
-        let cursors: serde_json::Map<String, Value> =
-            self.cursors.iter().map(|(p, c)| (p.clone(), json!([c.device, c.inode, c.offset, c.last, c.last_len]))).collect();
-        Some(json!({ "cursors": cursors, "sessions": self.sessions }).to_string().into_bytes())
+        let cursors: serde_json::Map<String, Value> = self
+            .cursors
+            .iter()
+            .map(|(p, c)| {
+                (
+                    p.clone(),
+                    json!([c.device, c.inode, c.offset, c.last, c.last_len]),
+                )
+            })
+            .collect();
+        Some(
+            json!({ "cursors": cursors, "sessions": self.sessions })
+                .to_string()
+                .into_bytes(),
+        )
     }
 
     fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
         let bad = |why: &str| CollectError::InvalidState(format!("login state: {why}"));
         let v: Value = serde_json::from_slice(&state).map_err(|e| bad(&e.to_string()))?;
         for (path, c) in v["cursors"].as_object().ok_or_else(|| bad("no cursors"))? {
-            let n = |i: usize| c.get(i).and_then(Value::as_u64).ok_or_else(|| bad("a cursor is five numbers"));
-            self.cursors.insert(path.clone(), Cursor { device: n(0)?, inode: n(1)?, offset: n(2)?, last: n(3)?, last_len: n(4)? });
+            let n = |i: usize| {
+                c.get(i)
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("a cursor is five numbers"))
+            };
+            self.cursors.insert(
+                path.clone(),
+                Cursor {
+                    device: n(0)?,
+                    inode: n(1)?,
+                    offset: n(2)?,
+                    last: n(3)?,
+                    last_len: n(4)?,
+                },
+            );
         }
         self.started = true;
         if let Some(sessions) = v["sessions"].as_object() {
-            self.sessions = sessions.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect();
+            self.sessions = sessions
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
         }
         Ok(())
     }
@@ -129,9 +167,23 @@ impl LoginCollector {
         };
         let cursor = match self.cursors.get(path).copied() {
             None => {
-                let offset = if self.from_start || self.started { 0 } else { now.size };
-                let (last, last_len) = if offset > 0 { last_before(kind, path, offset)? } else { (0, 0) };
-                Cursor { device: now.id.device, inode: now.id.inode, offset, last, last_len }
+                let offset = if self.from_start || self.started {
+                    0
+                } else {
+                    now.size
+                };
+                let (last, last_len) = if offset > 0 {
+                    last_before(kind, path, offset)?
+                } else {
+                    (0, 0)
+                };
+                Cursor {
+                    device: now.id.device,
+                    inode: now.id.inode,
+                    offset,
+                    last,
+                    last_len,
+                }
             }
             Some(c) if (c.device, c.inode) != (now.id.device, now.id.inode) => {
                 // Rotated: finish the old file where rotation put it, then start the new one.
@@ -142,27 +194,64 @@ impl LoginCollector {
                     let end = self.read(kind, &rotated, c.offset, max_events)?;
                     if end < old.size {
                         // The rotated copy is not finished: come back to it next time.
-                        self.cursors.insert(path.to_owned(), Cursor { offset: end, ..c });
+                        self.cursors
+                            .insert(path.to_owned(), Cursor { offset: end, ..c });
                         return Ok(());
                     }
                 }
-                Cursor { device: now.id.device, inode: now.id.inode, offset: 0, last: 0, last_len: 0 }
+                Cursor {
+                    device: now.id.device,
+                    inode: now.id.inode,
+                    offset: 0,
+                    last: 0,
+                    last_len: 0,
+                }
             }
-            Some(c) if now.size < c.offset || (c.last_len > 0 && last_before(kind, path, c.offset)? != (c.last, c.last_len)) => {
-                warn!("{path} was truncated or rewritten (now {} bytes, read up to {}); reading it again from the start", now.size, c.offset);
-                Cursor { offset: 0, last: 0, last_len: 0, ..c }
+            Some(c)
+                if now.size < c.offset
+                    || (c.last_len > 0
+                        && last_before(kind, path, c.offset)? != (c.last, c.last_len)) =>
+            {
+                warn!(
+                    "{path} was truncated or rewritten (now {} bytes, read up to {}); reading it again from the start",
+                    now.size, c.offset
+                );
+                Cursor {
+                    offset: 0,
+                    last: 0,
+                    last_len: 0,
+                    ..c
+                }
             }
             Some(c) => c,
         };
         let end = self.read(kind, path, cursor.offset, max_events)?;
-        let (last, last_len) = if end == cursor.offset { (cursor.last, cursor.last_len) } else { last_before(kind, path, end)? };
-        self.cursors.insert(path.to_owned(), Cursor { offset: end, last, last_len, ..cursor });
+        let (last, last_len) = if end == cursor.offset {
+            (cursor.last, cursor.last_len)
+        } else {
+            last_before(kind, path, end)?
+        };
+        self.cursors.insert(
+            path.to_owned(),
+            Cursor {
+                offset: end,
+                last,
+                last_len,
+                ..cursor
+            },
+        );
         Ok(())
     }
 
     /// Reads `path` from `offset` towards its end, until the backlog holds `max_events`;
     /// returns the offset reached.
-    fn read(&mut self, kind: Kind, path: &str, mut offset: u64, max_events: usize) -> Result<u64, CollectError> {
+    fn read(
+        &mut self,
+        kind: Kind,
+        path: &str,
+        mut offset: u64,
+        max_events: usize,
+    ) -> Result<u64, CollectError> {
         loop {
             let room = max_events.saturating_sub(self.backlog.len());
             if room == 0 {
@@ -172,7 +261,8 @@ impl LoginCollector {
                 // An sshd failure line is longer than 60 bytes: this many bytes yield at most `room` events.
                 let bytes = (room as u64 * 60).clamp(1024, BYTES_PER_READ as u64) as u32;
                 let chunk = logins::read_lines(path, offset, bytes)?;
-                self.backlog.extend(chunk.lines.iter().filter_map(|l| sshd_failure(l)));
+                self.backlog
+                    .extend(chunk.lines.iter().filter_map(|l| sshd_failure(l)));
                 chunk.next_offset
             } else {
                 let chunk = logins::read_utmp(path, offset, RECORDS_PER_READ.min(room as u32))?;
@@ -192,20 +282,34 @@ impl LoginCollector {
 
     fn utmp_event(&mut self, kind: Kind, r: &UtmpRecord) -> Option<Event> {
         let (operation, result, user) = match (kind, r.record_type) {
-            (Kind::Btmp, RecordType::UserProcess | RecordType::LoginProcess) => ("login", LoginResult::Fail, r.user.clone()),
+            (Kind::Btmp, RecordType::UserProcess | RecordType::LoginProcess) => {
+                ("login", LoginResult::Fail, r.user.clone())
+            }
             (Kind::Wtmp, RecordType::UserProcess) => {
                 self.sessions.insert(r.line.clone(), r.user.clone());
                 ("login", LoginResult::Success, r.user.clone())
             }
             (Kind::Wtmp, RecordType::DeadProcess) => {
                 // Logout records carry the terminal, not always the user: the session knows it.
-                let user = self.sessions.remove(&r.line).or_else(|| Some(r.user.clone()).filter(|u| !u.is_empty()))?;
+                let user = self
+                    .sessions
+                    .remove(&r.line)
+                    .or_else(|| Some(r.user.clone()).filter(|u| !u.is_empty()))?;
                 ("logout", LoginResult::Success, user)
             }
             _ => return None,
         };
-        let remote = r.address.clone().or_else(|| Some(r.host.clone()).filter(|h| !h.is_empty()));
-        let mut extra = vec![("Line".to_owned(), r.line.clone()), ("Source".to_owned(), if kind == Kind::Btmp { "btmp" } else { "wtmp" }.to_owned())];
+        let remote = r
+            .address
+            .clone()
+            .or_else(|| Some(r.host.clone()).filter(|h| !h.is_empty()));
+        let mut extra = vec![
+            ("Line".to_owned(), r.line.clone()),
+            (
+                "Source".to_owned(),
+                if kind == Kind::Btmp { "btmp" } else { "wtmp" }.to_owned(),
+            ),
+        ];
         if !r.host.is_empty() {
             extra.push(("Host".to_owned(), r.host.clone()));
         }
@@ -231,13 +335,24 @@ fn last_before(kind: Kind, path: &str, offset: u64) -> Result<(u64, u64), Collec
         // Lines are short; the last one is within the 4 KiB before the offset.
         let from = offset.saturating_sub(4096);
         let chunk = logins::read_lines(path, from, (offset - from) as u32)?;
-        let Some(line) = chunk.lines.last().filter(|_| chunk.next_offset == offset) else { return Ok((0, 0)) };
+        let Some(line) = chunk.lines.last().filter(|_| chunk.next_offset == offset) else {
+            return Ok((0, 0));
+        };
         return Ok((fingerprint(line), line.len() as u64 + 1));
     }
     let chunk = logins::read_utmp(path, offset.saturating_sub(1), 1)?;
-    let Some(r) = chunk.records.first().filter(|_| chunk.next_offset == offset) else { return Ok((0, 0)) };
+    let Some(r) = chunk
+        .records
+        .first()
+        .filter(|_| chunk.next_offset == offset)
+    else {
+        return Ok((0, 0));
+    };
     // Records have a fixed size; the length only marks that there is a last record.
-    Ok((fingerprint(&(r.time_micros, r.pid, &r.line, &r.user, &r.host)), 1))
+    Ok((
+        fingerprint(&(r.time_micros, r.pid, &r.line, &r.user, &r.host)),
+        1,
+    ))
 }
 
 /// `... sshd[812]: Failed password for invalid user admin from 203.0.113.9 port 51234 ssh2`
@@ -255,8 +370,13 @@ fn sshd_failure(line: &str) -> Option<Event> {
     let (user, after) = after.rsplit_once(" from ")?;
     let mut words = after.split_whitespace();
     let address = words.next()?.to_owned();
-    let port = (words.next() == Some("port")).then(|| words.next()?.parse().ok()).flatten();
-    let mut extra = vec![("Method".to_owned(), method.to_owned()), ("Source".to_owned(), "auth-log".to_owned())];
+    let port = (words.next() == Some("port"))
+        .then(|| words.next()?.parse().ok())
+        .flatten();
+    let mut extra = vec![
+        ("Method".to_owned(), method.to_owned()),
+        ("Source".to_owned(), "auth-log".to_owned()),
+    ];
     if invalid {
         extra.push(("InvalidUser".to_owned(), "true".to_owned()));
     }

@@ -10,15 +10,19 @@
 //!
 //! The analysis is the same code as `edgeguard check-manifest`.
 
-use edgeguard_sdk::prelude::*;
-use edgeguard_sdk::{CustomEvent, config_bool, config_keys, fingerprint};
 use edgeguard_manifest::edge_agent;
 use edgeguard_manifest::{Finding, Invalid};
+use edgeguard_sdk::prelude::*;
+use edgeguard_sdk::{CustomEvent, config_bool, config_keys, fingerprint};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
 /// The module fields edgeAgent keeps in labels, by their name in the manifest.
-const MODULE_LABELS: [(&str, &str); 3] = [("version", edge_agent::VERSION), ("restartPolicy", edge_agent::RESTART_POLICY), ("status", edge_agent::DESIRED_STATUS)];
+const MODULE_LABELS: [(&str, &str); 3] = [
+    ("version", edge_agent::VERSION),
+    ("restartPolicy", edge_agent::RESTART_POLICY),
+    ("status", edge_agent::DESIRED_STATUS),
+];
 /// How findings about the running deployment name their source.
 const RUNNING: &str = "running modules (edgeAgent containers)";
 
@@ -47,10 +51,22 @@ impl Collector for ManifestCollector {
                 .iter()
                 .map(|p| p.as_str().filter(|p| p.starts_with('/')).map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| CollectError::config("paths", "expected a list of absolute paths"))?,
-            Some(other) => return Err(CollectError::config("paths", format!("expected a list of absolute paths, got {other}"))),
+                .ok_or_else(|| {
+                    CollectError::config("paths", "expected a list of absolute paths")
+                })?,
+            Some(other) => {
+                return Err(CollectError::config(
+                    "paths",
+                    format!("expected a list of absolute paths, got {other}"),
+                ));
+            }
         };
-        Ok(ManifestCollector { paths, running: config_bool(&config, "running", true)?, seen: HashMap::new(), backlog: Vec::new() })
+        Ok(ManifestCollector {
+            paths,
+            running: config_bool(&config, "running", true)?,
+            seen: HashMap::new(),
+            backlog: Vec::new(),
+        })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
@@ -59,11 +75,25 @@ impl Collector for ManifestCollector {
         // Each running module is analysed alone, so that one whose labels cannot be read does
         // not hide the findings of the others.
         match self.running.then(running_modules).flatten() {
-            Some(modules) => for (name, path, module) in &modules {
-                let key = format!("{RUNNING}/{name}");
-                self.report(&key, RUNNING, &module.to_string(), || edgeguard_manifest::analyze_modules(&[(name.clone(), path.clone(), module)]), &mut events);
-                current.push(key);
-            },
+            Some(modules) => {
+                for (name, path, module) in &modules {
+                    let key = format!("{RUNNING}/{name}");
+                    self.report(
+                        &key,
+                        RUNNING,
+                        &module.to_string(),
+                        || {
+                            edgeguard_manifest::analyze_modules(&[(
+                                name.clone(),
+                                path.clone(),
+                                module,
+                            )])
+                        },
+                        &mut events,
+                    );
+                    current.push(key);
+                }
+            }
             // No daemon to ask right now: what was seen stays seen.
             None => current.extend(self.seen.keys().filter(|k| k.starts_with(RUNNING)).cloned()),
         }
@@ -77,7 +107,13 @@ impl Collector for ManifestCollector {
                     continue;
                 }
             };
-            self.report(&path, &path, &text, || edgeguard_manifest::analyze_text(&text), &mut events);
+            self.report(
+                &path,
+                &path,
+                &text,
+                || edgeguard_manifest::analyze_text(&text),
+                &mut events,
+            );
         }
         // What does not fit in this call waits for the next.
         self.backlog = events.split_off(events.len().min(max_events as usize));
@@ -89,7 +125,8 @@ impl Collector for ManifestCollector {
     }
 
     fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
-        let seen: HashMap<String, u64> = serde_json::from_slice(&state).map_err(|e| CollectError::InvalidState(format!("manifest state: {e}")))?;
+        let seen: HashMap<String, u64> = serde_json::from_slice(&state)
+            .map_err(|e| CollectError::InvalidState(format!("manifest state: {e}")))?;
         self.seen = seen;
         Ok(())
     }
@@ -98,7 +135,14 @@ impl Collector for ManifestCollector {
 impl ManifestCollector {
     /// Analyses a deployment (or one module of it) named `source`, remembered as `key`, unless
     /// its content `text` is unchanged since the last time.
-    fn report(&mut self, key: &str, source: &str, text: &str, analyze: impl FnOnce() -> Result<Vec<Finding>, Invalid>, events: &mut Vec<Event>) {
+    fn report(
+        &mut self,
+        key: &str,
+        source: &str,
+        text: &str,
+        analyze: impl FnOnce() -> Result<Vec<Finding>, Invalid>,
+        events: &mut Vec<Event>,
+    ) {
         let fingerprint = fingerprint(&text);
         if self.seen.get(key) == Some(&fingerprint) {
             return;
@@ -107,16 +151,19 @@ impl ManifestCollector {
             Ok(findings) => {
                 info!("{source}: {} findings", findings.len());
                 events.extend(findings.iter().map(|f| {
-                    event("ManifestFinding", json!({
-                        "Manifest": source,
-                        "Severity": f.severity.as_str(),
-                        "Code": f.code,
-                        "Module": f.module,
-                        "Field": f.path,
-                        "Message": f.message,
-                        "Remediation": f.remediation,
-                        "Recommendation": f.recommendation,
-                    }))
+                    event(
+                        "ManifestFinding",
+                        json!({
+                            "Manifest": source,
+                            "Severity": f.severity.as_str(),
+                            "Code": f.code,
+                            "Module": f.module,
+                            "Field": f.path,
+                            "Message": f.message,
+                            "Remediation": f.remediation,
+                            "Recommendation": f.recommendation,
+                        }),
+                    )
                 }));
             }
             Err(invalid) => {
@@ -166,7 +213,11 @@ fn running_modules() -> Option<Vec<(String, String, Value)>> {
 }
 
 fn event(name: &str, item: Value) -> Event {
-    Event::Custom(CustomEvent { name: name.to_owned(), periodic: false, payload_json: vec![item.to_string()] })
+    Event::Custom(CustomEvent {
+        name: name.to_owned(),
+        periodic: false,
+        payload_json: vec![item.to_string()],
+    })
 }
 
 edgeguard_sdk::export_collector!(ManifestCollector);

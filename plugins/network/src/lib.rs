@@ -10,8 +10,8 @@
 //! reported too, without an owner (the process had let go of the socket), `Closed` in their
 //! details.
 
-use edgeguard_sdk::{Availability, config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
+use edgeguard_sdk::{Availability, config_bool, config_keys};
 use edgeguard_sdk::{ConnectionCreate, Direction, ListeningPort, Protocol};
 use sockets::{Socket, SocketState, Source};
 use std::collections::{BTreeSet, HashSet};
@@ -58,34 +58,69 @@ impl Collector for NetworkCollector {
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
         let table = sockets::snapshot()?;
         if self.source != Some(table.source) {
-            info!("reading sockets from {}", match table.source {
-                Source::SockDiag => "the kernel's sock_diag interface",
-                Source::Procfs => "/proc/net",
-            });
+            info!(
+                "reading sockets from {}",
+                match table.source {
+                    Source::SockDiag => "the kernel's sock_diag interface",
+                    Source::Procfs => "/proc/net",
+                }
+            );
             self.source = Some(table.source);
         }
-        let listening: Vec<&Socket> = table.sockets.iter().filter(|s| s.state == SocketState::Listen).collect();
-        let listen_set: BTreeSet<ListenKey> = listening.iter().map(|s| (is_tcp(s), s.local_address.clone(), s.local_port, s.owner.as_ref().map_or(0, |o| o.pid))).collect();
+        let listening: Vec<&Socket> = table
+            .sockets
+            .iter()
+            .filter(|s| s.state == SocketState::Listen)
+            .collect();
+        let listen_set: BTreeSet<ListenKey> = listening
+            .iter()
+            .map(|s| {
+                (
+                    is_tcp(s),
+                    s.local_address.clone(),
+                    s.local_port,
+                    s.owner.as_ref().map_or(0, |o| o.pid),
+                )
+            })
+            .collect();
         if self.listening.as_ref() != Some(&listen_set) {
             let mut ports: Vec<&&Socket> = listening.iter().collect();
-            ports.sort_by(|a, b| (is_tcp(a), a.local_port, &a.local_address).cmp(&(is_tcp(b), b.local_port, &b.local_address)));
-            self.backlog.push(Event::ListeningPorts(ports.into_iter().map(|s| listening_port(s)).collect()));
+            ports.sort_by(|a, b| {
+                (is_tcp(a), a.local_port, &a.local_address).cmp(&(
+                    is_tcp(b),
+                    b.local_port,
+                    &b.local_address,
+                ))
+            });
+            self.backlog.push(Event::ListeningPorts(
+                ports.into_iter().map(|s| listening_port(s)).collect(),
+            ));
             self.listening = Some(listen_set);
         }
 
-        let listen_ports: HashSet<(bool, u16)> = listening.iter().map(|s| (is_tcp(s), s.local_port)).collect();
+        let listen_ports: HashSet<(bool, u16)> = listening
+            .iter()
+            .map(|s| (is_tcp(s), s.local_port))
+            .collect();
         let connections: Vec<&Socket> = table.sockets.iter().filter(|s| is_connection(s)).collect();
         let now: HashSet<ConnKey> = connections.iter().map(|s| key(s)).collect();
         let first = self.known.is_none();
         let before = self.known.take().unwrap_or_default();
         if !first || self.report_existing {
-            let mut new: Vec<&&Socket> = connections.iter().filter(|s| !before.contains(&key(s))).collect();
+            let mut new: Vec<&&Socket> = connections
+                .iter()
+                .filter(|s| !before.contains(&key(s)))
+                .collect();
             new.sort_by_key(|s| (s.owner.as_ref().map_or(0, |o| o.pid), s.local_port));
             let mut reported = HashSet::new();
             for s in new {
                 // A socket shared by several descriptors appears once per connection key.
                 if reported.insert(key(s)) {
-                    self.backlog.push(connection(s, listen_ports.contains(&(is_tcp(s), s.local_port)), first));
+                    self.backlog.push(connection(
+                        s,
+                        listen_ports.contains(&(is_tcp(s), s.local_port)),
+                        first,
+                    ));
                 }
             }
         }
@@ -103,24 +138,48 @@ impl Collector for NetworkCollector {
 impl NetworkCollector {
     /// The connections the kernel closed since the last collection that neither this snapshot
     /// nor the last one saw.
-    fn closed(&mut self, max: u32, before: &HashSet<ConnKey>, now: &HashSet<ConnKey>, listen_ports: &HashSet<(bool, u16)>) -> Result<(), CollectError> {
+    fn closed(
+        &mut self,
+        max: u32,
+        before: &HashSet<ConnKey>,
+        now: &HashSet<ConnKey>,
+        listen_ports: &HashSet<(bool, u16)>,
+    ) -> Result<(), CollectError> {
         if max == 0 {
             return Ok(());
         }
-        let Some(batch) = self.closed_feed.check(sockets::closed(max), "only connections alive at a collection are seen", "following the connections the kernel closes again")? else {
+        let Some(batch) = self.closed_feed.check(
+            sockets::closed(max),
+            "only connections alive at a collection are seen",
+            "following the connections the kernel closes again",
+        )?
+        else {
             return Ok(());
         };
         if batch.lost > 0 {
-            warn!("{} closed connections were lost before this collection", batch.lost);
+            warn!(
+                "{} closed connections were lost before this collection",
+                batch.lost
+            );
         }
         for c in batch.connections {
-            let key: ConnKey = (true, c.local_address.clone(), c.local_port, c.remote_address.clone(), c.remote_port);
+            let key: ConnKey = (
+                true,
+                c.local_address.clone(),
+                c.local_port,
+                c.remote_address.clone(),
+                c.remote_port,
+            );
             if before.contains(&key) || now.contains(&key) {
                 continue;
             }
             self.backlog.push(Event::ConnectionCreate(ConnectionCreate {
                 protocol: Protocol::Tcp,
-                direction: if listen_ports.contains(&(true, c.local_port)) { Direction::In } else { Direction::Out },
+                direction: if listen_ports.contains(&(true, c.local_port)) {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
                 local_address: c.local_address,
                 local_port: c.local_port,
                 remote_address: c.remote_address,
@@ -129,7 +188,10 @@ impl NetworkCollector {
                 executable: String::new(),
                 command_line: None,
                 user_id: None,
-                extra: vec![("OwnerKnown".to_owned(), "false".to_owned()), ("Closed".to_owned(), "true".to_owned())],
+                extra: vec![
+                    ("OwnerKnown".to_owned(), "false".to_owned()),
+                    ("Closed".to_owned(), "true".to_owned()),
+                ],
             }));
         }
         Ok(())
@@ -143,13 +205,22 @@ fn is_tcp(s: &Socket) -> bool {
 /// A TCP socket past its handshake start, or a UDP socket with a peer.
 fn is_connection(s: &Socket) -> bool {
     match s.protocol {
-        Protocol::Tcp => !matches!(s.state, SocketState::Listen | SocketState::Close | SocketState::Other),
+        Protocol::Tcp => !matches!(
+            s.state,
+            SocketState::Listen | SocketState::Close | SocketState::Other
+        ),
         Protocol::Udp => s.state == SocketState::Established && s.remote_port != 0,
     }
 }
 
 fn key(s: &Socket) -> ConnKey {
-    (is_tcp(s), s.local_address.clone(), s.local_port, s.remote_address.clone(), s.remote_port)
+    (
+        is_tcp(s),
+        s.local_address.clone(),
+        s.local_port,
+        s.remote_address.clone(),
+        s.remote_port,
+    )
 }
 
 fn listening_port(s: &Socket) -> ListeningPort {
@@ -158,7 +229,14 @@ fn listening_port(s: &Socket) -> ListeningPort {
         extra.push(("Pid".to_owned(), o.pid.to_string()));
         extra.push(("Executable".to_owned(), o.executable.clone()));
     }
-    ListeningPort { protocol: s.protocol, local_address: s.local_address.clone(), local_port: s.local_port, remote_address: None, remote_port: None, extra }
+    ListeningPort {
+        protocol: s.protocol,
+        local_address: s.local_address.clone(),
+        local_port: s.local_port,
+        remote_address: None,
+        remote_port: None,
+        extra,
+    }
 }
 
 fn connection(s: &Socket, inbound: bool, existing: bool) -> Event {
@@ -171,14 +249,26 @@ fn connection(s: &Socket, inbound: bool, existing: bool) -> Event {
     }
     Event::ConnectionCreate(ConnectionCreate {
         protocol: s.protocol,
-        direction: if inbound { Direction::In } else { Direction::Out },
+        direction: if inbound {
+            Direction::In
+        } else {
+            Direction::Out
+        },
         local_address: s.local_address.clone(),
         local_port: s.local_port,
         remote_address: s.remote_address.clone(),
         remote_port: s.remote_port,
         process_id: s.owner.as_ref().map_or(0, |o| o.pid),
-        executable: s.owner.as_ref().map(|o| o.executable.clone()).unwrap_or_default(),
-        command_line: s.owner.as_ref().map(|o| o.command_line.clone()).filter(|c| !c.is_empty()),
+        executable: s
+            .owner
+            .as_ref()
+            .map(|o| o.executable.clone())
+            .unwrap_or_default(),
+        command_line: s
+            .owner
+            .as_ref()
+            .map(|o| o.command_line.clone())
+            .filter(|c| !c.is_empty()),
         user_id: Some(s.user_id),
         extra,
     })

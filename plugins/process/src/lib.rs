@@ -57,7 +57,10 @@ impl Collector for ProcessCollector {
         }
         let take = self.backlog.len().min(max_events as usize);
         if take < self.backlog.len() {
-            debug!("{} process events held for the next collection", self.backlog.len() - take);
+            debug!(
+                "{} process events held for the next collection",
+                self.backlog.len() - take
+            );
         }
         Ok(self.backlog.drain(..take).collect())
     }
@@ -69,17 +72,29 @@ impl Collector for ProcessCollector {
         let known = self.known.as_ref()?;
         let list: Vec<serde_json::Value> = known
             .values()
-            .map(|p| serde_json::json!([p.pid, p.start_time, p.name, p.executable, p.state == State::Zombie]))
+            .map(|p| {
+                serde_json::json!([
+                    p.pid,
+                    p.start_time,
+                    p.name,
+                    p.executable,
+                    p.state == State::Zombie
+                ])
+            })
             .collect();
         Some(serde_json::Value::Array(list).to_string().into_bytes())
     }
 
     fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
         let bad = |why: &str| CollectError::InvalidState(format!("process state: {why}"));
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&state).map_err(|e| bad(&e.to_string()))?;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&state).map_err(|e| bad(&e.to_string()))?;
         let mut known = HashMap::with_capacity(list.len());
         for item in list {
-            let field = |i: usize| item.get(i).ok_or_else(|| bad("an entry is [pid, start, name, executable, zombie]"));
+            let field = |i: usize| {
+                item.get(i)
+                    .ok_or_else(|| bad("an entry is [pid, start, name, executable, zombie]"))
+            };
             let pid = field(0)?.as_u64().ok_or_else(|| bad("pid"))? as u32;
             let start_time = field(1)?.as_u64().ok_or_else(|| bad("start time"))?;
             let p = Process {
@@ -91,7 +106,11 @@ impl Collector for ProcessCollector {
                 executable: field(3)?.as_str().unwrap_or_default().to_owned(),
                 command_line: String::new(),
                 start_time,
-                state: if field(4)?.as_bool() == Some(true) { State::Zombie } else { State::Sleeping },
+                state: if field(4)?.as_bool() == Some(true) {
+                    State::Zombie
+                } else {
+                    State::Sleeping
+                },
                 exit_code: None,
             };
             known.insert(pid, p);
@@ -104,7 +123,12 @@ impl Collector for ProcessCollector {
 impl ProcessCollector {
     /// Drains the host's process events into the table; false when the host has none (poll).
     fn follow_events(&mut self, max: u32) -> Result<bool, CollectError> {
-        let Some(batch) = self.events.check(processes::events(max), "polling the process table", "following the kernel's process events again")? else {
+        let Some(batch) = self.events.check(
+            processes::events(max),
+            "polling the process table",
+            "following the kernel's process events again",
+        )?
+        else {
             return Ok(false);
         };
         // Without a table yet, the snapshot comes first: events older than it that it already
@@ -125,7 +149,10 @@ impl ProcessCollector {
         // The watch just started (what came before was not seen), or events were lost: the
         // process table tells what changed meanwhile.
         if batch.lost > 0 {
-            warn!("{} process events were lost: catching up from the process table", batch.lost);
+            warn!(
+                "{} process events were lost: catching up from the process table",
+                batch.lost
+            );
         }
         if batch.fresh || batch.lost > 0 {
             self.poll()?;
@@ -137,7 +164,11 @@ impl ProcessCollector {
     fn exec(&mut self, p: Process, detail: Detail) {
         let known = self.known.get_or_insert_with(HashMap::new);
         // A snapshot taken after this exec has shown it already.
-        let seen = known.get(&p.pid).is_some_and(|k| k.start_time == p.start_time && k.executable == p.executable && k.command_line == p.command_line);
+        let seen = known.get(&p.pid).is_some_and(|k| {
+            k.start_time == p.start_time
+                && k.executable == p.executable
+                && k.command_line == p.command_line
+        });
         if !seen {
             self.backlog.push(created(&p, Origin::Exec(detail)));
             known.insert(p.pid, p);
@@ -146,18 +177,25 @@ impl ProcessCollector {
 
     /// Diffs a snapshot of the process table against the table.
     fn poll(&mut self) -> Result<(), CollectError> {
-        let now: HashMap<Pid, Process> = processes::snapshot()?.into_iter().map(|p| (p.pid, p)).collect();
+        let now: HashMap<Pid, Process> = processes::snapshot()?
+            .into_iter()
+            .map(|p| (p.pid, p))
+            .collect();
         match self.known.take() {
             None => {
                 if self.report_existing {
                     let mut existing: Vec<&Process> = now.values().collect();
                     existing.sort_by_key(|p| p.pid);
-                    self.backlog.extend(existing.into_iter().map(|p| created(p, Origin::Existing)));
+                    self.backlog
+                        .extend(existing.into_iter().map(|p| created(p, Origin::Existing)));
                 }
             }
             Some(before) => {
                 let same = |a: &Process, b: &Process| a.start_time == b.start_time;
-                let mut new: Vec<&Process> = now.values().filter(|p| before.get(&p.pid).is_none_or(|b| !same(b, p))).collect();
+                let mut new: Vec<&Process> = now
+                    .values()
+                    .filter(|p| before.get(&p.pid).is_none_or(|b| !same(b, p)))
+                    .collect();
                 new.sort_by_key(|p| p.pid);
                 // A process ends when it becomes a zombie (its exit code is readable then) or, if no
                 // collection saw it as one, when it is gone. Each end is reported once.
@@ -171,10 +209,20 @@ impl ProcessCollector {
                     .chain(new.iter().copied().filter(|p| p.state == State::Zombie))
                     .collect();
                 ended.sort_by_key(|p| p.pid);
-                self.backlog.extend(new.into_iter().map(|p| created(p, Origin::Seen)));
+                self.backlog
+                    .extend(new.into_iter().map(|p| created(p, Origin::Seen)));
                 // Only a zombie still has its exit code; a process reaped between two
                 // collections took it along.
-                self.backlog.extend(ended.into_iter().map(|p| terminated(p, if p.state == State::Zombie { p.exit_code } else { None })));
+                self.backlog.extend(ended.into_iter().map(|p| {
+                    terminated(
+                        p,
+                        if p.state == State::Zombie {
+                            p.exit_code
+                        } else {
+                            None
+                        },
+                    )
+                }));
             }
         }
         self.known = Some(now);
@@ -196,8 +244,14 @@ fn created(p: &Process, origin: Origin) -> Event {
     let mut extra = vec![("Name".to_owned(), p.name.clone())];
     match origin {
         Origin::Existing => extra.push(("Existing".to_owned(), "true".to_owned())),
-        Origin::Exec(Detail::NameOnly) => extra.push(("Detail".to_owned(), "exited before its executable and arguments could be read".to_owned())),
-        Origin::Exec(Detail::PidOnly) => extra.push(("Detail".to_owned(), "exited before it could be read; user of its parent".to_owned())),
+        Origin::Exec(Detail::NameOnly) => extra.push((
+            "Detail".to_owned(),
+            "exited before its executable and arguments could be read".to_owned(),
+        )),
+        Origin::Exec(Detail::PidOnly) => extra.push((
+            "Detail".to_owned(),
+            "exited before it could be read; user of its parent".to_owned(),
+        )),
         Origin::Seen | Origin::Exec(Detail::Full) => {}
     }
     let command_line = match (p.command_line.is_empty(), p.name.is_empty()) {
@@ -226,7 +280,11 @@ fn terminated(p: &Process, exit_status: Option<i32>) -> Event {
 }
 
 fn executable(p: &Process) -> String {
-    if p.executable.is_empty() { p.name.clone() } else { p.executable.clone() }
+    if p.executable.is_empty() {
+        p.name.clone()
+    } else {
+        p.executable.clone()
+    }
 }
 
 edgeguard_sdk::export_collector!(ProcessCollector);

@@ -5,9 +5,9 @@
 //! Snapshots are periodic by nature, so each collection sends them whole; `users` can be
 //! turned off for hosts whose account database is not to leave the device.
 
-use edgeguard_sdk::{config_bool, config_keys};
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{LocalUser, SystemInformation};
+use edgeguard_sdk::{config_bool, config_keys};
 
 struct SystemCollector {
     users: bool,
@@ -24,7 +24,9 @@ impl Collector for SystemCollector {
 
     fn new(config: Config) -> Result<Self, CollectError> {
         config_keys(&config, &["users"])?;
-        Ok(SystemCollector { users: config_bool(&config, "users", true)? })
+        Ok(SystemCollector {
+            users: config_bool(&config, "users", true)?,
+        })
     }
 
     fn collect(&mut self, _max_events: u32) -> Result<Vec<Event>, CollectError> {

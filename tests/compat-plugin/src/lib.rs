@@ -4,8 +4,8 @@
 
 wit_bindgen::generate!({ world: "collector", path: "wit" });
 
-use exports::edgeguard::collector::plugin::Guest;
 use edgeguard::collector::types::{CollectError, Event, PluginInfo, PriorityGroup};
+use exports::edgeguard::collector::plugin::Guest;
 
 struct Compat;
 
@@ -26,7 +26,10 @@ impl Guest for Compat {
     }
 
     fn collect(_max_events: u32) -> Result<Vec<Event>, CollectError> {
-        edgeguard::collector::log::log(edgeguard::collector::log::Level::Info, "collecting under the 0.1.0 contract");
+        edgeguard::collector::log::log(
+            edgeguard::collector::log::Level::Info,
+            "collecting under the 0.1.0 contract",
+        );
         Ok(vec![Event::Heartbeat])
     }
 

@@ -5,8 +5,8 @@
 //! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call),
 //! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls).
 
-use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::CustomEvent;
+use edgeguard_sdk::prelude::*;
 
 struct Fault {
     mode: String,
@@ -17,13 +17,31 @@ struct Fault {
 
 impl Collector for Fault {
     fn describe() -> PluginInfo {
-        PluginInfo::new("fault", "0.1.0").emits(["Heartbeat", "Sequence", "FileRead", "ProcessCount", "ProcessCreate"]).group(PriorityGroup::High).about("misbehaves on purpose")
+        PluginInfo::new("fault", "0.1.0")
+            .emits([
+                "Heartbeat",
+                "Sequence",
+                "FileRead",
+                "ProcessCount",
+                "ProcessCreate",
+            ])
+            .group(PriorityGroup::High)
+            .about("misbehaves on purpose")
     }
 
     fn new(config: Config) -> Result<Self, CollectError> {
-        let mode = config.get("mode").and_then(|m| m.as_str()).unwrap_or("healthy").to_owned();
+        let mode = config
+            .get("mode")
+            .and_then(|m| m.as_str())
+            .unwrap_or("healthy")
+            .to_owned();
         let count = config.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
-        Ok(Fault { mode, count, calls: 0, sequence: 0 })
+        Ok(Fault {
+            mode,
+            count,
+            calls: 0,
+            sequence: 0,
+        })
     }
 
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
@@ -48,19 +66,32 @@ impl Collector for Fault {
             }
             "flood" => Ok((0..=max_events).map(|_| Event::Heartbeat).collect()),
             "file" => match std::fs::read_to_string("/etc/hostname") {
-                Ok(text) => Ok(vec![custom("FileRead", format!("{{\"Content\":{:?}}}", text.trim()))]),
-                Err(e) => Err(CollectError::Internal(format!("cannot read /etc/hostname: {e}"))),
+                Ok(text) => Ok(vec![custom(
+                    "FileRead",
+                    format!("{{\"Content\":{:?}}}", text.trim()),
+                )]),
+                Err(e) => Err(CollectError::Internal(format!(
+                    "cannot read /etc/hostname: {e}"
+                ))),
             },
-            "processes" => Ok(vec![custom("ProcessCount", format!("{{\"Count\":{}}}", processes::snapshot()?.len()))]),
+            "processes" => Ok(vec![custom(
+                "ProcessCount",
+                format!("{{\"Count\":{}}}", processes::snapshot()?.len()),
+            )]),
             "bad-event" => Ok(vec![custom("Broken", "{not json".into()), Event::Heartbeat]),
             "error" => Err(CollectError::Internal("deliberate failure".into())),
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
             "sequence" => {
                 let start = self.sequence;
                 self.sequence += self.count;
-                Ok((start..self.sequence).map(|n| custom("Sequence", format!("{{\"N\":{n}}}"))).collect())
+                Ok((start..self.sequence)
+                    .map(|n| custom("Sequence", format!("{{\"N\":{n}}}")))
+                    .collect())
             }
-            other => Err(CollectError::config("mode", format!("unknown mode `{other}`"))),
+            other => Err(CollectError::config(
+                "mode",
+                format!("unknown mode `{other}`"),
+            )),
         }
     }
 }
@@ -78,7 +109,11 @@ fn synthetic_process(i: u32) -> Event {
 }
 
 fn custom(name: &str, json: String) -> Event {
-    Event::Custom(CustomEvent { name: name.into(), periodic: false, payload_json: vec![json] })
+    Event::Custom(CustomEvent {
+        name: name.into(),
+        periodic: false,
+        payload_json: vec![json],
+    })
 }
 
 edgeguard_sdk::export_collector!(Fault);

@@ -7,7 +7,18 @@ use crate::Severity;
 use serde_json::Value;
 
 /// Capabilities that hand a container most of the host.
-const DANGEROUS_CAPS: [&str; 10] = ["ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "NET_ADMIN", "DAC_READ_SEARCH", "SYS_BOOT", "MAC_ADMIN", "BPF"];
+const DANGEROUS_CAPS: [&str; 10] = [
+    "ALL",
+    "SYS_ADMIN",
+    "SYS_MODULE",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "NET_ADMIN",
+    "DAC_READ_SEARCH",
+    "SYS_BOOT",
+    "MAC_ADMIN",
+    "BPF",
+];
 
 /// Host paths a container should not see, with the severity of binding them.
 const SENSITIVE_PATHS: [(&str, Severity); 12] = [
@@ -69,8 +80,22 @@ pub struct Issue {
     pub recommendation: Option<&'static str>,
 }
 
-fn issue(severity: Severity, code: &'static str, field: impl Into<String>, message: impl Into<String>, remediation: &'static str, recommendation: Option<&'static str>) -> Issue {
-    Issue { severity, code, field: field.into(), message: message.into(), remediation, recommendation }
+fn issue(
+    severity: Severity,
+    code: &'static str,
+    field: impl Into<String>,
+    message: impl Into<String>,
+    remediation: &'static str,
+    recommendation: Option<&'static str>,
+) -> Issue {
+    Issue {
+        severity,
+        code,
+        field: field.into(),
+        message: message.into(),
+        remediation,
+        recommendation,
+    }
 }
 
 impl Settings {
@@ -78,20 +103,69 @@ impl Settings {
     pub fn from_create_options(options: &Value) -> Settings {
         let host = options.get("HostConfig");
         let get = |key: &str| host.and_then(|h| h.get(key));
-        let string = |key: &str| get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-        let strings = |key: &str| get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>();
+        let string = |key: &str| {
+            get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let strings = |key: &str| {
+            get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
         let binds = strings("Binds").into_iter().map(|b| {
             let mut parts = b.split(':');
             let source = parts.next().unwrap_or_default().to_owned();
-            let read_only = parts.nth(1).is_some_and(|options| options.split(',').any(|o| o == "ro"));
-            Bind { source, read_only, field: "HostConfig.Binds" }
+            let read_only = parts
+                .nth(1)
+                .is_some_and(|options| options.split(',').any(|o| o == "ro"));
+            Bind {
+                source,
+                read_only,
+                field: "HostConfig.Binds",
+            }
         });
-        let mounts = get("Mounts").and_then(Value::as_array).into_iter().flatten().filter(|m| m.get("Type").and_then(Value::as_str).is_none_or(|t| t == "bind")).filter_map(|m| {
-            Some(Bind { source: m.get("Source")?.as_str()?.to_owned(), read_only: m.get("ReadOnly") == Some(&Value::Bool(true)), field: "HostConfig.Mounts" })
-        });
+        let mounts = get("Mounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                m.get("Type")
+                    .and_then(Value::as_str)
+                    .is_none_or(|t| t == "bind")
+            })
+            .filter_map(|m| {
+                Some(Bind {
+                    source: m.get("Source")?.as_str()?.to_owned(),
+                    read_only: m.get("ReadOnly") == Some(&Value::Bool(true)),
+                    field: "HostConfig.Mounts",
+                })
+            });
         let log = get("LogConfig").map(|c| Log {
-            driver: c.get("Type").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            options: c.get("Config").and_then(Value::as_object).into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect(),
+            driver: c
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            options: c
+                .get("Config")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect(),
         });
         Settings {
             privileged: get("Privileged") == Some(&Value::Bool(true)),
@@ -100,7 +174,12 @@ impl Settings {
             pid_mode: string("PidMode"),
             ipc_mode: string("IpcMode"),
             binds: binds.chain(mounts).collect(),
-            devices: get("Devices").and_then(Value::as_array).into_iter().flatten().filter_map(|d| d.get("PathOnHost")?.as_str().map(str::to_owned)).collect(),
+            devices: get("Devices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.get("PathOnHost")?.as_str().map(str::to_owned))
+                .collect(),
             security_opt: strings("SecurityOpt"),
             log,
         }
@@ -117,36 +196,90 @@ pub fn check(settings: &Settings) -> Vec<Issue> {
     for cap in &settings.cap_add {
         let bare = cap.trim_start_matches("CAP_").to_ascii_uppercase();
         if DANGEROUS_CAPS.contains(&bare.as_str()) {
-            out.push(issue(Severity::High, "dangerous-capability", "HostConfig.CapAdd", format!("adds capability {cap}, which gives the container control over the host"),
-                "remove the capability, or replace it by a narrower one", Some("IoT_PrivilegedDockerOptions")));
+            out.push(issue(
+                Severity::High,
+                "dangerous-capability",
+                "HostConfig.CapAdd",
+                format!("adds capability {cap}, which gives the container control over the host"),
+                "remove the capability, or replace it by a narrower one",
+                Some("IoT_PrivilegedDockerOptions"),
+            ));
         }
     }
     for (mode, key, code, what) in [
-        (&settings.network_mode, "NetworkMode", "host-network", "the host's network namespace"),
-        (&settings.pid_mode, "PidMode", "host-pid", "the host's process namespace"),
-        (&settings.ipc_mode, "IpcMode", "host-ipc", "the host's IPC namespace"),
+        (
+            &settings.network_mode,
+            "NetworkMode",
+            "host-network",
+            "the host's network namespace",
+        ),
+        (
+            &settings.pid_mode,
+            "PidMode",
+            "host-pid",
+            "the host's process namespace",
+        ),
+        (
+            &settings.ipc_mode,
+            "IpcMode",
+            "host-ipc",
+            "the host's IPC namespace",
+        ),
     ] {
         if mode == "host" {
-            let severity = if key == "IpcMode" { Severity::Medium } else { Severity::High };
-            out.push(issue(severity, code, format!("HostConfig.{key}"), format!("shares {what}"), "use the default (a private namespace) unless the module truly needs the host's",
-                (key == "NetworkMode").then_some("IoT_PrivilegedDockerOptions")));
+            let severity = if key == "IpcMode" {
+                Severity::Medium
+            } else {
+                Severity::High
+            };
+            out.push(issue(
+                severity,
+                code,
+                format!("HostConfig.{key}"),
+                format!("shares {what}"),
+                "use the default (a private namespace) unless the module truly needs the host's",
+                (key == "NetworkMode").then_some("IoT_PrivilegedDockerOptions"),
+            ));
         }
     }
     for bind in &settings.binds {
-        let normal = if bind.source.len() > 1 { bind.source.trim_end_matches('/') } else { bind.source.as_str() };
+        let normal = if bind.source.len() > 1 {
+            bind.source.trim_end_matches('/')
+        } else {
+            bind.source.as_str()
+        };
         let how = if bind.read_only { " (read-only)" } else { "" };
         let what = match SENSITIVE_PATHS.iter().find(|(p, _)| *p == normal) {
             Some((p, severity)) => Some((*severity, format!("binds the host's {p}{how}"))),
             // Wherever it lives (rootless daemons, custom hosts), a daemon's socket is root.
-            None if normal.ends_with("/docker.sock") => Some((Severity::High, format!("binds the Docker daemon's socket {normal}{how}: control of every container, and root on the host"))),
+            None if normal.ends_with("/docker.sock") => Some((
+                Severity::High,
+                format!(
+                    "binds the Docker daemon's socket {normal}{how}: control of every container, and root on the host"
+                ),
+            )),
             None => None,
         };
         if let Some((severity, message)) = what {
-            out.push(issue(severity, "sensitive-bind", bind.field, message, "bind only the directories the module needs, read-only where it can", None));
+            out.push(issue(
+                severity,
+                "sensitive-bind",
+                bind.field,
+                message,
+                "bind only the directories the module needs, read-only where it can",
+                None,
+            ));
         }
     }
     for device in &settings.devices {
-        out.push(issue(Severity::Medium, "host-device", "HostConfig.Devices", format!("is given the host device {device}"), "give only the devices the module needs, with the narrowest cgroup permissions (r, rw)", None));
+        out.push(issue(
+            Severity::Medium,
+            "host-device",
+            "HostConfig.Devices",
+            format!("is given the host device {device}"),
+            "give only the devices the module needs, with the narrowest cgroup permissions (r, rw)",
+            None,
+        ));
     }
     for opt in &settings.security_opt {
         let normal = opt.replace(':', "=");
@@ -181,27 +314,51 @@ pub fn check_image(image: &str) -> Option<Issue> {
     let last = image.rsplit('/').next().unwrap_or(image);
     let message = match last.split_once(':').map(|(_, t)| t) {
         None => format!("image `{image}` has no tag: it runs whatever `latest` is when pulled"),
-        Some("latest") => format!("image `{image}` uses `latest`: what runs changes without a deployment"),
+        Some("latest") => {
+            format!("image `{image}` uses `latest`: what runs changes without a deployment")
+        }
         Some(_) => return None,
     };
-    Some(issue(Severity::Medium, "unpinned-image", "Image", message, "pin a version tag, or better a digest (image@sha256:...), so that a deployment says exactly what runs", None))
+    Some(issue(
+        Severity::Medium,
+        "unpinned-image",
+        "Image",
+        message,
+        "pin a version tag, or better a digest (image@sha256:...), so that a deployment says exactly what runs",
+        None,
+    ))
 }
 
 /// What only a created container tells: the user its process runs as (its own `Config.User`,
 /// else the image's) and whether its root filesystem is writable. `remapped` says that the
 /// daemon maps container root to an unprivileged host user (userns-remap or rootless).
-pub fn check_process(user: &str, image_user: &str, readonly_rootfs: bool, remapped: bool) -> Vec<Issue> {
+pub fn check_process(
+    user: &str,
+    image_user: &str,
+    readonly_rootfs: bool,
+    remapped: bool,
+) -> Vec<Issue> {
     let mut out = Vec::new();
     let effective = if user.is_empty() { image_user } else { user };
     let name = effective.split(':').next().unwrap_or_default();
     if !remapped && (name.is_empty() || name == "0" || name == "root") {
-        let field = if user.is_empty() { "Config.User (image default)" } else { "Config.User" };
+        let field = if user.is_empty() {
+            "Config.User (image default)"
+        } else {
+            "Config.User"
+        };
         out.push(issue(Severity::Medium, "runs-as-root", field, "runs as root: a container escape lands as root on the host",
             "set a non-root USER in the image or User in the create options, or run the daemon with userns-remap", None));
     }
     if !readonly_rootfs {
-        out.push(issue(Severity::Low, "writable-rootfs", "HostConfig.ReadonlyRootfs", "its root filesystem is writable: an intruder can change its binaries",
-            "set ReadonlyRootfs and give writable tmpfs or volumes only where the module writes", None));
+        out.push(issue(
+            Severity::Low,
+            "writable-rootfs",
+            "HostConfig.ReadonlyRootfs",
+            "its root filesystem is writable: an intruder can change its binaries",
+            "set ReadonlyRootfs and give writable tmpfs or volumes only where the module writes",
+            None,
+        ));
     }
     out
 }
@@ -212,14 +369,31 @@ pub fn check_daemon(tcp_listeners: &[String], tls_verify: bool) -> Option<Issue>
     if tcp_listeners.is_empty() {
         return None;
     }
-    let loopback_only = tcp_listeners.iter().all(|l| l.starts_with("127.") || l.starts_with("[::1]"));
+    let loopback_only = tcp_listeners
+        .iter()
+        .all(|l| l.starts_with("127.") || l.starts_with("[::1]"));
     let (severity, how) = match (tls_verify, loopback_only) {
-        (false, false) => (Severity::High, "without client certificates: anyone who reaches it is root on this device"),
-        (false, true) => (Severity::Medium, "on loopback without client certificates: any local process (or a browser page) is root on this device"),
+        (false, false) => (
+            Severity::High,
+            "without client certificates: anyone who reaches it is root on this device",
+        ),
+        (false, true) => (
+            Severity::Medium,
+            "on loopback without client certificates: any local process (or a browser page) is root on this device",
+        ),
         (true, _) => (Severity::Low, "with client certificates (--tlsverify)"),
     };
-    Some(issue(severity, "daemon-tcp", "daemon.hosts", format!("the Docker daemon listens on TCP {} {how}", tcp_listeners.join(", ")),
-        "serve the API on its Unix socket only; for remote management use SSH (DOCKER_HOST=ssh://) or --tlsverify with client certificates", None))
+    Some(issue(
+        severity,
+        "daemon-tcp",
+        "daemon.hosts",
+        format!(
+            "the Docker daemon listens on TCP {} {how}",
+            tcp_listeners.join(", ")
+        ),
+        "serve the API on its Unix socket only; for remote management use SSH (DOCKER_HOST=ssh://) or --tlsverify with client certificates",
+        None,
+    ))
 }
 
 #[cfg(test)]
@@ -235,23 +409,56 @@ mod tests {
     fn create_options_and_inspection_read_alike() {
         let options = json!({"HostConfig": {"Privileged": true, "Binds": ["/:/host:ro"], "Devices": [{"PathOnHost": "/dev/mem"}], "SecurityOpt": ["seccomp:unconfined"], "LogConfig": {"Type": "json-file"}}});
         let issues = check(&Settings::from_create_options(&options));
-        assert_eq!(codes(&issues), ["privileged", "sensitive-bind", "host-device", "unconfined", "no-log-rotation"]);
+        assert_eq!(
+            codes(&issues),
+            [
+                "privileged",
+                "sensitive-bind",
+                "host-device",
+                "unconfined",
+                "no-log-rotation"
+            ]
+        );
         assert_eq!(issues[1].message, "binds the host's / (read-only)");
     }
 
     #[test]
     fn root_is_judged_on_the_effective_user() {
         assert_eq!(codes(&check_process("", "", true, false)), ["runs-as-root"]);
-        assert_eq!(codes(&check_process("", "1000", true, false)), Vec::<&str>::new());
-        assert_eq!(codes(&check_process("0:0", "1000", false, false)), ["runs-as-root", "writable-rootfs"]);
-        assert_eq!(codes(&check_process("", "", true, true)), Vec::<&str>::new());
+        assert_eq!(
+            codes(&check_process("", "1000", true, false)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            codes(&check_process("0:0", "1000", false, false)),
+            ["runs-as-root", "writable-rootfs"]
+        );
+        assert_eq!(
+            codes(&check_process("", "", true, true)),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]
     fn a_tcp_daemon_is_worse_off_loopback_and_without_tls() {
         assert_eq!(check_daemon(&[], false), None);
-        assert_eq!(check_daemon(&["0.0.0.0:2375".into()], false).unwrap().severity, Severity::High);
-        assert_eq!(check_daemon(&["127.0.0.1:2375".into()], false).unwrap().severity, Severity::Medium);
-        assert_eq!(check_daemon(&["0.0.0.0:2376".into()], true).unwrap().severity, Severity::Low);
+        assert_eq!(
+            check_daemon(&["0.0.0.0:2375".into()], false)
+                .unwrap()
+                .severity,
+            Severity::High
+        );
+        assert_eq!(
+            check_daemon(&["127.0.0.1:2375".into()], false)
+                .unwrap()
+                .severity,
+            Severity::Medium
+        );
+        assert_eq!(
+            check_daemon(&["0.0.0.0:2376".into()], true)
+                .unwrap()
+                .severity,
+            Severity::Low
+        );
     }
 }

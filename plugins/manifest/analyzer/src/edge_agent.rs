@@ -11,7 +11,10 @@ pub const DESIRED_STATUS: &str = "net.azure-devices.edge.desiredStatus";
 
 /// The value of `key` among a container's labels.
 pub fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The IoT Edge module a container runs, when edgeAgent created it: edgeAgent names the

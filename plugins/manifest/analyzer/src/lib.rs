@@ -20,7 +20,9 @@ pub enum Severity {
 
 impl Severity {
     pub fn parse(text: &str) -> Option<Severity> {
-        [Severity::Low, Severity::Medium, Severity::High].into_iter().find(|s| s.as_str().eq_ignore_ascii_case(text))
+        [Severity::Low, Severity::Medium, Severity::High]
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -63,19 +65,27 @@ pub struct Invalid {
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
 impl std::error::Error for Invalid {}
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid { path: path.into(), message: message.into() }
+    Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 /// Parses and analyses a manifest's text.
 pub fn analyze_text(text: &str) -> Result<Vec<Finding>, Invalid> {
-    let manifest: Value = serde_json::from_str(text).map_err(|e| invalid("", format!("not JSON: {e}")))?;
+    let manifest: Value =
+        serde_json::from_str(text).map_err(|e| invalid("", format!("not JSON: {e}")))?;
     analyze(&manifest)
 }
 
@@ -85,20 +95,44 @@ pub fn analyze(manifest: &Value) -> Result<Vec<Finding>, Invalid> {
     let (content, base) = match manifest.get("modulesContent") {
         Some(c) => (c, "modulesContent"),
         None if manifest.get("$edgeAgent").is_some() => (manifest, ""),
-        None => return Err(invalid("", "no `modulesContent` (is this a deployment manifest?)")),
+        None => {
+            return Err(invalid(
+                "",
+                "no `modulesContent` (is this a deployment manifest?)",
+            ));
+        }
     };
-    let join = |a: &str, b: &str| if a.is_empty() { b.to_owned() } else { format!("{a}.{b}") };
+    let join = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_owned()
+        } else {
+            format!("{a}.{b}")
+        }
+    };
     let agent_path = join(base, "$edgeAgent.properties.desired");
-    let agent = content.pointer("/$edgeAgent/properties.desired").ok_or_else(|| invalid(&agent_path, "missing: a manifest needs the edgeAgent's desired properties"))?;
+    let agent = content
+        .pointer("/$edgeAgent/properties.desired")
+        .ok_or_else(|| {
+            invalid(
+                &agent_path,
+                "missing: a manifest needs the edgeAgent's desired properties",
+            )
+        })?;
     if !agent.is_object() {
         return Err(invalid(&agent_path, "must be an object"));
     }
     let mut findings = Vec::new();
 
     // Registry credentials in clear text.
-    if let Some(creds) = agent.pointer("/runtime/settings/registryCredentials").and_then(Value::as_object) {
+    if let Some(creds) = agent
+        .pointer("/runtime/settings/registryCredentials")
+        .and_then(Value::as_object)
+    {
         for (name, c) in creds {
-            if c.get("password").and_then(Value::as_str).is_some_and(|p| !p.is_empty() && !p.starts_with("$")) {
+            if c.get("password")
+                .and_then(Value::as_str)
+                .is_some_and(|p| !p.is_empty() && !p.starts_with("$"))
+            {
                 findings.push(Finding {
                     severity: Severity::Medium,
                     code: "registry-password",
@@ -115,7 +149,12 @@ pub fn analyze(manifest: &Value) -> Result<Vec<Finding>, Invalid> {
     let mut modules: Vec<(String, String, &Value)> = Vec::new();
     for (group, key) in [("systemModules", "systemModules"), ("modules", "modules")] {
         match agent.get(key) {
-            None if group == "systemModules" => return Err(invalid(join(&agent_path, key), "missing: edgeAgent and edgeHub must be declared")),
+            None if group == "systemModules" => {
+                return Err(invalid(
+                    join(&agent_path, key),
+                    "missing: edgeAgent and edgeHub must be declared",
+                ));
+            }
             None => {}
             Some(Value::Object(map)) => {
                 for (name, module) in map {
@@ -130,20 +169,47 @@ pub fn analyze(manifest: &Value) -> Result<Vec<Finding>, Invalid> {
     // Routes.
     let hub_path = join(base, "$edgeHub.properties.desired");
     match content.pointer("/$edgeHub/properties.desired/routes") {
-        None => return Err(invalid(format!("{hub_path}.routes"), "missing: edgeHub needs its routes")),
+        None => {
+            return Err(invalid(
+                format!("{hub_path}.routes"),
+                "missing: edgeHub needs its routes",
+            ));
+        }
         Some(Value::Object(routes)) => {
             for (name, route) in routes {
                 let text = match route {
                     Value::String(s) => s.as_str(),
-                    Value::Object(o) => o.get("route").and_then(Value::as_str).ok_or_else(|| invalid(format!("{hub_path}.routes.{name}.route"), "missing: a route object needs `route`"))?,
-                    _ => return Err(invalid(format!("{hub_path}.routes.{name}"), "must be a route string or object")),
+                    Value::Object(o) => {
+                        o.get("route").and_then(Value::as_str).ok_or_else(|| {
+                            invalid(
+                                format!("{hub_path}.routes.{name}.route"),
+                                "missing: a route object needs `route`",
+                            )
+                        })?
+                    }
+                    _ => {
+                        return Err(invalid(
+                            format!("{hub_path}.routes.{name}"),
+                            "must be a route string or object",
+                        ));
+                    }
                 };
-                check_route(name, &format!("{hub_path}.routes.{name}"), text, &mut findings)?;
+                check_route(
+                    name,
+                    &format!("{hub_path}.routes.{name}"),
+                    text,
+                    &mut findings,
+                )?;
             }
         }
         Some(_) => return Err(invalid(format!("{hub_path}.routes"), "must be an object")),
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.module.cmp(&b.module)).then_with(|| a.path.cmp(&b.path)));
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.module.cmp(&b.module))
+            .then_with(|| a.path.cmp(&b.path))
+    });
     Ok(findings)
 }
 
@@ -158,7 +224,15 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
         if !module.is_object() {
             return Err(invalid(path, "must be an object"));
         }
-        let image = module.pointer("/settings/image").and_then(Value::as_str).ok_or_else(|| invalid(format!("{path}.settings.image"), "missing: every module needs an image"))?;
+        let image = module
+            .pointer("/settings/image")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                invalid(
+                    format!("{path}.settings.image"),
+                    "missing: every module needs an image",
+                )
+            })?;
         if let Some(issue) = container::check_image(image) {
             findings.push(place(issue, name, format!("{path}.settings.image")));
         }
@@ -170,7 +244,10 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
         }
         if name == "edgeHub" {
             hub_env = module.get("env").map(|e| (e, format!("{path}.env")));
-            if let Some(bindings) = options.pointer("/HostConfig/PortBindings").and_then(Value::as_object) {
+            if let Some(bindings) = options
+                .pointer("/HostConfig/PortBindings")
+                .and_then(Value::as_object)
+            {
                 hub_ports = bindings.keys().cloned().collect();
             }
         }
@@ -181,7 +258,11 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
     // for nobody. MQTT and AMQP heads may serve modules; which one they use is not in the manifest.
     if let Some((_, hub_path, _)) = modules.iter().find(|(n, _, _)| n == "edgeHub") {
         for (head, port, env_key) in [("HTTPS", "443/tcp", "httpSettings__enabled")] {
-            let disabled = hub_env.as_ref().and_then(|(env, _)| env.get(env_key)).and_then(|v| v.get("value")).is_some_and(|v| v == false || v == "false");
+            let disabled = hub_env
+                .as_ref()
+                .and_then(|(env, _)| env.get(env_key))
+                .and_then(|v| v.get("value"))
+                .is_some_and(|v| v == false || v == "false");
             if !disabled && !hub_ports.iter().any(|p| p == port) {
                 findings.push(Finding {
                     severity: Severity::Low,
@@ -200,51 +281,103 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
 }
 
 fn sort(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.module.cmp(&b.module)).then_with(|| a.path.cmp(&b.path)));
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.module.cmp(&b.module))
+            .then_with(|| a.path.cmp(&b.path))
+    });
 }
 
 fn place(issue: container::Issue, module: &str, path: String) -> Finding {
-    Finding { severity: issue.severity, code: issue.code, module: module.to_owned(), path, message: issue.message, remediation: issue.remediation, recommendation: issue.recommendation }
+    Finding {
+        severity: issue.severity,
+        code: issue.code,
+        module: module.to_owned(),
+        path,
+        message: issue.message,
+        remediation: issue.remediation,
+        recommendation: issue.recommendation,
+    }
 }
 
 /// `createOptions`, `createOptions01`, ... joined in order, then parsed (edgeAgent's chunking).
 fn create_options(module: &Value, path: &str) -> Result<Value, Invalid> {
-    let Some(settings) = module.get("settings") else { return Ok(Value::Null) };
+    let Some(settings) = module.get("settings") else {
+        return Ok(Value::Null);
+    };
     let mut text = String::new();
     match settings.get("createOptions") {
         None => return Ok(Value::Null),
         Some(Value::String(s)) => text.push_str(s),
         // Some tools write the object itself; edgeAgent takes it as is.
         Some(v @ Value::Object(_)) => return Ok(v.clone()),
-        Some(_) => return Err(invalid(format!("{path}.settings.createOptions"), "must be a string of JSON")),
+        Some(_) => {
+            return Err(invalid(
+                format!("{path}.settings.createOptions"),
+                "must be a string of JSON",
+            ));
+        }
     }
     for i in 1..100 {
         match settings.get(format!("createOptions{i:02}")) {
             Some(Value::String(s)) => text.push_str(s),
-            Some(_) => return Err(invalid(format!("{path}.settings.createOptions{i:02}"), "must be a string")),
+            Some(_) => {
+                return Err(invalid(
+                    format!("{path}.settings.createOptions{i:02}"),
+                    "must be a string",
+                ));
+            }
             None => break,
         }
     }
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_str(&text).map_err(|e| invalid(format!("{path}.settings.createOptions"), format!("not JSON once its chunks are joined: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        invalid(
+            format!("{path}.settings.createOptions"),
+            format!("not JSON once its chunks are joined: {e}"),
+        )
+    })
 }
 
-fn finding(severity: Severity, code: &'static str, module: &str, path: String, message: String, remediation: &'static str, recommendation: Option<&'static str>) -> Finding {
-    Finding { severity, code, module: module.to_owned(), path, message, remediation, recommendation }
+fn finding(
+    severity: Severity,
+    code: &'static str,
+    module: &str,
+    path: String,
+    message: String,
+    remediation: &'static str,
+    recommendation: Option<&'static str>,
+) -> Finding {
+    Finding {
+        severity,
+        code,
+        module: module.to_owned(),
+        path,
+        message,
+        remediation,
+        recommendation,
+    }
 }
 
 fn check_route(name: &str, path: &str, route: &str, out: &mut Vec<Finding>) -> Result<(), Invalid> {
     let upper = route.to_ascii_uppercase();
     let (Some(from), Some(into)) = (upper.find("FROM "), upper.rfind(" INTO ")) else {
-        return Err(invalid(path, format!("`{route}` is not a route (FROM <source> [WHERE <condition>] INTO <sink>)")));
+        return Err(invalid(
+            path,
+            format!("`{route}` is not a route (FROM <source> [WHERE <condition>] INTO <sink>)"),
+        ));
     };
     let source_and_where = route[from + 5..into].trim();
     let source = source_and_where.split_whitespace().next().unwrap_or("");
     let filtered = upper[from..into].contains(" WHERE ");
     let sink = route[into + 6..].trim();
-    if sink == "$upstream" && !filtered && matches!(source, "/*" | "/messages/*" | "/messages/modules/*") {
+    if sink == "$upstream"
+        && !filtered
+        && matches!(source, "/*" | "/messages/*" | "/messages/modules/*")
+    {
         out.push(finding(Severity::Low, "route-everything-upstream", "$edgeHub", path.to_owned(), format!("route `{name}` sends every message from every module to IoT Hub ({source})"),
             "route only the outputs the cloud needs (FROM /messages/modules/<m>/outputs/<o> INTO $upstream), or filter with WHERE", None));
     }
