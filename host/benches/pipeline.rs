@@ -5,9 +5,9 @@
 use criterion::{BatchSize, Criterion, Throughput};
 use edgeguard::events::{Category, EventType, SecurityEvent};
 use edgeguard::output::{Message, Sending, Sink, acknowledged};
+use edgeguard::pipeline::Batch;
 use edgeguard::pipeline::asc_config::AgentConfiguration;
 use edgeguard::pipeline::{Pipeline, Settings, StateDir};
-use edgeguard::scheduler::Batch;
 use serde_json::json;
 use std::path::Path;
 

@@ -6,7 +6,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgeguard::capabilities::{Capability, HostContext, read_processes};
 use edgeguard::config::Limits;
-use edgeguard::runtime::{LoadedPlugin, Runtime};
+use edgeguard::runtime::Runtime;
+use edgeguard::sandbox::LoadedPlugin;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

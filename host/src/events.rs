@@ -1,9 +1,7 @@
 //! Security events in the Azure Security Center for IoT shape: what plugins return (WIT types)
 //! becomes [`SecurityEvent`], which serializes exactly as the ASC message schema wants it.
 
-use crate::runtime::bindings::edgeguard::collector::types::{
-    self as wit, Direction, LoginResult, Protocol,
-};
+use crate::wit::edgeguard::collector::types::{self as wit, Direction, LoginResult, Protocol};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -297,5 +295,36 @@ fn direction(d: Direction) -> &'static str {
     match d {
         Direction::In => "In",
         Direction::Out => "Out",
+    }
+}
+
+/// Which queue an event goes to; `Off` events are never collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    Off,
+    Low,
+    High,
+}
+
+impl Priority {
+    /// Case-insensitive, as the agents match it.
+    pub fn parse(text: &str) -> Option<Priority> {
+        [Priority::Off, Priority::Low, Priority::High]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(text))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Off => "Off",
+            Priority::Low => "Low",
+            Priority::High => "High",
+        }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

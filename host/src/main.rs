@@ -5,7 +5,8 @@ use edgeguard::app::{self, RunOptions};
 use edgeguard::capabilities::Capability;
 use edgeguard::config::{Config, Overrides};
 use edgeguard::fleet::trust::signing;
-use edgeguard::runtime::{LoadedPlugin, Runtime};
+use edgeguard::runtime::Runtime;
+use edgeguard::sandbox::LoadedPlugin;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -238,7 +239,7 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "plugin".into());
             // Inspection grants every capability (no directories): describe() must not use them anyway.
-            let loaded = LoadedPlugin::load_file(&runtime, &name, &file, &Capability::ALL, &[])
+            let loaded = LoadedPlugin::load_file(&runtime, &name, &file, Capability::ALL, &[])
                 .await
                 .map_err(|e| bad_input(&e))?;
             print_inspection(&loaded, json);
@@ -256,7 +257,7 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             );
             let settings = config
                 .pipeline_settings()
-                .map_err(|(k, m)| (EXIT_BAD_INPUT, format!("`{k}`: {m}")))?;
+                .map_err(|invalid| (EXIT_BAD_INPUT, invalid.to_string()))?;
             for issue in settings.asc.check() {
                 println!("  warning: asc.{issue}");
             }

@@ -1,10 +1,55 @@
-//! Human-friendly durations ("10s", "1m30s", "250ms") and byte sizes ("32MiB", "512KiB", 4096)
-//! for the configuration file.
+//! The value types of the configuration: human-friendly durations ("10s", "1m30s", "250ms"),
+//! byte sizes ("32MiB", "512KiB", 4096), and [`Invalid`], the error of a value that is refused,
+//! naming its key. Every section of the configuration validates into it.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
+
+/// A refused value: the key at fault (`limits.memory`, `plugin[2].grants`, a twin path) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {reason}")]
+pub struct Invalid {
+    pub key: String,
+    pub reason: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
+        Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A wait that doubles with each consecutive failure, from `first` up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub const fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff { first, max }
+    }
+
+    /// The wait after `failures` consecutive failures: `min(first * 2^(failures-1), max)`
+    /// (`first` for the first failure, and for none).
+    pub fn after(self, failures: u32) -> Duration {
+        self.first
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+            .min(self.max)
+    }
+
+    /// The same with up to a quarter more at random, so that peers failing together (devices
+    /// restarted at once, collectors of one daemon) do not retry in step.
+    pub fn after_with_jitter(self, failures: u32) -> Duration {
+        self.after(failures).mul_f64(1.0 + fastrand::f64() * 0.25)
+    }
+}
 
 /// A duration written as a sequence of `<number><unit>` with units ms, s, m, h, d.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,6 +207,23 @@ impl Serialize for Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backoff_doubles_from_its_first_wait_to_its_ceiling() {
+        let b = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let waits: Vec<u64> = [0, 1, 2, 3, 7, 8, 40]
+            .iter()
+            .map(|n| b.after(*n).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 250, 500, 1000, 16_000, 30_000, 30_000]);
+        for n in 1..10 {
+            let d = b.after_with_jitter(n);
+            assert!(
+                d >= b.after(n) && d <= b.after(n).mul_f64(1.25),
+                "{n}: {d:?}"
+            );
+        }
+    }
 
     #[test]
     fn spans() {

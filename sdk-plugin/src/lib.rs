@@ -246,6 +246,12 @@ pub mod __private {
     /// thread-local cell is the whole synchronisation story.
     pub struct Slot<T>(RefCell<Option<T>>);
 
+    impl<T: Collector> Default for Slot<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<T: Collector> Slot<T> {
         pub const fn new() -> Self {
             Slot(RefCell::new(None))

@@ -1,7 +1,8 @@
 //! The compiled-artifact cache: a second load is a hit, a changed plugin is recompiled.
 
 use edgeguard::capabilities::Capability;
-use edgeguard::runtime::{CacheOutcome, LoadedPlugin};
+use edgeguard::runtime::CacheOutcome;
+use edgeguard::sandbox::LoadedPlugin;
 use edgeguard_tests::{plugin, runtime};
 
 const GRANTS: [Capability; 2] = [Capability::Processes, Capability::Log];

@@ -7,7 +7,8 @@
 
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
-use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
+use edgeguard::runtime::Runtime;
+use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
 use edgeguard_tests::docker::{BUSYBOX, Dockerd};
 use edgeguard_tests::schema::Validators;
 use edgeguard_tests::{

@@ -43,6 +43,7 @@ async fn security_messages_reach_edgehub_with_the_right_topic_and_properties() {
         )
         .await;
     proc.kill().unwrap();
+    proc.wait().unwrap();
     let validators = Validators::new();
     let mut ids = HashSet::new();
     for m in &messages {
@@ -338,6 +339,7 @@ async fn direct_methods_collect_now_and_report_status() {
         )
         .await;
     proc.kill().unwrap();
+    proc.wait().unwrap();
 
     let (status, body) = bed
         .hub
@@ -545,6 +547,7 @@ async fn tokens_are_checked_and_renewed_and_workload_failures_are_survived() {
         )
         .await;
     proc.kill().unwrap();
+    proc.wait().unwrap();
     assert!(front.connects().len() > before);
     assert!(front.connects().iter().all(|c| c.verdict.is_ok()));
 }
@@ -887,8 +890,8 @@ fn the_deployment_template_asks_only_for_what_edgeguard_needs() {
         .as_object()
         .unwrap();
     let local = edgeguard::config::Config::embedded_default();
-    let in_force = edgeguard::edge::twin::Wanted::local(&local).unwrap();
-    let wanted = edgeguard::edge::twin::resolve(&local, desired, &in_force).unwrap();
+    let in_force = edgeguard::control::wanted::Wanted::local(&local).unwrap();
+    let wanted = edgeguard::control::wanted::resolve(&local, desired, &in_force).unwrap();
     assert_eq!(
         wanted.settings.asc.high_priority_message_frequency,
         Duration::from_secs(7 * 60)

@@ -3,9 +3,11 @@
 
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::{Group, ScheduleConfig};
-use edgeguard::runtime::loader::LoadError;
-use edgeguard::runtime::{Fault, LoadedPlugin, Runtime};
-use edgeguard::scheduler::{Batch, PluginSpec, Scheduler};
+use edgeguard::pipeline::Batch;
+use edgeguard::runtime::Runtime;
+use edgeguard::sandbox::loader::LoadError;
+use edgeguard::sandbox::{Fault, LoadedPlugin};
+use edgeguard::scheduler::{PluginSpec, Scheduler};
 use edgeguard::units::Span;
 use edgeguard_tests::{plugin, runtime, test_limits};
 use std::path::Path;

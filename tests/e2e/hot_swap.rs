@@ -422,6 +422,7 @@ async fn each_bad_version_is_refused_with_its_reason_while_the_running_one_goes_
         )
         .await;
     proc.kill().unwrap();
+    proc.wait().unwrap();
     let diagnostic = events(&messages)
         .into_iter()
         .find(|e| {
@@ -506,6 +507,7 @@ async fn collectors_are_removed_re_added_disabled_and_added_from_the_twin() {
         .await;
     assert_eq!(process_creates_with(&messages, &marker).len(), 1);
     during_gap.kill().unwrap();
+    during_gap.wait().unwrap();
 
     // Disabled: loaded (same digest) and idle; enabled again, it collects on.
     bed.hub

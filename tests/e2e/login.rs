@@ -5,7 +5,8 @@
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
-use edgeguard::runtime::{LoadedPlugin, PluginInstance, Runtime};
+use edgeguard::runtime::Runtime;
+use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
 use edgeguard_tests::{
     assert_refused, builtin_plugins, edgeguard_bin, plugin, runtime, write_config,
 };

@@ -139,7 +139,7 @@ fn fail_on_sets_the_exit_code_and_the_table_reads_well() {
 async fn the_manifest_collector_reports_findings_when_a_manifest_appears_or_changes() {
     use edgeguard::capabilities::{Capability, HostContext};
     use edgeguard::events::{Family, from_plugin};
-    use edgeguard::runtime::LoadedPlugin;
+    use edgeguard::sandbox::LoadedPlugin;
     let (rt, _cache) = edgeguard_tests::runtime();
     let dir = tempfile::tempdir().unwrap();
     let manifests = repo_root().join("tests/manifests");

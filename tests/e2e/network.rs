@@ -6,9 +6,9 @@
 
 use edgeguard::capabilities::{Capability, HostContext, SocketSource, read_sockets};
 use edgeguard::config::Limits;
-use edgeguard::runtime::bindings::edgeguard::collector::sockets::{SocketState, Source};
-use edgeguard::runtime::bindings::edgeguard::collector::types::Protocol;
-use edgeguard::runtime::{LoadedPlugin, PluginInstance};
+use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
+use edgeguard::wit::edgeguard::collector::sockets::{SocketState, Source};
+use edgeguard::wit::edgeguard::collector::types::Protocol;
 use edgeguard_tests::{
     assert_refused, collect_items as collect, find_items as find, plugin, run_once_under, runtime,
     short_connections,
@@ -49,10 +49,16 @@ fn port(v: &Value, key: &str) -> u16 {
 
 /// The listening set is the host's: the tests of this file take turns, so one test's listeners
 /// do not change the set another one watches.
-static HOST_SOCKETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// An async lock: a turn is held across the collections' awaits.
+static HOST_SOCKETS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    HOST_SOCKETS.lock().unwrap_or_else(|e| e.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    HOST_SOCKETS.lock().await
+}
+
+/// The same for a test outside the runtime.
+fn one_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    HOST_SOCKETS.blocking_lock()
 }
 
 struct Loopback {
@@ -74,7 +80,7 @@ fn listeners() -> Loopback {
 }
 
 async fn listens_and_connects(host_root: &Path) {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (rt, _cache) = runtime();
     let me = std::process::id();
     let lo = listeners();
@@ -203,7 +209,7 @@ async fn reports_the_same_through_the_proc_net_fallback() {
 
 #[test]
 fn sock_diag_and_proc_net_agree() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time_blocking();
     let lo = listeners();
     let host = HostContext::new(Path::new("/"));
     let diag = read_sockets(&host, SocketSource::Auto).unwrap();
@@ -250,7 +256,7 @@ async fn refused_without_the_sockets_grant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_opened_and_closed_between_collections_are_caught_from_the_kernel() {
-    let _turn = one_at_a_time();
+    let _turn = one_at_a_time().await;
     let (rt, _cache) = runtime();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap().port();

@@ -3,10 +3,10 @@
 
 use edgeguard::events::{Category, EventType, SecurityEvent};
 use edgeguard::output::{FileSink, Message, Sink};
+use edgeguard::pipeline::Batch;
 use edgeguard::pipeline::aggregation::{Aggregator, KindSettings, Rule};
 use edgeguard::pipeline::asc_config::{AgentConfiguration, Priority};
 use edgeguard::pipeline::{Pipeline, Settings, StateDir};
-use edgeguard::scheduler::Batch;
 use edgeguard_tests::schema::Validators;
 use edgeguard_tests::{MemorySink, custom_event, process_create};
 use serde_json::{Value, json};
@@ -379,8 +379,10 @@ async fn queues_go_at_their_frequencies_operational_first_the_other_queue_as_pad
             "aggregationEnabledProcessCreate": {"value": false},
         })),
     );
-    let mut ops = AgentConfiguration::default();
-    ops.max_message_size = 5000;
+    let ops = AgentConfiguration {
+        max_message_size: 5000,
+        ..Default::default()
+    };
     let configuration_error = ops.check().remove(0).to_event();
     let sink = MemorySink::default();
     let (tx, stop, task) = spawn(pipeline, sink.clone());
@@ -599,7 +601,7 @@ async fn off_events_are_never_collected() {
 async fn a_plugin_whose_events_are_all_off_is_not_called() {
     use edgeguard::capabilities::{Capability, HostContext};
     use edgeguard::config::ScheduleConfig;
-    use edgeguard::runtime::LoadedPlugin;
+    use edgeguard::sandbox::LoadedPlugin;
     use edgeguard::scheduler::{PluginSpec, Scheduler};
     let (rt, _cache) = edgeguard_tests::runtime();
     let file = edgeguard_tests::plugin("edgeguard-plugin-process");

@@ -5,10 +5,8 @@
 
 use edgeguard::capabilities::{Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
-use edgeguard::runtime::bindings::edgeguard::collector::types::{
-    Event, ProcessCreate, ProcessTerminate,
-};
-use edgeguard::runtime::{LoadedPlugin, PluginInstance};
+use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
+use edgeguard::wit::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
 use edgeguard_tests::{
     builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, short_lived_processes,
     write_config,
@@ -255,7 +253,7 @@ async fn host_state_is_read_through_the_host_root() {
         .expect("no fault")
         .expect_err("no /proc under the root");
     assert!(
-        edgeguard::runtime::instance::describe_error(&error).contains("proc"),
+        edgeguard::sandbox::instance::describe_error(&error).contains("proc"),
         "{error:?}"
     );
 }

@@ -4,8 +4,8 @@
 
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::{Config, Limits};
-use edgeguard::runtime::LoadedPlugin;
-use edgeguard::runtime::bindings::edgeguard::collector::types::Event;
+use edgeguard::sandbox::LoadedPlugin;
+use edgeguard::wit::edgeguard::collector::types::Event;
 use edgeguard_tests::{euid, repo_root, runtime, target_dir};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,7 @@
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::Limits;
 use edgeguard::events::{Family, from_plugin};
-use edgeguard::runtime::LoadedPlugin;
+use edgeguard::sandbox::LoadedPlugin;
 use edgeguard_tests::{assert_refused, plugin, runtime};
 use serde_json::Value;
 use std::path::Path;

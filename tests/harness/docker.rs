@@ -150,7 +150,7 @@ impl Dockerd {
         for applet in ["sh", "sleep", "true", "false", "id", "cat"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&rootfs)
             .args(["-c", "."])
@@ -161,9 +161,10 @@ impl Dockerd {
             .arg("--host")
             .arg(format!("unix://{}", self.socket.display()))
             .args(["import", "-", BUSYBOX])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the busybox root");
         assert!(
             out.status.success(),
             "docker import: {}",

@@ -28,6 +28,12 @@ pub struct TestCa {
     key: rcgen::KeyPair,
 }
 
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestCa {
     pub fn new() -> TestCa {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -211,11 +217,14 @@ struct Twin {
 }
 
 /// The twin and method side of edgeHub, on the broker's plain listener.
+/// Direct-method calls waiting for the module's answer (status, payload), by request id.
+type PendingMethods = Arc<Mutex<HashMap<String, oneshot::Sender<(u16, Value)>>>>;
+
 pub struct HubSimulator {
     client: AsyncClient,
     twin: Arc<Mutex<Twin>>,
     telemetry: Arc<Mutex<Vec<Telemetry>>>,
-    responses: Arc<Mutex<HashMap<String, oneshot::Sender<(u16, Value)>>>>,
+    responses: PendingMethods,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -240,7 +249,7 @@ impl HubSimulator {
             ..Twin::default()
         }));
         let telemetry = Arc::new(Mutex::new(Vec::new()));
-        let responses: Arc<Mutex<HashMap<String, oneshot::Sender<(u16, Value)>>>> = Arc::default();
+        let responses: PendingMethods = Arc::default();
         let (subscribed_tx, subscribed) = oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);
         let (t, tel, resp, c) = (

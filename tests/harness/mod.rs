@@ -308,12 +308,12 @@ pub async fn assert_refused(
 ) {
     let (rt, _cache) = runtime();
     let err =
-        edgeguard::runtime::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[])
+        edgeguard::sandbox::LoadedPlugin::load_file(&rt, package, &plugin(package), grants, &[])
             .await
             .err()
             .expect("refused");
     assert!(
-        matches!(err, edgeguard::runtime::LoadError::NotGranted { .. }),
+        matches!(err, edgeguard::sandbox::LoadError::NotGranted { .. }),
         "{err}"
     );
     assert!(err.to_string().contains(import), "{err}");
@@ -321,7 +321,7 @@ pub async fn assert_refused(
 
 /// One collection, as (event name, payload item) pairs.
 pub async fn collect_items(
-    instance: &mut edgeguard::runtime::PluginInstance,
+    instance: &mut edgeguard::sandbox::PluginInstance,
 ) -> Vec<(String, serde_json::Value)> {
     let events = instance
         .collect()

@@ -7,6 +7,7 @@
 //!   cargo xtask bench           run the benchmarks
 //!   cargo xtask envelope [MIN]  measure what ships: sizes, start to first message, RSS and
 //!                               CPU over MIN minutes (10) of `edgeguard run`
+//!   cargo xtask layers          check that host/src's modules import only downward
 //!   cargo xtask plugins         build the built-in plugins only
 //!   cargo xtask image [TAG]     build the IoT Edge module image (FROM scratch: the static
 //!                               musl binary and the plugins); without a reachable Docker
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod envelope;
+mod layers;
 
 /// The built-in plugins: crate directory under plugins/ → installed file name.
 const BUILTIN_PLUGINS: &[&str] = &[
@@ -53,6 +55,7 @@ fn main() -> Result<()> {
         }
         "test" => {
             setup_toolchain()?;
+            static_checks()?;
             setup_test_tools()?;
             build_all()?;
             // The image test builds the module image from this context under its own dockerd.
@@ -80,6 +83,11 @@ fn main() -> Result<()> {
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))
+        }
+        "layers" => {
+            layers::check(&repo_root())?;
+            eprintln!("host/src: every import points down");
+            Ok(())
         }
         "plugins" => {
             setup_toolchain()?;
@@ -125,7 +133,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <run [ARGS…] | test | bench | envelope [MINUTES] | plugins | image [TAG]>"
+                "usage: cargo xtask <run [ARGS…] | test | bench | envelope [MINUTES] | layers | plugins | image [TAG]>"
             );
             if command == "help" {
                 Ok(())
@@ -134,6 +142,15 @@ fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// What the test command checks before it builds anything: the code is formatted and the
+/// host's module graph points down.
+fn static_checks() -> Result<()> {
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    step("checking the host's layers");
+    layers::check(&repo_root())
 }
 
 fn exclude_wasm_crates() -> Vec<String> {

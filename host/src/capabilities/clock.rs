@@ -1,17 +1,17 @@
 //! `clock`: wall-clock and monotonic time.
 
 use super::HostState;
-use crate::runtime::bindings::edgeguard::collector::clock::Host;
+use crate::wit::edgeguard::collector::clock::Host;
 
 impl Host for HostState {
-    fn now_unix_nanos(&mut self) -> u64 {
+    async fn now_unix_nanos(&mut self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     }
 
-    fn monotonic_nanos(&mut self) -> u64 {
+    async fn monotonic_nanos(&mut self) -> u64 {
         self.host.started.elapsed().as_nanos() as u64
     }
 }

@@ -7,11 +7,12 @@
 //! bounded buffer that the plugin drains at each collection; the task ends with the instance.
 
 use super::{HostContext, HostState, SocketSource as Preference, read_sockets};
-use crate::runtime::bindings::edgeguard::collector::containers::{
+use crate::units::Backoff;
+use crate::wit::edgeguard::collector::containers::{
     Container, ContainerEvent, DaemonInfo, EventBatch, Host, Mount, PortBinding,
 };
-use crate::runtime::bindings::edgeguard::collector::sockets::SocketState;
-use crate::runtime::bindings::edgeguard::collector::types::{HostError, Protocol};
+use crate::wit::edgeguard::collector::sockets::SocketState;
+use crate::wit::edgeguard::collector::types::{HostError, Protocol};
 use bollard::Docker;
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
@@ -417,7 +418,8 @@ impl Watch {
 async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex<Buffer>>) {
     // Events at exactly `since` already delivered, which a resumed stream replays.
     let mut delivered_at_since: HashSet<(String, String)> = HashSet::new();
-    let mut backoff = Duration::from_millis(250);
+    const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut failures = 0;
     let filters = HashMap::from([("type".to_owned(), vec!["container".to_owned()])]);
     loop {
         match host.docker.client().await {
@@ -436,7 +438,7 @@ async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(message) => {
-                            backoff = Duration::from_millis(250);
+                            failures = 0;
                             let Some(event) = container_event(message) else {
                                 continue;
                             };
@@ -468,9 +470,8 @@ async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex
             }
             Err(e) => tracing::debug!("Docker events: {e:?}"),
         }
-        let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 4));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        failures += 1;
+        tokio::time::sleep(BACKOFF.after_with_jitter(failures)).await;
     }
 }
 

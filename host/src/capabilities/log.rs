@@ -1,13 +1,13 @@
 //! `log`: plugin logs into the host's `tracing`, tagged with the plugin's name and bounded.
 
 use super::HostState;
-use crate::runtime::bindings::edgeguard::collector::log::{Host, Level};
+use crate::wit::edgeguard::collector::log::{Host, Level};
 
 /// Longer messages are cut: a plugin must not be able to flood the host's log with one line.
 const MAX_MESSAGE: usize = 4096;
 
 impl Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    async fn log(&mut self, level: Level, message: String) {
         if !self.guard.allow_log_line() {
             return;
         }
@@ -18,7 +18,7 @@ impl Host for HostState {
                 .find(|&i| message.is_char_boundary(i))
                 .unwrap_or(0);
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let plugin = &*self.plugin;
         match level {

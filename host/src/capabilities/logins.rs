@@ -5,10 +5,10 @@
 //! cannot be used to read anything else on the host.
 
 use super::{HostState, executable_of, read_error};
-use crate::runtime::bindings::edgeguard::collector::logins::{
+use crate::wit::edgeguard::collector::logins::{
     FileId, FileInfo, Host, LinesChunk, RecordType, UtmpChunk, UtmpRecord,
 };
-use crate::runtime::bindings::edgeguard::collector::types::HostError;
+use crate::wit::edgeguard::collector::types::HostError;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

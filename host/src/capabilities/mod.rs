@@ -18,60 +18,105 @@ mod sockets;
 mod system;
 
 use crate::kernel::feed::{self, Feed};
-use crate::runtime::bindings::edgeguard::collector::types;
 use crate::runtime::limits::CallGuard;
+use crate::wit::edgeguard::collector as wit;
+use crate::wit::edgeguard::collector::types;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 pub use processes::{ExecDetails, read_processes};
 pub use sockets::{Preference as SocketSource, read_sockets};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Capability {
-    Log,
-    Clock,
-    Processes,
-    Sockets,
-    System,
-    Logins,
-    Containers,
-    /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists.
-    Filesystem,
+/// The host capabilities, one row each: the variant, the name a configuration grants it by,
+/// the WIT interface it links (`edgeguard:collector/<interface>`, a module of [`crate::wit`]),
+/// and whether the module twin may grant it by default (`[remote] twin_grants`; the local file
+/// can always). Adding a capability is its module below, its WIT file and one row here.
+macro_rules! capability_table {
+    ($($(#[$doc:meta])* $variant:ident: $grant:literal, $interface:tt, twin: $twin:literal;)*) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Capability {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Capability {
+            pub const ALL: &[Capability] = &[$(Capability::$variant),*];
+
+            /// The name a configuration grants it by.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Capability::$variant => $grant,)*
+                }
+            }
+
+            /// The WIT interface it links, if it has one of its own.
+            pub fn interface(self) -> Option<String> {
+                match self {
+                    $(Capability::$variant => capability_table!(@interface $interface),)*
+                }
+            }
+
+            /// Whether the module twin may grant it unless `[remote] twin_grants` says otherwise.
+            fn twin_by_default(self) -> bool {
+                match self {
+                    $(Capability::$variant => $twin,)*
+                }
+            }
+        }
+
+        /// Links the capabilities in `grants` (WASI is linked separately, for everyone).
+        pub fn link(linker: &mut Linker<HostState>, grants: &[Capability]) -> wasmtime::Result<()> {
+            wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+            for grant in grants {
+                match grant {
+                    $(Capability::$variant => capability_table!(@link linker, $interface),)*
+                }
+            }
+            Ok(())
+        }
+    };
+    (@interface none) => { None };
+    (@interface $interface:ident) => { Some(stringify!($interface).replace('_', "-")) };
+    (@link $linker:ident, none) => { {} };
+    (@link $linker:ident, $interface:ident) => {
+        wit::$interface::add_to_linker::<HostState, HasSelf<HostState>>($linker, |s| s)?
+    };
+}
+
+capability_table! {
+    /// Log lines into the host's `tracing`, tagged with the plugin and bounded.
+    Log: "log", log, twin: true;
+    /// Wall-clock and monotonic time.
+    Clock: "clock", clock, twin: true;
+    /// The host's processes, and the kernel's exec and exit events.
+    Processes: "processes", processes, twin: true;
+    /// The host's sockets, and the kernel's notifications of closed connections.
+    Sockets: "sockets", sockets, twin: true;
+    /// The host's identity, memory and local accounts.
+    System: "system", system, twin: true;
+    /// Login records and auth-log lines.
+    Logins: "logins", logins, twin: true;
+    /// The Docker Engine's containers, events and exposure.
+    Containers: "containers", containers, twin: true;
+    /// Read-only access, through `wasi:filesystem`, to the directories the configuration lists
+    /// (WASI is linked for all; this grant only allows the preopened `dirs`). The twin should
+    /// not pick which host files a plugin reads.
+    Filesystem: "filesystem", none, twin: false;
 }
 
 impl Capability {
-    pub const ALL: [Capability; 8] = [
-        Capability::Log,
-        Capability::Clock,
-        Capability::Processes,
-        Capability::Sockets,
-        Capability::System,
-        Capability::Logins,
-        Capability::Containers,
-        Capability::Filesystem,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Capability::Log => "log",
-            Capability::Clock => "clock",
-            Capability::Processes => "processes",
-            Capability::Sockets => "sockets",
-            Capability::System => "system",
-            Capability::Logins => "logins",
-            Capability::Containers => "containers",
-            Capability::Filesystem => "filesystem",
-        }
-    }
-
     pub fn from_name(name: &str) -> Option<Capability> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
+        Self::ALL.iter().copied().find(|c| c.name() == name)
     }
 
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|c| c.name()).collect()
+    }
+
+    /// The capabilities the twin may grant when `[remote] twin_grants` is not given.
+    pub fn twin_grantable() -> impl Iterator<Item = Capability> {
+        Self::ALL.iter().copied().filter(|c| c.twin_by_default())
     }
 }
 
@@ -92,13 +137,10 @@ pub fn import_need(import: &str) -> ImportNeed {
     let unversioned = import.split('@').next().unwrap_or(import);
     match unversioned.split_once('/') {
         Some(("edgeguard:collector", "types")) => ImportNeed::Baseline,
-        Some(("edgeguard:collector", "log")) => ImportNeed::Grant(Capability::Log),
-        Some(("edgeguard:collector", "clock")) => ImportNeed::Grant(Capability::Clock),
-        Some(("edgeguard:collector", "processes")) => ImportNeed::Grant(Capability::Processes),
-        Some(("edgeguard:collector", "sockets")) => ImportNeed::Grant(Capability::Sockets),
-        Some(("edgeguard:collector", "system")) => ImportNeed::Grant(Capability::System),
-        Some(("edgeguard:collector", "logins")) => ImportNeed::Grant(Capability::Logins),
-        Some(("edgeguard:collector", "containers")) => ImportNeed::Grant(Capability::Containers),
+        Some(("edgeguard:collector", interface)) => Capability::ALL
+            .iter()
+            .find(|c| c.interface().as_deref() == Some(interface))
+            .map_or(ImportNeed::Unknown, |c| ImportNeed::Grant(*c)),
         // wasi:filesystem without preopened directories reaches nothing; `dirs` needs the grant.
         Some(("wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem", _)) => {
             ImportNeed::Baseline
@@ -402,44 +444,6 @@ impl WasiView for HostState {
 }
 
 impl types::Host for HostState {}
-
-/// Links the capabilities in `grants` (WASI is linked separately, for everyone).
-pub fn link(
-    linker: &mut wasmtime::component::Linker<HostState>,
-    grants: &[Capability],
-) -> wasmtime::Result<()> {
-    use crate::runtime::bindings::edgeguard::collector as wit;
-    use wasmtime::component::HasSelf;
-    wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    for grant in grants {
-        match grant {
-            Capability::Log => {
-                wit::log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::Clock => {
-                wit::clock::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::Processes => {
-                wit::processes::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::Sockets => {
-                wit::sockets::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::System => {
-                wit::system::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::Logins => {
-                wit::logins::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            Capability::Containers => {
-                wit::containers::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?
-            }
-            // WASI is linked for all; this grant only allows the preopened `dirs`.
-            Capability::Filesystem => {}
-        }
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,10 @@
 use super::{HostContext, HostState};
 use crate::kernel::feed;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
-use crate::runtime::bindings::edgeguard::collector::processes::{
+use crate::wit::edgeguard::collector::processes::{
     Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State,
 };
-use crate::runtime::bindings::edgeguard::collector::types::HostError;
+use crate::wit::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -228,10 +228,13 @@ impl feed::Source for ProcessSource {
     }
 }
 
+/// uid → name, as read from the host's passwd file at a modification time.
+type NamesAt = (SystemTime, Arc<HashMap<u32, String>>);
+
 /// uid → name from the host's passwd file, re-read when the file changes.
 #[derive(Default)]
 pub(crate) struct UserNames {
-    cached: Mutex<Option<(SystemTime, Arc<HashMap<u32, String>>)>>,
+    cached: Mutex<Option<NamesAt>>,
 }
 
 impl UserNames {

@@ -9,11 +9,11 @@
 use super::{HostContext, HostState};
 use crate::kernel::feed;
 use crate::kernel::sock_destroy::{ClosedSocket, SockDestroy};
-use crate::runtime::bindings::edgeguard::collector::sockets::{
+use crate::wit::edgeguard::collector::sockets::{
     AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable,
     Source,
 };
-use crate::runtime::bindings::edgeguard::collector::types::{HostError, Protocol};
+use crate::wit::edgeguard::collector::types::{HostError, Protocol};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;

@@ -3,23 +3,21 @@
 //! containerised edgeguard describes the host, not its own image.
 
 use super::HostState;
-use crate::runtime::bindings::edgeguard::collector::system::{
-    Group, Host, MemoryInfo, OsInfo, User,
-};
-use crate::runtime::bindings::edgeguard::collector::types::HostError;
+use crate::wit::edgeguard::collector::system::{Group, Host, MemoryInfo, OsInfo, User};
+use crate::wit::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
 use std::path::Path;
 
 impl Host for HostState {
-    fn info(&mut self) -> Result<OsInfo, HostError> {
+    async fn info(&mut self) -> Result<OsInfo, HostError> {
         read_os_info(&self.host.host_root)
     }
 
-    fn memory(&mut self) -> Result<MemoryInfo, HostError> {
+    async fn memory(&mut self) -> Result<MemoryInfo, HostError> {
         read_memory(&self.host.host_root)
     }
 
-    fn users(&mut self) -> Result<Vec<User>, HostError> {
+    async fn users(&mut self) -> Result<Vec<User>, HostError> {
         read_users(&self.host.host_root)
     }
 }

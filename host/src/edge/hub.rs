@@ -338,10 +338,7 @@ async fn connection_task(
 /// so that devices restarted together do not reconnect in step.
 fn backoff(options: &HubOptions, failures: u32) -> Duration {
     let (first, max) = options.backoff;
-    let base = first
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(max);
-    base.mul_f64(1.0 + fastrand::f64() * 0.25)
+    crate::units::Backoff::new(first, max).after_with_jitter(failures)
 }
 
 /// The session is gone: pending acknowledgements and twin requests fail now (their senders drop).
@@ -356,31 +353,6 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// rustls trusting exactly the certificates of `pem` (`what` names it in errors): the workload
-/// API's trust bundle here, the https roots of plugin sources elsewhere.
-pub(crate) fn tls_config(pem: &str, what: &str) -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut count = 0;
-    for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("{what} has an unreadable certificate: {e}"))?;
-        // A system bundle may hold a certificate rustls cannot use; the others still count.
-        match roots.add(cert) {
-            Ok(()) => count += 1,
-            Err(e) => tracing::debug!("{what}: skipping an unusable certificate: {e}"),
-        }
-    }
-    if count == 0 {
-        return Err(format!("{what} holds no usable certificate"));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// The user name edgeHub parses: `{hub}/{device}/{module}/?api-version=…&DeviceClientType=…`.
@@ -407,7 +379,7 @@ async fn connect_and_serve(
         Ok(b) => b,
         Err(e) => return End::Lost(describe(e)),
     };
-    let tls = match tls_config(&bundle, "the trust bundle") {
+    let tls = match crate::net::tls::client_config(&bundle, "the trust bundle") {
         Ok(t) => t,
         Err(e) => return End::Lost(e),
     };
@@ -617,7 +589,7 @@ mod tests {
     #[test]
     fn a_bundle_without_certificates_is_refused_by_name() {
         assert_eq!(
-            tls_config("not a pem", "the trust bundle").unwrap_err(),
+            crate::net::tls::client_config("not a pem", "the trust bundle").unwrap_err(),
             "the trust bundle holds no usable certificate"
         );
     }

@@ -7,12 +7,14 @@
 //! - [`hub`]: the MQTT link to edgeHub (TLS, reconnects, token renewal, PUBACK tracking);
 //! - [`topics`]: edgeHub's topic strings and property bags;
 //! - [`sink`]: security messages as module telemetry, acknowledged on PUBACK;
-//! - [`twin`]: the desired properties and what they ask for;
-//! - [`module`]: twin and direct methods at work (`collectNow`, `status`).
+//! - [`twin`]: the desired properties document (versions, merge patches).
+//!
+//! What the twin asks for is resolved by [`crate::control`]; the module at work (twin and direct
+//! methods) is [`crate::app::module`].
 
+pub mod config;
 pub mod environment;
 pub mod hub;
-pub mod module;
 pub mod sas;
 pub mod sink;
 pub mod topics;

@@ -5,6 +5,7 @@
 
 use super::EdgeEnvironment;
 use super::workload::{WorkloadClient, WorkloadError};
+pub use crate::net::http::percent_encode;
 use base64::Engine;
 use std::time::Duration;
 
@@ -25,19 +26,6 @@ impl SasToken {
     pub fn renew_at(&self) -> u64 {
         self.expires_at - self.lifetime.as_secs() / 5
     }
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters, as Python's `quote(s, safe="")`.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3 / 2);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// The token's audience: the module identity on the IoT Hub (never the gateway).

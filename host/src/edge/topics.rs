@@ -1,7 +1,7 @@
 //! The topic strings of edgeHub's MQTT surface and the property bags they carry: built for
 //! what we send, parsed for what we receive (twin responses, desired patches, method calls).
 
-use super::sas::percent_encode;
+use crate::net::http::percent_encode;
 
 pub const TWIN_RESPONSES: &str = "$iothub/twin/res/#";
 pub const DESIRED_PATCHES: &str = "$iothub/twin/PATCH/properties/desired/#";

@@ -3,12 +3,11 @@
 //! the Unix socket of `IOTEDGE_WORKLOADURI`, or plain HTTP to `host:port`.
 
 use super::EdgeEnvironment;
-use super::sas::percent_encode;
+use crate::net::http::percent_encode;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -170,13 +169,13 @@ impl WorkloadClient {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| failed(&e))?;
-                send(TokioIo::new(stream), request).await
+                crate::net::http::send(stream, request, "workload API").await
             }
             Endpoint::Tcp(address) => {
                 let stream = tokio::net::TcpStream::connect(address)
                     .await
                     .map_err(|e| failed(&e))?;
-                send(TokioIo::new(stream), request).await
+                crate::net::http::send(stream, request, "workload API").await
             }
         }
         .map_err(|e| failed(&e))?;
@@ -195,22 +194,6 @@ impl WorkloadClient {
             message,
         }
     }
-}
-
-async fn send<S>(
-    io: TokioIo<S>,
-    request: Request<Full<Bytes>>,
-) -> hyper::Result<hyper::Response<hyper::body::Incoming>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("workload API connection: {e}");
-        }
-    });
-    sender.send_request(request).await
 }
 
 fn garbage(what: &'static str, message: impl Into<String>) -> WorkloadError {

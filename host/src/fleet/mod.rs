@@ -4,14 +4,18 @@
 //! swap between two collections, handing over the plugin's state. Any failure leaves the
 //! running version in place and is kept for the reported properties.
 
+pub mod config;
 pub mod source;
 pub mod spec;
 pub mod trust;
 
-use crate::config::{Group, RemoteConfig};
 use crate::events::{SecurityEvent, Severity};
-use crate::runtime::{CacheOutcome, LoadedPlugin, Runtime};
+use crate::runtime::{CacheOutcome, Runtime};
+use crate::sandbox::LoadedPlugin;
+use crate::scheduler::Group;
 use crate::scheduler::{Handover, Order, PluginSpec, PluginStatus, Running, Scheduler};
+use crate::units::Backoff;
+use config::RemoteConfig;
 use futures_util::future::join_all;
 use source::{Fetcher, Source};
 use spec::CollectorSpec;
@@ -182,8 +186,10 @@ impl Fleet {
     /// less often, until the set changes.
     pub async fn run(mut self, mut wanted: watch::Receiver<Arc<Wanted>>) {
         let mut current = Arc::clone(&wanted.borrow_and_update());
-        let mut retry = RETRY_FIRST;
+        let retries = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let mut failed_retries = 0;
         loop {
+            let retry = retries.after(failed_retries + 1);
             let failing = self.entries.values().any(|e| e.last_error.is_some());
             tokio::select! {
                 changed = wanted.changed() => {
@@ -191,11 +197,11 @@ impl Fleet {
                         break;
                     }
                     current = Arc::clone(&wanted.borrow_and_update());
-                    retry = RETRY_FIRST;
+                    failed_retries = 0;
                 }
                 _ = tokio::time::sleep(retry), if failing => {
                     tracing::info!(after = ?retry, "trying the refused collector versions again");
-                    retry = (retry * 2).min(RETRY_MAX);
+                    failed_retries += 1;
                 }
             }
             self.apply(&current).await;
@@ -569,7 +575,7 @@ impl Fleet {
             .find(|c| c.name == name)
             .map(|c| c.source.to_string())
             .unwrap_or_default();
-        let what = if crate::config::is_sha256(&failure.wanted) {
+        let what = if config::is_sha256(&failure.wanted) {
             format!("sha256 {} from {source}", short(&failure.wanted))
         } else {
             source

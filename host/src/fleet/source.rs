@@ -2,11 +2,11 @@
 //! components are kept by digest beside their compiled artifacts, so a pinned plugin is
 //! downloaded once.
 
-use crate::config::is_url;
+use super::config::is_url;
+use crate::net::http;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,7 +198,9 @@ impl Fetcher {
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         if !https {
-            return send(TokioIo::new(tcp), request).await;
+            return http::send(tcp, request, "plugin download")
+                .await
+                .map_err(|e| e.to_string());
         }
         let tls = self.tls.get_or_init(|| {
             let pem = std::fs::read_to_string(&self.ca_file).map_err(|e| {
@@ -207,7 +209,7 @@ impl Fetcher {
                     self.ca_file.display()
                 )
             })?;
-            crate::edge::hub::tls_config(
+            crate::net::tls::client_config(
                 &pem,
                 &format!("the https roots {}", self.ca_file.display()),
             )
@@ -219,29 +221,10 @@ impl Fetcher {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        send(TokioIo::new(stream), request).await
+        http::send(stream, request, "plugin download")
+            .await
+            .map_err(|e| e.to_string())
     }
-}
-
-async fn send<S>(
-    io: TokioIo<S>,
-    request: Request<Empty<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("plugin download connection: {e}");
-        }
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// The target of a redirect: absolute, or a path on the same server.

@@ -3,14 +3,18 @@
 //! module twin's `edgeguard.collectors` overlays it by name (replace a source, change a
 //! schedule, add a collector, remove one).
 
+use super::config::{
+    PluginConfig, SignatureConfig, is_collector_name, is_sha256, unknown_capability,
+};
 use super::source::Source;
 use crate::capabilities::Capability;
-use crate::config::{Config, Group, LimitOverrides, Limits, SignatureConfig, is_sha256};
 use crate::pipeline::asc_config::{ConfigIssue, ErrorType};
-use crate::units::Span;
+use crate::runtime::limits::{LimitOverrides, Limits};
+use crate::scheduler::Group;
+use crate::units::{Invalid, Span};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -44,33 +48,133 @@ impl CollectorSpec {
             && self.limits == other.limits
             && self.config == other.config
     }
+
+    /// Everything a collector must satisfy wherever it was described (the local file or the
+    /// twin); `at` prefixes each key (`plugin[0]`, `edgeguard.collectors.process`).
+    pub fn check(&self, at: &str) -> Vec<Invalid> {
+        let field = |f: &str| format!("{at}.{f}");
+        let mut refused = Vec::new();
+        if let Some(sha) = &self.sha256
+            && !is_sha256(sha)
+        {
+            refused.push(Invalid::new(
+                field("sha256"),
+                format!("`{sha}` is not a SHA-256 (64 hex digits)"),
+            ));
+        }
+        if let Some(interval) = self.interval
+            && interval < Duration::from_millis(10)
+        {
+            refused.push(Invalid::new(
+                field("interval"),
+                format!("interval {} is too short (at least 10ms)", Span(interval)),
+            ));
+        }
+        if let Some(d) = self.dirs.iter().find(|d| !d.is_absolute()) {
+            refused.push(Invalid::new(
+                field("dirs"),
+                format!("`{}` must be an absolute path", d.display()),
+            ));
+        }
+        if !self.dirs.is_empty() && !self.grants.contains(&Capability::Filesystem) {
+            refused.push(Invalid::new(
+                field("dirs"),
+                "directories are given but `filesystem` is not granted",
+            ));
+        }
+        if let Err(invalid) = self.limits.check(&field("limits")) {
+            refused.push(invalid);
+        }
+        if !self.config.is_object() {
+            refused.push(Invalid::new(
+                field("config"),
+                format!(
+                    "must be an object (a table in the file), not {}",
+                    self.config
+                ),
+            ));
+        }
+        refused
+    }
 }
 
-/// The local file's set (enabled or not; a disabled collector is loaded and idle).
-pub fn local_set(config: &Config) -> Vec<CollectorSpec> {
-    let plugin_dir = config.plugin_dir();
-    config
-        .plugins
+/// The capabilities `names` grant, each known and given once; `twin_grants`: the names the
+/// twin may grant, when the twin gives them. `at` is the collector's key.
+pub fn parse_grants(
+    names: &[String],
+    at: &str,
+    twin_grants: Option<&[String]>,
+) -> (Vec<Capability>, Vec<Invalid>) {
+    let key = format!("{at}.grants");
+    let (mut grants, mut refused) = (Vec::new(), Vec::new());
+    for g in names {
+        match Capability::from_name(g) {
+            None => refused.push(Invalid::new(&key, unknown_capability(g))),
+            Some(_) if twin_grants.is_some_and(|allowed| !allowed.contains(g)) => {
+                refused.push(Invalid::new(
+                    &key,
+                    format!(
+                        "`{g}` may not be granted from the twin (the local [remote] twin_grants allows: {})",
+                        twin_grants.unwrap_or_default().join(", ")
+                    ),
+                ))
+            }
+            Some(c) if grants.contains(&c) => {
+                refused.push(Invalid::new(&key, format!("`{g}` is granted twice")))
+            }
+            Some(c) => grants.push(c),
+        }
+    }
+    (grants, refused)
+}
+
+/// A collector of the local file, with every reason it is refused; `at` is its key.
+pub fn from_local(
+    p: &PluginConfig,
+    plugin_dir: &Path,
+    limits: &Limits,
+    at: &str,
+) -> (CollectorSpec, Vec<Invalid>) {
+    let (grants, mut refused) = parse_grants(&p.grants, at, None);
+    let spec = CollectorSpec {
+        name: p.name.clone(),
+        source: Source::local(&p.file, plugin_dir),
+        sha256: p.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+        signature: p.signature.clone(),
+        group: p.group,
+        interval: p.interval.map(|s| s.0),
+        grants,
+        dirs: p.dirs.clone(),
+        limits: limits.with(&p.limits),
+        config: p.config.clone(),
+        enabled: p.enabled,
+        from_twin: false,
+    };
+    refused.extend(spec.check(at));
+    (spec, refused)
+}
+
+/// The local file's set (enabled or not; a disabled collector is loaded and idle), as
+/// validated with the file.
+pub fn local_set(
+    plugins: &[PluginConfig],
+    plugin_dir: &Path,
+    limits: &Limits,
+) -> Vec<CollectorSpec> {
+    plugins
         .iter()
-        .map(|p| CollectorSpec {
-            name: p.name.clone(),
-            source: Source::local(&p.file, &plugin_dir),
-            sha256: p.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
-            signature: p.signature.clone(),
-            group: p.group,
-            interval: p.interval.map(|s| s.0),
-            grants: p
-                .grants
-                .iter()
-                .filter_map(|g| Capability::from_name(g))
-                .collect(),
-            dirs: p.dirs.clone(),
-            limits: config.limits.with(&p.limits),
-            config: p.config.clone(),
-            enabled: p.enabled,
-            from_twin: false,
-        })
+        .enumerate()
+        .map(|(i, p)| from_local(p, plugin_dir, limits, &format!("plugin[{i}]")).0)
         .collect()
+}
+
+/// What the twin's collectors overlay: the local file's set and the bounds it sets.
+pub struct Local<'a> {
+    pub plugin_dir: PathBuf,
+    /// The limits of a collector the local file does not have.
+    pub limits: &'a Limits,
+    /// What the twin may grant (`[remote] twin_grants`).
+    pub twin_grants: &'a [String],
 }
 
 /// A collector as the twin describes it; every field optional, overlaying the local entry of
@@ -97,7 +201,7 @@ struct TwinEntry {
 pub fn overlay(
     base: Vec<CollectorSpec>,
     collectors: &Value,
-    local: &Config,
+    local: &Local<'_>,
     at: &str,
 ) -> Result<Vec<CollectorSpec>, Vec<ConfigIssue>> {
     let issue = |name: String, message: String| ConfigIssue {
@@ -119,10 +223,7 @@ pub fn overlay(
         .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
     {
         let at = format!("{at}.{name}");
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !is_collector_name(name) {
             issues.push(issue(
                 at,
                 "a collector name uses only letters, digits, - and _".into(),
@@ -181,13 +282,13 @@ fn apply_entry(
     base: Option<CollectorSpec>,
     name: &str,
     e: TwinEntry,
-    local: &Config,
+    local: &Local<'_>,
     at: &str,
     issue: &mut dyn FnMut(String, String),
 ) -> Option<CollectorSpec> {
     let field = |f: &str| format!("{at}.{f}");
     let new_source = match &e.source {
-        Some(text) => match Source::remote(text, &local.plugin_dir()) {
+        Some(text) => match Source::remote(text, &local.plugin_dir) {
             Ok(s) => Some(s),
             Err(m) => {
                 issue(field("source"), m);
@@ -201,14 +302,6 @@ fn apply_entry(
         issue(
             field("sha256"),
             "a source given by the twin needs its sha256".into(),
-        );
-    }
-    if let Some(sha) = &e.sha256
-        && !is_sha256(sha)
-    {
-        issue(
-            field("sha256"),
-            format!("`{sha}` is not a SHA-256 (64 hex digits)"),
         );
     }
     if base.is_none() && e.source.is_none() {
@@ -249,68 +342,29 @@ fn apply_entry(
         spec.group = Some(group);
     }
     if let Some(span) = e.interval {
-        if span.0 < Duration::from_millis(10) {
-            issue(
-                field("interval"),
-                format!("interval {span} is too short (at least 10ms)"),
-            );
-        }
         spec.interval = Some(span.0);
     }
-    if let Some(grants) = e.grants {
-        spec.grants.clear();
-        for g in grants {
-            match Capability::from_name(&g) {
-                None => issue(
-                    field("grants"),
-                    format!(
-                        "unknown capability `{g}` (known: {})",
-                        Capability::names().join(", ")
-                    ),
-                ),
-                Some(_) if !local.remote.twin_grants.contains(&g) => issue(
-                    field("grants"),
-                    format!(
-                        "`{g}` may not be granted from the twin (the local [remote] twin_grants allows: {})",
-                        local.remote.twin_grants.join(", ")
-                    ),
-                ),
-                Some(c) if spec.grants.contains(&c) => {
-                    issue(field("grants"), format!("`{g}` is granted twice"))
-                }
-                Some(c) => spec.grants.push(c),
-            }
+    if let Some(names) = e.grants {
+        let (grants, refused) = parse_grants(&names, at, Some(local.twin_grants));
+        spec.grants = grants;
+        for invalid in refused {
+            issue(invalid.key, invalid.reason);
         }
     }
     if let Some(dirs) = e.dirs {
-        if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
-            issue(
-                field("dirs"),
-                format!("`{}` must be an absolute path", d.display()),
-            );
-        }
         spec.dirs = dirs;
-    }
-    if !spec.dirs.is_empty() && !spec.grants.contains(&Capability::Filesystem) {
-        issue(
-            field("dirs"),
-            "directories are given but `filesystem` is not granted".into(),
-        );
     }
     if let Some(overrides) = e.limits {
         spec.limits = spec.limits.with(&overrides);
-        if let Err((key, message)) = crate::config::check_limits(&field("limits"), &spec.limits) {
-            issue(key, message);
-        }
     }
     if let Some(config) = e.config {
-        if !config.is_object() {
-            issue(field("config"), format!("must be an object, not {config}"));
-        }
         spec.config = config;
     }
     if let Some(enabled) = e.enabled {
         spec.enabled = enabled;
+    }
+    for invalid in spec.check(at) {
+        issue(invalid.key, invalid.reason);
     }
     Some(spec)
 }
@@ -320,18 +374,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn local() -> Config {
-        Config::parse(
-            "[agent]\nplugin_dir = \"/p\"\n[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+    use crate::fleet::config::RemoteConfig;
+
+    /// The local file's collectors, with plugin_dir = "/p".
+    fn local_specs() -> Vec<CollectorSpec> {
+        #[derive(Deserialize)]
+        struct File {
+            plugin: Vec<PluginConfig>,
+        }
+        let file: File = toml::from_str(
+            "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
              [[plugin]]\nname = \"system\"\nfile = \"system.wasm\"\ngrants = [\"system\"]\n",
-            "test",
         )
-        .unwrap()
+        .unwrap();
+        local_set(&file.plugin, Path::new("/p"), &Limits::default())
     }
 
     fn resolve(twin: Value) -> Result<Vec<CollectorSpec>, Vec<String>> {
-        let local = local();
-        overlay(local_set(&local), &twin, &local, "edgeguard.collectors").map_err(|i| {
+        let (limits, remote) = (Limits::default(), RemoteConfig::default());
+        let local = Local {
+            plugin_dir: "/p".into(),
+            limits: &limits,
+            twin_grants: &remote.twin_grants,
+        };
+        overlay(local_specs(), &twin, &local, "edgeguard.collectors").map_err(|i| {
             i.iter()
                 .map(|i| format!("{}: {}", i.name, i.message))
                 .collect()
@@ -374,7 +440,7 @@ mod tests {
         assert_eq!(b.group, Some(Group::Low));
         // Only the schedule changed: same instance.
         let adjusted = resolve(json!({"process": {"enabled": false, "group": "medium"}})).unwrap();
-        assert!(adjusted[0].same_instance(&local_set(&local())[0]));
+        assert!(adjusted[0].same_instance(&local_specs()[0]));
         assert!(!adjusted[0].enabled);
     }
 

@@ -2,7 +2,7 @@
 //! bytes; an ed25519 signature over the same bytes, checked against keys of the local
 //! configuration only, says who made them.
 
-use crate::config::{RemoteConfig, SignatureConfig};
+use super::config::{RemoteConfig, SignatureConfig};
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 

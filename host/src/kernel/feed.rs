@@ -319,13 +319,15 @@ mod tests {
         }
     }
 
-    fn feed(
-        capacity: usize,
-    ) -> (
+    /// A feed, the script its source plays (events, kernel drops), and the log of what the
+    /// source was asked.
+    type Fixture = (
         Feed<Scripted>,
         mpsc::Sender<(Vec<u32>, u64)>,
         Arc<Mutex<Vec<String>>>,
-    ) {
+    );
+
+    fn feed(capacity: usize) -> Fixture {
         let (tx, rx) = mpsc::channel();
         let rx = Mutex::new(Some(rx));
         let woken: Arc<Mutex<Vec<String>>> = Arc::default();

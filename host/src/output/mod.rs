@@ -3,6 +3,7 @@
 //! resolves when the message is safe at its destination. The pipeline forgets cached events
 //! only on acknowledgement, so a sink that fails, or a process that dies, loses nothing.
 
+pub mod config;
 pub mod envelope;
 mod file;
 mod stdout;
@@ -12,7 +13,7 @@ pub use file::FileSink;
 pub use stdout::StdoutSink;
 
 use crate::events::Family;
-use crate::pipeline::asc_config::Priority;
+use crate::events::Priority;
 use std::future::Future;
 use std::pin::Pin;
 

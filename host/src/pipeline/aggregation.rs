@@ -537,9 +537,7 @@ impl Aggregator {
                 buf.push(b'\n');
             }
         }
-        let tmp = journal.path.with_extension("tmp");
-        std::fs::write(&tmp, &buf)?;
-        std::fs::rename(&tmp, &journal.path)?;
+        crate::files::write_atomic(&journal.path, &buf)?;
         journal.file = std::fs::OpenOptions::new()
             .append(true)
             .open(&journal.path)?;

@@ -14,36 +14,7 @@ use std::time::Duration;
 /// The object's name in the module twin.
 pub const OBJECT_NAME: &str = "ms_iotn:urn_azureiot_Security_SecurityAgentConfiguration";
 
-/// Which queue an event goes to; `Off` events are never collected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Priority {
-    Off,
-    Low,
-    High,
-}
-
-impl Priority {
-    /// Case-insensitive, as the agents match it.
-    pub fn parse(text: &str) -> Option<Priority> {
-        [Priority::Off, Priority::Low, Priority::High]
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(text))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Off => "Off",
-            Priority::Low => "Low",
-            Priority::High => "High",
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::events::Priority;
 
 /// Every event name with an `eventPriority<Name>` key, in the order of the official default
 /// twin, with its default priority.
@@ -371,7 +342,7 @@ impl AgentConfiguration {
                 ),
             });
         }
-        if self.max_message_size % 4096 != 0 {
+        if !self.max_message_size.is_multiple_of(4096) {
             issues.push(ConfigIssue {
                 name: "maxMessageSizeInBytes".into(),
                 error_type: ErrorType::NotOptimal,

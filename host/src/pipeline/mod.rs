@@ -10,13 +10,13 @@
 
 pub mod aggregation;
 pub mod asc_config;
+pub mod config;
 pub mod settings;
 pub mod statistics;
 pub mod store;
 
 use crate::events::{Family, SecurityEvent, Severity};
 use crate::output::{Acknowledgement, Message, Sink, SinkError, envelope};
-use crate::scheduler::Batch;
 use aggregation::Aggregator;
 use asc_config::{ConfigIssue, Priority};
 pub use settings::{Queue, Routing, Settings};
@@ -31,6 +31,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
+
+/// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
+#[derive(Debug)]
+pub struct Batch {
+    pub plugin: Arc<str>,
+    pub at: std::time::Instant,
+    pub events: Vec<SecurityEvent>,
+    /// Told once the pipeline has the events on disk: only then may the plugin's state (its
+    /// cursors) be persisted, so a crash in between re-reports rather than loses.
+    pub accepted: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// How long a stop waits for the acknowledgements of messages in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -73,7 +84,7 @@ impl StateDir {
 /// Requests to a running pipeline from outside its loop (the module twin, direct methods).
 pub enum Command {
     /// New settings; answered with the semantic issues found in them (applied anyway).
-    Reconfigure(Settings, oneshot::Sender<Vec<ConfigIssue>>),
+    Reconfigure(Box<Settings>, oneshot::Sender<Vec<ConfigIssue>>),
     /// Events from outside the plugins (e.g. a refused twin configuration).
     Accept(Vec<SecurityEvent>),
     Status(oneshot::Sender<Status>),
@@ -489,9 +500,8 @@ impl Pipeline {
             log.rewind();
         }
         self.failures += 1;
-        let backoff = Duration::from_millis(500)
-            .saturating_mul(1 << self.failures.min(7))
-            .min(Duration::from_secs(60));
+        let backoff = crate::units::Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+            .after(self.failures);
         self.retry_at = Some(Instant::now() + backoff);
         tracing::warn!(retry_in = ?backoff, "sending failed: {error}; the events stay queued");
     }
@@ -646,7 +656,7 @@ impl Pipeline {
                 Wake::Command(None) => commands = None,
                 Wake::Command(Some(command)) => match command {
                     Command::Reconfigure(settings, reply) => {
-                        let issues = self.reconfigure(settings)?;
+                        let issues = self.reconfigure(*settings)?;
                         let _ = reply.send(issues);
                     }
                     Command::Accept(events) => self.accept(events)?,

@@ -4,6 +4,7 @@
 
 use super::aggregation::{KindSettings, Rule};
 use super::asc_config::{AGGREGATED_EVENTS, AgentConfiguration, OPERATIONAL_EVENTS, Priority};
+use crate::units::Invalid;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -68,13 +69,12 @@ impl Default for Settings {
 
 impl Settings {
     /// Checks the local event settings against the ASC object: an ASC kind takes its priority
-    /// and aggregation switch from the object, so giving them locally is an error. Returns the
-    /// event name at fault and why.
-    pub fn check_events(&self) -> Result<(), (String, String)> {
+    /// and aggregation switch from the object, so giving them locally is an error.
+    pub fn check_events(&self) -> Result<(), Invalid> {
         for (name, e) in &self.events {
             if self.asc.priority(name).is_some() && e.priority.is_some() {
-                return Err((
-                    name.clone(),
+                return Err(Invalid::new(
+                    format!("events.{name}"),
                     format!(
                         "the priority of {name} is `eventPriority{name}` of the ASC configuration ([asc])"
                     ),
@@ -82,8 +82,8 @@ impl Settings {
             }
             let asc_aggregated = AGGREGATED_EVENTS.contains(&name.as_str());
             if asc_aggregated && (e.aggregate.is_some() || e.aggregation_interval.is_some()) {
-                return Err((
-                    name.clone(),
+                return Err(Invalid::new(
+                    format!("events.{name}"),
                     format!(
                         "aggregation of {name} is `aggregationEnabled{name}`/`aggregationInterval{name}` of the ASC configuration ([asc])"
                     ),
@@ -93,13 +93,16 @@ impl Settings {
                 && !asc_aggregated
                 && (e.aggregate.is_some() || e.aggregate_by.is_some())
             {
-                return Err((
-                    name.clone(),
+                return Err(Invalid::new(
+                    format!("events.{name}"),
                     format!("{name} is not an event the ASC agents aggregate"),
                 ));
             }
             if e.aggregate == Some(true) && e.aggregate_by.is_none() && !asc_aggregated {
-                return Err((name.clone(), "`aggregate = true` needs `aggregate_by`, the fields that make two events identical".into()));
+                return Err(Invalid::new(
+                    format!("events.{name}"),
+                    "`aggregate = true` needs `aggregate_by`, the fields that make two events identical",
+                ));
             }
         }
         Ok(())

@@ -58,12 +58,8 @@ impl Statistics {
 
     pub fn checkpoint(&mut self) -> std::io::Result<()> {
         if let (true, Some(path)) = (self.dirty, &self.path) {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&self.counters).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, path)?;
+            let bytes = serde_json::to_vec(&self.counters).map_err(std::io::Error::other)?;
+            crate::files::write_atomic(path, &bytes)?;
             self.dirty = false;
         }
         Ok(())

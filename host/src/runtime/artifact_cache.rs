@@ -72,13 +72,9 @@ impl ArtifactCache {
         let component = Component::new(engine, bytes)?;
         match component.serialize() {
             Ok(compiled) => {
-                // Write then rename, so a crash never leaves a truncated artifact under the final name.
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                if let Err(e) =
-                    std::fs::write(&tmp, &compiled).and_then(|_| std::fs::rename(&tmp, &path))
-                {
+                // A crash never leaves a truncated artifact under the final name.
+                if let Err(e) = crate::files::write_atomic(&path, &compiled) {
                     tracing::warn!(path = %path.display(), "cannot store compiled artifact: {e}");
-                    let _ = std::fs::remove_file(&tmp);
                 }
             }
             Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
@@ -108,13 +104,8 @@ impl ArtifactCache {
     /// Keeps a fetched (and verified) component under its digest.
     pub fn keep_component(&self, digest: &str, bytes: &[u8]) {
         let path = self.component_path(digest);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::create_dir_all(path.parent().expect("a parent"))
-            .and_then(|()| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = crate::files::write_atomic(&path, bytes) {
             tracing::warn!(path = %path.display(), "cannot keep the fetched component: {e}");
-            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -178,7 +169,7 @@ impl ArtifactCache {
             slot.1.push(path);
         }
         let mut unused: Vec<_> = by_digest.into_values().collect();
-        unused.sort_by(|a, b| b.0.cmp(&a.0));
+        unused.sort_by_key(|u| std::cmp::Reverse(u.0));
         for (_, paths) in unused.into_iter().skip(keep_unused) {
             paths.iter().for_each(|p| remove(p));
         }

@@ -1,6 +1,97 @@
-//! Per-store enforcement: linear memory, CPU time per call (in epoch ticks), log lines.
+//! A plugin's sandbox limits as configured ([`Limits`], the `[limits]` section and each
+//! plugin's overrides), and their enforcement per store: linear memory, CPU time per call (in
+//! epoch ticks), log lines.
 
+use crate::units::{Bytes, Invalid, Span};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use wasmtime::ResourceLimiter;
+
+/// Per-plugin sandbox limits. In the `[limits]` table every field is the default; in a plugin's
+/// own `limits` table only the fields given override it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub memory: Option<Bytes>,
+    // The module twin spells keys in camelCase, as it reports them.
+    #[serde(alias = "callTimeout")]
+    pub call_timeout: Option<Span>,
+    #[serde(alias = "maxEventsPerCall")]
+    pub max_events_per_call: Option<u32>,
+    #[serde(alias = "restartBackoff")]
+    pub restart_backoff: Option<Span>,
+    #[serde(alias = "restartBackoffMax")]
+    pub restart_backoff_max: Option<Span>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to.
+    pub memory: Bytes,
+    /// CPU (wall) time one call may take; past it the call is interrupted.
+    pub call_timeout: Span,
+    /// Events one `collect` may return; more is a fault.
+    pub max_events_per_call: u32,
+    /// First delay before a faulted plugin is re-instantiated; doubles per consecutive fault.
+    pub restart_backoff: Span,
+    pub restart_backoff_max: Span,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: Bytes(32 << 20),
+            call_timeout: Span(Duration::from_secs(2)),
+            max_events_per_call: 5000,
+            restart_backoff: Span(Duration::from_secs(1)),
+            restart_backoff_max: Span(Duration::from_secs(300)),
+        }
+    }
+}
+
+impl Limits {
+    pub fn with(&self, o: &LimitOverrides) -> Limits {
+        Limits {
+            memory: o.memory.unwrap_or(self.memory),
+            call_timeout: o.call_timeout.unwrap_or(self.call_timeout),
+            max_events_per_call: o.max_events_per_call.unwrap_or(self.max_events_per_call),
+            restart_backoff: o.restart_backoff.unwrap_or(self.restart_backoff),
+            restart_backoff_max: o.restart_backoff_max.unwrap_or(self.restart_backoff_max),
+        }
+    }
+
+    /// Refuses limits no plugin can run under; `key` is where they were given (`limits`,
+    /// `plugin[0].limits`, a twin path).
+    pub fn check(&self, key: &str) -> Result<(), Invalid> {
+        let l = self;
+        if l.memory.0 < (1 << 20) || l.memory.0 > (4 << 30) {
+            return Err(Invalid::new(
+                format!("{key}.memory"),
+                format!("{} is out of range (1MiB to 4GiB)", l.memory),
+            ));
+        }
+        if l.call_timeout.0 < Duration::from_millis(10) {
+            return Err(Invalid::new(
+                format!("{key}.call_timeout"),
+                format!("{} is too short (at least 10ms)", l.call_timeout),
+            ));
+        }
+        if l.max_events_per_call == 0 {
+            return Err(Invalid::new(
+                format!("{key}.max_events_per_call"),
+                "must be at least 1",
+            ));
+        }
+        if l.restart_backoff.0.is_zero() || l.restart_backoff_max < l.restart_backoff {
+            return Err(Invalid::new(
+                format!("{key}.restart_backoff"),
+                "must be positive and not above restart_backoff_max",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// How often the engine's epoch advances. A call's CPU deadline is a number of these ticks,
 /// and a running plugin yields to the executor at each, so a busy plugin cannot hold a

@@ -1,15 +1,11 @@
-//! The WebAssembly side: one engine, a content-addressed cache of compiled plugins, the loader
-//! that checks a component against its grants, and live instances with bounded memory, CPU
-//! time and output.
+//! The WebAssembly engine: one wasmtime engine and its epoch ticker, a content-addressed cache
+//! of compiled plugins, and the limits a store enforces (memory, CPU time per call). Nothing
+//! here knows what a plugin may reach: that is [`crate::capabilities`], and checking and running
+//! a plugin against its grants is [`crate::sandbox`].
 
 pub mod artifact_cache;
-pub mod bindings;
 pub mod engine;
-pub mod instance;
 pub mod limits;
-pub mod loader;
 
 pub use artifact_cache::{ArtifactCache, CacheOutcome};
 pub use engine::Runtime;
-pub use instance::{Fault, PluginInstance};
-pub use loader::{LoadError, LoadedPlugin};

@@ -5,26 +5,19 @@
 //! a new version between two collections (handing over its state), reschedule, pause, stop.
 
 use crate::capabilities::HostContext;
-use crate::config::{Group, Limits, ScheduleConfig};
 use crate::events::{self, SecurityEvent, Severity};
-use crate::pipeline::Routing;
-use crate::runtime::bindings::edgeguard::collector::types::PriorityGroup;
-use crate::runtime::{Fault, LoadedPlugin, PluginInstance};
+use crate::pipeline::{Batch, Routing};
+use crate::runtime::limits::Limits;
+use crate::sandbox::{Fault, LoadedPlugin, PluginInstance};
+use crate::wit::edgeguard::collector::types::PriorityGroup;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
-#[derive(Debug)]
-pub struct Batch {
-    pub plugin: Arc<str>,
-    pub at: Instant,
-    pub events: Vec<SecurityEvent>,
-    /// Told once the pipeline has the events on disk: only then may the plugin's state (its
-    /// cursors) be persisted, so a crash in between re-reports rather than loses.
-    pub accepted: Option<tokio::sync::oneshot::Sender<()>>,
-}
+mod schedule;
+
+pub use schedule::{Group, ScheduleConfig};
 
 /// A plugin as the scheduler runs it.
 pub struct PluginSpec {
@@ -424,7 +417,7 @@ impl Actor {
             handover = match fresh.restore_state(state).await {
                 Ok(Ok(())) => Handover::Handed(state.len()),
                 Ok(Err(error)) => {
-                    Handover::Refused(crate::runtime::instance::describe_error(&error))
+                    Handover::Refused(crate::sandbox::instance::describe_error(&error))
                 }
                 Err(fault) => {
                     return Err(format!(
@@ -513,7 +506,7 @@ impl Actor {
                 let message = format!(
                     "plugin `{}` could not collect: {}",
                     self.name(),
-                    crate::runtime::instance::describe_error(&error)
+                    crate::sandbox::instance::describe_error(&error)
                 );
                 tracing::warn!("{message}");
                 {
@@ -531,7 +524,7 @@ impl Actor {
                     0,
                     format!(
                         "error: {}",
-                        crate::runtime::instance::describe_error(&error)
+                        crate::sandbox::instance::describe_error(&error)
                     ),
                 )
             }
@@ -584,7 +577,7 @@ impl Actor {
             let message = format!(
                 "plugin `{}` refused its saved state ({}); it starts afresh",
                 self.name(),
-                crate::runtime::instance::describe_error(&error)
+                crate::sandbox::instance::describe_error(&error)
             );
             tracing::warn!("{message}");
             self.send(vec![SecurityEvent::diagnostic(
@@ -614,11 +607,7 @@ impl Actor {
         if !accepted || saved.as_ref() == Some(&state) {
             return Ok(());
         }
-        let tmp = file.with_extension("tmp");
-        let written = std::fs::create_dir_all(file.parent().unwrap_or(file))
-            .and_then(|()| std::fs::write(&tmp, &state))
-            .and_then(|()| std::fs::rename(&tmp, file));
-        match written {
+        match crate::files::write_atomic(file, &state) {
             Ok(()) => *saved = Some(state),
             Err(e) => {
                 tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display())
@@ -631,7 +620,7 @@ impl Actor {
     /// True once the pipeline has them on disk.
     async fn deliver(
         &self,
-        plugin_events: Vec<crate::runtime::bindings::edgeguard::collector::types::Event>,
+        plugin_events: Vec<crate::wit::edgeguard::collector::types::Event>,
     ) -> bool {
         let mut out = Vec::with_capacity(plugin_events.len());
         for event in plugin_events {
@@ -707,11 +696,9 @@ impl Actor {
             status.last_run = Some(chrono::Utc::now());
             status.consecutive_faults
         };
-        let backoff = limits
-            .restart_backoff
-            .0
-            .saturating_mul(1u32 << (consecutive - 1).min(20))
-            .min(limits.restart_backoff_max.0);
+        let backoff =
+            crate::units::Backoff::new(limits.restart_backoff.0, limits.restart_backoff_max.0)
+                .after(consecutive);
         let message = format!(
             "plugin `{}` {fault} while {during}; restarting it in {:.1}s (consecutive faults: {consecutive})",
             self.name(),

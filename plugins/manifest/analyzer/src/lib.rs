@@ -257,7 +257,8 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
     // speak MQTT or AMQP to the hub), so with its port unpublished it is memory and attack surface
     // for nobody. MQTT and AMQP heads may serve modules; which one they use is not in the manifest.
     if let Some((_, hub_path, _)) = modules.iter().find(|(n, _, _)| n == "edgeHub") {
-        for (head, port, env_key) in [("HTTPS", "443/tcp", "httpSettings__enabled")] {
+        {
+            let (head, port, env_key) = ("HTTPS", "443/tcp", "httpSettings__enabled");
             let disabled = hub_env
                 .as_ref()
                 .and_then(|(env, _)| env.get(env_key))

@@ -1,11 +1,11 @@
 //! A live plugin instance: one store, its limits, and calls that turn every way a plugin can
 //! misbehave into a [`Fault`] instead of harm to the host.
 
-use super::bindings::exports::edgeguard::collector::plugin::{CollectError, Event, PluginInfo};
-use super::bindings::{Collector, CollectorPre};
-use super::limits::CallGuard;
 use crate::capabilities::{HostContext, HostState};
-use crate::config::Limits;
+use crate::runtime::limits::CallGuard;
+use crate::runtime::limits::Limits;
+use crate::wit::exports::edgeguard::collector::plugin::{CollectError, Event, PluginInfo};
+use crate::wit::{Collector, CollectorPre};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,8 @@ const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
 
 /// Arms a call's CPU budget: a fresh budget, a deadline at the next epoch, and the epoch ticker
 /// running for as long as the returned token lives.
-fn start_call(store: &mut Store<HostState>) -> super::engine::Ticking {
-    let ticking = super::engine::ticking();
+fn start_call(store: &mut Store<HostState>) -> crate::runtime::engine::Ticking {
+    let ticking = crate::runtime::engine::ticking();
     store.data_mut().guard.start_call();
     store.set_epoch_deadline(1);
     ticking
@@ -184,7 +184,7 @@ fn classify<T>(
 
 /// The operator-facing text of a plugin error.
 pub fn describe_error(e: &CollectError) -> String {
-    use super::bindings::edgeguard::collector::types::HostError as H;
+    use crate::wit::edgeguard::collector::types::HostError as H;
     match e {
         CollectError::Host(h) => match h {
             H::NotGranted(m) => format!("host capability not granted: {m}"),

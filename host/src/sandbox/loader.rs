@@ -2,13 +2,13 @@
 //! imports against its grants, and prepare fast instantiation. Nothing here runs plugin code
 //! except `describe`, after every check has passed.
 
-use super::artifact_cache::{CacheOutcome, sha256_hex};
-use super::bindings::{CollectorPre, WIT_PACKAGE, WIT_VERSION};
-use super::engine::Runtime;
 use super::instance::{Fault, PluginInstance};
 use crate::capabilities::{self, Capability, HostContext, HostState, ImportNeed};
-use crate::config::Limits;
-use crate::runtime::bindings::exports::edgeguard::collector::plugin::PluginInfo;
+use crate::runtime::Runtime;
+use crate::runtime::artifact_cache::{CacheOutcome, sha256_hex};
+use crate::runtime::limits::Limits;
+use crate::wit::exports::edgeguard::collector::plugin::PluginInfo;
+use crate::wit::{CollectorPre, WIT_PACKAGE, WIT_VERSION};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};

@@ -5,7 +5,8 @@
 //! collector set follow.
 
 use crate::config::{Config, Overrides};
-use crate::edge::twin::{self, Wanted};
+pub mod wanted;
+
 use crate::events::{SecurityEvent, Severity};
 use crate::fleet;
 use crate::pipeline::asc_config::ConfigIssue;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use wanted::Wanted;
 
 pub struct Controller {
     local: Config,
@@ -80,7 +82,7 @@ impl Controller {
     /// Resolves and applies what is wanted now. `recheck`: have the fleet look at its plugins
     /// again even if the set is unchanged (a file may have been replaced on disk).
     pub async fn apply(&mut self, recheck: bool) -> Applied {
-        let wanted = match twin::resolve(&self.local, &self.desired, &self.in_force) {
+        let wanted = match wanted::resolve(&self.local, &self.desired, &self.in_force) {
             Ok(wanted) => wanted,
             Err(issues) => {
                 let events: Vec<SecurityEvent> = issues.iter().map(ConfigIssue::to_event).collect();
@@ -93,7 +95,7 @@ impl Controller {
             let (tx, rx) = oneshot::channel();
             if self
                 .pipeline
-                .send(Command::Reconfigure(wanted.settings.clone(), tx))
+                .send(Command::Reconfigure(Box::new(wanted.settings.clone()), tx))
                 .await
                 .is_ok()
             {

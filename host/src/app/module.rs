@@ -3,10 +3,11 @@
 //! collector set) without a restart, reports what is in force and how each collector does, and
 //! answers `collectNow` and `status`.
 
-use super::hub::{HubLink, Inbound};
-use super::twin::{self, Desired, Patched, Wanted};
 use crate::config::{Config, Group, Limits};
+use crate::control::wanted::{self, Wanted};
 use crate::control::{Applied, Controller};
+use crate::edge::hub::{HubLink, Inbound};
+use crate::edge::twin::{self, Desired, Patched};
 use crate::fleet::{CollectorView, FleetView};
 use crate::pipeline::Command;
 use crate::pipeline::asc_config::{ConfigIssue, OBJECT_NAME};
@@ -258,7 +259,7 @@ impl EdgeModule {
         json!({
             "agentVersion": crate::AGENT_VERSION,
             "configuration": configuration_section(&self.outcome),
-            "schedule": twin::reported_schedule(&in_force.schedule),
+            "schedule": wanted::reported_schedule(&in_force.schedule),
             "limits": limits(&self.controller.local().limits),
             "collectors": collectors(&self.shared.fleet.collectors(), in_force),
         })

@@ -1,21 +1,25 @@
 //! `edgeguard run`: open the pipeline, load the configured plugins, schedule them, and ship what
-//! they collect through the pipeline to the sink.
+//! they collect through the pipeline to the sink; as an IoT Edge module, follow the twin and
+//! answer direct methods ([`module`]).
+
+pub mod module;
 
 use crate::capabilities::HostContext;
 use crate::config::{Config, Overrides, SinkKind};
+use crate::control::wanted::Wanted;
 use crate::control::{self, Controller};
 use crate::edge::EdgeEnvironment;
 use crate::edge::hub::{HubLink, HubOptions};
-use crate::edge::module::EdgeModule;
 use crate::edge::sink::EdgeHubSink;
-use crate::edge::twin::Wanted;
 use crate::events::Severity;
 use crate::fleet::Fleet;
 use crate::output::{FileSink, Sink, StdoutSink, agent_id_from_host};
+use crate::pipeline::Batch;
 use crate::pipeline::{self, Pipeline, StateDir};
 use crate::runtime::Runtime;
-use crate::scheduler::{Batch, Scheduler};
+use crate::scheduler::Scheduler;
 use anyhow::Context;
+use module::EdgeModule;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -83,7 +87,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
     let settings = config
         .pipeline_settings()
-        .map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+        .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let settings_in_force = settings.clone();
     let issues = settings.asc.check();
     let state_dir = config.state_dir();
@@ -128,8 +132,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Batch>(256);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
     let control = scheduler.control();
-    let in_force =
-        Wanted::local(&config).map_err(|(key, message)| anyhow::anyhow!("`{key}`: {message}"))?;
+    let in_force = Wanted::local(&config).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let in_force = Wanted {
         settings: settings_in_force,
         ..in_force

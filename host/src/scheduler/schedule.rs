@@ -1,0 +1,108 @@
+//! The `[schedule]` section: the priority groups, their intervals, the first collection's
+//! jitter and how many collections may run at once.
+
+use crate::units::{Invalid, Span};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default = "ScheduleConfig::default_high")]
+    pub high: Span,
+    #[serde(default = "ScheduleConfig::default_medium")]
+    pub medium: Span,
+    #[serde(default = "ScheduleConfig::default_low")]
+    pub low: Span,
+    /// Each plugin's first collection is delayed by a random fraction of this, so that a fleet
+    /// of devices started together does not collect (and send) in lockstep.
+    #[serde(default = "ScheduleConfig::default_jitter")]
+    pub first_collection_jitter: Span,
+    /// Collections running at once, across all plugins.
+    #[serde(default = "ScheduleConfig::default_concurrency")]
+    pub max_concurrent: usize,
+}
+
+impl ScheduleConfig {
+    fn default_high() -> Span {
+        Span(Duration::from_secs(10))
+    }
+    fn default_medium() -> Span {
+        Span(Duration::from_secs(60))
+    }
+    fn default_low() -> Span {
+        Span(Duration::from_secs(15 * 60))
+    }
+    fn default_jitter() -> Span {
+        Span(Duration::from_secs(5))
+    }
+    fn default_concurrency() -> usize {
+        4
+    }
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            high: Self::default_high(),
+            medium: Self::default_medium(),
+            low: Self::default_low(),
+            first_collection_jitter: Self::default_jitter(),
+            max_concurrent: Self::default_concurrency(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    High,
+    Medium,
+    Low,
+}
+
+impl Group {
+    pub const ALL: [Group; 3] = [Group::High, Group::Medium, Group::Low];
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::High => "high",
+            Group::Medium => "medium",
+            Group::Low => "low",
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn interval(&self, group: Group) -> Duration {
+        match group {
+            Group::High => self.high.0,
+            Group::Medium => self.medium.0,
+            Group::Low => self.low.0,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// Refuses intervals too short to schedule and a zero concurrency.
+    pub fn check(&self) -> Result<(), Invalid> {
+        for (key, span) in [
+            ("schedule.high", self.high),
+            ("schedule.medium", self.medium),
+            ("schedule.low", self.low),
+        ] {
+            if span.0 < Duration::from_millis(10) {
+                return Err(Invalid::new(
+                    key,
+                    format!("interval {span} is too short (at least 10ms)"),
+                ));
+            }
+        }
+        if self.max_concurrent == 0 {
+            return Err(Invalid::new(
+                "schedule.max_concurrent",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
