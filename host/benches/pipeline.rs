@@ -76,7 +76,7 @@ fn drain(tokio: &tokio::runtime::Runtime, pipeline: Pipeline) -> Pipeline {
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| {
             if e.file_type().unwrap().is_dir() {
                 dir_bytes(&e.path())
@@ -113,7 +113,7 @@ fn report(tokio: &tokio::runtime::Runtime) {
     let one = batch(1, 1)[0].to_bytes().len();
     println!(
         "disk bytes per queued ProcessCreate: {:.0} (event JSON {one} B + 16 B record header)",
-        queued as f64 / events as f64
+        queued as f64 / f64::from(events)
     );
     drop(p);
 
@@ -125,7 +125,7 @@ fn report(tokio: &tokio::runtime::Runtime) {
     }
     println!(
         "disk bytes per aggregated ProcessCreate (journal): {:.2}",
-        (dir_bytes(dir.path()) - before) as f64 / events as f64
+        (dir_bytes(dir.path()) - before) as f64 / f64::from(events)
     );
     drop(p);
 
@@ -162,7 +162,7 @@ fn benches(c: &mut Criterion, tokio: &tokio::runtime::Runtime) {
             || events.clone(),
             |e| p.accept(e).unwrap(),
             BatchSize::SmallInput,
-        )
+        );
     });
     drop(p);
 
@@ -180,7 +180,7 @@ fn benches(c: &mut Criterion, tokio: &tokio::runtime::Runtime) {
                     p = Some(drain(tokio, pipeline));
                 },
                 BatchSize::SmallInput,
-            )
+            );
         },
     );
     group.finish();

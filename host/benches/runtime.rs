@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn plugin_file(package: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
     let file = target.join(format!(
         "wasm/wasm32-wasip2/plugin/{}.wasm",
         package.replace('-', "_")
@@ -40,7 +41,7 @@ fn benches(c: &mut Criterion) {
     let host = HostContext::new(Path::new("/"));
 
     c.bench_function("compile process plugin (cold, Cranelift)", |b| {
-        b.iter(|| wasmtime::component::Component::new(&rt.engine, &process_bytes).unwrap())
+        b.iter(|| wasmtime::component::Component::new(&rt.engine, &process_bytes).unwrap());
     });
 
     // Warm the cache once, then measure the full load path users see on a restart.
@@ -66,7 +67,7 @@ fn benches(c: &mut Criterion) {
                         &[],
                     ))
                     .unwrap()
-            })
+            });
         },
     );
 
@@ -84,7 +85,7 @@ fn benches(c: &mut Criterion) {
             tokio
                 .block_on(process.instantiate(host.clone(), &Limits::default(), "{}"))
                 .unwrap()
-        })
+        });
     });
 
     let synthetic = tokio
@@ -107,7 +108,7 @@ fn benches(c: &mut Criterion) {
             format!("collect() returning {count} ProcessCreate")
         };
         c.bench_function(&name, |b| {
-            b.iter(|| tokio.block_on(instance.collect()).unwrap().unwrap())
+            b.iter(|| tokio.block_on(instance.collect()).unwrap().unwrap());
         });
     }
 
@@ -120,7 +121,7 @@ fn benches(c: &mut Criterion) {
         ))
         .unwrap();
     c.bench_function("process collector cycle (plugin)", |b| {
-        b.iter(|| tokio.block_on(collector.collect()).unwrap().unwrap())
+        b.iter(|| tokio.block_on(collector.collect()).unwrap().unwrap());
     });
 
     // The same work natively: the same procfs reads, keyed and diffed the same way.
@@ -138,7 +139,7 @@ fn benches(c: &mut Criterion) {
             });
             previous = Some(now);
             changed
-        })
+        });
     });
 }
 
@@ -157,7 +158,7 @@ fn network(c: &mut Criterion) {
         rlim_max: 65536,
     };
     // SAFETY: setrlimit with a valid struct; failure only leaves the old limit.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut open = Vec::new();
     for _ in 0..5000 {
@@ -183,7 +184,7 @@ fn network(c: &mut Criterion) {
         .unwrap();
     tokio.block_on(collector.collect()).unwrap().unwrap();
     c.bench_function("network collector cycle, 10,000 sockets (plugin)", |b| {
-        b.iter(|| tokio.block_on(collector.collect()).unwrap().unwrap())
+        b.iter(|| tokio.block_on(collector.collect()).unwrap().unwrap());
     });
     c.bench_function("ss -tanp, 10,000 sockets", |b| {
         b.iter(|| {
@@ -193,7 +194,7 @@ fn network(c: &mut Criterion) {
                 .expect("ss (iproute2) is installed");
             assert!(out.status.success());
             out.stdout.len()
-        })
+        });
     });
     drop(open);
 }
@@ -227,7 +228,7 @@ fn logins(c: &mut Criterion) {
         // SAFETY: viewing a plain-data struct as its bytes, as the C library writes it.
         bytes.extend_from_slice(unsafe {
             std::slice::from_raw_parts(
-                (&u as *const libc::utmpx).cast::<u8>(),
+                (&raw const u).cast::<u8>(),
                 std::mem::size_of::<libc::utmpx>(),
             )
         });
@@ -261,7 +262,7 @@ fn logins(c: &mut Criterion) {
                 }
                 total += n;
             }
-        })
+        });
     });
     group.finish();
 }
@@ -275,7 +276,7 @@ fn manifests(c: &mut Criterion) {
         )
         .unwrap();
         c.bench_function(&format!("analyse manifest {name}"), |b| {
-            b.iter(|| edgeguard_manifest::analyze_text(&text).unwrap())
+            b.iter(|| edgeguard_manifest::analyze_text(&text).unwrap());
         });
     }
 }

@@ -26,31 +26,39 @@ pub use crate::scheduler::{Group, ScheduleConfig};
 /// The configuration compiled into the binary: every built-in plugin, local output.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/edgeguard.toml");
 
+/// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[agent]`: where the host, the plugins and the caches are.
     #[serde(default)]
     pub agent: AgentConfig,
+    /// `[schedule]`: the priority groups' intervals.
     #[serde(default)]
     pub schedule: ScheduleConfig,
     /// Defaults for every plugin; each plugin may override any of them.
     #[serde(default)]
     pub limits: Limits,
+    /// `[[plugin]]`: the collectors of the file.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     /// The ASC agent configuration object, keys as in the module twin; a value may be given
     /// bare or wrapped as `{ value = ... }`.
     #[serde(default)]
     pub asc: toml::Table,
+    /// `[pipeline]`: state directory, sync pace, in-flight messages, window size.
     #[serde(default)]
     pub pipeline: PipelineConfig,
     /// Per event kind: priority and aggregation of the project's own kinds, identities of all.
     #[serde(default)]
     pub events: BTreeMap<String, EventConfig>,
+    /// `[output]`: the sink.
     #[serde(default)]
     pub output: OutputConfig,
+    /// `[edge]`: the connection to edgeHub.
     #[serde(default)]
     pub edge: EdgeConfig,
+    /// `[remote]`: trust in plugins from the twin and from URLs.
     #[serde(default)]
     pub remote: RemoteConfig,
 }
@@ -58,14 +66,20 @@ pub struct Config {
 /// Command-line settings that win over the configuration file (also after a reload).
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
+    /// `--plugin-dir`.
     pub plugin_dir: Option<PathBuf>,
+    /// `--host-root`.
     pub host_root: Option<PathBuf>,
+    /// `--docker-socket`.
     pub docker_socket: Option<PathBuf>,
+    /// `--cache-dir`.
     pub cache_dir: Option<PathBuf>,
+    /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
 }
 
 impl Overrides {
+    /// Sets in `config` what was given on the command line.
     pub fn apply(&self, config: &mut Config) {
         let set = |slot: &mut PathBuf, value: &Option<PathBuf>| {
             if let Some(v) = value {
@@ -80,6 +94,7 @@ impl Overrides {
     }
 }
 
+/// The `[agent]` section.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -129,6 +144,7 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
+    /// The Docker daemon's socket, resolved.
     pub fn docker_socket(&self) -> PathBuf {
         if self.docker_socket.as_os_str().is_empty() {
             self.host_root.join("var/run/docker.sock")
@@ -185,18 +201,34 @@ fn yes() -> bool {
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not TOML of this shape.
     #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The file, or what stood for it.
+        origin: String,
+        /// The parser's words.
+        message: String,
+    },
+    /// A value is refused.
     #[error("{origin}: {invalid}")]
-    Invalid { origin: String, invalid: Invalid },
+    Invalid {
+        /// The file, or what stood for it.
+        origin: String,
+        /// The key and why.
+        invalid: Invalid,
+    },
 }
 
 impl Config {
+    /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -205,6 +237,7 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// The configuration compiled into the binary, parsed.
     pub fn embedded_default() -> Config {
         Self::parse(EMBEDDED_DEFAULT, "embedded default")
             .expect("the embedded default configuration is valid")
@@ -318,6 +351,7 @@ impl Config {
         )
     }
 
+    /// Where the component of `plugin` is.
     pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
         self.plugin_dir().join(&plugin.file)
     }

@@ -6,16 +6,23 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+/// Periodic (a snapshot) or Triggered (something happened), as ASC says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Category {
+    /// A snapshot taken at a collection.
     Periodic,
+    /// Something that happened.
     Triggered,
 }
 
+/// The ASC event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
+    /// Evidence: processes, connections, logins, inventories, findings.
     Security,
+    /// The agent's own working: statistics, dropped events, configuration errors.
     Operational,
+    /// The agent's and plugins' diagnostics.
     Diagnostic,
 }
 
@@ -24,22 +31,33 @@ pub enum EventType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// The ASC security message schema (`MessageSchemaVersion` 1.0).
     Asc,
+    /// The project's own (`edgeguard/1.0`, `schemas/edgeguard-message.json`).
     Edgeguard,
 }
 
+/// One security event, as messages carry it.
 #[derive(Clone, Debug)]
 pub struct SecurityEvent {
+    /// Unique; the same across retries, so a receiver can drop duplicates.
     pub id: uuid::Uuid,
+    /// The event kind (`ProcessCreate`, `Login`, …).
     pub name: String,
+    /// Periodic or Triggered.
     pub category: Category,
+    /// Security, Operational or Diagnostic.
     pub event_type: EventType,
+    /// When it was observed.
     pub time: DateTime<Utc>,
+    /// The payload items, each a JSON object.
     pub payload: Vec<Value>,
+    /// The message family it travels in.
     pub family: Family,
 }
 
 impl SecurityEvent {
+    /// An event of kind `name` now, with a fresh id.
     pub fn new(
         name: &str,
         category: Category,
@@ -118,12 +136,18 @@ impl SecurityEvent {
     }
 }
 
+/// A diagnostic's severity, as the ASC Diagnostic event spells it.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub enum Severity {
+    /// The agent cannot go on.
     Fatal,
+    /// Something failed.
     Error,
+    /// Something is off but works.
     Warning,
+    /// For the record.
     Information,
+    /// For debugging.
     Debug,
 }
 
@@ -131,7 +155,9 @@ pub enum Severity {
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {reason}")]
 pub struct Rejected {
+    /// The event kind the plugin gave.
     pub name: String,
+    /// What was wrong with it.
     pub reason: String,
 }
 
@@ -301,8 +327,11 @@ fn direction(d: Direction) -> &'static str {
 /// Which queue an event goes to; `Off` events are never collected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
+    /// Never collected.
     Off,
+    /// The low-priority queue.
     Low,
+    /// The high-priority queue.
     High,
 }
 
@@ -314,6 +343,7 @@ impl Priority {
             .find(|p| p.as_str().eq_ignore_ascii_case(text))
     }
 
+    /// The name as the ASC configuration spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Off => "Off",

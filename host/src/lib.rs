@@ -27,6 +27,8 @@
 //! Within a row, a module may use the ones to its left. `cargo xtask layers` (run by the test
 //! command) fails on any import that points up.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod capabilities;
 pub mod config;

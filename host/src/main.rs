@@ -236,8 +236,7 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             let runtime = Runtime::new(&cache_dir).map_err(|e| (EXIT_FAILURE, format!("{e:#}")))?;
             let name = file
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "plugin".into());
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
             // Inspection grants every capability (no directories): describe() must not use them anyway.
             let loaded = LoadedPlugin::load_file(&runtime, &name, &file, Capability::ALL, &[])
                 .await

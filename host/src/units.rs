@@ -11,11 +11,14 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("`{key}`: {reason}")]
 pub struct Invalid {
+    /// The key at fault.
     pub key: String,
+    /// Why it is refused.
     pub reason: String,
 }
 
 impl Invalid {
+    /// `key` refused for `reason`.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Invalid {
         Invalid {
             key: key.into(),
@@ -27,11 +30,14 @@ impl Invalid {
 /// A wait that doubles with each consecutive failure, from `first` up to `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
+    /// The wait after the first failure.
     pub first: Duration,
+    /// The longest wait.
     pub max: Duration,
 }
 
 impl Backoff {
+    /// A backoff from `first` to `max`.
     pub const fn new(first: Duration, max: Duration) -> Backoff {
         Backoff { first, max }
     }
@@ -56,6 +62,7 @@ impl Backoff {
 pub struct Span(pub Duration);
 
 impl Span {
+    /// Parses `10s`, `1m30s`, `250ms`, `1h`, `2d`.
     pub fn parse(text: &str) -> Result<Span, String> {
         let text = text.trim();
         if text.is_empty() {
@@ -130,6 +137,7 @@ impl Serialize for Span {
 pub struct Bytes(pub u64);
 
 impl Bytes {
+    /// Parses `4096`, `512KiB`, `32MiB`, `1GiB` (and KB, MB, GB as powers of ten).
     pub fn parse(text: &str) -> Result<Bytes, String> {
         let text = text.trim();
         let split = text

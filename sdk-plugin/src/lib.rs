@@ -20,6 +20,8 @@
 //! edgeguard_sdk::export_collector!(Beat);
 //! ```
 
+#![warn(missing_docs)]
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -98,19 +100,23 @@ impl PluginInfo {
             description: String::new(),
         }
     }
+    /// The event kinds the plugin emits.
     pub fn emits<I: IntoIterator<Item = S>, S: Into<String>>(mut self, events: I) -> Self {
         self.events.extend(events.into_iter().map(Into::into));
         self
     }
+    /// The capabilities the plugin needs (its configuration must grant them).
     pub fn needs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, capabilities: I) -> Self {
         self.capabilities
             .extend(capabilities.into_iter().map(Into::into));
         self
     }
+    /// The priority group the plugin runs in unless its configuration says otherwise.
     pub fn group(mut self, group: PriorityGroup) -> Self {
         self.default_group = group;
         self
     }
+    /// A one-line description.
     pub fn about(mut self, description: &str) -> Self {
         self.description = description.to_owned();
         self
@@ -228,10 +234,12 @@ pub fn rfc3339(unix_nanos: u64) -> String {
 macro_rules! info {
     ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Info, &format!($($arg)*)) };
 }
+/// Logs at warn level through the host's `log` capability (the plugin must be granted `log`).
 #[macro_export]
 macro_rules! warn {
     ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Warn, &format!($($arg)*)) };
 }
+/// Logs at debug level through the host's `log` capability (the plugin must be granted `log`).
 #[macro_export]
 macro_rules! debug {
     ($($arg:tt)*) => { $crate::host::log::log($crate::host::log::Level::Debug, &format!($($arg)*)) };
@@ -282,7 +290,10 @@ pub mod __private {
             }
         }
         pub fn save(&self) -> Option<Vec<u8>> {
-            self.0.borrow().as_ref().and_then(|t| t.save_state())
+            self.0
+                .borrow()
+                .as_ref()
+                .and_then(super::Collector::save_state)
         }
     }
 }

@@ -166,12 +166,10 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     let pid = child.id();
     let queue = dir.path().join("state/queues/high-edgeguard");
     wait_for("the flood to start", Duration::from_secs(30), || {
-        std::fs::read_dir(&queue)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .any(|e| e.metadata().unwrap().len() > 0)
-            })
-            .unwrap_or(false)
+        std::fs::read_dir(&queue).is_ok_and(|d| {
+            d.filter_map(std::result::Result::ok)
+                .any(|e| e.metadata().unwrap().len() > 0)
+        })
     });
     let mut samples = Vec::new();
     let start = Instant::now();

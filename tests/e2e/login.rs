@@ -60,7 +60,7 @@ fn record(
     let path = CString::new(file.to_str().unwrap()).unwrap();
     let before = std::fs::metadata(file).unwrap().len();
     // SAFETY: a valid path and record.
-    unsafe { updwtmpx(path.as_ptr(), &u) };
+    unsafe { updwtmpx(path.as_ptr(), &raw const u) };
     assert_eq!(
         std::fs::metadata(file).unwrap().len(),
         before + std::mem::size_of::<libc::utmpx>() as u64,

@@ -56,9 +56,13 @@ impl TestCa {
 
     /// A server certificate for `names`, issued by this CA: (certificate PEM, key PEM).
     pub fn server(&self, names: &[&str]) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let mut params = rcgen::CertificateParams::new(
+            names
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, names[0]);
@@ -277,7 +281,7 @@ impl HubSimulator {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        handle(&c, &t, &tel, &resp, &p.topic, &p.payload).await
+                        handle(&c, &t, &tel, &resp, &p.topic, &p.payload).await;
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -444,7 +448,7 @@ fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
                 target.remove(k);
             }
             Value::Object(inner) if target.get(k).is_some_and(Value::is_object) => {
-                merge(target.get_mut(k).unwrap().as_object_mut().unwrap(), inner)
+                merge(target.get_mut(k).unwrap().as_object_mut().unwrap(), inner);
             }
             other => {
                 target.insert(k.clone(), other.clone());
@@ -455,7 +459,7 @@ fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
 
 /// The query of a `…/?k=v&…` topic.
 fn query(topic: &str) -> HashMap<String, String> {
-    let bag = topic.rsplit_once('/').map(|(_, b)| b).unwrap_or("");
+    let bag = topic.rsplit_once('/').map_or("", |(_, b)| b);
     parse_bag(bag.trim_start_matches('?')).into_iter().collect()
 }
 

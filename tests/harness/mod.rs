@@ -21,9 +21,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The build directory `cargo xtask test` used (CARGO_TARGET_DIR), else `target/`.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
 }
 
 /// The `edgeguard` binary of this build. It is built by `cargo xtask test` before the tests run.
@@ -42,7 +40,9 @@ pub fn edgeguard_bin() -> PathBuf {
 /// lock `cargo test` holds.
 pub fn plugin(package: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let wasm_target = target_dir().join("wasm");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(repo_root())
@@ -270,8 +270,7 @@ pub fn custom_event(name: &str, item: serde_json::Value) -> edgeguard::events::S
 pub fn message_of(events: &[edgeguard::events::SecurityEvent]) -> serde_json::Value {
     let family = events
         .first()
-        .map(|e| e.family)
-        .unwrap_or(edgeguard::events::Family::Asc);
+        .map_or(edgeguard::events::Family::Asc, |e| e.family);
     let mut bytes = edgeguard::output::envelope::prefix(AGENT_ID, family);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {

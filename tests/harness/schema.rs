@@ -80,7 +80,7 @@ impl Validators {
         match message["MessageSchemaVersion"].as_str() {
             Some("1.0") => assert_valid(&self.asc, message),
             Some("edgeguard/1.0") => {
-                check(&self.edgeguard, message, "schemas/edgeguard-message.json")
+                check(&self.edgeguard, message, "schemas/edgeguard-message.json");
             }
             other => panic!("unknown MessageSchemaVersion {other:?} in {message}"),
         }
@@ -95,7 +95,7 @@ impl Default for Validators {
 
 /// Panics with every validation error of `message`.
 pub fn assert_valid(validator: &Validator, message: &Value) {
-    check(validator, message, "messageRoot.json")
+    check(validator, message, "messageRoot.json");
 }
 
 fn check(validator: &Validator, message: &Value, schema: &str) {

@@ -88,9 +88,8 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
     let end = Memory::of(pid)?;
     let (since, cpu_then) = after_first_minute.context("the run is too short")?;
     let cpu_percent = (cpu_seconds(pid)? - cpu_then) / since.elapsed().as_secs_f64() * 100.0;
-    let messages = std::fs::read_to_string(state.join("out.jsonl"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let messages =
+        std::fs::read_to_string(state.join("out.jsonl")).map_or(0, |t| t.lines().count());
     stop(&mut child);
     let _ = std::fs::remove_dir_all(&work);
 

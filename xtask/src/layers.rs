@@ -52,7 +52,10 @@ pub fn check(repo: &Path) -> Result<()> {
 
 fn check_src(src: &Path) -> Result<()> {
     let declared = top_level_modules(&src.join("lib.rs"));
-    let listed: BTreeSet<String> = LAYERS.iter().map(|s| s.to_string()).collect();
+    let listed: BTreeSet<String> = LAYERS
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     if declared != listed {
         bail!(
             "host/src/lib.rs declares {declared:?} but the layers are {listed:?}: keep both in step"

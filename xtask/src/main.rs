@@ -144,13 +144,42 @@ fn main() -> Result<()> {
     }
 }
 
-/// What the test command checks before it builds anything: the code is formatted and the
-/// host's module graph points down.
+/// What the test command checks before the suite: the code is formatted, the host's module
+/// graph points down, and clippy (with the workspace's lints) has nothing to say.
 fn static_checks() -> Result<()> {
+    add_components(&["rustfmt", "clippy"])?;
     step("cargo fmt --check");
     run(cargo().args(["fmt", "--all", "--check"]))?;
     step("checking the host's layers");
-    layers::check(&repo_root())
+    layers::check(&repo_root())?;
+    step("cargo clippy --workspace --all-targets -- -D warnings");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// Adds the rustup components missing from the toolchain (a minimal profile has neither).
+fn add_components(components: &[&str]) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .context("rustup is required")?;
+    let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+    for component in components {
+        if !installed
+            .lines()
+            .any(|l| l.starts_with(&format!("{component}-")) || l == *component)
+        {
+            step(&format!("adding the {component} component"));
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    Ok(())
 }
 
 fn exclude_wasm_crates() -> Vec<String> {
@@ -216,8 +245,7 @@ fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .is_ok_and(|s| s.success())
 }
 
 /// The wasm32-wasip2 target for plugins.

@@ -27,14 +27,18 @@ use tokio::sync::{mpsc, watch};
 /// How long `run --once` as a module waits for edgeHub before giving up.
 const ONCE_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What `edgeguard run` is asked to do.
 pub struct RunOptions {
+    /// The configuration to start with (the file's, with the overrides applied).
     pub config: Config,
     /// The file `config` came from: reloaded on SIGHUP and when it changes. None: the
     /// embedded default.
     pub config_file: Option<PathBuf>,
     /// Command-line settings that win over the file, also after a reload.
     pub overrides: Overrides,
+    /// Collect every plugin once, send everything and exit.
     pub once: bool,
+    /// Write messages to this file instead of the configured sink.
     pub output: Option<PathBuf>,
     /// Run as an IoT Edge module whatever the configured sink.
     pub edge: bool,
@@ -71,6 +75,7 @@ impl Target {
     }
 }
 
+/// Runs the agent until a shutdown signal (or, with `once`, until one round is sent).
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = options.config;
     let runtime = Runtime::new(&config.cache_dir())?;

@@ -47,6 +47,7 @@ struct Shared {
     agent_id: Arc<str>,
 }
 
+/// The IoT Edge module at work: the twin, direct methods and the reported status.
 pub struct EdgeModule {
     shared: Shared,
     controller: Controller,
@@ -58,6 +59,7 @@ pub struct EdgeModule {
 }
 
 impl EdgeModule {
+    /// A module on `link`, applying what the twin wants through `controller`.
     pub fn new(
         link: HubLink,
         controller: Controller,

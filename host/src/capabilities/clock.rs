@@ -7,8 +7,7 @@ impl Host for HostState {
     async fn now_unix_nanos(&mut self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 
     async fn monotonic_nanos(&mut self) -> u64 {

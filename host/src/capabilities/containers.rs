@@ -151,8 +151,7 @@ impl PluginContainers {
 fn unix_nanos_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Host for HostState {
@@ -312,11 +311,11 @@ fn container(c: ContainerInspectResponse, image_user: String) -> Container {
         image_id: c.image.unwrap_or_default(),
         state: state.status.map(|s| s.to_string()).unwrap_or_default(),
         created: c.created.unwrap_or_default(),
-        pid: state.pid.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+        pid: state.pid.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
         exit_code: state
             .exit_code
             .unwrap_or(0)
-            .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
         user: config.user.unwrap_or_default(),
         image_user,
         privileged: host.privileged.unwrap_or(false),

@@ -172,8 +172,8 @@ fn record(u: &libc::utmpx, proc_dir: &Path) -> UtmpRecord {
         user: text(&u.ut_user),
         host: text(&u.ut_host),
         address,
-        time_micros: (u.ut_tv.tv_sec as i64).max(0) as u64 * 1_000_000
-            + (u.ut_tv.tv_usec as i64).max(0) as u64,
+        time_micros: i64::from(u.ut_tv.tv_sec).max(0) as u64 * 1_000_000
+            + i64::from(u.ut_tv.tv_usec).max(0) as u64,
         executable: (pid > 0).then(|| executable_of(proc_dir, pid)).flatten(),
     }
 }

@@ -35,12 +35,14 @@ pub use sockets::{Preference as SocketSource, read_sockets};
 /// can always). Adding a capability is its module below, its WIT file and one row here.
 macro_rules! capability_table {
     ($($(#[$doc:meta])* $variant:ident: $grant:literal, $interface:tt, twin: $twin:literal;)*) => {
+        /// A host capability a plugin's configuration may grant.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Capability {
             $($(#[$doc])* $variant,)*
         }
 
         impl Capability {
+            /// Every capability, in the table's order.
             pub const ALL: &[Capability] = &[$(Capability::$variant),*];
 
             /// The name a configuration grants it by.
@@ -106,10 +108,12 @@ capability_table! {
 }
 
 impl Capability {
+    /// The capability a configuration names, if any.
     pub fn from_name(name: &str) -> Option<Capability> {
         Self::ALL.iter().copied().find(|c| c.name() == name)
     }
 
+    /// Every capability's name, for error messages.
     pub fn names() -> Vec<&'static str> {
         Self::ALL.iter().map(|c| c.name()).collect()
     }
@@ -125,6 +129,7 @@ impl Capability {
 pub enum ImportNeed {
     /// Linked for everyone, without authority (WASI io, cli, clocks, random; our shared types).
     Baseline,
+    /// Linked only when the plugin is granted this capability.
     Grant(Capability),
     /// Known but never available to plugins.
     Refused(&'static str),
@@ -192,6 +197,7 @@ async fn drain_feed<S: feed::Source>(
 /// State shared by every plugin: where the host is, caches of its databases, and the kernel
 /// event sources plugins follow.
 pub struct HostContext {
+    /// Where the host's `/` is visible to edgeguard.
     pub host_root: PathBuf,
     users: Arc<processes::UserNames>,
     started: std::time::Instant,
@@ -216,6 +222,7 @@ pub struct HostOptions {
 }
 
 impl HostOptions {
+    /// The default of `agent.event_buffer`.
     pub const DEFAULT_EVENT_BUFFER: usize = 4096;
     /// A burst of thousands of processes a second fits while the reader reads `/proc`.
     pub const DEFAULT_KERNEL_BUFFER: usize = 4 << 20;
@@ -248,6 +255,7 @@ impl HostContext {
         )
     }
 
+    /// A host seen at `host_root`, reached as `options` say.
     pub fn with_options(host_root: &Path, options: HostOptions) -> Arc<HostContext> {
         let users = Arc::new(processes::UserNames::default());
         let exec_details = Arc::new(processes::ExecDetails::default());
@@ -343,6 +351,7 @@ impl HostContext {
 /// The source of one capability's data for one plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedStatus {
+    /// The capability whose data this is.
     pub capability: Capability,
     /// The kernel event source followed, or `polling`.
     pub source: &'static str,
@@ -380,7 +389,9 @@ impl Wakers {
 
 /// The data of one plugin's store.
 pub struct HostState {
+    /// The plugin's configured name.
     pub plugin: Arc<str>,
+    /// What every plugin shares.
     pub host: Arc<HostContext>,
     wasi: WasiCtx,
     table: ResourceTable,

@@ -112,8 +112,11 @@ fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> O
 /// between a short process and the read of its `/proc` entry.
 #[derive(Default)]
 pub struct ExecDetails {
+    /// Execs read in full (executable and command line).
     pub full: AtomicU64,
+    /// Execs of processes already exiting: name, parent and user only.
     pub name_only: AtomicU64,
+    /// Execs of processes already reaped: pid, parent and the parent's user only.
     pub pid_only: AtomicU64,
 }
 

@@ -98,7 +98,9 @@ impl feed::Source for ClosedSource {
 /// Which source to read (tests compare both on the same kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preference {
+    /// sock_diag where the kernel answers, else `/proc/net`.
     Auto,
+    /// `/proc/net` only.
     Procfs,
 }
 
@@ -113,6 +115,7 @@ struct Raw {
     inode: u64,
 }
 
+/// The host's socket table, from the source `prefer` names.
 pub fn read_sockets(host: &HostContext, prefer: Preference) -> Result<SocketTable, HostError> {
     let on_host_root = host.host_root == Path::new("/");
     let (raw, source) = match (prefer, on_host_root) {

@@ -45,7 +45,7 @@ pub fn read_os_info(host_root: &Path) -> Result<OsInfo, HostError> {
     // SAFETY: uname fills the struct we pass.
     let architecture = unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
+        if libc::uname(&raw mut u) == 0 {
             std::ffi::CStr::from_ptr(u.machine.as_ptr())
                 .to_string_lossy()
                 .into_owned()

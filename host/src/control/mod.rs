@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use wanted::Wanted;
 
+/// Holds what is wanted and what is in force, and makes the pipeline, the schedule and the fleet follow.
 pub struct Controller {
     local: Config,
     /// The twin's desired document; empty without a twin.
@@ -56,18 +57,22 @@ impl Controller {
         }
     }
 
+    /// The local file as last read.
     pub fn local(&self) -> &Config {
         &self.local
     }
 
+    /// What is in force now.
     pub fn in_force(&self) -> &Wanted {
         &self.in_force
     }
 
+    /// The pipeline's command channel.
     pub fn pipeline(&self) -> mpsc::Sender<Command> {
         self.pipeline.clone()
     }
 
+    /// The twin's desired document, as last read or patched.
     pub fn set_desired(&mut self, desired: Map<String, Value>) {
         self.desired = desired;
     }

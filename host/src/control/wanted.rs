@@ -19,8 +19,11 @@ use std::time::Duration;
 /// What is wanted (the local file, overlaid by the twin when there is one), once checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wanted {
+    /// The pipeline's settings.
     pub settings: Settings,
+    /// The priority groups' intervals.
     pub schedule: ScheduleConfig,
+    /// The collector set and the trust to get it with.
     pub fleet: fleet::Wanted,
 }
 

@@ -5,11 +5,13 @@ use crate::units::{Invalid, Span};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The `[edge]` section.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
     /// edgeHub's MQTT-over-TLS port on IOTEDGE_GATEWAYHOSTNAME.
     pub port: u16,
+    /// The MQTT keep-alive: a link silent this long is taken for dead.
     pub keep_alive: Span,
     /// Lifetime of each SAS token; a fresh one is used (reconnecting) at 80% of it.
     pub token_ttl: Span,

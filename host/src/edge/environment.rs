@@ -17,26 +17,35 @@ const REQUIRED: [&str; 7] = [
 /// daemon knows, and what the C and Node SDKs send.
 pub const DEFAULT_WORKLOAD_API_VERSION: &str = "2018-06-28";
 
+/// What edgeAgent tells a module about itself through `IOTEDGE_*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EdgeEnvironment {
     /// `unix:///var/run/iotedge/workload.sock` or `http://host:port`.
     pub workload_uri: String,
+    /// `IOTEDGE_MODULEID`.
     pub module_id: String,
+    /// `IOTEDGE_DEVICEID`.
     pub device_id: String,
     /// The IoT Hub: the SAS audience and the MQTT user name, never the host connected to.
     pub iothub_hostname: String,
     /// edgeHub: the host to connect to and the name its certificate is checked against.
     pub gateway_hostname: String,
+    /// `IOTEDGE_MODULEGENERATIONID`: which generation of the module's identity signs.
     pub generation_id: String,
+    /// `IOTEDGE_APIVERSION`, or the oldest the workload API accepts.
     pub workload_api_version: String,
 }
 
+/// Why this process is not (or not a usable) IoT Edge module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvironmentError {
+    /// A variable edgeAgent always sets is missing.
     #[error("not an IoT Edge module: {0} is not set")]
     Missing(&'static str),
+    /// An authentication scheme other than SAS tokens.
     #[error("{0}={1:?}: only `sasToken` is supported, as in every official SDK")]
     AuthScheme(&'static str, String),
+    /// A workload URI that is neither a Unix socket nor http.
     #[error("{0}={1:?}: expected unix:///path or http://host:port")]
     WorkloadUri(&'static str, String),
 }
@@ -47,10 +56,12 @@ impl EdgeEnvironment {
         vars.contains_key("IOTEDGE_WORKLOADURI") && vars.contains_key("IOTEDGE_MODULEID")
     }
 
+    /// The environment of this process.
     pub fn from_process() -> Result<EdgeEnvironment, EnvironmentError> {
         Self::from_vars(&std::env::vars().collect())
     }
 
+    /// The environment from `vars` (for tests and tools).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<EdgeEnvironment, EnvironmentError> {
         let get = |name: &'static str| {
             vars.get(name)

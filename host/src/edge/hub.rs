@@ -32,11 +32,14 @@ const TWIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a token renewal waits for the acknowledgements still due on the old connection.
 const RENEWAL_DRAIN: Duration = Duration::from_secs(5);
 
+/// How the link connects.
 #[derive(Clone, Debug)]
 pub struct HubOptions {
     /// edgeHub's MQTT port (8883).
     pub port: u16,
+    /// The MQTT keep-alive.
     pub keep_alive: Duration,
+    /// Lifetime of each SAS token.
     pub token_ttl: Duration,
     /// The backoff's first and longest waits between connection attempts.
     pub backoff: (Duration, Duration),
@@ -53,16 +56,27 @@ impl Default for HubOptions {
     }
 }
 
+/// Why a request over the link failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
+    /// No session right now (the reason of the last loss).
     #[error("not connected to edgeHub ({0})")]
     NotConnected(String),
+    /// The session ended before the answer came.
     #[error("the connection to edgeHub closed before an answer")]
     Closed,
+    /// No answer in time.
     #[error("edgeHub did not answer the twin request within {0:?}")]
     Timeout(Duration),
+    /// edgeHub refused the request.
     #[error("edgeHub answered the twin request with status {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        /// Its status code.
+        status: u16,
+        /// Its answer.
+        body: String,
+    },
+    /// An answer that is not JSON.
     #[error("edgeHub's twin document is not JSON: {0}")]
     Garbage(String),
 }
@@ -72,13 +86,20 @@ pub enum LinkError {
 pub enum Inbound {
     /// A new connection is up (first or after a loss): the twin must be read again.
     Connected,
+    /// A desired-properties patch.
     DesiredPatch {
+        /// The twin version the topic names.
         version: Option<u64>,
+        /// The patch, JSON.
         body: Bytes,
     },
+    /// A direct method call, to be answered with the same `rid`.
     MethodCall {
+        /// The method.
         name: String,
+        /// The request id the answer must carry.
         rid: String,
+        /// The payload, JSON.
         body: Bytes,
     },
 }
@@ -86,13 +107,17 @@ pub enum Inbound {
 /// The connection as `status` shows it.
 #[derive(Clone, Debug, Default)]
 pub struct LinkStatus {
+    /// Whether a session is up.
     pub connected: bool,
+    /// Sessions opened since start.
     pub connections: u64,
+    /// Why the last session ended or failed.
     pub last_error: Option<String>,
     /// Unix seconds.
     pub token_expires_at: Option<u64>,
 }
 
+/// The MQTT link to edgeHub: keeps a session up, sends telemetry and twin requests, and hands over what arrives.
 #[derive(Clone)]
 pub struct HubLink {
     shared: Arc<Shared>,
@@ -152,10 +177,12 @@ impl HubLink {
         (HubLink { shared }, inbound_rx)
     }
 
+    /// The module's environment.
     pub fn environment(&self) -> &EdgeEnvironment {
         &self.shared.env
     }
 
+    /// The link as `status` shows it.
     pub fn status(&self) -> LinkStatus {
         self.shared.status.lock().unwrap().clone()
     }
@@ -351,8 +378,7 @@ fn drop_session(link: &Shared) {
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The user name edgeHub parses: `{hub}/{device}/{module}/?api-version=…&DeviceClientType=…`.

@@ -12,11 +12,14 @@ use std::time::Duration;
 /// Lifetime of a token: the SDKs' default.
 pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
+/// A SAS token and when to renew it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SasToken {
+    /// The `SharedAccessSignature sr=…&sig=…&se=…` string, the MQTT password.
     pub password: String,
     /// Unix seconds.
     pub expires_at: u64,
+    /// How long the token was made for.
     pub lifetime: Duration,
 }
 

@@ -17,11 +17,13 @@ pub const SECURITY_OUTPUT: &str = "security";
 /// The output of the project's own message family.
 pub const EDGEGUARD_OUTPUT: &str = "edgeguard";
 
+/// Security messages as module telemetry, acknowledged on PUBACK.
 pub struct EdgeHubSink {
     link: HubLink,
 }
 
 impl EdgeHubSink {
+    /// A sink sending over `link`.
     pub fn new(link: HubLink) -> EdgeHubSink {
         EdgeHubSink { link }
     }
@@ -37,7 +39,7 @@ pub fn message_topic(device: &str, module: &str, message: &Message) -> String {
     ];
     match message.family {
         Family::Asc => {
-            properties.extend([("$.ifid", SECURITY_INTERFACE_ID), ("$.on", SECURITY_OUTPUT)])
+            properties.extend([("$.ifid", SECURITY_INTERFACE_ID), ("$.on", SECURITY_OUTPUT)]);
         }
         Family::Edgeguard => properties.push(("$.on", EDGEGUARD_OUTPUT)),
     }

@@ -3,8 +3,11 @@
 
 use crate::net::http::percent_encode;
 
+/// Answers to twin requests.
 pub const TWIN_RESPONSES: &str = "$iothub/twin/res/#";
+/// Patches of the desired properties.
 pub const DESIRED_PATCHES: &str = "$iothub/twin/PATCH/properties/desired/#";
+/// Direct method calls.
 pub const METHOD_CALLS: &str = "$iothub/methods/POST/#";
 
 /// Every subscription a module needs; `#` never matches `$` topics, so each is explicit.
@@ -13,6 +16,7 @@ pub const SUBSCRIPTIONS: [&str; 3] = [TWIN_RESPONSES, DESIRED_PATCHES, METHOD_CA
 /// The interface id that makes IoT Hub treat a message as a security message.
 pub const SECURITY_INTERFACE_ID: &str = "urn:azureiot:Security:SecurityAgent:1";
 
+/// The topic of a telemetry message of `device`/`module` with its system and application properties.
 pub fn telemetry(device: &str, module: &str, properties: &[(&str, &str)]) -> String {
     format!(
         "devices/{device}/modules/{module}/messages/events/{}",
@@ -20,14 +24,17 @@ pub fn telemetry(device: &str, module: &str, properties: &[(&str, &str)]) -> Str
     )
 }
 
+/// The topic of a twin GET with request id `rid`.
 pub fn twin_get(rid: &str) -> String {
     format!("$iothub/twin/GET/?$rid={rid}")
 }
 
+/// The topic of a reported-properties patch with request id `rid`.
 pub fn twin_report(rid: &str) -> String {
     format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}")
 }
 
+/// The topic of the answer to method call `rid`.
 pub fn method_response(status: u16, rid: &str) -> String {
     format!("$iothub/methods/res/{status}/?$rid={rid}")
 }
@@ -72,9 +79,25 @@ fn percent_decode(text: &str) -> Option<String> {
 /// What arrived on a `$iothub` topic.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    TwinResponse { status: u16, rid: String },
-    DesiredPatch { version: Option<u64> },
-    MethodCall { name: String, rid: String },
+    /// The answer to a twin request.
+    TwinResponse {
+        /// Its status code.
+        status: u16,
+        /// The request id it answers.
+        rid: String,
+    },
+    /// A patch of the desired properties.
+    DesiredPatch {
+        /// The twin version it makes.
+        version: Option<u64>,
+    },
+    /// A direct method call.
+    MethodCall {
+        /// The method.
+        name: String,
+        /// The request id the answer must carry.
+        rid: String,
+    },
 }
 
 /// Parses a topic we subscribed to; `None` for anything else (or malformed).

@@ -10,13 +10,16 @@ pub const SECTION: &str = "edgeguard";
 /// The desired properties as last read, with their version.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
+    /// The desired properties, `$` metadata left out.
     pub doc: Map<String, Value>,
+    /// Their `$version`.
     pub version: u64,
 }
 
 /// What a desired patch did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Patched {
+    /// Merged into the document.
     Applied,
     /// Not newer than the document (a repeat after a reconnect): ignored.
     Stale,

@@ -31,21 +31,39 @@ pub struct WorkloadClient {
     generation_id: String,
 }
 
+/// Why a workload API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
+    /// The API could not be reached or did not answer whole.
     #[error("workload API at {uri}: {message}")]
-    Unreachable { uri: String, message: String },
-    #[error("workload API {what}: HTTP {status}: {message}")]
-    Refused {
-        what: &'static str,
-        status: u16,
+    Unreachable {
+        /// The workload URI.
+        uri: String,
+        /// What went wrong.
         message: String,
     },
+    /// The API answered with an error.
+    #[error("workload API {what}: HTTP {status}: {message}")]
+    Refused {
+        /// The call (`sign`, `trust bundle`).
+        what: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The API's message.
+        message: String,
+    },
+    /// The answer is not what the API promises.
     #[error("workload API {what}: unusable answer: {message}")]
-    Garbage { what: &'static str, message: String },
+    Garbage {
+        /// The call.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl WorkloadClient {
+    /// A client of the workload API `env` names.
     pub fn new(env: &EdgeEnvironment) -> WorkloadClient {
         let endpoint = match env.workload_uri.strip_prefix("unix://") {
             Some(path) => Endpoint::Unix(PathBuf::from(path)),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// One `[[plugin]]` of the file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
@@ -34,8 +35,10 @@ pub struct PluginConfig {
     pub group: Option<Group>,
     /// Overrides the group's interval for this plugin.
     pub interval: Option<Span>,
+    /// False: loaded and idle.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Overrides of the `[limits]` defaults.
     #[serde(default)]
     pub limits: LimitOverrides,
     /// Handed to the plugin's `init` as a JSON object.
@@ -76,6 +79,7 @@ impl PluginConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureConfig {
+    /// The name of the key in `[remote] signing_keys`.
     pub key: String,
     /// Base64 of the 64-byte ed25519 signature over the component's bytes.
     pub ed25519: String,
@@ -148,10 +152,12 @@ pub fn is_collector_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// 64 hex digits.
 pub fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// An http or https URL.
 pub fn is_url(text: &str) -> bool {
     text.starts_with("http://") || text.starts_with("https://")
 }

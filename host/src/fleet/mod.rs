@@ -29,16 +29,20 @@ use trust::Trust;
 /// What the fleet is asked to run, and the local trust settings to get it with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wanted {
+    /// The collectors, by name.
     pub collectors: Vec<CollectorSpec>,
+    /// The local trust settings.
     pub remote: RemoteConfig,
 }
 
 /// Why a wanted version is not running.
 #[derive(Clone, Debug)]
 pub struct Failure {
+    /// When it failed.
     pub at: chrono::DateTime<chrono::Utc>,
     /// `fetch`, `verify`, `load` or `start`.
     pub step: &'static str,
+    /// Why.
     pub message: String,
     /// The digest (or else the source) that was wanted.
     pub wanted: String,
@@ -47,27 +51,38 @@ pub struct Failure {
 /// The last successful swap.
 #[derive(Clone, Debug)]
 pub struct SwapRecord {
+    /// When it happened.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The digest swapped out.
     pub from: String,
+    /// The digest swapped in.
     pub to: String,
     /// From the wanted set's arrival to the new version in place (fetch and compile included).
     pub total: Duration,
     /// The actor's part: start the new instance, hand over the state, switch.
     pub switch: Duration,
+    /// Whether the new version was compiled or taken from the cache.
     pub cache: CacheOutcome,
+    /// What became of the old version's state.
     pub state: Handover,
 }
 
 /// One collector as reports show it.
 #[derive(Clone)]
 pub struct CollectorView {
+    /// The collector's name.
     pub name: String,
     /// What runs (None: nothing could be started).
     pub spec: Option<CollectorSpec>,
+    /// The plugin as loaded, if it could be.
     pub loaded: Option<Arc<LoadedPlugin>>,
+    /// Its priority group.
     pub group: Group,
+    /// Its live counters.
     pub status: Arc<Mutex<PluginStatus>>,
+    /// Why the wanted version is not running, if it is not.
     pub last_error: Option<Failure>,
+    /// The last successful swap.
     pub last_swap: Option<SwapRecord>,
     host: Arc<crate::capabilities::HostContext>,
 }
@@ -78,6 +93,7 @@ impl CollectorView {
         self.host.feeds(&self.name)
     }
 
+    /// `running`, `disabled`, `faulted` or `failed`.
     pub fn state(&self) -> &'static str {
         match (&self.spec, self.status.lock().unwrap().consecutive_faults) {
             (None, _) => "failed",
@@ -92,10 +108,12 @@ impl CollectorView {
 #[derive(Clone)]
 pub struct FleetView {
     views: Arc<Mutex<Vec<CollectorView>>>,
+    /// Moves on every change of the views.
     pub changes: watch::Receiver<u64>,
 }
 
 impl FleetView {
+    /// Every collector as it is now.
     pub fn collectors(&self) -> Vec<CollectorView> {
         self.views.lock().unwrap().clone()
     }
@@ -110,6 +128,7 @@ struct Entry {
     last_swap: Option<SwapRecord>,
 }
 
+/// The running collector set: follows what is wanted, fetching, verifying, compiling and swapping collectors while the others run.
 pub struct Fleet {
     runtime: Runtime,
     scheduler: Scheduler,
@@ -147,6 +166,7 @@ const SWAP_WAIT_CALLS: u32 = 6;
 const SWAP_WAIT_SLACK: Duration = Duration::from_secs(10);
 
 impl Fleet {
+    /// A fleet running collectors on `scheduler`.
     pub fn new(
         runtime: Runtime,
         scheduler: Scheduler,
@@ -166,6 +186,7 @@ impl Fleet {
         }
     }
 
+    /// What others may see of the fleet.
     pub fn view(&self) -> FleetView {
         FleetView {
             views: Arc::clone(&self.views),
@@ -271,7 +292,7 @@ impl Fleet {
                 }
                 (Step::Adjust, _) => self.adjust(spec).await,
                 (Step::Prepare, Some(Ok(loaded))) if self.is_running_version(spec, &loaded) => {
-                    self.adjust(spec).await
+                    self.adjust(spec).await;
                 }
                 (Step::Prepare, Some(Ok(loaded))) => match self
                     .entries
@@ -652,9 +673,7 @@ fn failure(
         at: chrono::Utc::now(),
         step,
         message,
-        wanted: digest
-            .map(str::to_owned)
-            .unwrap_or_else(|| spec.source.to_string()),
+        wanted: digest.map_or_else(|| spec.source.to_string(), str::to_owned),
     }
 }
 

@@ -11,9 +11,12 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a plugin's component comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
+    /// A file of edgeguard's filesystem.
     File(PathBuf),
+    /// An http(s) URL.
     Url(String),
 }
 
@@ -45,6 +48,7 @@ impl Source {
         Ok(Source::File(plugin_dir.join(path)))
     }
 
+    /// Whether it is fetched over the network.
     pub fn is_url(&self) -> bool {
         matches!(self, Source::Url(_))
     }
@@ -59,19 +63,40 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// Why a component could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
+    /// The file could not be read.
     #[error("cannot read {path}: {message}")]
-    Read { path: PathBuf, message: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The download failed.
     #[error("cannot fetch {url}: {message}")]
-    Fetch { url: String, message: String },
+    Fetch {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The component is larger than allowed.
     #[error("{origin} is larger than the {limit}-byte limit ([remote] max_plugin_size)")]
-    TooLarge { origin: String, limit: u64 },
+    TooLarge {
+        /// The file or URL.
+        origin: String,
+        /// `[remote] max_plugin_size`.
+        limit: u64,
+    },
 }
 
 /// Downloads over http(s) with a size bound, a deadline and a few redirects.
 pub struct Fetcher {
+    /// The largest component accepted.
     pub max_size: u64,
+    /// A download taking longer fails.
     pub timeout: Duration,
     /// PEM roots for https, read when first needed.
     pub ca_file: PathBuf,
@@ -81,6 +106,7 @@ pub struct Fetcher {
 const MAX_REDIRECTS: usize = 5;
 
 impl Fetcher {
+    /// A fetcher with these bounds, trusting the roots in `ca_file` for https.
     pub fn new(max_size: u64, timeout: Duration, ca_file: PathBuf) -> Fetcher {
         Fetcher {
             max_size,
@@ -183,12 +209,10 @@ impl Fetcher {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = uri
             .authority()
-            .map(|a| a.as_str())
-            .unwrap_or(&host)
-            .to_owned();
+            .map_or_else(|| host.clone(), |a| a.as_str().to_owned());
         let request = Request::get(path)
             .header(hyper::header::HOST, authority)
             .header(

@@ -17,20 +17,30 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// One collector as configured, wherever it was described.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CollectorSpec {
+    /// Its unique name.
     pub name: String,
+    /// Where its component comes from.
     pub source: Source,
+    /// The pinned digest, lower case.
     pub sha256: Option<String>,
+    /// The signature over its bytes.
     pub signature: Option<SignatureConfig>,
     /// None: the plugin's own choice.
     pub group: Option<Group>,
     /// None: the group's interval.
     pub interval: Option<Duration>,
+    /// What it may import.
     pub grants: Vec<Capability>,
+    /// The read-only host directories it sees with `filesystem`.
     pub dirs: Vec<PathBuf>,
+    /// Its sandbox limits.
     pub limits: Limits,
+    /// Its configuration, a JSON object.
     pub config: Value,
+    /// False: loaded and idle.
     pub enabled: bool,
     /// Set by the module twin (else by the local file only).
     pub from_twin: bool,
@@ -117,10 +127,10 @@ pub fn parse_grants(
                         "`{g}` may not be granted from the twin (the local [remote] twin_grants allows: {})",
                         twin_grants.unwrap_or_default().join(", ")
                     ),
-                ))
+                ));
             }
             Some(c) if grants.contains(&c) => {
-                refused.push(Invalid::new(&key, format!("`{g}` is granted twice")))
+                refused.push(Invalid::new(&key, format!("`{g}` is granted twice")));
             }
             Some(c) => grants.push(c),
         }
@@ -170,6 +180,7 @@ pub fn local_set(
 
 /// What the twin's collectors overlay: the local file's set and the bounds it sets.
 pub struct Local<'a> {
+    /// The directory relative sources are under.
     pub plugin_dir: PathBuf,
     /// The limits of a collector the local file does not have.
     pub limits: &'a Limits,

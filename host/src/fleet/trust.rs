@@ -9,8 +9,15 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 /// Why a component is not the one we may run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
+    /// Other bytes than the pinned digest.
     #[error("sha256 mismatch: expected {expected}, the component is {found}")]
-    Digest { expected: String, found: String },
+    Digest {
+        /// The pinned digest.
+        expected: String,
+        /// The component's digest.
+        found: String,
+    },
+    /// From a URL without a signature, and unsigned plugins are not allowed.
     #[error(
         "unsigned: a plugin from a URL must be signed by a key of the local [remote] signing_keys (or the local configuration must set allow_unsigned)"
     )]
@@ -18,15 +25,27 @@ pub enum TrustError {
     #[error(
         "signed with key `{key}`, which the local configuration does not trust (trusted: {trusted})"
     )]
-    UntrustedKey { key: String, trusted: String },
+    /// Signed with a key the local file does not list.
+    UntrustedKey {
+        /// The key the signature names.
+        key: String,
+        /// The keys the local file trusts.
+        trusted: String,
+    },
+    /// The signature does not match the bytes.
     #[error("the signature is not valid for these bytes with key `{key}`")]
-    BadSignature { key: String },
+    BadSignature {
+        /// The key it was checked with.
+        key: String,
+    },
+    /// Not base64 of 64 bytes.
     #[error("the signature is malformed: {0}")]
     Malformed(String),
 }
 
 /// The checks a component passes before it is compiled.
 pub struct Trust<'a> {
+    /// The keys and rules of the local file.
     pub remote: &'a RemoteConfig,
 }
 
@@ -105,12 +124,14 @@ pub mod signing {
     use base64::Engine;
     use ed25519_dalek::{Signer, SigningKey};
 
+    /// A fresh random seed for a private key.
     pub fn new_seed() -> std::io::Result<[u8; 32]> {
         let mut seed = [0u8; 32];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut seed)?;
         Ok(seed)
     }
 
+    /// The private key a key file holds (base64 of its seed).
     pub fn key_from_text(text: &str) -> Result<SigningKey, String> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -121,6 +142,7 @@ pub mod signing {
         Ok(SigningKey::from_bytes(&seed))
     }
 
+    /// Base64, as key files and signatures are written.
     pub fn encode(bytes: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }

@@ -25,6 +25,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The kernel side of a feed.
 pub trait Source: Send + 'static {
+    /// What the source delivers.
     type Event: Clone + Send + 'static;
     /// Waits up to about [`READ_TIMEOUT`] and appends what came to `out`; returns how many
     /// events the kernel dropped since the last call. An error ends the feed.
@@ -34,6 +35,7 @@ pub trait Source: Send + 'static {
 /// Wakes a plugin's actor for an early collection.
 pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// One kernel event source shared by every plugin that follows it: a reader thread fills one bounded queue per plugin name, which outlives the plugin's instances.
 pub struct Feed<S: Source> {
     /// "proc connector", "sock_diag destroy": for logs and status.
     pub what: &'static str,
@@ -74,12 +76,15 @@ pub struct Usage {
     pub unavailable: Option<String>,
     /// It read the polled snapshot of the same data.
     pub polled: bool,
+    /// Events handed to the plugin.
     pub delivered: u64,
+    /// Events lost before the plugin could have them.
     pub lost: u64,
 }
 
 /// One drain of a plugin's queue.
 pub struct Drained<E> {
+    /// The events, oldest first.
     pub events: Vec<E>,
     /// Events that could not be kept since the previous drain.
     pub lost: u64,
@@ -175,6 +180,7 @@ impl<S: Source> Feed<S> {
             .polled = true;
     }
 
+    /// How `plugin` uses the feed, if it asked for it.
     pub fn usage(&self, plugin: &str) -> Option<Usage> {
         let state = self.shared.lock();
         let mut usage = state.usage.get(plugin)?.clone();

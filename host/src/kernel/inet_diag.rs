@@ -9,12 +9,17 @@ const INET_DIAG_MSG: usize = 72;
 
 /// One socket as the kernel describes it.
 pub struct DiagMsg<'a> {
+    /// An IPv6 socket (else IPv4).
     pub ipv6: bool,
     /// The kernel's TCP state number (`TCP_ESTABLISHED` = 1, ...).
     pub state: u8,
+    /// The local address and port.
     pub local: (String, u16),
+    /// The remote address and port.
     pub remote: (String, u16),
+    /// The owner's uid.
     pub uid: u32,
+    /// The socket's inode (0 once freed).
     pub inode: u64,
     /// The `rtattr`s after the message, as asked for in the request's `ext`.
     attributes: &'a [u8],
@@ -25,7 +30,7 @@ pub struct DiagMsg<'a> {
 /// not IPv4 or IPv6.
 pub fn parse(m: &[u8]) -> Option<DiagMsg<'_>> {
     let attributes = m.get(INET_DIAG_MSG..)?;
-    let ipv6 = match m[0] as i32 {
+    let ipv6 = match i32::from(m[0]) {
         libc::AF_INET => false,
         libc::AF_INET6 => true,
         _ => return None,
@@ -41,7 +46,7 @@ pub fn parse(m: &[u8]) -> Option<DiagMsg<'_>> {
         local: (address(&m[8..24]), port(4)),
         remote: (address(&m[24..40]), port(6)),
         uid: super::netlink::u32_at(m, 64)?,
-        inode: super::netlink::u32_at(m, 68)? as u64,
+        inode: u64::from(super::netlink::u32_at(m, 68)?),
         attributes,
     })
 }

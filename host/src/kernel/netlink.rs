@@ -5,10 +5,14 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+/// The size of `struct nlmsghdr`.
 pub const NLMSG_HDR: usize = 16;
+/// An error (or acknowledgement) message.
 pub const NLMSG_ERROR: u16 = 2;
+/// The end of a multipart answer.
 pub const NLMSG_DONE: u16 = 3;
 
+/// A netlink socket, closed when dropped.
 pub struct Netlink {
     fd: OwnedFd,
 }
@@ -70,7 +74,7 @@ impl Netlink {
     pub fn set_receive_timeout(&self, timeout: Duration) -> io::Result<()> {
         let tv = libc::timeval {
             tv_sec: timeout.as_secs() as _,
-            tv_usec: timeout.subsec_micros() as _,
+            tv_usec: timeout.subsec_micros().into(),
         };
         // SAFETY: a timeval of the right size for SO_RCVTIMEO on a socket we own.
         let r = unsafe {
@@ -153,7 +157,7 @@ impl Netlink {
     fn inode(&self) -> Option<u64> {
         // SAFETY: fstat of a descriptor we own into a zeroed stat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } < 0 {
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &raw mut st) } < 0 {
             return None;
         }
         Some(st.st_ino)
@@ -194,10 +198,12 @@ impl Multicast {
         Multicast { socket, drops_seen }
     }
 
+    /// The socket the groups arrive on.
     pub fn socket(&self) -> &Netlink {
         &self.socket
     }
 
+    /// Receives one datagram into `buf`, with the kernel's drop count.
     pub fn receive(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         match self.socket.recv(buf) {
             Ok(n) => Ok(Received::Datagram(n)),

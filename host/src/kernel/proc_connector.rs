@@ -28,21 +28,30 @@ const ACK_WAIT: Duration = Duration::from_millis(250);
 /// One event, threads left out: pids are thread-group ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
+    /// A process forked.
     Fork {
+        /// The parent's pid.
         parent: u32,
+        /// The child's pid.
         child: u32,
     },
+    /// A process ran a new program.
     Exec {
+        /// Its pid.
         pid: u32,
     },
     /// `code` is the wait status (`exit << 8 | signal`); `parent` is 0 on kernels that do not say.
     Exit {
+        /// Its pid.
         pid: u32,
+        /// Its parent's pid.
         parent: u32,
+        /// The wait status.
         code: i32,
     },
 }
 
+/// The kernel's process events connector, subscribed.
 pub struct ProcConnector {
     multicast: Multicast,
     buf: Vec<u8>,

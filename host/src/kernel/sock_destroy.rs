@@ -20,11 +20,15 @@ const TCPI_BYTES_RECEIVED: usize = 128;
 /// A TCP connection the kernel freed, as it saw it last.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClosedSocket {
+    /// An IPv6 connection (else IPv4).
     pub ipv6: bool,
+    /// The local address and port.
     pub local: (String, u16),
+    /// The remote address and port.
     pub remote: (String, u16),
 }
 
+/// The sock_diag destroy notifications of the host's network namespace, subscribed.
 pub struct SockDestroy {
     multicast: Multicast,
     buf: Vec<u8>,

@@ -4,6 +4,7 @@
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::fmt::Write as _;
 
 /// Sends one request on a fresh connection over `stream`; `what` names the connection in the
 /// debug log when it ends badly.
@@ -35,7 +36,7 @@ pub fn percent_encode(text: &str) -> String {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             out.push(byte as char);
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
     out

@@ -4,20 +4,26 @@ use crate::units::{Bytes, Invalid};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Where messages go.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     /// edgeHub when the IoT Edge environment is present, else stdout.
     #[default]
     Auto,
+    /// One JSON message per line on stdout.
     Stdout,
+    /// Appended to a file, rotated by size.
     File,
+    /// edgeHub, as module telemetry.
     EdgeHub,
 }
 
+/// The `[output]` section.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
+    /// Which sink.
     pub sink: SinkKind,
     /// For `file`: where messages are appended, one JSON message per line.
     pub file: PathBuf,

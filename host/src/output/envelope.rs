@@ -9,6 +9,7 @@ use std::path::Path;
 /// `schemas/edgeguard-message.json`).
 pub const EDGEGUARD_SCHEMA_VERSION: &str = "edgeguard/1.0";
 
+/// What closes a message after its events.
 pub const SUFFIX: &[u8] = b"]}";
 
 /// Everything before the first event.

@@ -6,6 +6,7 @@ use super::{Message, Sending, Sink, acknowledged};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
+/// Messages appended to a file, one per line, rotated by size.
 pub struct FileSink {
     path: PathBuf,
     max_size: u64,

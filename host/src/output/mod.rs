@@ -20,20 +20,28 @@ use std::pin::Pin;
 /// One message, serialized.
 #[derive(Clone, Debug)]
 pub struct Message {
+    /// Unique per message (the MQTT message id on edgeHub).
     pub id: uuid::Uuid,
+    /// The schema family of every event in it.
     pub family: Family,
     /// The queue that triggered the send (`MessagePriority` property of the ASC C# agent).
     pub priority: Priority,
+    /// The message, JSON.
     pub body: Vec<u8>,
+    /// Events in it.
     pub events: usize,
 }
 
+/// Why a sink did not take a message.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// Writing failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The destination said no.
     #[error("{0}")]
     Refused(String),
+    /// The destination is gone for good.
     #[error("the sink went away before acknowledging")]
     Gone,
 }
@@ -41,9 +49,11 @@ pub enum SinkError {
 /// Resolves when the message is delivered (Ok) or known lost (Err).
 pub type Acknowledgement = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
 
+/// A send under way: resolves once the sink has taken the message, to its acknowledgement.
 pub type Sending<'a> =
     Pin<Box<dyn Future<Output = Result<Acknowledgement, SinkError>> + Send + 'a>>;
 
+/// Where messages go. The pipeline forgets a message's events only once its acknowledgement resolves.
 pub trait Sink: Send {
     /// For logs: where messages go.
     fn describe(&self) -> String;

@@ -3,11 +3,13 @@
 use super::{Message, Sending, Sink, acknowledged};
 use tokio::io::AsyncWriteExt;
 
+/// One message per line on stdout.
 pub struct StdoutSink {
     out: tokio::io::Stdout,
 }
 
 impl StdoutSink {
+    /// A sink on this process's stdout.
     pub fn new() -> StdoutSink {
         StdoutSink {
             out: tokio::io::stdout(),

@@ -23,12 +23,16 @@ use std::time::Duration;
 /// another field has a given value (`LocalPort when Direction=In`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityField {
+    /// The field (`ExtraDetails.Key` for an extra detail's key).
     pub field: String,
+    /// A key of `ExtraDetails` rather than a payload field.
     pub extra: bool,
+    /// Only when another field has this value.
     pub when: Option<(String, String)>,
 }
 
 impl IdentityField {
+    /// Parses `Field`, `ExtraDetails.Key` or `Field when Other=Value`.
     pub fn parse(spec: &str) -> Result<IdentityField, String> {
         let (field, when) = match spec.split_once(" when ") {
             Some((f, cond)) => {
@@ -76,10 +80,12 @@ impl IdentityField {
 /// Which payload fields make two events of a name identical.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// The fields that make two events the same.
     pub identity: Vec<IdentityField>,
 }
 
 impl Rule {
+    /// Parses each spec as an [`IdentityField`].
     pub fn parse(specs: &[impl AsRef<str>]) -> Result<Rule, String> {
         if specs.is_empty() {
             return Err("an identity needs at least one field".into());
@@ -194,7 +200,7 @@ fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
         Some(Value::Null) => 1u8.hash(h),
         Some(Value::Bool(b)) => (2u8, *b).hash(h),
         Some(Value::Number(n)) => {
-            (3u8, n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h)
+            (3u8, n.as_i64(), n.as_u64(), n.as_f64().map(f64::to_bits)).hash(h);
         }
         Some(Value::String(s)) => (4u8, s.as_str()).hash(h),
         // Arrays and objects are rare in identities: hash their text.
@@ -205,7 +211,9 @@ fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
 /// What aggregates, for one event name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KindSettings {
+    /// The identity.
     pub rule: Rule,
+    /// The window.
     pub interval: Duration,
 }
 
@@ -549,6 +557,7 @@ impl Aggregator {
         self.windows.values().map(|w| w.entries.len()).sum()
     }
 
+    /// Whether no window holds anything.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

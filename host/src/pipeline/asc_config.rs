@@ -8,7 +8,7 @@
 
 use crate::events::{Category, EventType, SecurityEvent};
 use serde_json::{Map, Value, json};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 /// The object's name in the module twin.
@@ -48,25 +48,34 @@ pub const OPERATIONAL_EVENTS: [&str; 3] = [
 /// The schema's bounds: IoT Hub refuses device-to-cloud messages above 256 KiB, and neither the
 /// cache nor a message can usefully be smaller than 8 KiB.
 pub const MIN_SIZE: u64 = 8192;
+/// The largest message IoT Hub accepts (256 KiB).
 pub const MAX_MESSAGE_SIZE: u64 = 262_144;
 /// The cache lives on the device's storage; past 1 GiB something is misconfigured.
 pub const MAX_CACHE_SIZE: u64 = 1 << 30;
 /// Durations are milliseconds in a u32 in the reference agent (about 49.7 days).
 pub const MAX_DURATION: Duration = Duration::from_millis(u32::MAX as u64);
 
+/// Whether and how long an event kind aggregates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Aggregation {
+    /// `aggregationEnabled<Name>`.
     pub enabled: bool,
+    /// `aggregationInterval<Name>`.
     pub interval: Duration,
 }
 
 /// The effective configuration: every property, defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentConfiguration {
+    /// `highPriorityMessageFrequency`.
     pub high_priority_message_frequency: Duration,
+    /// `lowPriorityMessageFrequency`.
     pub low_priority_message_frequency: Duration,
+    /// `snapshotFrequency`.
     pub snapshot_frequency: Duration,
+    /// `maxLocalCacheSizeInBytes`.
     pub max_local_cache_size: u64,
+    /// `maxMessageSizeInBytes`.
     pub max_message_size: u64,
     /// Indexed like [`ASC_EVENTS`].
     pub event_priority: [Priority; 14],
@@ -78,7 +87,9 @@ pub struct AgentConfiguration {
     /// OS-baseline custom checks: accepted and reported for compatibility; edgeguard has no
     /// OS-baseline collector.
     pub baseline_custom_checks_enabled: bool,
+    /// `baselineCustomChecksFilePath`.
     pub baseline_custom_checks_file_path: Option<String>,
+    /// `baselineCustomChecksFileHash`.
     pub baseline_custom_checks_file_hash: Option<String>,
     /// Copied into the `HubResourceId` message property by the Edge Hub sink.
     pub hub_resource_id: Option<String>,
@@ -118,6 +129,7 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// The name as the ConfigurationError event spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorType::TypeMismatch => "TypeMismatch",
@@ -132,9 +144,11 @@ impl ErrorType {
 pub struct ConfigIssue {
     /// The property at fault.
     pub name: String,
+    /// What kind of problem.
     pub error_type: ErrorType,
     /// The value in force for that property after the update (or the refusal), as reported.
     pub used: String,
+    /// What was wrong, for people.
     pub message: String,
 }
 
@@ -152,6 +166,7 @@ impl fmt::Display for ConfigIssue {
 }
 
 impl ConfigIssue {
+    /// The ConfigurationError event that reports it.
     pub fn to_event(&self) -> SecurityEvent {
         let message = match self.error_type {
             ErrorType::TypeMismatch => format!(
@@ -178,6 +193,7 @@ impl ConfigIssue {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the agent configuration was refused whole: {}", .issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
 pub struct Refused {
+    /// Every problem found.
     pub issues: Vec<ConfigIssue>,
 }
 
@@ -190,6 +206,7 @@ impl AgentConfiguration {
             .map(|i| self.event_priority[i])
     }
 
+    /// Whether and how long `event` aggregates, if the object has a say.
     pub fn aggregation(&self, event: &str) -> Option<Aggregation> {
         AGGREGATED_EVENTS
             .iter()
@@ -209,8 +226,7 @@ impl AgentConfiguration {
             error_type: ErrorType::TypeMismatch,
             used: current
                 .reported_value(name)
-                .map(|v| display_value(&v))
-                .unwrap_or_else(|| "(none)".into()),
+                .map_or_else(|| "(none)".into(), |v| display_value(&v)),
             message,
         };
         let map = match object {
@@ -282,26 +298,26 @@ impl AgentConfiguration {
     fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
         match key {
             "highPriorityMessageFrequency" => {
-                self.high_priority_message_frequency = duration(value)?
+                self.high_priority_message_frequency = duration(value)?;
             }
             "lowPriorityMessageFrequency" => self.low_priority_message_frequency = duration(value)?,
             "snapshotFrequency" => self.snapshot_frequency = duration(value)?,
             "maxLocalCacheSizeInBytes" => {
-                self.max_local_cache_size = integer(value, MIN_SIZE, MAX_CACHE_SIZE)?
+                self.max_local_cache_size = integer(value, MIN_SIZE, MAX_CACHE_SIZE)?;
             }
             "maxMessageSizeInBytes" => {
-                self.max_message_size = integer(value, MIN_SIZE, MAX_MESSAGE_SIZE)?
+                self.max_message_size = integer(value, MIN_SIZE, MAX_MESSAGE_SIZE)?;
             }
             "eventPriorityOperational" => self.operational_priority = Some(priority(value)?),
             "baselineCustomChecksEnabled" => self.baseline_custom_checks_enabled = boolean(value)?,
             "baselineCustomChecksFilePath" => {
-                self.baseline_custom_checks_file_path = Some(string(value)?)
+                self.baseline_custom_checks_file_path = Some(string(value)?);
             }
             "baselineCustomChecksFileHash" => {
-                self.baseline_custom_checks_file_hash = Some(string(value)?)
+                self.baseline_custom_checks_file_hash = Some(string(value)?);
             }
             "hubResourceId" => {
-                self.hub_resource_id = Some(string(value)?).filter(|s| !s.is_empty())
+                self.hub_resource_id = Some(string(value)?).filter(|s| !s.is_empty());
             }
             _ => {
                 if let Some(i) = key
@@ -597,7 +613,7 @@ pub fn format_duration(d: Duration) -> String {
     let mut out = String::from("P");
     for (unit, size) in [('M', 30 * DAY), ('W', 7 * DAY), ('D', DAY)] {
         if ms >= size {
-            out.push_str(&format!("{}{unit}", ms / size));
+            let _ = write!(out, "{}{unit}", ms / size);
             ms %= size;
         }
     }
@@ -605,17 +621,18 @@ pub fn format_duration(d: Duration) -> String {
         out.push('T');
         for (unit, size) in [('H', HOUR), ('M', MINUTE)] {
             if ms >= size {
-                out.push_str(&format!("{}{unit}", ms / size));
+                let _ = write!(out, "{}{unit}", ms / size);
                 ms %= size;
             }
         }
         match (ms / SECOND, ms % SECOND) {
             (0, 0) => {}
-            (s, 0) => out.push_str(&format!("{s}S")),
-            (s, frac) => out.push_str(&format!(
-                "{s}.{}S",
-                format!("{frac:03}").trim_end_matches('0')
-            )),
+            (s, 0) => {
+                let _ = write!(out, "{s}S");
+            }
+            (s, frac) => {
+                let _ = write!(out, "{s}.{}S", format!("{frac:03}").trim_end_matches('0'));
+            }
         }
     }
     if out == "P" {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The `[pipeline]` section.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
@@ -40,12 +41,15 @@ impl Default for PipelineConfig {
     }
 }
 
+/// One `[events.<Name>]` table.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventConfig {
     /// "High", "Low" or "Off" (any case); not for ASC event kinds (their priority is in [asc]).
     pub priority: Option<String>,
+    /// Whether the kind aggregates.
     pub aggregate: Option<bool>,
+    /// Its aggregation window.
     pub aggregation_interval: Option<Span>,
     /// The fields that make two events identical: `Field`, `ExtraDetails.Key`, `Field when Other=Value`.
     pub aggregate_by: Option<Vec<String>>,

@@ -35,8 +35,11 @@ const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
 /// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
 #[derive(Debug)]
 pub struct Batch {
+    /// The plugin that produced it.
     pub plugin: Arc<str>,
+    /// When the collection ended.
     pub at: std::time::Instant,
+    /// Its events, converted.
     pub events: Vec<SecurityEvent>,
     /// Told once the pipeline has the events on disk: only then may the plugin's state (its
     /// cursors) be persisted, so a crash in between re-reports rather than loses.
@@ -57,6 +60,7 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// Opens (and locks) the state directory at `path`.
     pub fn open(path: &Path) -> anyhow::Result<StateDir> {
         use std::os::fd::AsRawFd;
         std::fs::create_dir_all(path).map_err(|e| {
@@ -87,13 +91,16 @@ pub enum Command {
     Reconfigure(Box<Settings>, oneshot::Sender<Vec<ConfigIssue>>),
     /// Events from outside the plugins (e.g. a refused twin configuration).
     Accept(Vec<SecurityEvent>),
+    /// Answered with the pipeline's state.
     Status(oneshot::Sender<Status>),
 }
 
 /// A running pipeline's state, for `status`.
 #[derive(Clone, Debug)]
 pub struct Status {
+    /// Events waiting in the queues.
     pub queued: usize,
+    /// Messages sent and not yet acknowledged.
     pub in_flight: usize,
     /// Counts since the last statistics report.
     pub counters: statistics::Counters,
@@ -108,11 +115,15 @@ struct InFlight {
 /// What a pipeline found on start.
 #[derive(Debug, Default)]
 pub struct Resumed {
+    /// Events found queued.
     pub queued_events: u64,
+    /// Distinct events found in open aggregation windows.
     pub aggregating: usize,
+    /// Bytes cut off as torn or corrupt.
     pub discarded_bytes: u64,
 }
 
+/// The ASC pipeline: events in, priorities and aggregation applied, kept in durable bounded queues, packed into size-capped messages and sent at each queue's frequency.
 pub struct Pipeline {
     settings: Settings,
     routing: watch::Sender<Arc<Routing>>,
@@ -532,6 +543,7 @@ impl Pipeline {
         self.stats.checkpoint()
     }
 
+    /// Flushes queued events to the device.
     pub fn sync(&mut self) -> io::Result<()> {
         for log in &mut self.logs {
             log.sync()?;
@@ -572,6 +584,7 @@ impl Pipeline {
         self.logs.iter().map(QueueLog::len).sum()
     }
 
+    /// The counters since the last statistics report.
     pub fn statistics(&self) -> &statistics::Counters {
         &self.stats.counters
     }

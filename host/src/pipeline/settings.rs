@@ -11,14 +11,19 @@ use std::time::Duration;
 /// The three queues, in the order a message takes from them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Queue {
+    /// Operational events: sent first, a tenth of the cache.
     Operational,
+    /// High-priority events.
     High,
+    /// Low-priority events.
     Low,
 }
 
 impl Queue {
+    /// Every queue, in the order a message takes from them.
     pub const ALL: [Queue; 3] = [Queue::Operational, Queue::High, Queue::Low];
 
+    /// The queue's name in logs and state files.
     pub fn name(self) -> &'static str {
         match self {
             Queue::Operational => "operational",
@@ -33,7 +38,9 @@ impl Queue {
 pub struct EventSettings {
     /// Only for event kinds the ASC object does not know.
     pub priority: Option<Priority>,
+    /// Whether the kind aggregates.
     pub aggregate: Option<bool>,
+    /// Its aggregation window.
     pub aggregation_interval: Option<Duration>,
     /// The identity; built-in for the ASC aggregated kinds.
     pub aggregate_by: Option<Rule>,
@@ -45,7 +52,9 @@ pub const DEFAULT_PRIORITY: Priority = Priority::Low;
 /// Everything the pipeline needs to know about event kinds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
+    /// The ASC configuration object.
     pub asc: AgentConfiguration,
+    /// The project's own event kinds' settings, and identities of all.
     pub events: BTreeMap<String, EventSettings>,
     /// Messages handed to the sink and not yet acknowledged.
     pub max_in_flight: usize,
@@ -108,6 +117,7 @@ impl Settings {
         Ok(())
     }
 
+    /// Which queue each event kind goes to, for the scheduler.
     pub fn routing(&self) -> Routing {
         let own = self
             .events
@@ -166,6 +176,7 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// The priority of `event`.
     pub fn priority(&self, event: &str) -> Priority {
         self.asc
             .priority(event)

@@ -7,30 +7,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+/// One queue's counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueCounters {
     /// Events offered to the queue (accepted or dropped).
     pub collected: u64,
+    /// Events the queue dropped (cache full, message too large).
     pub dropped: u64,
 }
 
+/// What MessageStatistics and DroppedEventsStatistics report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// The high-priority queue.
     pub high: QueueCounters,
+    /// The low-priority queue.
     pub low: QueueCounters,
+    /// The operational queue.
     pub operational: QueueCounters,
+    /// Messages the sink took.
     pub messages_sent: u64,
+    /// Of those, messages under 4 KB (IoT Hub's billing unit).
     pub messages_under_4kb: u64,
+    /// Sends that failed.
     pub total_failed: u64,
 }
 
+/// The counters, kept across restarts.
 pub struct Statistics {
+    /// Counts since the last report.
     pub counters: Counters,
     path: Option<PathBuf>,
     dirty: bool,
 }
 
 impl Statistics {
+    /// Counters kept only in memory.
     pub fn in_memory() -> Statistics {
         Statistics {
             counters: Counters::default(),
@@ -39,6 +51,7 @@ impl Statistics {
         }
     }
 
+    /// Counters kept in the file at `path` (started afresh if it is unreadable).
     pub fn open(path: &Path) -> Statistics {
         let counters = std::fs::read(path)
             .ok()
@@ -51,11 +64,13 @@ impl Statistics {
         }
     }
 
+    /// The counters, to change: they are written at the next checkpoint.
     pub fn touch(&mut self) -> &mut Counters {
         self.dirty = true;
         &mut self.counters
     }
 
+    /// Writes the counters if they changed.
     pub fn checkpoint(&mut self) -> std::io::Result<()> {
         if let (true, Some(path)) = (self.dirty, &self.path) {
             let bytes = serde_json::to_vec(&self.counters).map_err(std::io::Error::other)?;

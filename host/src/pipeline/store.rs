@@ -14,12 +14,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// Bytes of a record's header on disk.
 pub const RECORD_HEADER: u64 = 16;
 
 /// A queued event, serialized.
 #[derive(Debug)]
 pub struct Record {
+    /// Its sequence number in the queue.
     pub seq: u64,
+    /// The serialized event.
     pub data: Box<[u8]>,
 }
 
@@ -40,11 +43,13 @@ struct Segment {
 /// What recovery found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
+    /// Records recovered.
     pub records: u64,
     /// Bytes cut off because they were torn or failed their checksum.
     pub discarded_bytes: u64,
 }
 
+/// One durable queue: records appended to segment files, acknowledged by a cursor.
 pub struct QueueLog {
     dir: PathBuf,
     segment_limit: u64,
@@ -63,6 +68,7 @@ pub struct QueueLog {
 }
 
 impl QueueLog {
+    /// Opens the queue in `dir`, recovering what is whole; segments rotate past `segment_limit` bytes.
     pub fn open(dir: &Path, segment_limit: u64) -> io::Result<(QueueLog, Recovered)> {
         std::fs::create_dir_all(dir)?;
         let acked = match std::fs::read_to_string(dir.join("acked")) {
@@ -200,6 +206,7 @@ impl QueueLog {
         self.records.iter().skip(self.in_flight)
     }
 
+    /// Bytes of the records not yet acknowledged.
     pub fn pending_bytes(&self) -> u64 {
         self.bytes - self.in_flight_bytes
     }
@@ -215,8 +222,7 @@ impl QueueLog {
         self.in_flight = end;
         self.records
             .get(self.in_flight)
-            .map(|r| r.seq)
-            .unwrap_or(self.next_seq)
+            .map_or(self.next_seq, |r| r.seq)
     }
 
     /// Everything below `upto` is acknowledged: forget it, here and on disk.
@@ -253,10 +259,12 @@ impl QueueLog {
         self.bytes
     }
 
+    /// Records not yet acknowledged.
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
+    /// Whether every record is acknowledged.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 
+/// Where a compiled plugin came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// Loaded a compiled artifact from the cache.
@@ -16,6 +17,7 @@ pub enum CacheOutcome {
     Miss,
 }
 
+/// Compiled plugins and fetched components on disk, by content hash.
 pub struct ArtifactCache {
     dir: PathBuf,
     /// Hash of everything that makes an artifact (in)compatible: wasmtime's own view of the
@@ -24,6 +26,7 @@ pub struct ArtifactCache {
 }
 
 impl ArtifactCache {
+    /// The cache in `dir`, for artifacts of `engine`'s configuration.
     pub fn open(dir: &Path, engine: &wasmtime::Engine) -> anyhow::Result<ArtifactCache> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create cache directory {}: {e}", dir.display()))?;
@@ -42,6 +45,7 @@ impl ArtifactCache {
         })
     }
 
+    /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -65,7 +69,7 @@ impl ArtifactCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok((c, CacheOutcome::Hit)),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}")
+                    tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}");
                 }
             }
         }
@@ -184,6 +188,7 @@ fn touch(path: &Path) {
     }
 }
 
+/// The SHA-256 of `bytes`, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -9,11 +9,14 @@ use std::sync::{Arc, Condvar, Mutex};
 /// One engine, its compiled-artifact cache and the epoch ticker that drives CPU deadlines.
 #[derive(Clone)]
 pub struct Runtime {
+    /// The wasmtime engine.
     pub engine: wasmtime::Engine,
+    /// Its compiled-artifact cache.
     pub cache: Arc<ArtifactCache>,
 }
 
 impl Runtime {
+    /// An engine with its cache in `cache_dir`, and its epoch ticker started.
     pub fn new(cache_dir: &Path) -> anyhow::Result<Runtime> {
         let engine = wasmtime::Engine::new(&engine_config())?;
         let cache = Arc::new(ArtifactCache::open(cache_dir, &engine)?);

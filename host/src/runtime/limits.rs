@@ -12,18 +12,24 @@ use wasmtime::ResourceLimiter;
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    /// Linear memory.
     pub memory: Option<Bytes>,
     // The module twin spells keys in camelCase, as it reports them.
+    /// CPU time per call.
     #[serde(alias = "callTimeout")]
     pub call_timeout: Option<Span>,
+    /// Events per `collect`.
     #[serde(alias = "maxEventsPerCall")]
     pub max_events_per_call: Option<u32>,
+    /// First restart delay.
     #[serde(alias = "restartBackoff")]
     pub restart_backoff: Option<Span>,
+    /// Longest restart delay.
     #[serde(alias = "restartBackoffMax")]
     pub restart_backoff_max: Option<Span>,
 }
 
+/// A plugin's sandbox limits: the `[limits]` section, with each plugin's overrides applied.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -35,6 +41,7 @@ pub struct Limits {
     pub max_events_per_call: u32,
     /// First delay before a faulted plugin is re-instantiated; doubles per consecutive fault.
     pub restart_backoff: Span,
+    /// The longest restart delay.
     pub restart_backoff_max: Span,
 }
 
@@ -51,6 +58,7 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These limits with `o`'s overrides.
     pub fn with(&self, o: &LimitOverrides) -> Limits {
         Limits {
             memory: o.memory.unwrap_or(self.memory),
@@ -101,18 +109,22 @@ pub const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 /// A plugin may log at most this many lines per call; the rest are counted, not printed.
 const LOG_LINES_PER_CALL: u32 = 200;
 
+/// A store's enforcement: its memory limit, the current call's CPU budget and log lines.
 pub struct CallGuard {
     memory_limit: usize,
     /// Set when the plugin tried to grow past its limit: the size it asked for.
     pub memory_denied: Option<usize>,
+    /// The most linear memory the instance has had.
     pub memory_peak: usize,
     budget_ticks: u64,
     ticks: u64,
     log_lines: u32,
+    /// Log lines dropped past the per-call cap.
     pub logs_dropped: u64,
 }
 
 impl CallGuard {
+    /// A guard for `memory_limit` bytes and calls of `call_timeout`.
     pub fn new(memory_limit: usize, call_timeout: std::time::Duration) -> CallGuard {
         CallGuard {
             memory_limit,
@@ -144,6 +156,7 @@ impl CallGuard {
         TICK * (self.budget_ticks * 3 / 4).max(1) as u32
     }
 
+    /// Whether the current call may log one more line (else it is counted as dropped).
     pub fn allow_log_line(&mut self) -> bool {
         self.log_lines += 1;
         if self.log_lines > LOG_LINES_PER_CALL {
@@ -153,6 +166,7 @@ impl CallGuard {
         true
     }
 
+    /// The memory limit in bytes.
     pub fn memory_limit(&self) -> usize {
         self.memory_limit
     }

@@ -15,14 +15,29 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 /// store is poisoned); the scheduler re-instantiates it from the cached pre-instance.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Fault {
+    /// The plugin trapped (a panic, an unreachable, a failed host call).
     #[error("trapped: {0}")]
     Trap(String),
+    /// A call ran out of time.
     #[error("ran past its deadline of {0:?}")]
     Timeout(Duration),
+    /// A memory grew past the limit.
     #[error("exceeded its memory limit ({limit} bytes; asked for {asked})")]
-    MemoryLimit { asked: usize, limit: usize },
+    MemoryLimit {
+        /// The size asked for.
+        asked: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `collect` returned more events than its cap.
     #[error("returned {returned} events, more than its cap of {cap} per call")]
-    Flood { returned: usize, cap: u32 },
+    Flood {
+        /// Events returned.
+        returned: usize,
+        /// The cap.
+        cap: u32,
+    },
+    /// `init` refused the configuration.
     #[error("refused its configuration: {0}")]
     Init(String),
 }
@@ -40,6 +55,7 @@ impl Fault {
     }
 }
 
+/// A live plugin instance.
 pub struct PluginInstance {
     store: Store<HostState>,
     bindings: Collector,
@@ -107,6 +123,7 @@ impl PluginInstance {
         })
     }
 
+    /// The plugin's self-description.
     pub async fn describe(&mut self) -> Result<PluginInfo, Fault> {
         guarded!(self, |b, s| b.edgeguard_collector_plugin().call_describe(s))
     }
@@ -134,12 +151,14 @@ impl PluginInstance {
         }
     }
 
+    /// The state to hand to the next version, if any.
     pub async fn save_state(&mut self) -> Result<Option<Vec<u8>>, Fault> {
         guarded!(self, |b, s| b
             .edgeguard_collector_plugin()
             .call_save_state(s))
     }
 
+    /// Hands the previous version's state to this one.
     pub async fn restore_state(&mut self, state: &[u8]) -> Result<Result<(), CollectError>, Fault> {
         guarded!(self, |b, s| b
             .edgeguard_collector_plugin()

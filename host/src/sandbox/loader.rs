@@ -13,60 +13,109 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 
+/// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("cannot read plugin file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// Not a component this host can run.
     #[error("plugin `{plugin}`: {reason}")]
-    Invalid { plugin: String, reason: String },
+    Invalid {
+        /// The plugin's name.
+        plugin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// It imports a capability it is not granted.
     #[error(
         "plugin `{plugin}` imports `{import}`, but its configuration does not grant `{capability}` (granted: {granted})"
     )]
     NotGranted {
+        /// The plugin's name.
         plugin: String,
+        /// The import.
         import: String,
+        /// The capability it needs.
         capability: &'static str,
+        /// What it is granted.
         granted: String,
     },
+    /// It imports something no plugin may have.
     #[error("plugin `{plugin}` imports `{import}`: {why}")]
     Refused {
+        /// The plugin's name.
         plugin: String,
+        /// The import.
         import: String,
+        /// Why not.
         why: &'static str,
     },
+    /// It imports something this host does not provide.
     #[error("plugin `{plugin}` imports `{import}`, which this host does not provide")]
-    UnknownImport { plugin: String, import: String },
+    UnknownImport {
+        /// The plugin's name.
+        plugin: String,
+        /// The import.
+        import: String,
+    },
     #[error(
         "plugin `{plugin}` was built against {found}; this host implements {WIT_PACKAGE}@{WIT_VERSION}"
     )]
-    WitVersion { plugin: String, found: String },
+    /// Built against an incompatible version of the contract.
+    WitVersion {
+        /// The plugin's name.
+        plugin: String,
+        /// The version it was built against.
+        found: String,
+    },
+    /// It does not export the collector interface.
     #[error("plugin `{plugin}` does not export `{WIT_PACKAGE}/plugin`: not an edgeguard collector")]
-    NotACollector { plugin: String },
+    NotACollector {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// Its self-description faulted.
     #[error("plugin `{plugin}`: describe() failed: {fault}")]
-    Describe { plugin: String, fault: Fault },
+    Describe {
+        /// The plugin's name.
+        plugin: String,
+        /// How.
+        fault: Fault,
+    },
 }
 
 /// A compiled, checked plugin, ready to instantiate any number of times.
 pub struct LoadedPlugin {
     /// The name the configuration gives it.
     pub name: Arc<str>,
+    /// Its self-description.
     pub info: PluginInfo,
+    /// The SHA-256 of its component.
     pub sha256: String,
+    /// The component's size in bytes.
     pub size: usize,
     /// `edgeguard:collector@x.y.z` as the plugin was built.
     pub wit_version: String,
+    /// What the component imports.
     pub imports: Vec<String>,
+    /// Compiled now or taken from the cache.
     pub cache: CacheOutcome,
+    /// What it is granted.
     pub grants: Vec<Capability>,
+    /// The read-only host directories it sees.
     pub dirs: Vec<PathBuf>,
     pre: CollectorPre<HostState>,
     runtime: Runtime,
 }
 
 impl LoadedPlugin {
+    /// Reads the component at `path` and loads it.
     pub async fn load_file(
         runtime: &Runtime,
         name: &str,
@@ -177,6 +226,7 @@ impl LoadedPlugin {
         Ok(instance)
     }
 
+    /// The engine it was compiled for.
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.runtime.engine
     }

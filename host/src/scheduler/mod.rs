@@ -21,10 +21,13 @@ pub use schedule::{Group, ScheduleConfig};
 
 /// A plugin as the scheduler runs it.
 pub struct PluginSpec {
+    /// The plugin, loaded.
     pub loaded: Arc<LoadedPlugin>,
+    /// Its priority group.
     pub group: Group,
     /// The plugin's own interval; None: its group's, following changes of the group intervals.
     pub interval: Option<Duration>,
+    /// Its sandbox limits.
     pub limits: Limits,
     /// The plugin's configuration as a JSON object.
     pub config_json: String,
@@ -47,12 +50,19 @@ impl PluginSpec {
 /// Live counters of one plugin, readable while it runs.
 #[derive(Clone, Debug, Default)]
 pub struct PluginStatus {
+    /// Collections made.
     pub collections: u64,
+    /// Events delivered.
     pub events: u64,
+    /// Faults (each threw the instance away).
     pub faults: u64,
+    /// Faults since the last good collection.
     pub consecutive_faults: u32,
+    /// The last fault, described.
     pub last_fault: Option<String>,
+    /// Errors the plugin returned (its instance kept).
     pub errors: u64,
+    /// Collections not made while waiting to restart after a fault.
     pub skipped_while_backing_off: u64,
     /// Collections not made because every event the plugin emits is Off.
     pub skipped_all_off: u64,
@@ -72,8 +82,11 @@ pub enum Order {
     ),
     /// Same plugin, another schedule, or paused (loaded and idle) / resumed.
     Adjust {
+        /// The group.
         group: Group,
+        /// Its own interval (None: the group's).
         interval: Option<Duration>,
+        /// False: paused.
         enabled: bool,
     },
     /// End after the collection under way.
@@ -85,9 +98,11 @@ pub enum Order {
 pub struct Swapped {
     /// From the order's arrival to the new version in place.
     pub took: Duration,
+    /// What became of the old version's state.
     pub state: Handover,
 }
 
+/// What became of a plugin's state at a swap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handover {
     /// The old version had no state to hand over.
@@ -98,6 +113,7 @@ pub enum Handover {
     Refused(String),
 }
 
+/// Runs every plugin as its own actor on its group's schedule.
 pub struct Scheduler {
     host: Arc<HostContext>,
     schedule: ScheduleConfig,
@@ -110,7 +126,9 @@ pub struct Scheduler {
 /// What one collection made of a request to collect now.
 #[derive(Clone, Debug)]
 pub struct CollectReport {
+    /// The plugin.
     pub plugin: Arc<str>,
+    /// Events it delivered.
     pub events: usize,
     /// `collected`, or why not (an error, a fault, everything Off, backing off).
     pub outcome: String,
@@ -148,9 +166,13 @@ impl Control {
 
 /// A running plugin task.
 pub struct Running {
+    /// The plugin's name.
     pub name: Arc<str>,
+    /// Its live counters.
     pub status: Arc<Mutex<PluginStatus>>,
+    /// Where its actor takes orders.
     pub orders: mpsc::Sender<Order>,
+    /// The actor.
     pub task: JoinHandle<()>,
 }
 
@@ -177,10 +199,12 @@ impl Scheduler {
         }
     }
 
+    /// What the plugins share.
     pub fn host(&self) -> Arc<HostContext> {
         Arc::clone(&self.host)
     }
 
+    /// Changes the intervals or has a group collect now.
     pub fn control(&self) -> Control {
         self.control.clone()
     }
@@ -610,7 +634,7 @@ impl Actor {
         match crate::files::write_atomic(file, &state) {
             Ok(()) => *saved = Some(state),
             Err(e) => {
-                tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display())
+                tracing::warn!(plugin = %self.name(), "cannot keep the plugin's state in {}: {e}", file.display());
             }
         }
         Ok(())

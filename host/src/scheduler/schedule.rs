@@ -5,13 +5,17 @@ use crate::units::{Invalid, Span};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The `[schedule]` section.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// The high group's interval.
     #[serde(default = "ScheduleConfig::default_high")]
     pub high: Span,
+    /// The medium group's interval.
     #[serde(default = "ScheduleConfig::default_medium")]
     pub medium: Span,
+    /// The low group's interval.
     #[serde(default = "ScheduleConfig::default_low")]
     pub low: Span,
     /// Each plugin's first collection is delayed by a random fraction of this, so that a fleet
@@ -53,16 +57,22 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// A priority group: plugins that share an interval.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
+    /// Activity gone if not caught soon (10 s).
     High,
+    /// State that changes at human pace (1 min).
     Medium,
+    /// Inventory that rarely changes (15 min).
     Low,
 }
 
 impl Group {
+    /// Every group.
     pub const ALL: [Group; 3] = [Group::High, Group::Medium, Group::Low];
+    /// The name in the file and the twin.
     pub fn name(self) -> &'static str {
         match self {
             Group::High => "high",
@@ -73,6 +83,7 @@ impl Group {
 }
 
 impl ScheduleConfig {
+    /// The interval of `group`.
     pub fn interval(&self, group: Group) -> Duration {
         match group {
             Group::High => self.high.0,

@@ -99,9 +99,9 @@ impl ContainerCollector {
     fn reachable(&mut self, now: bool, why: &str) {
         if self.reachable != Some(now) {
             if now {
-                info!("connected to the Docker daemon")
+                info!("connected to the Docker daemon");
             } else {
-                info!("{why}; trying again at each collection")
+                info!("{why}; trying again at each collection");
             }
             self.reachable = Some(now);
         }

@@ -259,7 +259,7 @@ impl LoginCollector {
             }
             let next = if kind == Kind::AuthLog {
                 // An sshd failure line is longer than 60 bytes: this many bytes yield at most `room` events.
-                let bytes = (room as u64 * 60).clamp(1024, BYTES_PER_READ as u64) as u32;
+                let bytes = (room as u64 * 60).clamp(1024, u64::from(BYTES_PER_READ)) as u32;
                 let chunk = logins::read_lines(path, offset, bytes)?;
                 self.backlog
                     .extend(chunk.lines.iter().filter_map(|l| sshd_failure(l)));

@@ -160,9 +160,7 @@ impl Settings {
                 .map(|(k, v)| {
                     (
                         k.clone(),
-                        v.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string()),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
                     )
                 })
                 .collect(),

@@ -269,7 +269,7 @@ pub fn analyze_modules(modules: &[(String, String, &Value)]) -> Result<Vec<Findi
                     severity: Severity::Low,
                     code: "edgehub-idle-protocol-head",
                     module: "edgeHub".into(),
-                    path: hub_env.as_ref().map(|(_, p)| format!("{p}.{env_key}")).unwrap_or_else(|| format!("{hub_path}.env.{env_key}")),
+                    path: hub_env.as_ref().map_or_else(|| format!("{hub_path}.env.{env_key}"), |(_, p)| format!("{p}.{env_key}")),
                     message: format!("the {head} protocol head is enabled but its port ({port}) is not published: nothing downstream can use it"),
                     remediation: "set the edgeHub environment variable to false, which saves memory and attack surface (IoT Edge production checklist)",
                     recommendation: Some("IoT_EdgeHubMemOptimize"),
