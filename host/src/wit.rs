@@ -16,5 +16,5 @@ wasmtime::component::bindgen!({
 
 /// The WIT package version this host implements; plugins built against the same major
 /// (for 0.x: the same minor) load.
-pub const WIT_VERSION: &str = "0.1.2";
+pub const WIT_VERSION: &str = env!("EDGEGUARD_WIT_VERSION");
 pub const WIT_PACKAGE: &str = "edgeguard:collector";

@@ -9,13 +9,6 @@
 //! network, stdio discarded, and no preopened directory unless `filesystem` is granted with
 //! `dirs`. `wasi:sockets` is refused outright.
 
-mod clock;
-mod containers;
-mod log;
-mod logins;
-mod processes;
-mod sockets;
-mod system;
 
 use crate::kernel::feed::{self, Feed};
 use crate::runtime::limits::CallGuard;
@@ -32,9 +25,13 @@ pub use sockets::{Preference as SocketSource, read_sockets};
 /// The host capabilities, one row each: the variant, the name a configuration grants it by,
 /// the WIT interface it links (`edgeguard:collector/<interface>`, a module of [`crate::wit`]),
 /// and whether the module twin may grant it by default (`[remote] twin_grants`; the local file
-/// can always). Adding a capability is its module below, its WIT file and one row here.
+/// can always). A row with an interface declares the module of that name beside this file, which
+/// implements the interface's `Host` trait for [`HostState`]. Adding a capability is that
+/// module, its WIT file and one row here.
 macro_rules! capability_table {
     ($($(#[$doc:meta])* $variant:ident: $grant:literal, $interface:tt, twin: $twin:literal;)*) => {
+        $(capability_table!(@module $interface);)*
+
         /// A host capability a plugin's configuration may grant.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Capability {
@@ -78,6 +75,9 @@ macro_rules! capability_table {
             Ok(())
         }
     };
+    (@module none) => {};
+    // The capability's host side: `capabilities/<interface>.rs`.
+    (@module $interface:ident) => { mod $interface; };
     (@interface none) => { None };
     (@interface $interface:ident) => { Some(stringify!($interface).replace('_', "-")) };
     (@link $linker:ident, none) => { {} };
