@@ -9,7 +9,6 @@
 //! network, stdio discarded, and no preopened directory unless `filesystem` is granted with
 //! `dirs`. `wasi:sockets` is refused outright.
 
-
 use crate::kernel::feed::{self, Feed};
 use crate::runtime::limits::CallGuard;
 use crate::wit::edgeguard::collector as wit;
