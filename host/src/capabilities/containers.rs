@@ -156,7 +156,7 @@ fn unix_nanos_now() -> u64 {
 
 impl Host for HostState {
     async fn daemon(&mut self) -> Result<DaemonInfo, HostError> {
-        let engine = &self.host.docker;
+        let engine = &self.host.containers;
         let deadline = self.guard.host_call_deadline();
         let (version, info) = engine
             .call(deadline, "/version and /info", async |d: Docker| {
@@ -184,7 +184,7 @@ impl Host for HostState {
         let host = Arc::clone(&self.host);
         let deadline = self.guard.host_call_deadline();
         self.host
-            .docker
+            .containers
             .call(
                 deadline,
                 "the container list",
@@ -212,7 +212,7 @@ impl Host for HostState {
                         match result {
                             Ok(c) => {
                                 let image_user = host
-                                    .docker
+                                    .containers
                                     .image_user(&docker, c.image.as_deref().unwrap_or_default())
                                     .await;
                                 containers.push(container(c, image_user));
@@ -421,7 +421,7 @@ async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex
     let mut failures = 0;
     let filters = HashMap::from([("type".to_owned(), vec!["container".to_owned()])]);
     loop {
-        match host.docker.client().await {
+        match host.containers.client().await {
             Ok(docker) => {
                 let options = EventsOptions {
                     since: Some(format!(
@@ -465,7 +465,7 @@ async fn stream_events(host: Arc<HostContext>, mut since: u64, buffer: Arc<Mutex
                     }
                 }
                 buffer.lock().unwrap().watching = false;
-                host.docker.reset().await;
+                host.containers.reset().await;
             }
             Err(e) => tracing::debug!("Docker events: {e:?}"),
         }

@@ -193,19 +193,20 @@ async fn drain_feed<S: feed::Source>(
         .map_err(|why| types::HostError::Unavailable(format!("no {what}: {why}")))
 }
 
-/// State shared by every plugin: where the host is, caches of its databases, and the kernel
-/// event sources plugins follow.
+/// State shared by every plugin: where the host is, and each capability's own state (caches of
+/// the host's databases, the kernel event sources plugins follow, the Docker client).
 pub struct HostContext {
     /// Where the host's `/` is visible to edgeguard.
     pub host_root: PathBuf,
-    users: Arc<processes::UserNames>,
     started: std::time::Instant,
-    docker: containers::Engine,
-    process_feed: Feed<processes::ProcessSource>,
-    exec_details: Arc<processes::ExecDetails>,
-    socket_feed: Feed<sockets::ClosedSource>,
     wakers: Arc<Wakers>,
+    processes: processes::Shared,
+    sockets: sockets::Shared,
+    containers: containers::Engine,
 }
+
+/// Why a capability polls when `agent.kernel_events` is off.
+const KERNEL_EVENTS_OFF: &str = "kernel event sources are off (agent.kernel_events = false)";
 
 /// How the host reaches what it reads.
 #[derive(Clone, Debug)]
@@ -256,51 +257,17 @@ impl HostContext {
 
     /// A host seen at `host_root`, reached as `options` say.
     pub fn with_options(host_root: &Path, options: HostOptions) -> Arc<HostContext> {
-        let users = Arc::new(processes::UserNames::default());
-        let exec_details = Arc::new(processes::ExecDetails::default());
         let wakers = Arc::new(Wakers::default());
         let wake: feed::Wake = {
             let wakers = Arc::clone(&wakers);
             Arc::new(move |plugin: &str| wakers.wake(plugin))
         };
-        let (root, u, d) = (
-            host_root.to_owned(),
-            Arc::clone(&users),
-            Arc::clone(&exec_details),
-        );
-        let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
-        let off = || "kernel event sources are off (agent.kernel_events = false)".to_owned();
-        let process_feed = Feed::new(
-            "proc connector",
-            options.event_buffer,
-            Arc::clone(&wake),
-            move || {
-                if !kernel_events {
-                    return Err(off());
-                }
-                processes::ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
-            },
-        );
-        let root = host_root.to_owned();
-        let socket_feed = Feed::new(
-            "sock_diag destroy notifications",
-            options.event_buffer,
-            wake,
-            move || {
-                if !kernel_events {
-                    return Err(off());
-                }
-                sockets::ClosedSource::open(&root, kernel_buffer)
-            },
-        );
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
-            users,
             started: std::time::Instant::now(),
-            docker: containers::Engine::new(options.docker_socket),
-            process_feed,
-            exec_details,
-            socket_feed,
+            processes: processes::Shared::new(host_root, &options, Arc::clone(&wake)),
+            sockets: sockets::Shared::new(host_root, &options, wake),
+            containers: containers::Engine::new(options.docker_socket),
             wakers,
         })
     }
@@ -312,38 +279,11 @@ impl HostContext {
 
     /// Where `plugin`'s data comes from, per capability with an event source: what a status shows.
     pub fn feeds(&self, plugin: &str) -> Vec<FeedStatus> {
-        let status = |capability, what, usage: feed::Usage, details| FeedStatus {
-            capability,
-            source: if usage.following { what } else { "polling" },
-            unavailable: usage.unavailable,
-            delivered: usage.delivered,
-            lost: usage.lost,
-            details,
-        };
-        let d = &self.exec_details;
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let processes = self.process_feed.usage(plugin).map(|usage| {
-            let details = vec![
-                ("execFull", load(&d.full)),
-                ("execNameOnly", load(&d.name_only)),
-                ("execPidOnly", load(&d.pid_only)),
-            ];
-            status(
-                Capability::Processes,
-                self.process_feed.what,
-                usage,
-                details,
-            )
-        });
-        let sockets = self.socket_feed.usage(plugin).map(|usage| {
-            status(
-                Capability::Sockets,
-                self.socket_feed.what,
-                usage,
-                Vec::new(),
-            )
-        });
-        processes.into_iter().chain(sockets).collect()
+        let processes = self.processes.status(plugin);
+        processes
+            .into_iter()
+            .chain(self.sockets.status(plugin))
+            .collect()
     }
 }
 
@@ -362,6 +302,25 @@ pub struct FeedStatus {
     pub lost: u64,
     /// Source-specific counters (for processes: how much of each exec could be read).
     pub details: Vec<(&'static str, u64)>,
+}
+
+impl FeedStatus {
+    /// The status of `capability`'s feed `what` as `usage` says it is used.
+    fn of(
+        capability: Capability,
+        what: &'static str,
+        usage: feed::Usage,
+        details: Vec<(&'static str, u64)>,
+    ) -> FeedStatus {
+        FeedStatus {
+            capability,
+            source: if usage.following { what } else { "polling" },
+            unavailable: usage.unavailable,
+            delivered: usage.delivered,
+            lost: usage.lost,
+            details,
+        }
+    }
 }
 
 /// One notifier per plugin name, shared by its successive instances and its actor.
@@ -423,8 +382,8 @@ impl HostState {
         }
         let mut table = ResourceTable::new();
         table.set_max_capacity(1024);
-        host.process_feed.hold(&plugin);
-        host.socket_feed.hold(&plugin);
+        host.processes.feed.hold(&plugin);
+        host.sockets.feed.hold(&plugin);
         Ok(HostState {
             plugin,
             host,
@@ -439,8 +398,8 @@ impl HostState {
 impl Drop for HostState {
     /// The plugin's event queues outlive this instance for a while, for its successor.
     fn drop(&mut self) {
-        self.host.process_feed.release(&self.plugin);
-        self.host.socket_feed.release(&self.plugin);
+        self.host.processes.feed.release(&self.plugin);
+        self.host.sockets.feed.release(&self.plugin);
     }
 }
 

@@ -22,7 +22,7 @@ const MAX_PARENTS: usize = 65_536;
 
 impl Host for HostState {
     async fn snapshot(&mut self) -> Result<Vec<Process>, HostError> {
-        self.host.process_feed.note_polled(&self.plugin);
+        self.host.processes.feed.note_polled(&self.plugin);
         // /proc reads are fast but can block (a process stuck in the kernel holds its mm lock),
         // and a blocking host call cannot be interrupted by the epoch deadline: read on the
         // blocking pool so the call's outer timeout still applies.
@@ -34,7 +34,7 @@ impl Host for HostState {
 
     async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
         let d = super::drain_feed(&self.host, &self.plugin, max, "process events", |h| {
-            &h.process_feed
+            &h.processes.feed
         })
         .await?;
         Ok(EventBatch {
@@ -58,7 +58,7 @@ pub fn read_processes(host: &HostContext) -> Result<Vec<Process>, HostError> {
         }
         other => HostError::Io(format!("{}: {other}", proc_dir.display())),
     })?;
-    let users = host.users.current(&host.host_root);
+    let users = host.processes.users.current(&host.host_root);
     let mut out = Vec::with_capacity(512);
     for entry in all {
         let Ok(p) = entry else { continue };
@@ -106,6 +106,43 @@ fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> O
             None
         },
     })
+}
+
+/// What the `processes` capability keeps for every plugin: the user names of the host, the
+/// proc connector's feed, and how much of each exec could be read.
+pub(crate) struct Shared {
+    pub(crate) users: Arc<UserNames>,
+    pub(crate) feed: feed::Feed<ProcessSource>,
+    details: Arc<ExecDetails>,
+}
+
+impl Shared {
+    pub(crate) fn new(host_root: &Path, options: &super::HostOptions, wake: feed::Wake) -> Shared {
+        let users = Arc::new(UserNames::default());
+        let details = Arc::new(ExecDetails::default());
+        let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&details));
+        let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
+        let feed = feed::Feed::new("proc connector", options.event_buffer, wake, move || {
+            if !kernel_events {
+                return Err(super::KERNEL_EVENTS_OFF.to_owned());
+            }
+            ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
+        });
+        Shared { users, feed, details }
+    }
+
+    /// Where `plugin`'s processes come from, if it asked for the events.
+    pub(crate) fn status(&self, plugin: &str) -> Option<super::FeedStatus> {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let d = &self.details;
+        let details = vec![
+            ("execFull", load(&d.full)),
+            ("execNameOnly", load(&d.name_only)),
+            ("execPidOnly", load(&d.pid_only)),
+        ];
+        let usage = self.feed.usage(plugin)?;
+        Some(super::FeedStatus::of(super::Capability::Processes, self.feed.what, usage, details))
+    }
 }
 
 /// How much of each exec the reader could see, over all plugins: the measure of the race

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 impl Host for HostState {
     async fn snapshot(&mut self) -> Result<SocketTable, HostError> {
-        self.host.socket_feed.note_polled(&self.plugin);
+        self.host.sockets.feed.note_polled(&self.plugin);
         // Blocking reads of /proc; see the processes capability.
         let host = Arc::clone(&self.host);
         tokio::task::spawn_blocking(move || read_sockets(&host, Preference::Auto))
@@ -31,7 +31,7 @@ impl Host for HostState {
 
     async fn closed(&mut self, max: u32) -> Result<ClosedBatch, HostError> {
         let d = super::drain_feed(&self.host, &self.plugin, max, "closed connections", |h| {
-            &h.socket_feed
+            &h.sockets.feed
         })
         .await?;
         Ok(ClosedBatch {
@@ -39,6 +39,32 @@ impl Host for HostState {
             lost: d.lost,
             fresh: d.fresh,
         })
+    }
+}
+
+/// What the `sockets` capability keeps for every plugin: the destroy notifications' feed.
+pub(crate) struct Shared {
+    pub(crate) feed: feed::Feed<ClosedSource>,
+}
+
+impl Shared {
+    pub(crate) fn new(host_root: &Path, options: &super::HostOptions, wake: feed::Wake) -> Shared {
+        let root = host_root.to_owned();
+        let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
+        let what = "sock_diag destroy notifications";
+        let feed = feed::Feed::new(what, options.event_buffer, wake, move || {
+            if !kernel_events {
+                return Err(super::KERNEL_EVENTS_OFF.to_owned());
+            }
+            ClosedSource::open(&root, kernel_buffer)
+        });
+        Shared { feed }
+    }
+
+    /// Where `plugin`'s closed connections come from, if it asked for them.
+    pub(crate) fn status(&self, plugin: &str) -> Option<super::FeedStatus> {
+        let usage = self.feed.usage(plugin)?;
+        Some(super::FeedStatus::of(super::Capability::Sockets, self.feed.what, usage, Vec::new()))
     }
 }
 
