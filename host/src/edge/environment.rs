@@ -56,12 +56,7 @@ impl EdgeEnvironment {
         vars.contains_key("IOTEDGE_WORKLOADURI") && vars.contains_key("IOTEDGE_MODULEID")
     }
 
-    /// The environment of this process.
-    pub fn from_process() -> Result<EdgeEnvironment, EnvironmentError> {
-        Self::from_vars(&std::env::vars().collect())
-    }
-
-    /// The environment from `vars` (for tests and tools).
+    /// The environment `vars` describe (the process's, or a test's).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<EdgeEnvironment, EnvironmentError> {
         let get = |name: &'static str| {
             vars.get(name)
