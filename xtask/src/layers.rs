@@ -93,9 +93,12 @@ fn top_level_modules(lib: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(lib).expect("lib.rs");
     text.lines()
         .filter_map(|l| {
-            l.trim()
-                .strip_prefix("pub mod ")
-                .or_else(|| l.trim().strip_prefix("mod "))
+            let l = l.trim();
+            let l = l
+                .strip_prefix("pub(crate) ")
+                .or_else(|| l.strip_prefix("pub "))
+                .unwrap_or(l);
+            l.strip_prefix("mod ")
         })
         .map(|l| l.trim_end_matches(';').trim().to_owned())
         .collect()
