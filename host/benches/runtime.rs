@@ -93,7 +93,7 @@ fn benches(c: &mut Criterion) {
             &rt,
             "synthetic",
             &plugin_file("edgeguard-fault-plugin"),
-            &[Capability::Processes],
+            &[Capability::Processes, Capability::Log],
             &[],
         ))
         .unwrap();

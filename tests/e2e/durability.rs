@@ -20,7 +20,7 @@ fn config(dir: &Path, asc: &str, count: u32, interval: &str, output: &Path) -> P
          [asc]\n{asc}\n\
          [events.Sequence]\npriority = \"High\"\n\
          [output]\nsink = \"file\"\nfile = {output:?}\nmax_file_size = \"1GiB\"\n\
-         [[plugin]]\nname = \"sequence\"\nfile = \"fault.wasm\"\ninterval = \"{interval}\"\ngrants = [\"processes\"]\n\
+         [[plugin]]\nname = \"sequence\"\nfile = \"fault.wasm\"\ninterval = \"{interval}\"\ngrants = [\"processes\", \"log\"]\n\
          [plugin.config]\nmode = \"sequence\"\ncount = {count}\n"
     );
     write_config(dir, &format!("edgeguard-{count}.toml"), &plugins, &rest)

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The fault plugin imports `processes` (and WASI filesystem for its `file` mode, which needs no
+/// The fault plugin imports `processes` and `log` (and WASI filesystem for its `file` mode, which needs no
 /// grant: without `dirs` it reaches nothing).
-const FAULT_GRANTS: [Capability; 1] = [Capability::Processes];
+const FAULT_GRANTS: [Capability; 2] = [Capability::Processes, Capability::Log];
 
 async fn fault_plugin(rt: &Runtime, name: &str) -> LoadedPlugin {
     LoadedPlugin::load_file(
@@ -93,7 +93,11 @@ async fn each_fault_is_classified() {
 async fn a_granted_directory_is_readable_and_nothing_else() {
     let (rt, _cache) = runtime();
     let etc = [std::path::PathBuf::from("/etc")];
-    let grants = [Capability::Processes, Capability::Filesystem];
+    let grants = [
+        Capability::Processes,
+        Capability::Log,
+        Capability::Filesystem,
+    ];
     let loaded = LoadedPlugin::load_file(
         &rt,
         "fault",
@@ -271,4 +275,60 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
     assert!(diagnostics.iter().any(|(p, d)| p == "bad-event"
         && d["Severity"] == "Warning"
         && d["Message"].as_str().unwrap().contains("Broken")));
+}
+
+/// A plugin's log lines are its own: each stays one line of the host's log, escaped, with the
+/// plugin named; past the per-call cap the rest are counted and the count is logged.
+#[test]
+fn a_plugin_cannot_forge_host_log_lines_and_its_dropped_lines_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
+    let config = edgeguard_tests::write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[[plugin]]\nname = \"chatty\"\nfile = \"fault.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         config = { mode = \"log-flood\", count = 300 }\n",
+    );
+    let output = std::process::Command::new(edgeguard_tests::edgeguard_bin())
+        .args(["run", "--once", "--log", "info", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(dir.path().join("out.jsonl"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    let plugin_lines: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("forged by the plugin"))
+        .collect();
+    assert_eq!(plugin_lines.len(), 200, "the per-call cap:\n{log}");
+    for line in &plugin_lines {
+        assert!(
+            line.contains("plugin=\"chatty\"") || line.contains("plugin=chatty"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "\\n2026-12-01T00:00:00.000000Z ERROR edgeguard: forged by the plugin\\r\\u{1b}[2J"
+            ),
+            "escaped: {line}"
+        );
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("2026-12-01T00:00:00.000000Z")),
+        "a forged line stands alone in the host's log:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("chatty") && l.contains("100 log lines of the plugin dropped")),
+        "{log}"
+    );
 }

@@ -340,6 +340,7 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             "events": s.events,
             "errors": s.errors,
             "faults": s.faults,
+            "logsDropped": s.logs_dropped,
             "lastFault": s.last_fault.map(bounded),
             "lastError": c.last_error.as_ref().map(|f| json!({
                 "at": time(f.at),

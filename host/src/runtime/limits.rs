@@ -107,7 +107,7 @@ impl Limits {
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A plugin may log at most this many lines per call; the rest are counted, not printed.
-const LOG_LINES_PER_CALL: u32 = 200;
+pub const LOG_LINES_PER_CALL: u32 = 200;
 
 /// A store's enforcement: its memory limit, the current call's CPU budget and log lines.
 pub struct CallGuard {
@@ -119,8 +119,8 @@ pub struct CallGuard {
     budget_ticks: u64,
     ticks: u64,
     log_lines: u32,
-    /// Log lines dropped past the per-call cap.
-    pub logs_dropped: u64,
+    /// Log lines dropped past the per-call cap, since the last [`CallGuard::take_logs_dropped`].
+    logs_dropped: u64,
 }
 
 impl CallGuard {
@@ -164,6 +164,11 @@ impl CallGuard {
             return false;
         }
         true
+    }
+
+    /// The log lines dropped since the last time this was asked, and the count reset.
+    pub fn take_logs_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.logs_dropped)
     }
 
     /// The memory limit in bytes.

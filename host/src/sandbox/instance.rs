@@ -165,6 +165,11 @@ impl PluginInstance {
             .call_restore_state(s, state))
     }
 
+    /// Log lines dropped past the per-call cap since the last time this was asked.
+    pub fn take_logs_dropped(&mut self) -> u64 {
+        self.store.data_mut().guard.take_logs_dropped()
+    }
+
     /// Peak linear memory this instance has used.
     pub fn memory_peak(&self) -> usize {
         self.store.data().guard.memory_peak

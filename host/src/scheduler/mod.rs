@@ -70,6 +70,8 @@ pub struct PluginStatus {
     pub last_run: Option<chrono::DateTime<chrono::Utc>>,
     /// Kernel events lost for this plugin, as far as a diagnostic has said.
     pub kernel_events_lost: u64,
+    /// Log lines dropped past the per-call cap, over every call.
+    pub logs_dropped: u64,
 }
 
 /// What a running plugin's actor can be told.
@@ -516,6 +518,15 @@ impl Actor {
                 .expect("the semaphore is never closed");
             live.collect().await
         };
+        let dropped = live.take_logs_dropped();
+        if dropped > 0 {
+            self.status.lock().unwrap().logs_dropped += dropped;
+            tracing::warn!(
+                plugin = %self.name(),
+                "{dropped} log lines of the plugin dropped (at most {} per call)",
+                crate::runtime::limits::LOG_LINES_PER_CALL
+            );
+        }
         match outcome {
             Ok(Ok(plugin_events)) => {
                 let count = plugin_events.len();

@@ -3,7 +3,8 @@
 //! /etc/hostname through WASI), `processes` (uses the processes capability),
 //! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error),
 //! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call),
-//! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls).
+//! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls),
+//! `log-flood` (`count` log lines per call, each trying to forge a host log line).
 
 use edgeguard_sdk::CustomEvent;
 use edgeguard_sdk::prelude::*;
@@ -80,6 +81,14 @@ impl Collector for Fault {
             )]),
             "bad-event" => Ok(vec![custom("Broken", "{not json".into()), Event::Heartbeat]),
             "error" => Err(CollectError::Internal("deliberate failure".into())),
+            "log-flood" => {
+                for i in 0..self.count {
+                    edgeguard_sdk::info!(
+                        "line {i}\n2026-12-01T00:00:00.000000Z ERROR edgeguard: forged by the plugin\r\x1b[2J"
+                    );
+                }
+                Ok(vec![Event::Heartbeat])
+            }
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
             "sequence" => {
                 let start = self.sequence;
