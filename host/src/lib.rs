@@ -38,7 +38,7 @@ pub mod events;
 pub(crate) mod files;
 pub mod fleet;
 pub(crate) mod footprint;
-pub mod kernel;
+pub(crate) mod kernel;
 pub(crate) mod net;
 pub mod output;
 pub mod pipeline;

@@ -217,6 +217,35 @@ fn parse(payload: &[u8]) -> Option<ProcEvent> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_kernel_buffer_overrun_is_counted_exactly() {
+        // The smallest buffer the kernel allows, and nobody reading while processes come and go.
+        let mut connector = ProcConnector::open(Duration::from_millis(100), 4096)
+            .expect("the proc connector is available here");
+        for i in 0..100 {
+            std::process::Command::new("/bin/true")
+                .arg(format!("overrun-{}-{i}", std::process::id()))
+                .status()
+                .expect("running /bin/true");
+        }
+        let mut events = Vec::new();
+        let mut dropped = 0;
+        let mut read = 0;
+        loop {
+            match connector.read(&mut events).unwrap() {
+                Received::Dropped(n) => dropped += n,
+                Received::Datagram(_) => read += 1,
+                Received::Idle => break,
+            }
+        }
+        // At least fork, exec and exit for each of the 100: what was not read was dropped, and said.
+        assert!(dropped > 0, "nothing dropped with {read} datagrams read");
+        assert!(
+            read as u64 + dropped >= 300,
+            "{read} read + {dropped} dropped"
+        );
+    }
+
     fn message(what: u32, data: &[u32]) -> Vec<u8> {
         let mut m = Vec::new();
         for v in [CN_IDX_PROC, CN_VAL_PROC, 0, 9] {
