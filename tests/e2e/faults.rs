@@ -332,3 +332,109 @@ fn a_plugin_cannot_forge_host_log_lines_and_its_dropped_lines_are_counted() {
         "{log}"
     );
 }
+
+/// A saved state the plugin traps on is given up after the second fault in a row, with an Error
+/// diagnostic naming the plugin, and the plugin then runs afresh; a state over `max_state` is
+/// neither written nor handed over, said once however often it comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_that_crash_loops_is_discarded_and_one_over_its_limit_is_not_kept() {
+    let (rt, _cache) = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let interval = Duration::from_millis(100);
+    let schedule = ScheduleConfig {
+        high: Span(interval),
+        first_collection_jitter: Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
+    let poisoned_file = dir.path().join("poisoned.state");
+    std::fs::write(&poisoned_file, b"poison").unwrap();
+    let big_file = dir.path().join("big.state");
+    let spec = |loaded: LoadedPlugin, config: &str, file: &Path, max_state: u64| PluginSpec {
+        loaded: Arc::new(loaded),
+        group: Group::High,
+        interval: Some(interval),
+        limits: edgeguard::config::Limits {
+            max_state: edgeguard::units::Bytes(max_state),
+            ..test_limits()
+        },
+        config_json: config.to_owned(),
+        state_file: Some(file.to_owned()),
+    };
+    let poisoned = scheduler.spawn(
+        spec(
+            fault_plugin(&rt, "poisoned").await,
+            r#"{"mode":"state-trap"}"#,
+            &poisoned_file,
+            1 << 20,
+        ),
+        false,
+    );
+    let big = scheduler.spawn(
+        spec(
+            fault_plugin(&rt, "big").await,
+            r#"{"mode":"big-state","count":100000}"#,
+            &big_file,
+            4096,
+        ),
+        false,
+    );
+    drop(scheduler);
+    let mut diagnostics: Vec<(String, String)> = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+        else {
+            continue;
+        };
+        for e in batch.events.iter().filter(|e| e.name == "Diagnostic") {
+            diagnostics.push((
+                batch.plugin.to_string(),
+                e.payload[0]["Message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+    }
+    poisoned.task.abort();
+    big.task.abort();
+    let said = |plugin: &str, needle: &str| {
+        diagnostics
+            .iter()
+            .filter(|(p, m)| p == plugin && m.contains(needle))
+            .count()
+    };
+
+    let status = poisoned.status.lock().unwrap().clone();
+    assert_eq!(
+        said("poisoned", "2 times in a row; the state is discarded"),
+        1,
+        "{diagnostics:#?}"
+    );
+    assert_eq!(
+        status.faults, 2,
+        "two faults, then the state was given up: {status:?}"
+    );
+    assert!(status.collections >= 5, "it runs afresh: {status:?}");
+
+    let status = big.status.lock().unwrap().clone();
+    assert!(
+        status.collections >= 5 && status.states_refused >= 5,
+        "{status:?}"
+    );
+    assert_eq!(
+        said("big", "over its limit of 4KiB (limits.max_state)"),
+        1,
+        "said once: {diagnostics:#?}"
+    );
+    assert!(!big_file.exists(), "a state over the limit is not written");
+}

@@ -309,6 +309,7 @@ fn limits(l: &Limits) -> Value {
         "maxEventsPerCall": l.max_events_per_call,
         "restartBackoff": l.restart_backoff.to_string(),
         "restartBackoffMax": l.restart_backoff_max.to_string(),
+        "maxState": l.max_state.to_string(),
     })
 }
 
@@ -341,6 +342,7 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             "errors": s.errors,
             "faults": s.faults,
             "logsDropped": s.logs_dropped,
+            "statesRefused": s.states_refused,
             "lastFault": s.last_fault.map(bounded),
             "lastError": c.last_error.as_ref().map(|f| json!({
                 "at": time(f.at),

@@ -27,6 +27,9 @@ pub struct LimitOverrides {
     /// Longest restart delay.
     #[serde(alias = "restartBackoffMax")]
     pub restart_backoff_max: Option<Span>,
+    /// State a plugin may hand over and keep on disk.
+    #[serde(alias = "maxState")]
+    pub max_state: Option<Bytes>,
 }
 
 /// A plugin's sandbox limits: the `[limits]` section, with each plugin's overrides applied.
@@ -43,6 +46,9 @@ pub struct Limits {
     pub restart_backoff: Span,
     /// The longest restart delay.
     pub restart_backoff_max: Span,
+    /// The largest state `save-state` may return: a larger one is neither kept on disk nor
+    /// handed to a new version (it would wear the device's flash at every collection).
+    pub max_state: Bytes,
 }
 
 impl Default for Limits {
@@ -53,6 +59,7 @@ impl Default for Limits {
             max_events_per_call: 5000,
             restart_backoff: Span(Duration::from_secs(1)),
             restart_backoff_max: Span(Duration::from_secs(300)),
+            max_state: Bytes(1 << 20),
         }
     }
 }
@@ -66,6 +73,7 @@ impl Limits {
             max_events_per_call: o.max_events_per_call.unwrap_or(self.max_events_per_call),
             restart_backoff: o.restart_backoff.unwrap_or(self.restart_backoff),
             restart_backoff_max: o.restart_backoff_max.unwrap_or(self.restart_backoff_max),
+            max_state: o.max_state.unwrap_or(self.max_state),
         }
     }
 
@@ -89,6 +97,12 @@ impl Limits {
             return Err(Invalid::new(
                 format!("{key}.max_events_per_call"),
                 "must be at least 1",
+            ));
+        }
+        if l.max_state.0 > 64 << 20 {
+            return Err(Invalid::new(
+                format!("{key}.max_state"),
+                format!("{} is too large (at most 64MiB)", l.max_state),
             ));
         }
         if l.restart_backoff.0.is_zero() || l.restart_backoff_max < l.restart_backoff {

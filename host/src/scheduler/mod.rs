@@ -10,6 +10,7 @@ use crate::pipeline::{Batch, Routing};
 use crate::runtime::limits::Limits;
 use crate::sandbox::{Fault, LoadedPlugin, PluginInstance};
 use crate::wit::edgeguard::collector::types::PriorityGroup;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
@@ -72,6 +73,8 @@ pub struct PluginStatus {
     pub kernel_events_lost: u64,
     /// Log lines dropped past the per-call cap, over every call.
     pub logs_dropped: u64,
+    /// States `save-state` returned over `limits.max_state` (not kept, not handed over).
+    pub states_refused: u64,
 }
 
 /// What a running plugin's actor can be told.
@@ -255,6 +258,8 @@ impl Scheduler {
             nudges: self.control.nudges.subscribe(),
             orders: inbox,
             enabled,
+            restore_faults: AtomicU32::new(0),
+            state_over_limit: AtomicBool::new(false),
         };
         let jitter = if once {
             Duration::ZERO
@@ -287,7 +292,15 @@ struct Actor {
     orders: mpsc::Receiver<Order>,
     /// Paused actors keep their instance and skip their collections.
     enabled: bool,
+    /// Faults in `restore-state` in a row: past [`RESTORE_FAULTS_TOLERATED`] the saved state is
+    /// discarded, so a state the plugin cannot take does not crash-loop it.
+    restore_faults: AtomicU32,
+    /// Whether the last state the plugin returned was over its limit (said once, not per call).
+    state_over_limit: AtomicBool,
 }
+
+/// Faults in `restore-state` in a row after which the saved state is given up.
+const RESTORE_FAULTS_TOLERATED: u32 = 2;
 
 /// Why a collection is made.
 enum Wake {
@@ -310,11 +323,7 @@ impl Actor {
     }
 
     async fn run(mut self, jitter: Duration, once: bool) {
-        let mut saved = self
-            .spec
-            .state_file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok());
+        let mut saved = self.read_saved_state();
         let start = tokio::time::Instant::now() + jitter;
         let mut interval = self.interval();
         let mut ticker = ticker_at(start, interval);
@@ -430,7 +439,7 @@ impl Actor {
         // The old instance's latest state; without one (not started, or faulted) the last kept.
         let state = match instance.as_mut() {
             Some(old) => match old.save_state().await {
-                Ok(state) => state,
+                Ok(state) => self.within_limit(state).await,
                 Err(fault) => {
                     tracing::warn!(plugin = %self.name(), "the old version {fault} while saving its state; handing over the last state kept");
                     saved.clone()
@@ -608,7 +617,26 @@ impl Actor {
         let Some(state) = saved.as_ref() else {
             return Ok(());
         };
-        if let Err(error) = instance.restore_state(state).await? {
+        let restored = match instance.restore_state(state).await {
+            Ok(restored) => restored,
+            Err(fault) => {
+                let faults = self.restore_faults.fetch_add(1, Ordering::Relaxed) + 1;
+                if faults >= RESTORE_FAULTS_TOLERATED {
+                    self.discard_state(
+                        saved,
+                        &format!(
+                            "plugin `{}` {fault} while taking its saved state, {faults} times in a row; the state is discarded and it starts afresh",
+                            self.name()
+                        ),
+                    )
+                    .await;
+                    self.restore_faults.store(0, Ordering::Relaxed);
+                }
+                return Err(fault);
+            }
+        };
+        self.restore_faults.store(0, Ordering::Relaxed);
+        if let Err(error) = restored {
             let message = format!(
                 "plugin `{}` refused its saved state ({}); it starts afresh",
                 self.name(),
@@ -626,6 +654,62 @@ impl Actor {
         Ok(())
     }
 
+    /// The state kept on disk, unless it is larger than the plugin may have.
+    fn read_saved_state(&self) -> Option<Vec<u8>> {
+        let file = self.spec.state_file.as_ref()?;
+        let size = std::fs::metadata(file).ok()?.len();
+        let limit = self.spec.limits.max_state;
+        if size > limit.0 {
+            tracing::warn!(plugin = %self.name(), "the saved state in {} has {size} bytes, over the plugin's limit of {limit} (limits.max_state): not restored", file.display());
+            return None;
+        }
+        std::fs::read(file).ok()
+    }
+
+    /// Forgets the saved state, in memory and on disk, saying why (an Error diagnostic).
+    async fn discard_state(&self, saved: &mut Option<Vec<u8>>, message: &str) {
+        tracing::error!(plugin = %self.name(), "{message}");
+        *saved = None;
+        if let Some(file) = &self.spec.state_file {
+            let _ = std::fs::remove_file(file);
+        }
+        self.send(vec![SecurityEvent::diagnostic(
+            Severity::Error,
+            message,
+            &[("Plugin", self.name().to_string())],
+        )])
+        .await;
+    }
+
+    /// `state` when it is within the plugin's limit; else None, said once until it is again.
+    async fn within_limit(&self, state: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let state = state?;
+        let limit = self.spec.limits.max_state;
+        if state.len() as u64 <= limit.0 {
+            self.state_over_limit.store(false, Ordering::Relaxed);
+            return Some(state);
+        }
+        self.status.lock().unwrap().states_refused += 1;
+        if !self.state_over_limit.swap(true, Ordering::Relaxed) {
+            let message = format!(
+                "plugin `{}` returned a state of {} bytes, over its limit of {limit} (limits.max_state): it is neither kept nor handed over",
+                self.name(),
+                state.len()
+            );
+            tracing::warn!("{message}");
+            self.send(vec![SecurityEvent::diagnostic(
+                Severity::Warning,
+                &message,
+                &[
+                    ("Plugin", self.name().to_string()),
+                    ("StateBytes", state.len().to_string()),
+                ],
+            )])
+            .await;
+        }
+        None
+    }
+
     /// Keeps the plugin's state on disk once its last events are safe in the pipeline.
     async fn persist(
         &self,
@@ -636,7 +720,8 @@ impl Actor {
         let Some(file) = &self.spec.state_file else {
             return Ok(());
         };
-        let Some(state) = instance.save_state().await? else {
+        let state = instance.save_state().await?;
+        let Some(state) = self.within_limit(state).await else {
             return Ok(());
         };
         if !accepted || saved.as_ref() == Some(&state) {

@@ -4,7 +4,9 @@
 //! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error),
 //! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call),
 //! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls),
-//! `log-flood` (`count` log lines per call, each trying to forge a host log line).
+//! `log-flood` (`count` log lines per call, each trying to forge a host log line),
+//! `state-trap` (hands over a state, and traps when given one back), `big-state` (hands over a
+//! state of `count` bytes).
 
 use edgeguard_sdk::CustomEvent;
 use edgeguard_sdk::prelude::*;
@@ -48,7 +50,7 @@ impl Collector for Fault {
     fn collect(&mut self, max_events: u32) -> Result<Vec<Event>, CollectError> {
         self.calls += 1;
         match self.mode.as_str() {
-            "healthy" => Ok(vec![Event::Heartbeat]),
+            "healthy" | "state-trap" | "big-state" => Ok(vec![Event::Heartbeat]),
             "trap" => panic!("fault plugin: deliberate panic on call {}", self.calls),
             "loop" => {
                 let mut x: u64 = self.calls;
@@ -102,6 +104,21 @@ impl Collector for Fault {
                 format!("unknown mode `{other}`"),
             )),
         }
+    }
+
+    fn save_state(&self) -> Option<Vec<u8>> {
+        match self.mode.as_str() {
+            "state-trap" => Some(b"poison".to_vec()),
+            "big-state" => Some(vec![7; self.count as usize]),
+            _ => None,
+        }
+    }
+
+    fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
+        if self.mode == "state-trap" {
+            panic!("fault plugin: cannot take a state of {} bytes", state.len());
+        }
+        Ok(())
     }
 }
 
