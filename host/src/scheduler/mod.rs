@@ -335,17 +335,9 @@ impl Actor {
         let pressure = self.host.waker(self.name());
         loop {
             let wake = tokio::select! {
-                at = ticker.tick() => {
-                    last_tick = Some(at);
-                    if !self.enabled {
-                        continue;
-                    }
-                    Wake::Tick
-                }
-                () = pressure.notified(), if self.enabled => {
-                    tracing::debug!(plugin = %self.name(), "event buffer half full: collecting early");
-                    Wake::Tick
-                }
+                // Changes of schedule and orders first: a tick due under the old interval must
+                // not run after the new one is in force, nor a collection before a swap.
+                biased;
                 changed = self.intervals.changed(), if steered => {
                     if changed.is_err() {
                         steered = false;
@@ -354,18 +346,6 @@ impl Actor {
                     self.reschedule(&mut interval, &mut ticker, last_tick, start);
                     continue;
                 }
-                nudge = self.nudges.recv(), if nudgeable => match nudge {
-                    Ok(n) if n.group == self.spec.group && !self.enabled => {
-                        let _ = n.reply.send(CollectReport { plugin: Arc::clone(self.name()), events: 0, outcome: "skipped: disabled".into() });
-                        continue;
-                    }
-                    Ok(n) if n.group == self.spec.group => Wake::Nudged(n.reply),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        nudgeable = false;
-                        continue;
-                    }
-                },
                 order = self.orders.recv(), if orderable => {
                     match order {
                         Some(Order::Stop) => return,
@@ -386,6 +366,29 @@ impl Actor {
                     }
                     self.reschedule(&mut interval, &mut ticker, last_tick, start);
                     continue;
+                }
+                nudge = self.nudges.recv(), if nudgeable => match nudge {
+                    Ok(n) if n.group == self.spec.group && !self.enabled => {
+                        let _ = n.reply.send(CollectReport { plugin: Arc::clone(self.name()), events: 0, outcome: "skipped: disabled".into() });
+                        continue;
+                    }
+                    Ok(n) if n.group == self.spec.group => Wake::Nudged(n.reply),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        nudgeable = false;
+                        continue;
+                    }
+                },
+                at = ticker.tick() => {
+                    last_tick = Some(at);
+                    if !self.enabled {
+                        continue;
+                    }
+                    Wake::Tick
+                }
+                () = pressure.notified(), if self.enabled => {
+                    tracing::debug!(plugin = %self.name(), "event buffer half full: collecting early");
+                    Wake::Tick
                 }
             };
             let (events, outcome) = self
