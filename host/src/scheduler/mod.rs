@@ -561,12 +561,7 @@ impl Actor {
                     status.errors += 1;
                     status.last_run = Some(chrono::Utc::now());
                 }
-                self.send(vec![SecurityEvent::diagnostic(
-                    Severity::Warning,
-                    &message,
-                    &[("Plugin", self.name().to_string())],
-                )])
-                .await;
+                self.diagnose(Severity::Warning, &message, &[]).await;
                 (
                     0,
                     format!(
@@ -646,12 +641,7 @@ impl Actor {
                 crate::sandbox::instance::describe_error(&error)
             );
             tracing::warn!("{message}");
-            self.send(vec![SecurityEvent::diagnostic(
-                Severity::Warning,
-                &message,
-                &[("Plugin", self.name().to_string())],
-            )])
-            .await;
+            self.diagnose(Severity::Warning, &message, &[]).await;
             *saved = None;
         }
         Ok(())
@@ -676,12 +666,7 @@ impl Actor {
         if let Some(file) = &self.spec.state_file {
             let _ = std::fs::remove_file(file);
         }
-        self.send(vec![SecurityEvent::diagnostic(
-            Severity::Error,
-            message,
-            &[("Plugin", self.name().to_string())],
-        )])
-        .await;
+        self.diagnose(Severity::Error, message, &[]).await;
     }
 
     /// `state` when it is within the plugin's limit; else None, said once until it is again.
@@ -700,17 +685,18 @@ impl Actor {
                 state.len()
             );
             tracing::warn!("{message}");
-            self.send(vec![SecurityEvent::diagnostic(
-                Severity::Warning,
-                &message,
-                &[
-                    ("Plugin", self.name().to_string()),
-                    ("StateBytes", state.len().to_string()),
-                ],
-            )])
-            .await;
+            let details = [("StateBytes", state.len().to_string())];
+            self.diagnose(Severity::Warning, &message, &details).await;
         }
         None
+    }
+
+    /// Sends `message` as a Diagnostic naming this plugin, with `details` beside it.
+    async fn diagnose(&self, severity: Severity, message: &str, details: &[(&str, String)]) {
+        let mut all = vec![("Plugin", self.name().to_string())];
+        all.extend(details.iter().cloned());
+        self.send(vec![SecurityEvent::diagnostic(severity, message, &all)])
+            .await;
     }
 
     /// Keeps the plugin's state on disk once its last events are safe in the pipeline.
