@@ -67,6 +67,18 @@ fn unique_sleeper() -> (Child, String) {
     (child, format!("sleep {arg}"))
 }
 
+/// The processes in the process table now, with the program each runs (a child forked but not
+/// yet past its exec runs its parent's program: reporting it once it runs another is news).
+fn running_programs() -> std::collections::HashMap<u32, std::path::PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            Some((pid, std::fs::read_link(format!("/proc/{pid}/exe")).ok()?))
+        })
+        .collect()
+}
+
 fn created(events: &[Event], pid: u32) -> Option<&ProcessCreate> {
     creates(events, pid).next()
 }
@@ -105,11 +117,28 @@ async fn collect_until<T>(
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_create_then_terminate_with_exit_status() {
     let (rt, _cache) = runtime();
+    // Processes the tests beside this one start meanwhile are real news; what was running
+    // before the collector started is not.
+    let running_before = running_programs();
     let mut collector = process_collector(&rt).await;
     let baseline = collect(&mut collector).await;
+    let reported_existing: Vec<u32> = baseline
+        .iter()
+        .filter_map(|e| match e {
+            Event::ProcessCreate(p)
+                if running_before
+                    .get(&p.process_id)
+                    .is_some_and(|exe| exe.as_os_str() == p.executable.as_str()) =>
+            {
+                Some(p.process_id)
+            }
+            _ => None,
+        })
+        .collect();
     assert!(
-        baseline.is_empty(),
-        "report_existing=false: the first collection only records a baseline"
+        reported_existing.is_empty(),
+        "report_existing=false: the first collection only records a baseline, yet reported \
+         {reported_existing:?}"
     );
 
     let (mut child, command_line) = unique_sleeper();
