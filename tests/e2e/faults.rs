@@ -438,3 +438,71 @@ async fn a_state_that_crash_loops_is_discarded_and_one_over_its_limit_is_not_kep
     );
     assert!(!big_file.exists(), "a state over the limit is not written");
 }
+
+/// A component around one core module with `memories` memories of one page and one function
+/// of `body` bytes (nops): never instantiated, only offered to the loader.
+fn component(memories: usize, body: usize) -> Vec<u8> {
+    fn leb(out: &mut Vec<u8>, mut n: usize) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                return out.push(byte);
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
+        out.push(id);
+        leb(out, content.len());
+        out.extend_from_slice(content);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(&mut module, 1, &[1, 0x60, 0, 0]);
+    section(&mut module, 3, &[1, 0]);
+    let mut mems = Vec::new();
+    leb(&mut mems, memories);
+    (0..memories).for_each(|_| mems.extend_from_slice(&[0, 1]));
+    section(&mut module, 5, &mems);
+    let mut f = vec![0; 1];
+    f.resize(body - 1, 0x01);
+    f.push(0x0b);
+    let mut code = vec![1];
+    leb(&mut code, f.len());
+    code.extend_from_slice(&f);
+    section(&mut module, 10, &code);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(&mut component, 1, &module);
+    component
+}
+
+/// The memory limit holds for all of a plugin's memories together, and what the host would not
+/// run (sixteen memories to multiply the limit by; a function whose compile would take seconds
+/// to minutes) is refused from the bytes, before any compile, with the number that was wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn components_the_host_would_not_run_are_refused_before_compiling() {
+    let (rt, _cache) = runtime();
+    let load = |bytes: Vec<u8>| LoadedPlugin::load(&rt, "greedy", bytes, &FAULT_GRANTS, &[]);
+    let err = load(component(16, 10)).await.err().expect("refused");
+    assert!(
+        matches!(&err, LoadError::Invalid { plugin, .. } if plugin == "greedy"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("defines 16 linear memories"),
+        "{err}"
+    );
+    let huge = 4 << 20;
+    let err = load(component(1, huge)).await.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains(&format!("has a function of {huge} bytes")),
+        "{err}"
+    );
+    // Under the bounds, the same component gets as far as the compiler and the contract.
+    let err = load(component(1, 100))
+        .await
+        .err()
+        .expect("not a collector");
+    assert!(matches!(err, LoadError::NotACollector { .. }), "{err:?}");
+}

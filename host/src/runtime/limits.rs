@@ -126,9 +126,12 @@ pub const LOG_LINES_PER_CALL: u32 = 200;
 /// A store's enforcement: its memory limit, the current call's CPU budget and log lines.
 pub struct CallGuard {
     memory_limit: usize,
-    /// Set when the plugin tried to grow past its limit: the size it asked for.
+    /// Bytes held by all of the instance's linear memories and tables together: the limit holds
+    /// for the sum, so a component cannot multiply it by declaring more memories.
+    memory_used: usize,
+    /// Set when the plugin tried to grow past its limit: the total it asked for.
     pub memory_denied: Option<usize>,
-    /// The most linear memory the instance has had.
+    /// The most memory (linear memories and tables) the instance has held at once.
     pub memory_peak: usize,
     budget_ticks: u64,
     ticks: u64,
@@ -142,6 +145,7 @@ impl CallGuard {
     pub fn new(memory_limit: usize, call_timeout: std::time::Duration) -> CallGuard {
         CallGuard {
             memory_limit,
+            memory_used: 0,
             memory_denied: None,
             memory_peak: 0,
             budget_ticks: (call_timeout.as_millis() / TICK.as_millis()).max(1) as u64,
@@ -191,33 +195,55 @@ impl CallGuard {
     }
 }
 
-impl ResourceLimiter for CallGuard {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.memory_denied = Some(desired);
+/// Linear memories one instance may have: a plugin's core module has one, and the component
+/// model's adapters share it. More is refused when the component is instantiated.
+pub const MAX_MEMORIES: usize = 2;
+
+/// Tables one instance may have (the module's function table, the adapters' few).
+pub const MAX_TABLES: usize = 16;
+
+/// What a table element costs the host: a function reference.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl CallGuard {
+    /// Accounts for one memory or table growing from `current` to `desired` bytes; past the
+    /// limit the instance traps, naming the cause.
+    fn grow(&mut self, what: &str, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = self.memory_used - current.min(self.memory_used) + desired;
+        if total > self.memory_limit {
+            self.memory_denied = Some(total);
             // Trap rather than return -1 from memory.grow: a Rust guest would abort anyway,
             // and a trap names the cause.
             wasmtime::bail!(
-                "memory limit exceeded: {desired} bytes asked, limit {}",
+                "memory limit exceeded: growing a {what} to {desired} bytes would make {total} \
+                 bytes in all, limit {}",
                 self.memory_limit
             );
         }
-        self.memory_peak = self.memory_peak.max(desired);
+        self.memory_used = total;
+        self.memory_peak = self.memory_peak.max(total);
         Ok(true)
+    }
+}
+
+impl ResourceLimiter for CallGuard {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow("linear memory", current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let bytes = |elements: usize| elements.saturating_mul(TABLE_ELEMENT_BYTES);
+        self.grow("table", bytes(current), bytes(desired))
     }
 
     fn instances(&self) -> usize {
@@ -226,10 +252,35 @@ impl ResourceLimiter for CallGuard {
     }
 
     fn tables(&self) -> usize {
-        64
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        16
+        MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The limit holds for memories and tables together, not for each.
+    #[test]
+    fn the_memory_limit_is_for_the_sum_of_memories_and_tables() {
+        let mut g = CallGuard::new(10 << 20, Duration::from_secs(1));
+        assert!(g.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(
+            g.memory_growing(0, 4 << 20, None).unwrap(),
+            "a second memory"
+        );
+        let err = g.memory_growing(0, 4 << 20, None).unwrap_err();
+        assert!(err.to_string().contains("limit 10485760"), "{err}");
+        assert_eq!(g.memory_denied, Some(12 << 20));
+        // Growing one memory counts what it adds, not its new size again.
+        assert!(g.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        assert_eq!(g.memory_peak, 9 << 20);
+        // A table of a million functions is 8 MB of the host's.
+        assert!(g.table_growing(0, 1 << 20, None).is_err());
+        assert!(g.table_growing(0, 1000, None).unwrap());
     }
 }

@@ -3,6 +3,7 @@
 //! except `describe`, after every check has passed.
 
 use super::instance::{Fault, PluginInstance};
+use super::shape::Shape;
 use crate::capabilities::{self, Capability, HostContext, HostState, ImportNeed};
 use crate::runtime::Runtime;
 use crate::runtime::artifact_cache::{CacheOutcome, sha256_hex};
@@ -145,6 +146,10 @@ impl LoadedPlugin {
             reason,
         };
         check_preamble(&bytes).map_err(invalid)?;
+        // Read before compiling: what the host would refuse to run costs no compile.
+        Shape::read(&bytes)
+            .and_then(|shape| shape.check())
+            .map_err(invalid)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
         // Compiling takes tens of milliseconds to seconds of CPU: keep it off the scheduler's threads.

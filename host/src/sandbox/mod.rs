@@ -4,6 +4,7 @@
 
 pub mod instance;
 pub mod loader;
+pub mod shape;
 
 pub use instance::{Fault, PluginInstance};
 pub use loader::{LoadError, LoadedPlugin};
