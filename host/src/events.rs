@@ -77,6 +77,31 @@ impl SecurityEvent {
 
     /// The event as the ASC schema wants it, keys in the order the reference agent writes them.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_to(&mut out).expect("an event always serializes");
+        out
+    }
+
+    /// The length of [`SecurityEvent::to_bytes`], measured without holding the bytes.
+    pub fn serialized_len(&self) -> usize {
+        /// Counts what is written.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        self.write_to(&mut counter)
+            .expect("an event always serializes");
+        counter.0
+    }
+
+    fn write_to(&self, out: impl std::io::Write) -> serde_json::Result<()> {
         #[derive(Serialize)]
         #[serde(rename_all = "PascalCase")]
         struct Wire<'a> {
@@ -103,7 +128,7 @@ impl SecurityEvent {
             is_empty: self.payload.is_empty(),
             payload: &self.payload,
         };
-        serde_json::to_vec(&wire).expect("an event always serializes")
+        serde_json::to_writer(out, &wire)
     }
 
     /// A Diagnostic event from the host itself (plugin faults, load failures).

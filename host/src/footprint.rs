@@ -8,6 +8,27 @@
 //! what the collections run afterwards faults back in from the page cache, so what stays
 //! resident is the working set. Anonymous memory and writable mappings are left alone.
 
+/// Caps glibc's malloc arenas at two. By default it makes up to eight per core, one per thread
+/// that allocates at once; each keeps what a burst made it grow to, so the worker threads of a
+/// flood of events held tens of MB they no longer used. (musl has one heap: nothing to do.)
+pub fn limit_heap_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable; called before the runtime's threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Hands the free memory at the top of the heap, and whole free pages inside it, back to the
+/// kernel after a burst (glibc keeps it otherwise). Costs a walk of the heap: call it rarely.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Read-only file mappings of this process, as `(start, length)`.
 fn file_mappings(maps: &str) -> Vec<(usize, usize)> {
     maps.lines()

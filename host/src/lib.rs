@@ -37,7 +37,7 @@ pub mod edge;
 pub mod events;
 pub(crate) mod files;
 pub mod fleet;
-pub(crate) mod footprint;
+pub mod footprint;
 pub(crate) mod kernel;
 pub(crate) mod net;
 pub mod output;

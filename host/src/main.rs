@@ -120,6 +120,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    edgeguard::footprint::limit_heap_arenas();
     let cli = Cli::parse();
     let filter = cli
         .log

@@ -506,3 +506,130 @@ async fn components_the_host_would_not_run_are_refused_before_compiling() {
         .expect("not a collector");
     assert!(matches!(err, LoadError::NotACollector { .. }), "{err:?}");
 }
+
+/// An event larger than a message can carry is refused where it enters, before it takes any
+/// memory or disk in a window or a queue: counted in the plugin's status and said in a
+/// Diagnostic naming the plugin; its other events go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_larger_than_a_message_is_refused_at_the_door_naming_its_plugin() {
+    let (rt, _cache) = runtime();
+    let interval = Duration::from_millis(100);
+    let schedule = ScheduleConfig {
+        high: Span(interval),
+        first_collection_jitter: Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let max = routing.borrow().max_event_bytes();
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
+    let huge = scheduler.spawn(
+        PluginSpec {
+            loaded: Arc::new(fault_plugin(&rt, "huge").await),
+            group: Group::High,
+            interval: Some(interval),
+            limits: test_limits(),
+            config_json: format!(r#"{{"mode":"huge-event","count":{}}}"#, max + 1),
+            state_file: None,
+        },
+        false,
+    );
+    drop(scheduler);
+    let (mut names, mut diagnostic) = (Vec::new(), None);
+    while names.iter().filter(|n| *n == "Heartbeat").count() < 3 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("collections go on")
+            .unwrap();
+        assert_eq!(&*batch.plugin, "huge");
+        for e in batch.events {
+            if e.name == "Diagnostic" {
+                diagnostic.get_or_insert(e.payload[0].clone());
+            }
+            names.push(e.name);
+        }
+    }
+    huge.task.abort();
+    assert!(!names.contains(&"Sequence".to_owned()), "{names:?}");
+    let d = diagnostic.expect("a Diagnostic");
+    assert!(
+        d["Message"]
+            .as_str()
+            .unwrap()
+            .contains("plugin `huge` emitted 1 events larger than a message can carry"),
+        "{d}"
+    );
+    assert_eq!(d["ExtraDetails"]["Plugin"], "huge");
+    assert_eq!(d["ExtraDetails"]["DroppedEvents"], "1");
+    let largest: usize = d["ExtraDetails"]["LargestEventBytes"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(largest > max, "{largest}");
+    assert!(huge.status.lock().unwrap().events_refused >= 3);
+}
+
+/// Anyone who can write in a granted directory can put a FIFO there. Opening it with a plain
+/// open would wait for a writer, on a thread no deadline can stop: one lost thread per call.
+/// The host opens without blocking and refuses what is not a file or a directory, so each
+/// call returns the plugin's error well within its deadline (a blocked open would end it as a
+/// timeout fault), and the instance lives on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_in_a_granted_directory_never_pins_a_thread() {
+    let (rt, _cache) = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o666) }, 0);
+    let grants = [
+        Capability::Processes,
+        Capability::Log,
+        Capability::Filesystem,
+    ];
+    let dirs = [dir.path().to_owned()];
+    let loaded = LoadedPlugin::load_file(
+        &rt,
+        "fifo",
+        &plugin("edgeguard-fault-plugin"),
+        &grants,
+        &dirs,
+    )
+    .await
+    .unwrap();
+    let config = format!(r#"{{"mode":"file","path":"{}"}}"#, fifo.display());
+    let mut instance = loaded
+        .instantiate(HostContext::new(Path::new("/")), &test_limits(), &config)
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let error = instance
+            .collect()
+            .await
+            .expect("no fault: the call returned")
+            .expect_err("the FIFO is refused");
+        assert!(error_text(&error).contains("cannot read"), "{error:?}");
+    }
+    // A regular file beside it reads as before.
+    std::fs::write(dir.path().join("plain"), "content").unwrap();
+    let config = format!(
+        r#"{{"mode":"file","path":"{}"}}"#,
+        dir.path().join("plain").display()
+    );
+    let mut instance = loaded
+        .instantiate(HostContext::new(Path::new("/")), &test_limits(), &config)
+        .await
+        .unwrap();
+    assert_eq!(instance.collect().await.unwrap().unwrap().len(), 1);
+}
+
+fn error_text(e: &edgeguard::wit::edgeguard::collector::types::CollectError) -> String {
+    edgeguard::sandbox::instance::describe_error(e)
+}

@@ -4,7 +4,7 @@
 use edgeguard::events::{Category, EventType, SecurityEvent};
 use edgeguard::output::{FileSink, Message, Sink};
 use edgeguard::pipeline::Batch;
-use edgeguard::pipeline::aggregation::{Aggregator, KindSettings, Rule};
+use edgeguard::pipeline::aggregation::{Aggregator, Bounds, KindSettings, Rule};
 use edgeguard::pipeline::asc_config::{AgentConfiguration, Priority};
 use edgeguard::pipeline::{Pipeline, Settings, StateDir};
 use edgeguard_tests::schema::Validators;
@@ -38,6 +38,14 @@ async fn drain(pipeline: Pipeline, sink: &mut MemorySink) -> Pipeline {
         .run(rx, sink, true, std::future::pending())
         .await
         .unwrap()
+}
+
+/// Windows bounded in distinct events only.
+fn entries(entries: usize) -> Bounds {
+    Bounds {
+        entries,
+        bytes: usize::MAX,
+    }
 }
 
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
@@ -134,7 +142,7 @@ fn windows_close_after_their_interval_and_a_single_hit_comes_back_unchanged() {
             interval: Duration::from_secs(60),
         },
     )]);
-    let mut agg = Aggregator::in_memory(kinds, 100);
+    let mut agg = Aggregator::in_memory(kinds, entries(100));
     let connection = |pid: u32, remote_port: &str, direction: &str| {
         SecurityEvent::new(
             "ConnectionCreate",
@@ -203,7 +211,7 @@ fn the_journal_brings_open_windows_back_after_a_crash() {
             },
         )])
     };
-    let (mut agg, _) = Aggregator::open(&path, kinds(), 100).unwrap();
+    let (mut agg, _) = Aggregator::open(&path, kinds(), entries(100)).unwrap();
     agg.add(
         (0..500)
             .map(|i| process_create(i, "sh -c backup"))
@@ -218,11 +226,11 @@ fn the_journal_brings_open_windows_back_after_a_crash() {
     .unwrap();
     agg.add(vec![process_create(7, "sh -c other")]).unwrap();
     let before: Vec<SecurityEvent> = {
-        let (mut copy, _) = Aggregator::open(&path, kinds(), 100).unwrap();
+        let (mut copy, _) = Aggregator::open(&path, kinds(), entries(100)).unwrap();
         copy.due(chrono::Utc::now(), true)
     };
     drop(agg); // no compaction: as if killed
-    let (mut agg, orphans) = Aggregator::open(&path, kinds(), 100).unwrap();
+    let (mut agg, orphans) = Aggregator::open(&path, kinds(), entries(100)).unwrap();
     assert!(orphans.is_empty());
     let after = agg.due(chrono::Utc::now(), true);
     agg.compact().unwrap(); // what the pipeline does once the events are queued
@@ -246,8 +254,105 @@ fn the_journal_brings_open_windows_back_after_a_crash() {
     // A kind no longer aggregated comes back as events rather than being lost.
     agg.add(vec![process_create(8, "sh -c again")]).unwrap();
     drop(agg);
-    let (_, orphans) = Aggregator::open(&path, HashMap::new(), 100).unwrap();
+    let (_, orphans) = Aggregator::open(&path, HashMap::new(), entries(100)).unwrap();
     assert_eq!(orphans.len(), 1);
+}
+
+fn process_windows() -> HashMap<String, KindSettings> {
+    HashMap::from([(
+        "ProcessCreate".to_string(),
+        KindSettings {
+            rule: Rule::builtin("ProcessCreate").unwrap(),
+            interval: Duration::from_secs(3600),
+        },
+    )])
+}
+
+/// Hits of every ProcessCreate, in events and in what a window still counts.
+fn hits(events: &[SecurityEvent]) -> u64 {
+    events
+        .iter()
+        .map(|e| {
+            e.payload[0]["ExtraDetails"]["HitCount"]
+                .as_str()
+                .map_or(1, |n| n.parse().unwrap())
+        })
+        .sum()
+}
+
+/// Distinct long events (what a user's processes with long command lines make) close the
+/// largest window early once the windows hold their bytes: no hit is lost, and the journal on
+/// disk stays within a few times the bound, however long the stream.
+#[test]
+fn windows_are_bounded_in_bytes_and_so_is_their_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aggregation.journal");
+    let bound = 256 << 10;
+    let bounds = Bounds {
+        entries: 4096,
+        bytes: bound,
+    };
+    let (mut agg, _) = Aggregator::open(&path, process_windows(), bounds).unwrap();
+    let long = "x".repeat(10_000);
+    let mut out = Vec::new();
+    let mut biggest_journal = 0;
+    for round in 0..20u32 {
+        let batch = (0..50u32)
+            .map(|i| process_create(i, &format!("/bin/sh -c {long} {round} {i}")))
+            .collect();
+        let (passed, closed) = agg.add(batch).unwrap();
+        assert!(passed.is_empty());
+        if !closed.is_empty() {
+            out.extend(closed);
+            agg.compact().unwrap(); // what the pipeline does once they are queued
+        }
+        assert!(agg.bytes() <= bound, "{} bytes open", agg.bytes());
+        // The same events again: hits only, which the journal must not accumulate for ever.
+        let again = (0..50u32)
+            .map(|i| process_create(i, "/bin/sh -c again"))
+            .collect();
+        agg.add(again).unwrap();
+        biggest_journal = biggest_journal.max(std::fs::metadata(&path).unwrap().len());
+    }
+    assert!(
+        out.len() > 100,
+        "windows closed early: {} events",
+        out.len()
+    );
+    assert!(agg.take_closed_early() > 0);
+    assert!(
+        biggest_journal <= (4 * bound + 20_000 * 50) as u64,
+        "journal grew to {biggest_journal} bytes"
+    );
+    out.extend(agg.due(chrono::Utc::now(), true));
+    assert_eq!(hits(&out), 20 * 100, "every hit is in an event");
+}
+
+/// A journal written under larger bounds (or by a version without them) is replayed within
+/// today's: windows past the bound close at once and come back as events, not kept in memory.
+#[test]
+fn a_journal_larger_than_the_bound_is_replayed_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aggregation.journal");
+    let (mut agg, _) = Aggregator::open(&path, process_windows(), entries(4096)).unwrap();
+    let long = "y".repeat(10_000);
+    agg.add(
+        (0..200u32)
+            .map(|i| process_create(i, &format!("{long} {i}")))
+            .collect(),
+    )
+    .unwrap();
+    drop(agg); // killed
+    let bound = 300 << 10;
+    let bounds = Bounds {
+        entries: 4096,
+        bytes: bound,
+    };
+    let (mut agg, closed) = Aggregator::open(&path, process_windows(), bounds).unwrap();
+    assert!(agg.bytes() <= bound, "{} bytes open", agg.bytes());
+    assert!(!closed.is_empty());
+    let open = agg.due(chrono::Utc::now(), true);
+    assert_eq!(hits(&closed) + hits(&open), 200, "nothing accepted is lost");
 }
 
 #[tokio::test]

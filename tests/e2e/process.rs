@@ -620,3 +620,102 @@ fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("kernel events lost"));
 }
+
+/// VmHWM (the peak resident memory) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib << 10
+}
+
+/// Any local user can start processes whose arguments take a megabyte. Two hundred of them,
+/// started by `nobody` within seconds, go through the real process collector at the default
+/// configuration (the ASC default hour-long aggregation window) while the agent's memory stays
+/// bounded: command lines are cut where the host reads them, kernel event queues and windows
+/// are bounded in bytes, and what the cache cannot take is counted.
+#[test]
+fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = builtin_plugins(dir.path(), &["process"]);
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n[plugin.config]\nreport_existing = false\n",
+    );
+    let out = dir.path().join("out.jsonl");
+    let edgeguard = Command::new(edgeguard_bin())
+        .args(["--log", "warn", "run", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let before = peak_rss(edgeguard.id());
+    let tag = unique_tag("flood");
+    let mut flood = Vec::new();
+    for i in 0..200 {
+        // Eight arguments of 120 kB (one may have 128 kB at most): about 1 MB each.
+        let args: Vec<String> = (0..8)
+            .map(|a| format!("{tag}-{i}-{a}-{}", "A".repeat(120_000)))
+            .collect();
+        let child = std::os::unix::process::CommandExt::uid(
+            Command::new("/bin/sh")
+                .args(["-c", "sleep 60; :", &format!("{tag}-{i}")])
+                .args(&args),
+            65534,
+        )
+        .spawn()
+        .unwrap();
+        flood.push(child);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The collector follows the kernel's events and is woken early by a half-full queue; give
+    // it time to take them all in, and the pipeline to close windows and send.
+    std::thread::sleep(Duration::from_secs(8));
+    let peak = peak_rss(edgeguard.id());
+    for mut child in flood {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    let output = edgeguard.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    eprintln!(
+        "peak resident memory: {} MiB before the flood, {} MiB over it",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak < 64 << 20,
+        "the agent's peak resident memory reached {} MiB (from {} MiB) under the flood",
+        peak >> 20,
+        before >> 20
+    );
+    // What reached the messages: the flood's processes, command lines cut where they were read.
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let cut: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|m| m["Events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["Name"] == "ProcessCreate")
+        .filter_map(|e| e["Payload"][0]["CommandLine"].as_str().map(str::to_owned))
+        .filter(|c| c.contains(&tag))
+        .collect();
+    assert!(
+        !cut.is_empty(),
+        "no ProcessCreate of the flood in the messages"
+    );
+    for c in &cut {
+        assert!(c.ends_with(" …"), "not cut: {} bytes", c.len());
+        assert!(c.len() <= (16 << 10) + " …".len(), "{} bytes", c.len());
+    }
+}

@@ -343,6 +343,7 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             "faults": s.faults,
             "logsDropped": s.logs_dropped,
             "statesRefused": s.states_refused,
+            "eventsRefused": s.events_refused,
             "lastFault": s.last_fault.map(bounded),
             "lastError": c.last_error.as_ref().map(|f| json!({
                 "at": time(f.at),

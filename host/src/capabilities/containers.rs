@@ -165,9 +165,8 @@ impl Host for HostState {
             .await?;
         let host = Arc::clone(&self.host);
         let (tcp_listeners, tls_verify) =
-            tokio::task::spawn_blocking(move || daemon_listeners(&host))
-                .await
-                .map_err(|e| HostError::Io(format!("socket scan failed: {e}")))??;
+            self.blocking("socket scan", move || daemon_listeners(&host))
+                .await?;
         Ok(DaemonInfo {
             version: version.version.unwrap_or_default(),
             api_version: version.api_version.unwrap_or_default(),

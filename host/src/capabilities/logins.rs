@@ -22,7 +22,7 @@ const RECORD: usize = std::mem::size_of::<libc::utmpx>();
 impl Host for HostState {
     async fn stat(&mut self, path: String) -> Result<FileInfo, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
-        blocking(move || {
+        self.blocking("login log read", move || {
             std::fs::metadata(&file)
                 .map(|m| info(&m))
                 .map_err(|e| read_error(&file, e))
@@ -38,7 +38,7 @@ impl Host for HostState {
     ) -> Result<UtmpChunk, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
         let proc_dir = self.host.host_root.join("proc");
-        blocking(move || read_utmp(&file, &proc_dir, offset, max)).await
+        self.blocking("login log read", move || read_utmp(&file, &proc_dir, offset, max)).await
     }
 
     async fn read_lines(
@@ -48,16 +48,8 @@ impl Host for HostState {
         max_bytes: u32,
     ) -> Result<LinesChunk, HostError> {
         let file = resolve(&self.host.host_root, &path)?;
-        blocking(move || read_lines(&file, offset, max_bytes)).await
+        self.blocking("login log read", move || read_lines(&file, offset, max_bytes)).await
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HostError> + Send + 'static,
-) -> Result<T, HostError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HostError::Io(format!("login log read failed: {e}")))?
 }
 
 /// An absolute path naming a login log, under the host root.

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+mod filesystem;
+
 pub use processes::{ExecDetails, read_processes};
 pub use sockets::{Preference as SocketSource, read_sockets};
 
@@ -63,7 +65,8 @@ macro_rules! capability_table {
             }
         }
 
-        /// Links the capabilities in `grants` (WASI is linked separately, for everyone).
+        /// Links the capabilities in `grants` (WASI is linked separately, for everyone, by
+        /// [`link_wasi`]).
         pub fn link(linker: &mut Linker<HostState>, grants: &[Capability]) -> wasmtime::Result<()> {
             wit::types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
             for grant in grants {
@@ -104,6 +107,13 @@ capability_table! {
     /// (WASI is linked for all; this grant only allows the preopened `dirs`). The twin should
     /// not pick which host files a plugin reads.
     Filesystem: "filesystem", none, twin: false;
+}
+
+/// Links WASI for a plugin: no authority but the read-only `dirs` of its context, opened so
+/// that no open can block (see `filesystem`).
+pub fn link_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    filesystem::link(linker)
 }
 
 impl Capability {
@@ -177,20 +187,51 @@ pub(crate) fn executable_of(proc_dir: &Path, pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// The longest command line the host hands a plugin, in bytes. Any user can start a process
+/// whose arguments take 2 MB; what identifies a program and its intent comes first.
+pub const MAX_COMMAND_LINE: usize = 16 << 10;
+
+/// The command line of a process under `proc_dir`, its arguments joined by spaces, if it can be
+/// read. Only `limit` bytes are read: a longer one is cut there, ending in ` …`.
+pub(crate) fn command_line_of(proc_dir: &Path, pid: u32, limit: usize) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(proc_dir.join(format!("{pid}/cmdline"))).ok()?;
+    let mut raw = Vec::with_capacity(256.min(limit + 1));
+    file.take(limit as u64 + 1).read_to_end(&mut raw).ok()?;
+    let cut = raw.len() > limit;
+    raw.truncate(limit);
+    let mut line = raw
+        .split(|c| *c == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cut {
+        // Invalid bytes grow into U+FFFD: cut again, on a character boundary.
+        let mut end = line.len().min(limit);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str(" …");
+    }
+    Some(line)
+}
+
 /// Drains `plugin`'s queue of the kernel feed `pick` chooses (`what` it carries, for errors) on
 /// the blocking pool: the first drain connects to the kernel and waits for its answer.
-async fn drain_feed<S: feed::Source>(
-    host: &Arc<HostContext>,
-    plugin: &Arc<str>,
+fn drain_feed<S: feed::Source>(
+    state: &HostState,
     max: u32,
-    what: &str,
+    what: &'static str,
     pick: fn(&HostContext) -> &Feed<S>,
-) -> Result<feed::Drained<S::Event>, types::HostError> {
-    let (host, plugin) = (Arc::clone(host), Arc::clone(plugin));
-    tokio::task::spawn_blocking(move || pick(&host).drain(&plugin, max as usize))
-        .await
-        .map_err(|e| types::HostError::Io(format!("{what} failed: {e}")))?
-        .map_err(|why| types::HostError::Unavailable(format!("no {what}: {why}")))
+) -> impl Future<Output = Result<feed::Drained<S::Event>, types::HostError>> + Send + 'static {
+    let (host, plugin) = (Arc::clone(&state.host), Arc::clone(&state.plugin));
+    state.blocking(what, move || {
+        pick(&host)
+            .drain(&plugin, max as usize)
+            .map_err(|why| types::HostError::Unavailable(format!("no {what}: {why}")))
+    })
 }
 
 /// State shared by every plugin: where the host is, and each capability's own state (caches of
@@ -200,6 +241,7 @@ pub struct HostContext {
     pub host_root: PathBuf,
     started: std::time::Instant,
     wakers: Arc<Wakers>,
+    blocking: BlockingGates,
     processes: processes::Shared,
     sockets: sockets::Shared,
     containers: containers::Engine,
@@ -269,6 +311,7 @@ impl HostContext {
             sockets: sockets::Shared::new(host_root, &options, wake),
             containers: containers::Engine::new(options.docker_socket),
             wakers,
+            blocking: BlockingGates::default(),
         })
     }
 
@@ -319,6 +362,60 @@ impl FeedStatus {
             delivered: usage.delivered,
             lost: usage.lost,
             details,
+        }
+    }
+}
+
+/// Blocking host work one plugin may have under way at once, over all its instances.
+pub const BLOCKING_PER_PLUGIN: usize = 2;
+
+/// Per plugin name, the permits for blocking work on the blocking pool. A read of `/proc` or of
+/// a file can stall in the kernel for good (a process holding its memory map's lock, a hung
+/// mount); the call's deadline faults the plugin but cannot stop the thread, so each plugin
+/// may hold only [`BLOCKING_PER_PLUGIN`] such threads, not a new one at every call.
+#[derive(Default)]
+struct BlockingGates(
+    std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Semaphore>>>,
+);
+
+impl BlockingGates {
+    fn for_plugin(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(Arc::clone(plugin))
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(BLOCKING_PER_PLUGIN))),
+        )
+    }
+}
+
+impl HostState {
+    /// Runs `f` (`what` it does, for errors) on the blocking pool under one of the plugin's
+    /// permits; with none free, the earlier work is stuck and the call fails at once.
+    pub(crate) fn blocking<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T, types::HostError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, types::HostError>> + Send + 'static {
+        // Taken now: the future must not borrow the store's data across the wait.
+        let permit = self
+            .host
+            .blocking
+            .for_plugin(&self.plugin)
+            .try_acquire_owned();
+        async move {
+            let Ok(permit) = permit else {
+                return Err(types::HostError::Unavailable(format!(
+                    "{what}: {BLOCKING_PER_PLUGIN} earlier host reads of this plugin are still blocked in the kernel"
+                )));
+            };
+            tokio::task::spawn_blocking(move || {
+                let _held = permit;
+                f()
+            })
+            .await
+            .map_err(|e| types::HostError::Io(format!("{what} failed: {e}")))?
         }
     }
 }
@@ -445,5 +542,37 @@ mod tests {
             ImportNeed::Refused(_)
         ));
         assert_eq!(import_need("acme:evil/thing"), ImportNeed::Unknown);
+    }
+
+    /// A command line is read only as far as its limit: cut on a character boundary, marked.
+    #[test]
+    fn a_long_command_line_is_cut_where_it_is_read() {
+        let proc_dir = tempfile::tempdir().unwrap();
+        let write = |pid: u32, raw: &[u8]| {
+            std::fs::create_dir_all(proc_dir.path().join(pid.to_string())).unwrap();
+            std::fs::write(proc_dir.path().join(format!("{pid}/cmdline")), raw).unwrap();
+        };
+        write(1, b"/bin/sh\0-c\0true\0");
+        assert_eq!(
+            command_line_of(proc_dir.path(), 1, 64).as_deref(),
+            Some("/bin/sh -c true")
+        );
+        let mut long = b"/bin/echo\0".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 2 << 20));
+        write(2, &long);
+        let cut = command_line_of(proc_dir.path(), 2, 100).unwrap();
+        assert!(
+            cut.starts_with("/bin/echo xxx") && cut.ends_with(" …"),
+            "{cut}"
+        );
+        assert_eq!(cut.len(), 100 + " …".len());
+        // A multi-byte character across the limit is not split.
+        write(3, "ééééé".as_bytes());
+        assert_eq!(command_line_of(proc_dir.path(), 3, 5).unwrap(), "éé …");
+        assert_eq!(
+            command_line_of(proc_dir.path(), 4, 5),
+            None,
+            "no such process"
+        );
     }
 }

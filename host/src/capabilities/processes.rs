@@ -1,7 +1,7 @@
 //! `processes`: the host's process table, read from `<host root>/proc`, and process starts and
 //! ends as the kernel reports them (the proc connector), read right at the exec.
 
-use super::{HostContext, HostState};
+use super::{HostContext, HostState, MAX_COMMAND_LINE};
 use crate::kernel::feed;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
 use crate::wit::edgeguard::collector::processes::{
@@ -27,16 +27,12 @@ impl Host for HostState {
         // and a blocking host call cannot be interrupted by the epoch deadline: read on the
         // blocking pool so the call's outer timeout still applies.
         let host = Arc::clone(&self.host);
-        tokio::task::spawn_blocking(move || read_processes(&host))
+        self.blocking("process scan", move || read_processes(&host))
             .await
-            .map_err(|e| HostError::Io(format!("process scan failed: {e}")))?
     }
 
     async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
-        let d = super::drain_feed(&self.host, &self.plugin, max, "process events", |h| {
-            &h.processes.feed
-        })
-        .await?;
+        let d = super::drain_feed(self, max, "process events", |h| &h.processes.feed).await?;
         Ok(EventBatch {
             events: d.events,
             lost: d.lost,
@@ -60,17 +56,37 @@ pub fn read_processes(host: &HostContext) -> Result<Vec<Process>, HostError> {
     })?;
     let users = host.processes.users.current(&host.host_root);
     let mut out = Vec::with_capacity(512);
+    // What one snapshot may carry: command lines in full up to a budget, then short ones, so
+    // that thousands of long command lines neither fill the host's memory nor the plugin's.
+    let mut budget = SNAPSHOT_COMMAND_LINES;
     for entry in all {
         let Ok(p) = entry else { continue };
-        if let Some(process) = read_process(&p, &users) {
+        let limit = if budget >= MAX_COMMAND_LINE {
+            MAX_COMMAND_LINE
+        } else {
+            SHORT_COMMAND_LINE
+        };
+        if let Some(process) = read_process(&p, &proc_dir, limit, &users) {
+            budget = budget.saturating_sub(process.command_line.len());
             out.push(process);
         }
     }
     Ok(out)
 }
 
-/// One process, None for a kernel thread or one gone meanwhile.
-fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> Option<Process> {
+/// Command-line bytes one snapshot carries in full (up to [`MAX_COMMAND_LINE`] each).
+const SNAPSHOT_COMMAND_LINES: usize = 4 << 20;
+/// Past that budget, each command line is cut at this many bytes.
+const SHORT_COMMAND_LINE: usize = 256;
+
+/// One process, its command line cut at `limit` bytes; None for a kernel thread or one gone
+/// meanwhile.
+fn read_process(
+    p: &procfs::process::Process,
+    proc_dir: &Path,
+    limit: usize,
+    users: &HashMap<u32, String>,
+) -> Option<Process> {
     let stat = p.stat().ok()?;
     if stat.flags & PF_KTHREAD != 0 {
         return None;
@@ -80,7 +96,8 @@ fn read_process(p: &procfs::process::Process, users: &HashMap<u32, String>) -> O
         .exe()
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let command_line = p.cmdline().map(|args| args.join(" ")).unwrap_or_default();
+    let command_line =
+        super::command_line_of(proc_dir, stat.pid as u32, limit).unwrap_or_default();
     let state = match stat.state {
         'R' => State::Running,
         'S' => State::Sleeping,
@@ -192,7 +209,7 @@ impl ProcessSource {
         let users = self.users.current(&self.host_root);
         let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
             .ok()
-            .and_then(|p| read_process(&p, &users));
+            .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, &users));
         let (process, detail) = match read {
             // Exiting between the reads leaves some empty (the command line goes with the
             // memory, the executable link with the files): partial, whatever the state said.
@@ -237,6 +254,20 @@ impl ProcessSource {
 
 impl feed::Source for ProcessSource {
     type Event = ProcessEvent;
+
+    fn bytes(event: &ProcessEvent) -> usize {
+        let heap = match event {
+            ProcessEvent::Exec(e) => {
+                let p = &e.process;
+                p.name.len()
+                    + p.executable.len()
+                    + p.command_line.len()
+                    + p.user_name.as_ref().map_or(0, String::len)
+            }
+            ProcessEvent::Exit(_) => 0,
+        };
+        std::mem::size_of::<ProcessEvent>() + heap
+    }
 
     fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
         self.raw.clear();

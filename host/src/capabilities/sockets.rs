@@ -24,16 +24,12 @@ impl Host for HostState {
         self.host.sockets.feed.note_polled(&self.plugin);
         // Blocking reads of /proc; see the processes capability.
         let host = Arc::clone(&self.host);
-        tokio::task::spawn_blocking(move || read_sockets(&host, Preference::Auto))
+        self.blocking("socket scan", move || read_sockets(&host, Preference::Auto))
             .await
-            .map_err(|e| HostError::Io(format!("socket scan failed: {e}")))?
     }
 
     async fn closed(&mut self, max: u32) -> Result<ClosedBatch, HostError> {
-        let d = super::drain_feed(&self.host, &self.plugin, max, "closed connections", |h| {
-            &h.sockets.feed
-        })
-        .await?;
+        let d = super::drain_feed(self, max, "closed connections", |h| &h.sockets.feed).await?;
         Ok(ClosedBatch {
             connections: d.events,
             lost: d.lost,
@@ -102,6 +98,10 @@ impl ClosedSource {
 
 impl feed::Source for ClosedSource {
     type Event = ClosedConnection;
+
+    fn bytes(c: &ClosedConnection) -> usize {
+        std::mem::size_of::<ClosedConnection>() + c.local_address.len() + c.remote_address.len()
+    }
 
     fn next(&mut self, out: &mut Vec<ClosedConnection>) -> std::io::Result<u64> {
         self.raw.clear();
@@ -310,15 +310,9 @@ fn owners(host_root: &Path) -> HashMap<u64, Owner> {
         .map(|(inode, pid)| {
             let owner = details.entry(pid).or_insert_with(|| {
                 let executable = super::executable_of(&proc_dir, pid).unwrap_or_default();
-                let command_line = std::fs::read(proc_dir.join(format!("{pid}/cmdline")))
-                    .map(|b| {
-                        b.split(|c| *c == 0)
-                            .filter(|a| !a.is_empty())
-                            .map(|a| String::from_utf8_lossy(a).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
+                let command_line =
+                    super::command_line_of(&proc_dir, pid, super::MAX_COMMAND_LINE)
+                        .unwrap_or_default();
                 Owner {
                     pid,
                     executable,

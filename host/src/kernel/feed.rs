@@ -30,7 +30,16 @@ pub trait Source: Send + 'static {
     /// Waits up to about [`READ_TIMEOUT`] and appends what came to `out`; returns how many
     /// events the kernel dropped since the last call. An error ends the feed.
     fn next(&mut self, out: &mut Vec<Self::Event>) -> io::Result<u64>;
+
+    /// The memory an event holds, its heap parts included: queues are bounded by it.
+    fn bytes(event: &Self::Event) -> usize {
+        std::mem::size_of_val(event)
+    }
 }
+
+/// Bytes one plugin's queue of a feed may hold, whatever its count: a burst of processes with
+/// long command lines is counted as lost (and caught up from a snapshot) past it.
+pub const QUEUE_BYTES: usize = 4 << 20;
 
 /// Wakes a plugin's actor for an early collection.
 pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
@@ -45,6 +54,7 @@ pub struct Feed<S: Source> {
 
 struct Shared<E> {
     capacity: usize,
+    max_bytes: usize,
     wake: Wake,
     state: Mutex<State<E>>,
 }
@@ -59,6 +69,8 @@ struct State<E> {
 
 struct Queue<E> {
     events: VecDeque<E>,
+    /// What `events` hold, by [`Source::bytes`].
+    bytes: usize,
     lost: u64,
     fresh: bool,
     woken: bool,
@@ -93,11 +105,22 @@ pub struct Drained<E> {
 }
 
 impl<S: Source> Feed<S> {
-    /// A feed whose queues hold at most `capacity` events each; `open` connects to the kernel
+    /// A feed whose queues hold at most `capacity` events (and [`QUEUE_BYTES`]) each; `open` connects to the kernel
     /// (or says why it cannot), when the first plugin follows.
     pub fn new(
         what: &'static str,
         capacity: usize,
+        wake: Wake,
+        open: impl Fn() -> Result<S, String> + Send + Sync + 'static,
+    ) -> Feed<S> {
+        Self::bounded(what, capacity, QUEUE_BYTES, wake, open)
+    }
+
+    /// A feed whose queues hold at most `capacity` events and `max_bytes` each.
+    fn bounded(
+        what: &'static str,
+        capacity: usize,
+        max_bytes: usize,
         wake: Wake,
         open: impl Fn() -> Result<S, String> + Send + Sync + 'static,
     ) -> Feed<S> {
@@ -112,6 +135,7 @@ impl<S: Source> Feed<S> {
             what,
             shared: Arc::new(Shared {
                 capacity: capacity.max(2),
+                max_bytes,
                 wake,
                 state: Mutex::new(state),
             }),
@@ -157,12 +181,14 @@ impl<S: Source> Feed<S> {
             return Err(why);
         }
         let take = queue.events.len().min(max);
+        let events: Vec<S::Event> = queue.events.drain(..take).collect();
+        queue.bytes -= events.iter().map(S::bytes).sum::<usize>();
         let drained = Drained {
-            events: queue.events.drain(..take).collect(),
+            events,
             lost: std::mem::take(&mut queue.lost),
             fresh: std::mem::take(&mut queue.fresh),
         };
-        queue.woken = queue.events.len() >= self.shared.capacity / 2;
+        queue.woken = self.shared.half_full(queue);
         let usage = state.usage.entry(Arc::clone(plugin)).or_default();
         usage.following = true;
         usage.unavailable = None;
@@ -220,6 +246,7 @@ impl<S: Source> Feed<S> {
         let orphaned_since = (!state.instances.contains_key(plugin)).then(Instant::now);
         let queue = Queue {
             events: VecDeque::new(),
+            bytes: 0,
             lost: 0,
             fresh: true,
             woken: false,
@@ -241,6 +268,11 @@ impl<E> Shared<E> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<E>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Half of a queue's room in count or in bytes is used: time its plugin collected.
+    fn half_full(&self, queue: &Queue<E>) -> bool {
+        queue.events.len() >= self.capacity / 2 || queue.bytes >= self.max_bytes / 2
+    }
 }
 
 /// The reader thread: from the kernel into the queues, until no queue is left.
@@ -257,7 +289,11 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
                 for (plugin, queue) in queues.iter_mut() {
                     let mut lost = dropped;
                     for event in &batch {
-                        if queue.events.len() < shared.capacity {
+                        let bytes = S::bytes(event);
+                        if queue.events.len() < shared.capacity
+                            && queue.bytes + bytes <= shared.max_bytes
+                        {
+                            queue.bytes += bytes;
                             queue.events.push_back(event.clone());
                         } else {
                             lost += 1;
@@ -267,7 +303,7 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
                         queue.lost += lost;
                         usage.entry(Arc::clone(plugin)).or_default().lost += lost;
                     }
-                    if !queue.woken && queue.events.len() >= shared.capacity / 2 {
+                    if !queue.woken && shared.half_full(queue) {
                         queue.woken = true;
                         to_wake.push(Arc::clone(plugin));
                     }
@@ -334,12 +370,16 @@ mod tests {
     );
 
     fn feed(capacity: usize) -> Fixture {
+        feed_of(capacity, QUEUE_BYTES)
+    }
+
+    fn feed_of(capacity: usize, max_bytes: usize) -> Fixture {
         let (tx, rx) = mpsc::channel();
         let rx = Mutex::new(Some(rx));
         let woken: Arc<Mutex<Vec<String>>> = Arc::default();
         let w = Arc::clone(&woken);
         let wake: Wake = Arc::new(move |p: &str| w.lock().unwrap().push(p.to_owned()));
-        let feed = Feed::new("test feed", capacity, wake, move || {
+        let feed = Feed::bounded("test feed", capacity, max_bytes, wake, move || {
             rx.lock()
                 .unwrap()
                 .take()
@@ -381,6 +421,24 @@ mod tests {
                 lost: 5
             }
         );
+    }
+
+    /// Bytes bound a queue as counts do: what does not fit is lost, counted, and frees the
+    /// room it took once drained.
+    #[test]
+    fn a_queue_is_bounded_in_bytes_too() {
+        let (feed, tx, woken) = feed_of(100, 3 * std::mem::size_of::<u32>());
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        feed.drain(&p, 10).unwrap();
+        tx.send((vec![1, 2, 3, 4, 5], 0)).unwrap();
+        settle();
+        assert_eq!(*woken.lock().unwrap(), vec!["p"], "half the bytes used");
+        let d = feed.drain(&p, 10).unwrap();
+        assert_eq!((d.events, d.lost), (vec![1, 2, 3], 2));
+        tx.send((vec![6, 7, 8], 0)).unwrap();
+        settle();
+        assert_eq!(feed.drain(&p, 10).unwrap().events, vec![6, 7, 8]);
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub const EDGEGUARD_SCHEMA_VERSION: &str = "edgeguard/1.0";
 /// What closes a message after its events.
 pub const SUFFIX: &[u8] = b"]}";
 
+/// Room a message's envelope ([`prefix`] and [`SUFFIX`]) takes at most: an event larger than a
+/// message less this can never be sent.
+pub const MAX_ENVELOPE_BYTES: usize = 256;
+
 /// Everything before the first event.
 pub fn prefix(agent_id: &str, family: Family) -> Vec<u8> {
     let version = match family {

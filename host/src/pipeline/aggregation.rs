@@ -8,6 +8,11 @@
 //! The open windows are journaled to disk (one append per batch), so a crash loses no hit: on
 //! restart the journal is replayed and each merged event keeps the Id it was given at its
 //! first hit, which makes a re-send after a crash recognisable as a duplicate.
+//!
+//! Windows are bounded in distinct events and in bytes together ([`Bounds`]): events that would
+//! pass the bytes close the largest window early, so what a window holds never exceeds what
+//! the cache could take once it closes. The journal is rewritten when it grows past a few times
+//! that, and a journal larger than any bound allowed is replayed only as far as the bound.
 
 use crate::events::{Category, EventType, Family, SecurityEvent};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
@@ -217,6 +222,20 @@ pub struct KindSettings {
     pub interval: Duration,
 }
 
+/// How much the open windows may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Distinct events one window may hold before it closes early.
+    pub entries: usize,
+    /// Bytes all windows together may hold (events as serialized): the share of the cache
+    /// their events take once the windows close.
+    pub bytes: usize,
+}
+
+/// A journal past this many times [`Bounds::bytes`] is rewritten to the open windows; one
+/// larger than twice that (written under other bounds) is replayed only that far.
+const JOURNAL_GROWTH: usize = 4;
+
 /// One merged event being counted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
@@ -234,6 +253,9 @@ struct Entry {
     /// The identity, as [`Rule::key`] read it (recomputed on replay).
     #[serde(skip)]
     key: Vec<Option<Option<Value>>>,
+    /// What the entry counts against [`Bounds::bytes`]: its journal line's length.
+    #[serde(skip)]
+    bytes: usize,
     #[serde(skip)]
     dirty: bool,
 }
@@ -242,6 +264,8 @@ struct Window {
     settings: KindSettings,
     opened: Option<DateTime<Utc>>,
     entries: Vec<Entry>,
+    /// The entries' bytes.
+    bytes: usize,
     by_hash: HashMap<u64, Vec<usize>>,
 }
 
@@ -269,54 +293,91 @@ enum JournalLineRef<'a> {
     Hits(&'a [(uuid::Uuid, u64, DateTime<Utc>)]),
 }
 
-/// Every open window. Bounded: a window holding `max_entries` distinct events closes early.
+/// Every open window, within its [`Bounds`].
 pub struct Aggregator {
     windows: HashMap<String, Window>,
-    max_entries: usize,
+    bounds: Bounds,
+    /// Windows closed before their interval because they reached a bound, since the last ask.
+    closed_early: u64,
     journal: Option<Journal>,
 }
 
 struct Journal {
     path: PathBuf,
     file: std::fs::File,
+    /// Bytes in the file.
+    bytes: usize,
 }
 
 impl Aggregator {
     /// An aggregator without a journal (benchmarks, tests of the rules).
-    pub fn in_memory(kinds: HashMap<String, KindSettings>, max_entries: usize) -> Aggregator {
+    pub fn in_memory(kinds: HashMap<String, KindSettings>, bounds: Bounds) -> Aggregator {
         let windows = kinds
             .into_iter()
             .map(|(name, settings)| (name, Window::new(settings)))
             .collect();
         Aggregator {
             windows,
-            max_entries: max_entries.max(1),
+            bounds: Bounds {
+                entries: bounds.entries.max(1),
+                bytes: bounds.bytes,
+            },
+            closed_early: 0,
             journal: None,
         }
     }
 
-    /// Opens (and replays) the journal at `path`. Entries of kinds no longer aggregated come
-    /// back as events: queue them, then [`Aggregator::compact`].
+    /// Opens (and replays) the journal at `path`. Entries of kinds no longer aggregated, and
+    /// of windows that no longer fit the bounds, come back as events: queue them, then
+    /// [`Aggregator::compact`].
     pub fn open(
         path: &Path,
         kinds: HashMap<String, KindSettings>,
-        max_entries: usize,
+        bounds: Bounds,
     ) -> std::io::Result<(Aggregator, Vec<SecurityEvent>)> {
-        let mut agg = Aggregator::in_memory(kinds, max_entries);
+        use std::io::Read;
+        let mut agg = Aggregator::in_memory(kinds, bounds);
         let mut orphans: HashMap<String, Window> = HashMap::new();
+        let mut closed = Vec::new();
         if let Ok(file) = std::fs::File::open(path) {
+            // Never more than any bound let the journal grow to: a journal written without
+            // bounds (or under larger ones) must not take the memory of every restart.
+            let cap = agg.journal_limit().saturating_mul(2) as u64;
+            let size = file.metadata().map_or(0, |m| m.len());
+            if size > cap {
+                tracing::warn!(
+                    journal = %path.display(),
+                    bytes = size,
+                    replayed = cap,
+                    "the aggregation journal is larger than its bound: only its beginning is replayed"
+                );
+            }
             let mut index: HashMap<uuid::Uuid, (String, usize)> = HashMap::new();
-            for line in std::io::BufReader::new(file).lines() {
+            for line in std::io::BufReader::new(file.take(cap)).lines() {
                 // A line cut by a crash is the last one; whatever it held was not acknowledged.
-                let Ok(Ok(parsed)) = line.map(|l| serde_json::from_str::<JournalLine>(&l)) else {
+                let Ok(line) = line else { break };
+                let Ok(parsed) = serde_json::from_str::<JournalLine>(&line) else {
                     break;
                 };
+                let len = line.len() + 1;
                 match parsed {
                     JournalLine::New {
                         kind,
                         opened,
                         mut entry,
                     } => {
+                        entry.bytes = len;
+                        // Past the bound (it was larger when the journal was written), the
+                        // window so far closes: its events are queued, not lost.
+                        if agg.bytes() + len > bounds.bytes
+                            && let Some(w) = agg.windows.get_mut(&kind)
+                            && !w.entries.is_empty()
+                        {
+                            for e in &w.entries {
+                                index.remove(&e.id);
+                            }
+                            closed.extend(w.drain(&kind, Utc::now()));
+                        }
                         let window = match agg.windows.get_mut(&kind) {
                             Some(w) => w,
                             None => orphans.entry(kind.clone()).or_insert_with(|| {
@@ -358,28 +419,42 @@ impl Aggregator {
             }
         }
         let now = Utc::now();
-        let orphaned: Vec<SecurityEvent> = orphans
-            .into_iter()
-            .flat_map(|(name, mut w)| w.drain(&name, now))
-            .collect();
+        closed.extend(
+            orphans
+                .into_iter()
+                .flat_map(|(name, mut w)| w.drain(&name, now)),
+        );
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
+        let bytes = file.metadata().map_or(0, |m| m.len()) as usize;
         agg.journal = Some(Journal {
             path: path.to_owned(),
             file,
+            bytes,
         });
-        Ok((agg, orphaned))
+        // Returned events are compacted away by the caller once queued; with none, a journal
+        // over its bound is rewritten now.
+        if closed.is_empty() && bytes > agg.journal_limit() {
+            agg.compact()?;
+        }
+        Ok((agg, closed))
     }
 
     /// The kinds aggregated and their settings; a kind removed, or given a new identity, closes
-    /// its window: its events are returned (queue them, then [`Aggregator::compact`]).
+    /// its window, and so do the largest windows while the new bounds are passed: their events
+    /// are returned (queue them, then [`Aggregator::compact`]).
     pub fn reconfigure(
         &mut self,
         kinds: HashMap<String, KindSettings>,
+        bounds: Bounds,
         now: DateTime<Utc>,
     ) -> Vec<SecurityEvent> {
+        self.bounds = Bounds {
+            entries: bounds.entries.max(1),
+            bytes: bounds.bytes,
+        };
         let mut closed = Vec::new();
         self.windows.retain(|name, w| match kinds.get(name) {
             Some(s) if w.settings.rule == s.rule => {
@@ -396,6 +471,13 @@ impl Aggregator {
             self.windows
                 .entry(name)
                 .or_insert_with(|| Window::new(settings));
+        }
+        closed.extend(self.close_largest_while_over(now));
+        for (name, w) in &mut self.windows {
+            if w.entries.len() >= self.bounds.entries {
+                closed.extend(w.drain(name, now));
+                self.closed_early += 1;
+            }
         }
         closed
     }
@@ -448,7 +530,7 @@ impl Aggregator {
                 }
                 None => {
                     let opened = *window.opened.get_or_insert(event.time);
-                    let entry = Entry {
+                    let mut entry = Entry {
                         id: event.id,
                         key: owned_key(&key),
                         item,
@@ -458,26 +540,38 @@ impl Aggregator {
                         count: 1,
                         first: event.time,
                         last: event.time,
+                        bytes: 0,
                         dirty: false,
                     };
-                    if self.journal.is_some() {
-                        serde_json::to_writer(
-                            &mut journal_buf,
-                            &JournalLineRef::New {
-                                kind: &event.name,
-                                opened,
-                                entry: &entry,
-                            },
-                        )
-                        .map_err(std::io::Error::other)?;
-                        journal_buf.push(b'\n');
+                    // The journal line is the entry's measure, journal or not.
+                    let start = journal_buf.len();
+                    serde_json::to_writer(
+                        &mut journal_buf,
+                        &JournalLineRef::New {
+                            kind: &event.name,
+                            opened,
+                            entry: &entry,
+                        },
+                    )
+                    .map_err(std::io::Error::other)?;
+                    journal_buf.push(b'\n');
+                    entry.bytes = journal_buf.len() - start;
+                    if self.journal.is_none() {
+                        journal_buf.truncate(start);
                     }
                     window.insert(entry);
-                    if window.entries.len() >= self.max_entries {
-                        // Its entries' journal lines stay; replayed after a crash, they come
-                        // back with the same Ids (a duplicate, recognisable, never a loss).
+                    // Closed windows' journal lines stay until the caller has queued their
+                    // events; replayed after a crash in between, they come back with the same
+                    // Ids (a duplicate, recognisable, never a loss).
+                    if window.entries.len() >= self.bounds.entries {
                         full.extend(window.drain(&event.name, Utc::now()));
                         touched.retain(|(k, _)| *k != event.name);
+                        self.closed_early += 1;
+                    }
+                    if self.bytes() > self.bounds.bytes {
+                        let closed = self.close_largest_while_over(Utc::now());
+                        touched.retain(|(k, _)| closed.iter().all(|e| e.name != *k));
+                        full.extend(closed);
                     }
                 }
             }
@@ -501,8 +595,44 @@ impl Aggregator {
             && !journal_buf.is_empty()
         {
             journal.file.write_all(&journal_buf)?;
+            journal.bytes += journal_buf.len();
+            // Hits of a long window add up: rewritten to the windows as they are now.
+            if full.is_empty() && journal.bytes > self.journal_limit() {
+                self.compact()?;
+            }
         }
         Ok((passed, full))
+    }
+
+    /// Closes the largest windows while all of them hold more than the bound.
+    fn close_largest_while_over(&mut self, now: DateTime<Utc>) -> Vec<SecurityEvent> {
+        let mut closed = Vec::new();
+        while self.bytes() > self.bounds.bytes {
+            let Some((name, largest)) = self.windows.iter_mut().max_by_key(|(_, w)| w.bytes) else {
+                break;
+            };
+            closed.extend(largest.drain(name, now));
+            self.closed_early += 1;
+        }
+        closed
+    }
+
+    /// Bytes the journal may grow to before it is rewritten.
+    fn journal_limit(&self) -> usize {
+        self.bounds
+            .bytes
+            .max(64 << 10)
+            .saturating_mul(JOURNAL_GROWTH)
+    }
+
+    /// Bytes all windows hold, as journaled.
+    pub fn bytes(&self) -> usize {
+        self.windows.values().map(|w| w.bytes).sum()
+    }
+
+    /// Windows closed early since the last ask (a bound reached), and the count reset.
+    pub fn take_closed_early(&mut self) -> u64 {
+        std::mem::take(&mut self.closed_early)
     }
 
     /// Closes the windows whose interval has passed (all of them with `all`), returning the
@@ -549,6 +679,7 @@ impl Aggregator {
         journal.file = std::fs::OpenOptions::new()
             .append(true)
             .open(&journal.path)?;
+        journal.bytes = buf.len();
         Ok(())
     }
 
@@ -569,11 +700,13 @@ impl Window {
             settings,
             opened: None,
             entries: Vec::new(),
+            bytes: 0,
             by_hash: HashMap::new(),
         }
     }
 
     fn insert(&mut self, entry: Entry) {
+        self.bytes += entry.bytes;
         let hash = hash_key(
             &entry
                 .key
@@ -590,6 +723,7 @@ impl Window {
 
     fn drain(&mut self, name: &str, now: DateTime<Utc>) -> Vec<SecurityEvent> {
         self.opened = None;
+        self.bytes = 0;
         self.by_hash.clear();
         self.entries
             .drain(..)

@@ -46,6 +46,9 @@ pub struct Batch {
     pub accepted: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// The heap is trimmed at most this often, when windows closed meanwhile.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a stop waits for the acknowledgements of messages in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -137,6 +140,9 @@ pub struct Pipeline {
     last_low: [Instant; 2],
     last_report: Instant,
     last_sync: Instant,
+    /// Aggregation windows closed since the heap was last trimmed: what they held is free.
+    trim_pending: bool,
+    last_trim: Instant,
     failures: u32,
     retry_at: Option<Instant>,
     drop_log: DropLog,
@@ -150,6 +156,9 @@ pub struct Pipeline {
 struct DropLog {
     too_large: u64,
     full: u64,
+    /// Aggregation windows closed before their interval (a bound reached): not a drop, but
+    /// what a flood looks like.
+    closed_early: u64,
     last: Option<Instant>,
 }
 
@@ -157,7 +166,7 @@ impl DropLog {
     fn note(&mut self, too_large: u64, full: u64, max_message: usize, cache: u64) {
         self.too_large += too_large;
         self.full += full;
-        if self.too_large + self.full == 0
+        if self.too_large + self.full + self.closed_early == 0
             || self
                 .last
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
@@ -176,6 +185,12 @@ impl DropLog {
                 events = self.full,
                 cache,
                 "cache full: dropped the newest events"
+            );
+        }
+        if self.closed_early > 0 {
+            tracing::info!(
+                windows = self.closed_early,
+                "aggregation windows closed early: they held as many distinct events, or as many bytes, as they may"
             );
         }
         *self = DropLog {
@@ -213,7 +228,7 @@ impl Pipeline {
         let (aggregator, orphans) = Aggregator::open(
             &journal,
             settings.aggregation_kinds(),
-            settings.aggregation_max_entries,
+            settings.aggregation_bounds(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", journal.display()))?;
         resumed.aggregating = aggregator.len();
@@ -229,6 +244,8 @@ impl Pipeline {
             last_low: [now; 2],
             last_report: now,
             last_sync: now,
+            trim_pending: false,
+            last_trim: now,
             failures: 0,
             retry_at: None,
             drop_log: DropLog::default(),
@@ -255,9 +272,11 @@ impl Pipeline {
     /// Applies new settings: routing at once, aggregation windows whose rule changed close.
     /// Events already queued keep their queue.
     pub fn reconfigure(&mut self, settings: Settings) -> io::Result<Vec<ConfigIssue>> {
-        let closed = self
-            .aggregator
-            .reconfigure(settings.aggregation_kinds(), chrono::Utc::now());
+        let closed = self.aggregator.reconfigure(
+            settings.aggregation_kinds(),
+            settings.aggregation_bounds(),
+            chrono::Utc::now(),
+        );
         self.settings = settings;
         self.routing.send_replace(Arc::new(self.settings.routing()));
         self.queue_closed(closed)?;
@@ -275,6 +294,7 @@ impl Pipeline {
             .filter(|e| routing.queue(&e.name).is_some())
             .collect();
         let (passed, full) = self.aggregator.add(events)?;
+        self.drop_log.closed_early += self.aggregator.take_closed_early();
         self.enqueue(passed)?;
         self.queue_closed(full)
     }
@@ -285,6 +305,7 @@ impl Pipeline {
         if closed.is_empty() {
             return Ok(());
         }
+        self.trim_pending = true;
         self.enqueue(closed)?;
         self.aggregator.compact()
     }
@@ -297,14 +318,8 @@ impl Pipeline {
         q * FAMILIES.len() + family_index(family)
     }
 
-    /// The byte budget of a queue: operational events have a tenth of the cache to themselves,
-    /// so the reports of drops are never crowded out by what is dropped.
     fn budget(&self, queue: Queue) -> u64 {
-        let total = self.settings.asc.max_local_cache_size;
-        match queue {
-            Queue::Operational => total / 10,
-            _ => total - total / 10,
-        }
+        self.settings.queue_budget(queue)
     }
 
     fn used(&self, queue: Queue) -> u64 {
@@ -528,6 +543,12 @@ impl Pipeline {
         if now.duration_since(self.last_sync) >= self.settings.sync_interval {
             self.last_sync = now;
             self.sync()?;
+        }
+        // After a burst, the memory its windows held goes back to the system.
+        if self.trim_pending && now.duration_since(self.last_trim) >= TRIM_INTERVAL {
+            self.trim_pending = false;
+            self.last_trim = now;
+            crate::footprint::trim_heap();
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! how it aggregates. ASC event names take both from the ASC configuration object; the
 //! project's own event kinds from the `[events.<Name>]` tables of the local configuration.
 
-use super::aggregation::{KindSettings, Rule};
+use super::aggregation::{Bounds, KindSettings, Rule};
 use super::asc_config::{AGGREGATED_EVENTS, AgentConfiguration, OPERATIONAL_EVENTS, Priority};
 use crate::units::Invalid;
 use std::collections::{BTreeMap, HashMap};
@@ -130,6 +130,26 @@ impl Settings {
         }
     }
 
+    /// The bytes of the cache that events of a queue may take: operational events have a
+    /// tenth of it to themselves, so the reports of drops are never crowded out by what is
+    /// dropped; the high and low queues share the rest.
+    pub fn queue_budget(&self, queue: Queue) -> u64 {
+        let total = self.asc.max_local_cache_size;
+        match queue {
+            Queue::Operational => total / 10,
+            _ => total - total / 10,
+        }
+    }
+
+    /// What the open aggregation windows may hold: no more than the cache could take of their
+    /// events once they close.
+    pub fn aggregation_bounds(&self) -> Bounds {
+        Bounds {
+            entries: self.aggregation_max_entries,
+            bytes: usize::try_from(self.queue_budget(Queue::High)).unwrap_or(usize::MAX),
+        }
+    }
+
     /// The kinds that aggregate now, with their identity and window.
     pub fn aggregation_kinds(&self) -> HashMap<String, KindSettings> {
         let mut kinds = HashMap::new();
@@ -193,6 +213,14 @@ impl Routing {
             Priority::High => Some(Queue::High),
             Priority::Low => Some(Queue::Low),
         }
+    }
+
+    /// The largest event a message can carry (`maxMessageSizeInBytes` less its envelope):
+    /// larger ones are refused where they enter, naming their plugin.
+    pub fn max_event_bytes(&self) -> usize {
+        usize::try_from(self.asc.max_message_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(crate::output::envelope::MAX_ENVELOPE_BYTES)
     }
 
     /// True when a plugin that emits `events` has nothing to collect.

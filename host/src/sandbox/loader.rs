@@ -180,8 +180,7 @@ impl LoadedPlugin {
         check_imports(name, &imports, grants)?;
 
         let mut linker: Linker<HostState> = Linker::new(&runtime.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| invalid(format!("linking WASI: {e}")))?;
+        capabilities::link_wasi(&mut linker).map_err(|e| invalid(format!("linking WASI: {e}")))?;
         capabilities::link(&mut linker, grants)
             .map_err(|e| invalid(format!("linking capabilities: {e}")))?;
         let pre = linker

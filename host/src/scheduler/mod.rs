@@ -75,6 +75,8 @@ pub struct PluginStatus {
     pub logs_dropped: u64,
     /// States `save-state` returned over `limits.max_state` (not kept, not handed over).
     pub states_refused: u64,
+    /// Events refused where they enter the pipeline (larger than a message can carry).
+    pub events_refused: u64,
 }
 
 /// What a running plugin's actor can be told.
@@ -732,9 +734,19 @@ impl Actor {
         plugin_events: Vec<crate::wit::edgeguard::collector::types::Event>,
     ) -> bool {
         let mut out = Vec::with_capacity(plugin_events.len());
+        let max_bytes = self.routing.borrow().max_event_bytes();
+        let (mut too_large, mut largest) = (0u64, 0usize);
         for event in plugin_events {
             match events::from_plugin(event) {
-                Ok(e) => out.push(e),
+                // Refused at the door: in a window or a queue it would hold memory and disk
+                // for a message that can never be sent.
+                Ok(e) => match e.serialized_len() {
+                    len if len > max_bytes => {
+                        too_large += 1;
+                        largest = largest.max(len);
+                    }
+                    _ => out.push(e),
+                },
                 Err(rejected) => {
                     let message = format!(
                         "plugin `{}` emitted an invalid event: {rejected}",
@@ -750,6 +762,23 @@ impl Actor {
             }
         }
         out.extend(self.kernel_losses());
+        if too_large > 0 {
+            let message = format!(
+                "plugin `{}` emitted {too_large} events larger than a message can carry (the largest {largest} bytes; at most {max_bytes} with maxMessageSizeInBytes): dropped",
+                self.name()
+            );
+            tracing::warn!("{message}");
+            self.status.lock().unwrap().events_refused += too_large;
+            out.push(SecurityEvent::diagnostic(
+                Severity::Warning,
+                &message,
+                &[
+                    ("Plugin", self.name().to_string()),
+                    ("DroppedEvents", too_large.to_string()),
+                    ("LargestEventBytes", largest.to_string()),
+                ],
+            ));
+        }
         {
             let mut status = self.status.lock().unwrap();
             status.collections += 1;

@@ -1,18 +1,20 @@
 //! Every way a plugin can misbehave, chosen by `mode` in its configuration:
 //! `healthy` (one heartbeat per call), `trap`, `loop`, `memory`, `flood`, `file` (reads
-//! /etc/hostname through WASI), `processes` (uses the processes capability),
+//! `path`, /etc/hostname by default, through WASI), `processes` (uses the processes capability),
 //! `bad-event` (emits a custom event whose payload is not JSON), `error` (returns an error),
 //! `synthetic` (`count` realistic ProcessCreate events, for benchmarks; 0 for an empty call),
 //! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls),
 //! `log-flood` (`count` log lines per call, each trying to forge a host log line),
 //! `state-trap` (hands over a state, and traps when given one back), `big-state` (hands over a
-//! state of `count` bytes).
+//! state of `count` bytes), `huge-event` (a heartbeat and a `Sequence` event of `count` bytes).
 
 use edgeguard_sdk::CustomEvent;
 use edgeguard_sdk::prelude::*;
 
 struct Fault {
     mode: String,
+    /// What the `file` mode reads.
+    path: String,
     count: u64,
     calls: u64,
     sequence: u64,
@@ -39,8 +41,14 @@ impl Collector for Fault {
             .unwrap_or("healthy")
             .to_owned();
         let count = config.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
+        let path = config
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or("/etc/hostname")
+            .to_owned();
         Ok(Fault {
             mode,
+            path,
             count,
             calls: 0,
             sequence: 0,
@@ -68,13 +76,14 @@ impl Collector for Fault {
                 }
             }
             "flood" => Ok((0..=max_events).map(|_| Event::Heartbeat).collect()),
-            "file" => match std::fs::read_to_string("/etc/hostname") {
+            "file" => match std::fs::read_to_string(&self.path) {
                 Ok(text) => Ok(vec![custom(
                     "FileRead",
                     format!("{{\"Content\":{:?}}}", text.trim()),
                 )]),
                 Err(e) => Err(CollectError::Internal(format!(
-                    "cannot read /etc/hostname: {e}"
+                    "cannot read {}: {e}",
+                    self.path
                 ))),
             },
             "processes" => Ok(vec![custom(
@@ -92,6 +101,16 @@ impl Collector for Fault {
                 Ok(vec![Event::Heartbeat])
             }
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
+            "huge-event" => Ok(vec![
+                Event::Heartbeat,
+                custom(
+                    "Sequence",
+                    format!(
+                        "{{\"N\":0,\"Blob\":\"{}\"}}",
+                        "x".repeat(self.count as usize)
+                    ),
+                ),
+            ]),
             "sequence" => {
                 let start = self.sequence;
                 self.sequence += self.count;
