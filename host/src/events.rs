@@ -176,15 +176,30 @@ pub enum Severity {
     Debug,
 }
 
+/// An event kind a plugin gave, as the host may repeat it in logs and diagnostics: at most 64
+/// characters, control characters and quotes escaped (the name is the plugin's to choose).
+pub fn shown_name(name: &str) -> String {
+    let mut shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+    if name.chars().nth(64).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// Why a plugin's event was not accepted.
 #[derive(Debug, thiserror::Error)]
-#[error("{name}: {reason}")]
+#[error("{}: {reason}", shown_name(.name))]
 pub struct Rejected {
     /// The event kind the plugin gave.
     pub name: String,
     /// What was wrong with it.
     pub reason: String,
 }
+
+/// The ExtraDetails keys that say which plugin an event came from: its configured name, the
+/// version it describes, and the first 16 hex digits of its component's SHA-256. They are part
+/// of every aggregation identity, so a merged event still names its source.
+pub const PROVENANCE_KEYS: [&str; 3] = ["Plugin", "PluginVersion", "PluginDigest"];
 
 /// Converts one plugin event. Custom events must carry JSON objects.
 pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {

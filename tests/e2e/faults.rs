@@ -442,16 +442,26 @@ async fn a_state_that_crash_loops_is_discarded_and_one_over_its_limit_is_not_kep
 /// A component around one core module with `memories` memories of one page and one function
 /// of `body` bytes (nops): never instantiated, only offered to the loader.
 fn component(memories: usize, body: usize) -> Vec<u8> {
-    fn leb(out: &mut Vec<u8>, mut n: usize) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                return out.push(byte);
-            }
-            out.push(byte | 0x80);
+    let mut nops = vec![0; 1];
+    nops.resize(body - 1, 0x01);
+    nops.push(0x0b);
+    component_of(memories, &[nops])
+}
+
+fn leb(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            return out.push(byte);
         }
+        out.push(byte | 0x80);
     }
+}
+
+/// A component around one core module with `memories` memories of one page and a function of
+/// type `[] -> []` for each of `bodies` (each a function body: locals, code, `end`).
+fn component_of(memories: usize, bodies: &[Vec<u8>]) -> Vec<u8> {
     fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
         out.push(id);
         leb(out, content.len());
@@ -459,21 +469,47 @@ fn component(memories: usize, body: usize) -> Vec<u8> {
     }
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     section(&mut module, 1, &[1, 0x60, 0, 0]);
-    section(&mut module, 3, &[1, 0]);
+    let mut functions = Vec::new();
+    leb(&mut functions, bodies.len());
+    functions.extend(std::iter::repeat_n(0, bodies.len()));
+    section(&mut module, 3, &functions);
     let mut mems = Vec::new();
     leb(&mut mems, memories);
     (0..memories).for_each(|_| mems.extend_from_slice(&[0, 1]));
     section(&mut module, 5, &mems);
-    let mut f = vec![0; 1];
-    f.resize(body - 1, 0x01);
-    f.push(0x0b);
-    let mut code = vec![1];
-    leb(&mut code, f.len());
-    code.extend_from_slice(&f);
+    let mut code = Vec::new();
+    leb(&mut code, bodies.len());
+    for body in bodies {
+        leb(&mut code, body.len());
+        code.extend_from_slice(body);
+    }
     section(&mut module, 10, &code);
     let mut component = b"\0asm\x0d\0\x01\0".to_vec();
     section(&mut component, 1, &module);
     component
+}
+
+/// A function body of about `size` bytes that Cranelift takes long over: fifty locals, and
+/// for each step an `if` on one of them that updates another.
+fn branchy_body(size: usize) -> Vec<u8> {
+    let mut f = vec![1];
+    leb(&mut f, 50);
+    f.push(0x7f); // i32 locals
+    let mut i = 0usize;
+    while f.len() < size {
+        f.push(0x20); // local.get
+        leb(&mut f, i % 50);
+        f.extend_from_slice(&[0x04, 0x40]); // if (no result)
+        f.push(0x20);
+        leb(&mut f, (i + 1) % 50);
+        f.extend_from_slice(&[0x41, 1, 0x6a]); // i32.const 1, i32.add
+        f.push(0x21); // local.set
+        leb(&mut f, (i * 3) % 50);
+        f.push(0x0b); // end (if)
+        i += 1;
+    }
+    f.push(0x0b);
+    f
 }
 
 /// The memory limit holds for all of a plugin's memories together, and what the host would not
@@ -632,4 +668,159 @@ async fn a_fifo_in_a_granted_directory_never_pins_a_thread() {
 
 fn error_text(e: &edgeguard::wit::edgeguard::collector::types::CollectError) -> String {
     edgeguard::sandbox::instance::describe_error(e)
+}
+
+/// A plugin granted `processes` and `log` tries to forge evidence: a root login from sshd (it
+/// has no `logins`), the host's diagnostics and statistics, custom events named as typed kinds
+/// and a kind it never declared. All of it is refused and said in one Diagnostic naming the
+/// plugin; what it may emit passes, marked with its origin (a name it tried to forge there is
+/// replaced).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
+    let (rt, _cache) = runtime();
+    let interval = Duration::from_millis(100);
+    let schedule = ScheduleConfig {
+        high: Span(interval),
+        first_collection_jitter: Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
+    let loaded = Arc::new(fault_plugin(&rt, "forger").await);
+    let forger = scheduler.spawn(
+        PluginSpec {
+            loaded: Arc::clone(&loaded),
+            group: Group::High,
+            interval: Some(interval),
+            limits: test_limits(),
+            config_json: r#"{"mode":"forge"}"#.into(),
+            state_file: None,
+        },
+        false,
+    );
+    drop(scheduler);
+    let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a collection")
+        .unwrap();
+    forger.task.abort();
+    let names: Vec<&str> = batch.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ProcessCreate", "Heartbeat", "Diagnostic"],
+        "{names:?}"
+    );
+    let process = &batch.events[0].payload[0]["ExtraDetails"];
+    assert_eq!(process["Plugin"], "forger", "the forged origin is replaced");
+    assert_eq!(process["PluginVersion"], "0.1.0");
+    assert_eq!(process["PluginDigest"], loaded.sha256[..16]);
+    let d = &batch.events[2].payload[0];
+    assert_eq!(d["ExtraDetails"]["Plugin"], "forger");
+    assert_eq!(d["ExtraDetails"]["RefusedEvents"], "8");
+    let message = d["Message"].as_str().unwrap();
+    for reason in [
+        "Login needs the `logins` capability",
+        "Diagnostic events come only from the host",
+        "MessageStatistics events come only from the host",
+        "a custom event may not be named ProcessCreate",
+    ] {
+        assert!(message.contains(reason), "{reason}: {message}");
+    }
+    assert_eq!(forger.status.lock().unwrap().events_refused, 8);
+}
+
+/// A compile bomb within every bound (eight functions of 240 kB of branchy code: ten seconds
+/// of compile) beside the process collector: the collector starts and reports at once, before
+/// the bomb's compile is over, and the bomb is then refused by name.
+#[test]
+fn a_slow_compile_never_delays_the_other_collectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = edgeguard_tests::builtin_plugins(dir.path(), &["process"]);
+    let bodies: Vec<Vec<u8>> = (0..8).map(|_| branchy_body(240_000)).collect();
+    std::fs::write(plugins.join("bomb.wasm"), component_of(1, &bodies)).unwrap();
+    let config = edgeguard_tests::write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+         aggregationEnabledProcessCreate = false\n\
+         [[plugin]]\nname = \"bomb\"\nfile = \"bomb.wasm\"\ngrants = [\"log\"]\n\
+         [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         [plugin.config]\nreport_existing = false\n",
+    );
+    let out = dir.path().join("out.jsonl");
+    let log = dir.path().join("log");
+    let mut edgeguard = std::process::Command::new(edgeguard_tests::edgeguard_bin())
+        .args(["--log", "info", "run", "--config"])
+        .arg(&config)
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let refused = |text: &str| text.contains("bomb") && text.contains("not an edgeguard collector");
+    // A marker process every half second from the collector's start: the first ones may fall
+    // before its baseline (existing processes are not reported).
+    let marker = format!("marker-{}", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sleepers = Vec::new();
+    let mut last_spawn: Option<Instant> = None;
+    let seen_at = loop {
+        let started = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("collector started");
+        if started && last_spawn.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+            let tag = format!("{marker}-{}", sleepers.len());
+            sleepers.push(
+                std::process::Command::new("sh")
+                    .args(["-c", "sleep 30; :", &tag])
+                    .spawn()
+                    .unwrap(),
+            );
+            last_spawn = Some(Instant::now());
+        }
+        if std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(&marker)
+        {
+            break std::fs::read_to_string(&log).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ProcessCreate of a marker; log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !refused(&seen_at),
+        "the bomb was over before the collector beside it reported: not a test of anything\n{seen_at}"
+    );
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if refused(&text) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(120),
+            "the bomb was never refused:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for mut s in sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    edgeguard.wait().unwrap();
+    assert!(text.contains("process"), "{text}");
 }

@@ -80,6 +80,9 @@ fn main() -> Result<()> {
             run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "hot_swap"]))?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "kernel_events"]))?;
+            // Both binaries users run: the release build and the image's static one.
+            stage_image()?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "flood"]))?;
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))

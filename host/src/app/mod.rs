@@ -136,6 +136,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel::<Batch>(256);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
+    let commands = pipeline.commands();
+    let sink_name = sink.describe();
+    // The pipeline runs from now on: each collector starts as soon as it is loaded, and its
+    // events flow while another still compiles. With --once every actor ends after one
+    // collection and drops its sender; the pipeline then closes its windows and drains.
+    // Otherwise it runs until a signal.
+    let once = options.once;
+    let pipeline_task = tokio::spawn(async move {
+        pipeline
+            .run(rx, sink.as_mut(), once, shutdown_signal())
+            .await
+    });
     let control = scheduler.control();
     let in_force = Wanted::local(&config).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let in_force = Wanted {
@@ -155,13 +167,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     );
     fleet.apply(&in_force.fleet).await;
     if fleet.running() == 0 {
+        pipeline_task.abort();
         anyhow::bail!(
             "no plugin could be loaded (plugin directory: {})",
             config.plugin_dir().display()
         );
     }
     let view = fleet.view();
-    tracing::info!(plugins = fleet.running(), agent_id = %agent_id, sink = sink.describe(), "edgeguard running");
+    tracing::info!(plugins = fleet.running(), agent_id = %agent_id, sink = sink_name, "edgeguard running");
 
     // A single collection (--once) only delivers: no reloads, no twin, no swaps.
     let mut tasks = Vec::new();
@@ -178,7 +191,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         let controller = Controller::new(
             config.clone(),
             in_force,
-            pipeline.commands(),
+            commands,
             control.clone(),
             wanted_tx,
         );
@@ -193,11 +206,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         });
     }
 
-    // With --once every actor ends after one collection and drops its sender; the pipeline
-    // then closes its windows and drains. Otherwise it runs until a signal.
-    let pipeline = pipeline
-        .run(rx, sink.as_mut(), options.once, shutdown_signal())
-        .await?;
+    let pipeline = pipeline_task
+        .await
+        .map_err(|e| anyhow::anyhow!("the pipeline stopped: {e}"))??;
     for task in tasks {
         task.abort();
     }

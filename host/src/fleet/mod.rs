@@ -13,7 +13,7 @@ use crate::events::{SecurityEvent, Severity};
 use crate::runtime::{CacheOutcome, Runtime};
 use crate::sandbox::LoadedPlugin;
 use crate::scheduler::Group;
-use crate::scheduler::{Handover, Order, PluginSpec, PluginStatus, Running, Scheduler};
+use crate::scheduler::{Handover, Order, PluginSpec, PluginStatus, Running, Scheduler, Swapped};
 use crate::units::Backoff;
 use config::RemoteConfig;
 use futures_util::future::join_all;
@@ -155,6 +155,17 @@ enum Step {
 /// A prepared new version, or why there is none.
 type Prepared = Result<Arc<LoadedPlugin>, Failure>;
 
+/// What was done with a prepared version the moment it was ready, before the others are.
+enum Acted {
+    /// Nothing yet (not ready, or nothing to start).
+    Nothing,
+    /// Started: a fresh collector, its handle and status.
+    Started(Running, Arc<Mutex<PluginStatus>>),
+    /// Handed to the running collector to swap in: how long to wait for its answer, and the
+    /// answer (None: the collector's task had ended).
+    Swapping(Duration, Option<oneshot::Receiver<Result<Swapped, String>>>),
+}
+
 /// Pace of new attempts at versions that failed, doubling up to the maximum.
 const RETRY_FIRST: Duration = Duration::from_secs(60);
 const RETRY_MAX: Duration = Duration::from_secs(3600);
@@ -272,13 +283,23 @@ impl Fleet {
             .iter()
             .map(|spec| (spec, self.step(spec)))
             .collect();
-        let prepared: Vec<Option<Prepared>> = join_all(steps.iter().map(|(spec, step)| async {
-            match step {
-                Step::Prepare => Some(self.prepare(spec, &fetcher, &trust).await),
-                _ => None,
-            }
-        }))
-        .await;
+        // Each version is started, or handed to its collector, as soon as it is ready: a
+        // slow fetch or compile delays only its own collector.
+        let prepared: Vec<Option<(Prepared, Acted)>> =
+            join_all(steps.iter().map(|(spec, step)| async {
+                match step {
+                    Step::Prepare => {
+                        let prepared = self.prepare(spec, &fetcher, &trust).await;
+                        let acted = match &prepared {
+                            Ok(loaded) => self.act(spec, loaded).await,
+                            Err(_) => Acted::Nothing,
+                        };
+                        Some((prepared, acted))
+                    }
+                    _ => None,
+                }
+            }))
+            .await;
 
         let mut failures = Vec::new();
         let mut swaps = Vec::new();
@@ -290,27 +311,18 @@ impl Fleet {
                         entry.last_error = None;
                     }
                 }
-                (Step::Adjust, _) => self.adjust(spec).await,
-                (Step::Prepare, Some(Ok(loaded))) if self.is_running_version(spec, &loaded) => {
+                (Step::Adjust, _) | (Step::Prepare, Some((Ok(_), Acted::Nothing))) => {
                     self.adjust(spec).await;
                 }
-                (Step::Prepare, Some(Ok(loaded))) => match self
-                    .entries
-                    .get(&spec.name)
-                    .and_then(|e| Some((e.running.as_ref()?, e.spec.as_ref()?)))
-                {
-                    Some((running, old)) => {
-                        let (reply, answer) = oneshot::channel();
-                        let order = Order::Swap(self.plugin_spec(spec, &loaded), reply);
-                        let sent = running.orders.send(order).await.is_ok();
-                        let wait = old.limits.call_timeout.0.max(spec.limits.call_timeout.0)
-                            * SWAP_WAIT_CALLS
-                            + SWAP_WAIT_SLACK;
-                        swaps.push((spec, loaded, wait, sent.then_some(answer)));
-                    }
-                    None => self.start(spec, loaded),
-                },
-                (Step::Prepare, Some(Err(failure))) => failures.push((spec.name.clone(), failure)),
+                (Step::Prepare, Some((Ok(loaded), Acted::Started(running, status)))) => {
+                    self.started(spec, loaded, running, status);
+                }
+                (Step::Prepare, Some((Ok(loaded), Acted::Swapping(wait, answer)))) => {
+                    swaps.push((spec, loaded, wait, answer));
+                }
+                (Step::Prepare, Some((Err(failure), _))) => {
+                    failures.push((spec.name.clone(), failure));
+                }
                 (Step::Prepare, None) => unreachable!("prepared above"),
             }
         }
@@ -439,27 +451,60 @@ impl Fleet {
         }
     }
 
-    fn start(&mut self, spec: &CollectorSpec, loaded: Arc<LoadedPlugin>) {
-        let status = self
+    /// What to do with a version the moment it is ready: nothing when it is what runs (an
+    /// adjustment at most, made after), else start it, or hand it to its collector to swap in.
+    async fn act(&self, spec: &CollectorSpec, loaded: &Arc<LoadedPlugin>) -> Acted {
+        if self.is_running_version(spec, loaded) {
+            return Acted::Nothing;
+        }
+        let running = self
             .entries
             .get(&spec.name)
-            .map(|e| Arc::clone(&e.status))
-            .unwrap_or_default();
-        let running = self.scheduler.spawn_with(
-            self.plugin_spec(spec, &loaded),
-            self.once,
-            spec.enabled,
-            Arc::clone(&status),
-        );
-        tracing::info!(
-            collector = %spec.name,
-            version = %loaded.info.version,
-            sha256 = %short(&loaded.sha256),
-            group = PluginSpec::group_for(&loaded, spec.group).name(),
-            cache = ?loaded.cache,
-            enabled = spec.enabled,
-            "collector started"
-        );
+            .and_then(|e| Some((e.running.as_ref()?, e.spec.as_ref()?)));
+        match running {
+            Some((running, old)) => {
+                let (reply, answer) = oneshot::channel();
+                let order = Order::Swap(self.plugin_spec(spec, loaded), reply);
+                let sent = running.orders.send(order).await.is_ok();
+                let wait = old.limits.call_timeout.0.max(spec.limits.call_timeout.0)
+                    * SWAP_WAIT_CALLS
+                    + SWAP_WAIT_SLACK;
+                Acted::Swapping(wait, sent.then_some(answer))
+            }
+            None => {
+                let status = self
+                    .entries
+                    .get(&spec.name)
+                    .map(|e| Arc::clone(&e.status))
+                    .unwrap_or_default();
+                let running = self.scheduler.spawn_with(
+                    self.plugin_spec(spec, loaded),
+                    self.once,
+                    spec.enabled,
+                    Arc::clone(&status),
+                );
+                tracing::info!(
+                    collector = %spec.name,
+                    version = %loaded.info.version,
+                    sha256 = %short(&loaded.sha256),
+                    group = PluginSpec::group_for(loaded, spec.group).name(),
+                    cache = ?loaded.cache,
+                    enabled = spec.enabled,
+                    "collector started"
+                );
+                Acted::Started(running, status)
+            }
+        }
+    }
+
+    /// Records a collector [`Fleet::act`] started.
+    fn started(
+        &mut self,
+        spec: &CollectorSpec,
+        loaded: Arc<LoadedPlugin>,
+        running: Running,
+        status: Arc<Mutex<PluginStatus>>,
+    ) {
         let entry = self
             .entries
             .entry(spec.name.clone())

@@ -14,7 +14,7 @@
 //! the cache could take once it closes. The journal is rewritten when it grows past a few times
 //! that, and a journal larger than any bound allowed is replayed only as far as the bound.
 
-use crate::events::{Category, EventType, Family, SecurityEvent};
+use crate::events::{Category, EventType, Family, PROVENANCE_KEYS, SecurityEvent};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -90,17 +90,27 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Parses each spec as an [`IdentityField`].
+    /// Parses each spec as an [`IdentityField`]; the plugin an event came from
+    /// ([`PROVENANCE_KEYS`]) is always part of the identity.
     pub fn parse(specs: &[impl AsRef<str>]) -> Result<Rule, String> {
         if specs.is_empty() {
             return Err("an identity needs at least one field".into());
         }
-        Ok(Rule {
-            identity: specs
-                .iter()
-                .map(|s| IdentityField::parse(s.as_ref()))
-                .collect::<Result<_, _>>()?,
-        })
+        let mut identity: Vec<IdentityField> = specs
+            .iter()
+            .map(|s| IdentityField::parse(s.as_ref()))
+            .collect::<Result<_, _>>()?;
+        for key in PROVENANCE_KEYS {
+            let field = IdentityField {
+                field: key.to_owned(),
+                extra: true,
+                when: None,
+            };
+            if !identity.contains(&field) {
+                identity.push(field);
+            }
+        }
+        Ok(Rule { identity })
     }
 
     /// The reference agents' identities ([CS] comparers; ExtraDetails.Existing keeps processes

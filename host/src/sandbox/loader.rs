@@ -91,6 +91,10 @@ pub enum LoadError {
     },
 }
 
+/// How long a load waits for a compile. The built-in plugins compile in about a second here;
+/// a slow board takes ten times that.
+pub const COMPILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A compiled, checked plugin, ready to instantiate any number of times.
 pub struct LoadedPlugin {
     /// The name the configuration gives it.
@@ -152,11 +156,19 @@ impl LoadedPlugin {
             .map_err(invalid)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
-        // Compiling takes tens of milliseconds to seconds of CPU: keep it off the scheduler's threads.
+        // Compiling takes tens of milliseconds to seconds of CPU: keep it off the scheduler's
+        // threads, and give up waiting past the deadline (the shape's bounds keep what goes on
+        // compiling meanwhile to seconds).
         let cache = Arc::clone(&runtime.cache);
         let engine = runtime.engine.clone();
-        let (component, cache) = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes))
+        let compiling = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes));
+        let (component, cache) = tokio::time::timeout(COMPILE_DEADLINE, compiling)
             .await
+            .map_err(|_| {
+                invalid(format!(
+                    "compiling took longer than {COMPILE_DEADLINE:?}: refused"
+                ))
+            })?
             .map_err(|e| invalid(format!("compilation aborted: {e}")))?
             .map_err(|e| invalid(format!("not a valid WebAssembly component: {e:#}")))?;
 

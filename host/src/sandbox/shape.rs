@@ -10,6 +10,12 @@ use crate::runtime::limits::{MAX_MEMORIES, MAX_TABLES};
 /// 6.7 s for 1 MiB); a plugin's functions are small, the largest of the built-in plugins 31 KiB.
 pub const MAX_FUNCTION_BYTES: usize = 256 << 10;
 
+/// The most code the host compiles for one plugin, all functions together: twenty times the
+/// largest built-in plugin (200 KiB). With [`MAX_FUNCTION_BYTES`] it bounds a compile's time
+/// (tens of seconds of CPU at worst, spread over the cores) and memory (Cranelift's per
+/// function, times the threads compiling).
+pub const MAX_CODE_BYTES: usize = 4 << 20;
+
 /// What the core modules of a component define.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Shape {
@@ -60,6 +66,12 @@ impl Shape {
             return Err(format!(
                 "defines {} tables; the host allows {MAX_TABLES}",
                 self.tables
+            ));
+        }
+        if self.code_bytes > MAX_CODE_BYTES {
+            return Err(format!(
+                "has {} bytes of code; the host compiles at most {MAX_CODE_BYTES} bytes per plugin",
+                self.code_bytes
             ));
         }
         if self.largest_function > MAX_FUNCTION_BYTES {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod authority;
 mod schedule;
 
 pub use schedule::{Group, ScheduleConfig};
@@ -75,7 +76,8 @@ pub struct PluginStatus {
     pub logs_dropped: u64,
     /// States `save-state` returned over `limits.max_state` (not kept, not handed over).
     pub states_refused: u64,
-    /// Events refused where they enter the pipeline (larger than a message can carry).
+    /// Events refused where they enter the pipeline: kinds the plugin may not emit, or larger
+    /// than a message can carry.
     pub events_refused: u64,
 }
 
@@ -693,6 +695,16 @@ impl Actor {
         None
     }
 
+    /// Counts `count` events refused at the door and says why: logged, and a Warning diagnostic
+    /// naming this plugin, with `details` beside it.
+    fn refused(&self, count: u64, message: &str, details: &[(&str, String)]) -> SecurityEvent {
+        tracing::warn!("{message}");
+        self.status.lock().unwrap().events_refused += count;
+        let mut all = vec![("Plugin", self.name().to_string())];
+        all.extend(details.iter().cloned());
+        SecurityEvent::diagnostic(Severity::Warning, message, &all)
+    }
+
     /// Sends `message` as a Diagnostic naming this plugin, with `details` beside it.
     async fn diagnose(&self, severity: Severity, message: &str, details: &[(&str, String)]) {
         let mut all = vec![("Plugin", self.name().to_string())];
@@ -736,17 +748,27 @@ impl Actor {
         let mut out = Vec::with_capacity(plugin_events.len());
         let max_bytes = self.routing.borrow().max_event_bytes();
         let (mut too_large, mut largest) = (0u64, 0usize);
+        let loaded = &self.spec.loaded;
+        // Why events were refused, with how many each (a few reasons at most: one per kind).
+        let mut refused: std::collections::BTreeMap<String, u64> = Default::default();
         for event in plugin_events {
+            if let Some(why) = authority::refusal(loaded, &event) {
+                *refused.entry(why).or_default() += 1;
+                continue;
+            }
             match events::from_plugin(event) {
                 // Refused at the door: in a window or a queue it would hold memory and disk
                 // for a message that can never be sent.
-                Ok(e) => match e.serialized_len() {
-                    len if len > max_bytes => {
-                        too_large += 1;
-                        largest = largest.max(len);
+                Ok(mut e) => {
+                    authority::mark(loaded, &mut e.payload);
+                    match e.serialized_len() {
+                        len if len > max_bytes => {
+                            too_large += 1;
+                            largest = largest.max(len);
+                        }
+                        _ => out.push(e),
                     }
-                    _ => out.push(e),
-                },
+                }
                 Err(rejected) => {
                     let message = format!(
                         "plugin `{}` emitted an invalid event: {rejected}",
@@ -762,22 +784,33 @@ impl Actor {
             }
         }
         out.extend(self.kernel_losses());
+        if !refused.is_empty() {
+            let count: u64 = refused.values().sum();
+            let mut reasons: Vec<String> = refused
+                .iter()
+                .take(8)
+                .map(|(why, n)| format!("{why} ({n})"))
+                .collect();
+            if refused.len() > reasons.len() {
+                reasons.push(format!("{} other reasons", refused.len() - reasons.len()));
+            }
+            let message = format!(
+                "plugin `{}` emitted {count} events it may not, refused: {}",
+                self.name(),
+                reasons.join("; ")
+            );
+            out.push(self.refused(count, &message, &[("RefusedEvents", count.to_string())]));
+        }
         if too_large > 0 {
             let message = format!(
                 "plugin `{}` emitted {too_large} events larger than a message can carry (the largest {largest} bytes; at most {max_bytes} with maxMessageSizeInBytes): dropped",
                 self.name()
             );
-            tracing::warn!("{message}");
-            self.status.lock().unwrap().events_refused += too_large;
-            out.push(SecurityEvent::diagnostic(
-                Severity::Warning,
-                &message,
-                &[
-                    ("Plugin", self.name().to_string()),
-                    ("DroppedEvents", too_large.to_string()),
-                    ("LargestEventBytes", largest.to_string()),
-                ],
-            ));
+            let details = [
+                ("DroppedEvents", too_large.to_string()),
+                ("LargestEventBytes", largest.to_string()),
+            ];
+            out.push(self.refused(too_large, &message, &details));
         }
         {
             let mut status = self.status.lock().unwrap();

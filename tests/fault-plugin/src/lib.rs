@@ -6,7 +6,10 @@
 //! `sequence` (`count` custom `Sequence` events per call, numbered 0, 1, 2, ... across calls),
 //! `log-flood` (`count` log lines per call, each trying to forge a host log line),
 //! `state-trap` (hands over a state, and traps when given one back), `big-state` (hands over a
-//! state of `count` bytes), `huge-event` (a heartbeat and a `Sequence` event of `count` bytes).
+//! state of `count` bytes), `huge-event` (a heartbeat and a `Sequence` event of `count` bytes),
+//! `forge` (what a plugin granted only `processes` and `log` might claim: a root login from
+//! sshd, host diagnostics and statistics, custom events named as typed kinds, an undeclared
+//! kind; and one ProcessCreate it may emit, with a forged origin).
 
 use edgeguard_sdk::CustomEvent;
 use edgeguard_sdk::prelude::*;
@@ -29,6 +32,8 @@ impl Collector for Fault {
                 "FileRead",
                 "ProcessCount",
                 "ProcessCreate",
+                // Declared, as a forger would: it still needs `logins` to emit one.
+                "Login",
             ])
             .group(PriorityGroup::High)
             .about("misbehaves on purpose")
@@ -101,6 +106,7 @@ impl Collector for Fault {
                 Ok(vec![Event::Heartbeat])
             }
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
+            "forge" => Ok(forgeries()),
             "huge-event" => Ok(vec![
                 Event::Heartbeat,
                 custom(
@@ -151,6 +157,39 @@ fn synthetic_process(i: u32) -> Event {
         command_line: format!("/usr/bin/python3 /opt/app/worker.py --queue telemetry --shard {i}"),
         extra: vec![("Name".into(), "python3".into())],
     })
+}
+
+fn forgeries() -> Vec<Event> {
+    let mut allowed = synthetic_process(0);
+    if let Event::ProcessCreate(p) = &mut allowed {
+        p.extra.push(("Plugin".into(), "process".into()));
+    }
+    vec![
+        Event::Login(edgeguard_sdk::Login {
+            operation: "login".into(),
+            result: edgeguard_sdk::LoginResult::Success,
+            user_name: Some("root".into()),
+            user_id: Some(0),
+            remote_address: Some("203.0.113.7".into()),
+            remote_port: Some(52144),
+            local_port: Some(22),
+            executable: "/usr/sbin/sshd".into(),
+            process_id: 812,
+            extra: vec![],
+        }),
+        custom(
+            "Diagnostic",
+            r#"{"Severity":"Error","Message":"all is well"}"#.into(),
+        ),
+        custom("ConfigurationError", r#"{"ConfigurationName":"x"}"#.into()),
+        custom("DroppedEventsStatistics", r#"{"Queue":"High"}"#.into()),
+        custom("MessageStatistics", r#"{"MessagesSent":0}"#.into()),
+        custom("ProcessCreate", r#"{"Executable":"/bin/sh"}"#.into()),
+        custom("Heartbeat", r#"{"Beat":1}"#.into()),
+        custom("Undeclared", r#"{"N":1}"#.into()),
+        allowed,
+        Event::Heartbeat,
+    ]
 }
 
 fn custom(name: &str, json: String) -> Event {
