@@ -648,15 +648,29 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
         "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n[plugin.config]\nreport_existing = false\n",
     );
     let out = dir.path().join("out.jsonl");
-    let edgeguard = Command::new(edgeguard_bin())
-        .args(["--log", "warn", "run", "--config"])
+    let log = dir.path().join("log");
+    let mut edgeguard = Command::new(edgeguard_bin())
+        .args(["--log", "info", "run", "--config"])
         .arg(&config)
         .arg("--output")
         .arg(&out)
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // The flood starts after the collector's first collection, its baseline (processes
+    // running then are not reported with report_existing = false).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("following the kernel's proc connector")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let before = peak_rss(edgeguard.id());
     let tag = unique_tag("flood");
     let mut flood = Vec::new();
@@ -686,9 +700,9 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
-    let output = edgeguard.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let status = edgeguard.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{log}");
     eprintln!(
         "peak resident memory: {} MiB before the flood, {} MiB over it",
         before >> 20,
