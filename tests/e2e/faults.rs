@@ -9,7 +9,7 @@ use edgeguard::sandbox::loader::LoadError;
 use edgeguard::sandbox::{Fault, LoadedPlugin};
 use edgeguard::scheduler::{PluginSpec, Scheduler};
 use edgeguard::units::Span;
-use edgeguard_tests::{plugin, runtime, test_limits};
+use edgeguard_tests::{leb128, plugin, runtime, test_limits};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +40,47 @@ async fn collect_once(loaded: &LoadedPlugin, mode: &str) -> Result<Result<usize,
         .await?
         .map(|events| events.len())
         .map_err(|e| format!("{e:?}")))
+}
+
+/// The high group every `interval`, no first-collection jitter.
+fn every(interval: Duration) -> ScheduleConfig {
+    ScheduleConfig {
+        high: Span(interval),
+        first_collection_jitter: Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    }
+}
+
+/// A scheduler on `schedule` over the host's `/`, the batches it sends, and the routing it
+/// follows (the default one).
+fn scheduler_with(
+    schedule: ScheduleConfig,
+) -> (
+    Scheduler,
+    tokio::sync::mpsc::Receiver<Batch>,
+    tokio::sync::watch::Sender<Arc<edgeguard::pipeline::Routing>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(1024);
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let scheduler = Scheduler::new(
+        HostContext::new(Path::new("/")),
+        schedule,
+        tx,
+        routing.subscribe(),
+    );
+    (scheduler, rx, routing)
+}
+
+/// [`scheduler_with`] the high group every `interval`.
+fn scheduler_every(
+    interval: Duration,
+) -> (
+    Scheduler,
+    tokio::sync::mpsc::Receiver<Batch>,
+    tokio::sync::watch::Sender<Arc<edgeguard::pipeline::Routing>>,
+) {
+    scheduler_with(every(interval))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,22 +195,11 @@ async fn ungranted_imports_are_refused_before_instantiation() {
 async fn faulty_plugins_never_disturb_a_healthy_one() {
     let (rt, _cache) = runtime();
     let interval = Duration::from_millis(100);
-    let schedule = ScheduleConfig {
-        high: Span(interval),
-        first_collection_jitter: Span(Duration::ZERO),
-        // Room for every plugin at once: this test is about isolation, not the concurrency bound.
+    // Room for every plugin at once: this test is about isolation, not the concurrency bound.
+    let (scheduler, mut rx, _routing) = scheduler_with(ScheduleConfig {
         max_concurrent: 8,
-        ..ScheduleConfig::default()
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let routing =
-        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
-    let scheduler = Scheduler::new(
-        HostContext::new(Path::new("/")),
-        schedule,
-        tx,
-        routing.subscribe(),
-    );
+        ..every(interval)
+    });
     let mut running = Vec::new();
     for mode in [
         "healthy",
@@ -341,20 +371,7 @@ async fn a_state_that_crash_loops_is_discarded_and_one_over_its_limit_is_not_kep
     let (rt, _cache) = runtime();
     let dir = tempfile::tempdir().unwrap();
     let interval = Duration::from_millis(100);
-    let schedule = ScheduleConfig {
-        high: Span(interval),
-        first_collection_jitter: Span(Duration::ZERO),
-        ..ScheduleConfig::default()
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let routing =
-        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
-    let scheduler = Scheduler::new(
-        HostContext::new(Path::new("/")),
-        schedule,
-        tx,
-        routing.subscribe(),
-    );
+    let (scheduler, mut rx, _routing) = scheduler_every(interval);
     let poisoned_file = dir.path().join("poisoned.state");
     std::fs::write(&poisoned_file, b"poison").unwrap();
     let big_file = dir.path().join("big.state");
@@ -448,39 +465,28 @@ fn component(memories: usize, body: usize) -> Vec<u8> {
     component_of(memories, &[nops])
 }
 
-fn leb(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            return out.push(byte);
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// A component around one core module with `memories` memories of one page and a function of
 /// type `[] -> []` for each of `bodies` (each a function body: locals, code, `end`).
 fn component_of(memories: usize, bodies: &[Vec<u8>]) -> Vec<u8> {
     fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
         out.push(id);
-        leb(out, content.len());
+        leb128(content.len(), out);
         out.extend_from_slice(content);
     }
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     section(&mut module, 1, &[1, 0x60, 0, 0]);
     let mut functions = Vec::new();
-    leb(&mut functions, bodies.len());
+    leb128(bodies.len(), &mut functions);
     functions.extend(std::iter::repeat_n(0, bodies.len()));
     section(&mut module, 3, &functions);
     let mut mems = Vec::new();
-    leb(&mut mems, memories);
+    leb128(memories, &mut mems);
     (0..memories).for_each(|_| mems.extend_from_slice(&[0, 1]));
     section(&mut module, 5, &mems);
     let mut code = Vec::new();
-    leb(&mut code, bodies.len());
+    leb128(bodies.len(), &mut code);
     for body in bodies {
-        leb(&mut code, body.len());
+        leb128(body.len(), &mut code);
         code.extend_from_slice(body);
     }
     section(&mut module, 10, &code);
@@ -493,18 +499,18 @@ fn component_of(memories: usize, bodies: &[Vec<u8>]) -> Vec<u8> {
 /// for each step an `if` on one of them that updates another.
 fn branchy_body(size: usize) -> Vec<u8> {
     let mut f = vec![1];
-    leb(&mut f, 50);
+    leb128(50, &mut f);
     f.push(0x7f); // i32 locals
     let mut i = 0usize;
     while f.len() < size {
         f.push(0x20); // local.get
-        leb(&mut f, i % 50);
+        leb128(i % 50, &mut f);
         f.extend_from_slice(&[0x04, 0x40]); // if (no result)
         f.push(0x20);
-        leb(&mut f, (i + 1) % 50);
+        leb128((i + 1) % 50, &mut f);
         f.extend_from_slice(&[0x41, 1, 0x6a]); // i32.const 1, i32.add
         f.push(0x21); // local.set
-        leb(&mut f, (i * 3) % 50);
+        leb128((i * 3) % 50, &mut f);
         f.push(0x0b); // end (if)
         i += 1;
     }
@@ -550,21 +556,8 @@ async fn components_the_host_would_not_run_are_refused_before_compiling() {
 async fn an_event_larger_than_a_message_is_refused_at_the_door_naming_its_plugin() {
     let (rt, _cache) = runtime();
     let interval = Duration::from_millis(100);
-    let schedule = ScheduleConfig {
-        high: Span(interval),
-        first_collection_jitter: Span(Duration::ZERO),
-        ..ScheduleConfig::default()
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let routing =
-        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let (scheduler, mut rx, routing) = scheduler_every(interval);
     let max = routing.borrow().max_event_bytes();
-    let scheduler = Scheduler::new(
-        HostContext::new(Path::new("/")),
-        schedule,
-        tx,
-        routing.subscribe(),
-    );
     let huge = scheduler.spawn(
         PluginSpec {
             loaded: Arc::new(fault_plugin(&rt, "huge").await),
@@ -679,20 +672,7 @@ fn error_text(e: &edgeguard::wit::edgeguard::collector::types::CollectError) -> 
 async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
     let (rt, _cache) = runtime();
     let interval = Duration::from_millis(100);
-    let schedule = ScheduleConfig {
-        high: Span(interval),
-        first_collection_jitter: Span(Duration::ZERO),
-        ..ScheduleConfig::default()
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1024);
-    let routing =
-        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
-    let scheduler = Scheduler::new(
-        HostContext::new(Path::new("/")),
-        schedule,
-        tx,
-        routing.subscribe(),
-    );
+    let (scheduler, mut rx, _routing) = scheduler_every(interval);
     let loaded = Arc::new(fault_plugin(&rt, "forger").await);
     let forger = scheduler.spawn(
         PluginSpec {
@@ -756,16 +736,7 @@ fn a_slow_compile_never_delays_the_other_collectors() {
          [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
          [plugin.config]\nreport_existing = false\n",
     );
-    let out = dir.path().join("out.jsonl");
-    let log = dir.path().join("log");
-    let mut edgeguard = std::process::Command::new(edgeguard_tests::edgeguard_bin())
-        .args(["--log", "info", "run", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(&out)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
     let refused = |text: &str| text.contains("bomb") && text.contains("not an edgeguard collector");
     // A marker process every half second from the collector's start: the first ones may fall
     // before its baseline (existing processes are not reported).

@@ -647,16 +647,7 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
         &plugins,
         "[[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n[plugin.config]\nreport_existing = false\n",
     );
-    let out = dir.path().join("out.jsonl");
-    let log = dir.path().join("log");
-    let mut edgeguard = Command::new(edgeguard_bin())
-        .args(["--log", "info", "run", "--config"])
-        .arg(&config)
-        .arg("--output")
-        .arg(&out)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
     // The flood starts after the collector's first collection, its baseline (processes
     // running then are not reported with report_existing = false).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

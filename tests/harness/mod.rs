@@ -82,6 +82,21 @@ pub fn builtin_plugins(dir: &Path, names: &[&str]) -> PathBuf {
     plugins
 }
 
+/// `edgeguard --log info run --config <config>` with its messages into `<dir>/out.jsonl` and
+/// its log into `<dir>/log`: the running process, and the two paths.
+pub fn run_logged(config: &Path, dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
+    let (out, log) = (dir.join("out.jsonl"), dir.join("log"));
+    let child = Command::new(edgeguard_bin())
+        .args(["--log", "info", "run", "--config"])
+        .arg(config)
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::fs::File::create(&log).expect("creating the log file"))
+        .spawn()
+        .expect("starting edgeguard");
+    (child, out, log)
+}
+
 /// `program` run by `wrapper` (`unshare --net`, say; nothing: directly).
 pub fn command_under(wrapper: &[&str], program: &Path) -> Command {
     match wrapper.split_first() {
@@ -351,20 +366,22 @@ pub fn find_items<'a>(
         .collect()
 }
 
+/// Appends `n` as unsigned LEB128, the integers of the WebAssembly binary format.
+pub fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
 /// `component` with a custom section appended: the same plugin, other bytes (another build of
 /// one version, as a rebuild with other metadata gives).
 pub fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
     let mut body = Vec::new();
     leb128(name.len(), &mut body);
     body.extend_from_slice(name.as_bytes());
