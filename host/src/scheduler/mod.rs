@@ -700,16 +700,24 @@ impl Actor {
     fn refused(&self, count: u64, message: &str, details: &[(&str, String)]) -> SecurityEvent {
         tracing::warn!("{message}");
         self.status.lock().unwrap().events_refused += count;
+        self.diagnostic(Severity::Warning, message, details)
+    }
+
+    /// A Diagnostic naming this plugin, with `details` beside it.
+    fn diagnostic(
+        &self,
+        severity: Severity,
+        message: &str,
+        details: &[(&str, String)],
+    ) -> SecurityEvent {
         let mut all = vec![("Plugin", self.name().to_string())];
         all.extend(details.iter().cloned());
-        SecurityEvent::diagnostic(Severity::Warning, message, &all)
+        SecurityEvent::diagnostic(severity, message, &all)
     }
 
     /// Sends `message` as a Diagnostic naming this plugin, with `details` beside it.
     async fn diagnose(&self, severity: Severity, message: &str, details: &[(&str, String)]) {
-        let mut all = vec![("Plugin", self.name().to_string())];
-        all.extend(details.iter().cloned());
-        self.send(vec![SecurityEvent::diagnostic(severity, message, &all)])
+        self.send(vec![self.diagnostic(severity, message, details)])
             .await;
     }
 
