@@ -315,6 +315,7 @@ impl Config {
             plugin_dir: self.plugin_dir(),
             limits: &self.limits,
             twin_grants: &self.remote.twin_grants,
+            twin_attests: &self.remote.twin_attests,
         }
     }
 

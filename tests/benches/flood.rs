@@ -8,7 +8,7 @@
 //! bench` runs it; alone, `cargo bench -p edgeguard-tests --bench flood -- [SIZES…]` needs the
 //! release binary and plugins built (and `cargo xtask image` for the dist binary).
 
-use edgeguard_tests::{edgeguard_bin, target_dir};
+use edgeguard_tests::user_binaries;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,18 +56,7 @@ fn main() {
     } else {
         sizes
     };
-    let release = edgeguard_bin();
-    let release_plugins = release.with_file_name("plugins");
-    let image = target_dir().join("image");
-    let mut binaries = vec![("release", release, release_plugins)];
-    if image.join("edgeguard").exists() {
-        binaries.push(("dist", image.join("edgeguard"), image.join("plugins")));
-    } else {
-        eprintln!(
-            "no dist binary in {}: run `cargo xtask image` first",
-            image.display()
-        );
-    }
+    let binaries = user_binaries();
     println!(
         "the built-in plugins on the embedded default; processes of {} MB of arguments by `nobody`",
         ARGS * ARG_BYTES / 1_000_000

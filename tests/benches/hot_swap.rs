@@ -42,6 +42,7 @@ fn spec(
         interval,
         grants: grants.to_vec(),
         dirs: Vec::new(),
+        attests: Vec::new(),
         limits: Limits::default(),
         config,
         enabled: true,

@@ -141,19 +141,6 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,7 +162,10 @@ fn a_flood_into_a_tiny_cache_keeps_memory_bounded_and_counts_drops() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
         std::thread::sleep(Duration::from_millis(100));
-        samples.push((start.elapsed(), rss_kib(pid)));
+        samples.push((
+            start.elapsed(),
+            edgeguard_tests::status_bytes(pid, "VmRSS") >> 10,
+        ));
     }
     // SAFETY: kill on our own child.
     unsafe { libc_kill(pid as i32, 15) };

@@ -9,7 +9,7 @@ use edgeguard::sandbox::loader::LoadError;
 use edgeguard::sandbox::{Fault, LoadedPlugin};
 use edgeguard::scheduler::{PluginSpec, Scheduler};
 use edgeguard::units::Span;
-use edgeguard_tests::{leb128, plugin, runtime, test_limits};
+use edgeguard_tests::{branchy_body, component_of, plugin, runtime, test_limits};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +31,12 @@ async fn fault_plugin(rt: &Runtime, name: &str) -> LoadedPlugin {
 }
 
 async fn collect_once(loaded: &LoadedPlugin, mode: &str) -> Result<Result<usize, String>, Fault> {
-    let config = format!(r#"{{"mode": "{mode}"}}"#);
+    collect_with(loaded, &format!(r#"{{"mode": "{mode}"}}"#)).await
+}
+
+async fn collect_with(loaded: &LoadedPlugin, config: &str) -> Result<Result<usize, String>, Fault> {
     let mut instance = loaded
-        .instantiate(HostContext::new(Path::new("/")), &test_limits(), &config)
+        .instantiate(HostContext::new(Path::new("/")), &test_limits(), config)
         .await?;
     Ok(instance
         .collect()
@@ -95,12 +98,47 @@ async fn each_fault_is_classified() {
 
     let started = Instant::now();
     let looped = collect_once(&loaded, "loop").await.unwrap_err();
-    assert!(matches!(looped, Fault::Timeout(_)), "{looped:?}");
+    assert!(matches!(looped, Fault::Timeout { .. }), "{looped:?}");
     // Interrupted by the epoch deadline (300 ms), not left running. Generous bound: a loaded CI machine.
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "loop ran {:?}",
         started.elapsed()
+    );
+
+    // A hundred thousand process snapshots in one call: the host's time is the plugin's, so
+    // the call ends at its deadline with the host's share said.
+    let started = Instant::now();
+    let busy = collect_with(&loaded, r#"{"mode": "host-loop", "count": 100000}"#)
+        .await
+        .unwrap_err();
+    let Fault::Timeout { deadline, host } = busy else {
+        panic!("expected a timeout, got {busy:?}");
+    };
+    assert_eq!(deadline, Duration::from_millis(300));
+    assert!(host.calls >= 1 && host.time >= deadline / 2, "{busy}");
+    assert!(busy.to_string().contains("host calls took"), "{busy}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "host loop ran {:?}",
+        started.elapsed()
+    );
+
+    // A million empty payload rows: 8 MB in the plugin's memory, 24 MB as the host would hold
+    // them, refused before any of it is allocated.
+    let rows = collect_with(&loaded, r#"{"mode": "rows", "count": 1000000}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(rows, Fault::Transfer { limit } if limit.0 == 16 << 20),
+        "{rows:?}"
+    );
+    // The same call within the bound goes through.
+    assert_eq!(
+        collect_with(&loaded, r#"{"mode": "rows", "count": 1000}"#)
+            .await
+            .unwrap(),
+        Ok(1)
     );
 
     let memory = collect_once(&loaded, "memory").await.unwrap_err();
@@ -209,6 +247,8 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         "flood",
         "error",
         "bad-event",
+        "host-loop",
+        "rows",
     ] {
         let loaded = Arc::new(fault_plugin(&rt, mode).await);
         let spec = PluginSpec {
@@ -216,8 +256,9 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
             group: Group::High,
             interval: Some(interval),
             limits: test_limits(),
-            config_json: format!(r#"{{"mode": "{mode}"}}"#),
+            config_json: format!(r#"{{"mode": "{mode}", "count": 1000000}}"#),
             state_file: None,
+            attests: Vec::new(),
         };
         running.push(scheduler.spawn(spec, false));
     }
@@ -261,6 +302,8 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         ("loop", "timeout"),
         ("memory", "memory"),
         ("flood", "flood"),
+        ("host-loop", "timeout"),
+        ("rows", "transfer"),
     ] {
         let reports: Vec<_> = diagnostics
             .iter()
@@ -363,6 +406,78 @@ fn a_plugin_cannot_forge_host_log_lines_and_its_dropped_lines_are_counted() {
     );
 }
 
+/// What one call hands over is bounded as the host would hold it, before it is allocated:
+/// a million empty payload rows (8 MB in the plugin's memory, 24 MB in the host's) make a
+/// transfer fault named for the plugin at every try, the collector beside it
+/// keeps its schedule, and the real binary stays within its bound: its own footprint (about 16
+/// MiB) and the plugin's linear memory (the rows take 20 MB there), nothing of the rows in the
+/// host's (without the bound: 84 MiB at once, and held).
+#[test]
+fn a_call_that_hands_over_too_much_is_refused_before_the_host_holds_it() {
+    const BOUND: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
+    let config = edgeguard_tests::write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+         [[plugin]]\nname = \"rows\"\nfile = \"fault.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         config = { mode = \"rows\", count = 1000000 }\nlimits = { restart_backoff = \"100ms\", restart_backoff_max = \"200ms\" }\n\
+         [[plugin]]\nname = \"beat\"\nfile = \"fault.wasm\"\ngrants = [\"processes\", \"log\"]\n",
+    );
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
+    let refusals = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("rows") && l.contains("in one call (limits.max_transfer)"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refusals(&std::fs::read_to_string(&log).unwrap_or_default()) < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no transfer faults:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peak = edgeguard_tests::status_bytes(edgeguard.id(), "VmHWM");
+    // Heartbeats of `beat` (`rows` never gets to emit one) kept coming while `rows` faulted.
+    let beats_before = heartbeats(&out);
+    std::thread::sleep(Duration::from_secs(2));
+    let beats = heartbeats(&out);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    edgeguard.wait().unwrap();
+    assert!(
+        peak < BOUND,
+        "peak RSS {} MiB, bound {} MiB",
+        peak >> 20,
+        BOUND >> 20
+    );
+    assert!(beats > beats_before, "beat stalled at {beats} heartbeats");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("handed the host more than its limit of 16MiB in one call"),
+        "the fault is reported in a Diagnostic"
+    );
+    assert!(!text.contains("\"Sequence\""), "nothing of the rows passed");
+}
+
+/// Heartbeat events in the messages of `out`.
+fn heartbeats(out: &Path) -> usize {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|m| m["Events"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["Name"] == "Heartbeat")
+        .count()
+}
+
 /// A saved state the plugin traps on is given up after the second fault in a row, with an Error
 /// diagnostic naming the plugin, and the plugin then runs afresh; a state over `max_state` is
 /// neither written nor handed over, said once however often it comes.
@@ -385,6 +500,7 @@ async fn a_state_that_crash_loops_is_discarded_and_one_over_its_limit_is_not_kep
         },
         config_json: config.to_owned(),
         state_file: Some(file.to_owned()),
+        attests: Vec::new(),
     };
     let poisoned = scheduler.spawn(
         spec(
@@ -465,59 +581,6 @@ fn component(memories: usize, body: usize) -> Vec<u8> {
     component_of(memories, &[nops])
 }
 
-/// A component around one core module with `memories` memories of one page and a function of
-/// type `[] -> []` for each of `bodies` (each a function body: locals, code, `end`).
-fn component_of(memories: usize, bodies: &[Vec<u8>]) -> Vec<u8> {
-    fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
-        out.push(id);
-        leb128(content.len(), out);
-        out.extend_from_slice(content);
-    }
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(&mut module, 1, &[1, 0x60, 0, 0]);
-    let mut functions = Vec::new();
-    leb128(bodies.len(), &mut functions);
-    functions.extend(std::iter::repeat_n(0, bodies.len()));
-    section(&mut module, 3, &functions);
-    let mut mems = Vec::new();
-    leb128(memories, &mut mems);
-    (0..memories).for_each(|_| mems.extend_from_slice(&[0, 1]));
-    section(&mut module, 5, &mems);
-    let mut code = Vec::new();
-    leb128(bodies.len(), &mut code);
-    for body in bodies {
-        leb128(body.len(), &mut code);
-        code.extend_from_slice(body);
-    }
-    section(&mut module, 10, &code);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(&mut component, 1, &module);
-    component
-}
-
-/// A function body of about `size` bytes that Cranelift takes long over: fifty locals, and
-/// for each step an `if` on one of them that updates another.
-fn branchy_body(size: usize) -> Vec<u8> {
-    let mut f = vec![1];
-    leb128(50, &mut f);
-    f.push(0x7f); // i32 locals
-    let mut i = 0usize;
-    while f.len() < size {
-        f.push(0x20); // local.get
-        leb128(i % 50, &mut f);
-        f.extend_from_slice(&[0x04, 0x40]); // if (no result)
-        f.push(0x20);
-        leb128((i + 1) % 50, &mut f);
-        f.extend_from_slice(&[0x41, 1, 0x6a]); // i32.const 1, i32.add
-        f.push(0x21); // local.set
-        leb128((i * 3) % 50, &mut f);
-        f.push(0x0b); // end (if)
-        i += 1;
-    }
-    f.push(0x0b);
-    f
-}
-
 /// The memory limit holds for all of a plugin's memories together, and what the host would not
 /// run (sixteen memories to multiply the limit by; a function whose compile would take seconds
 /// to minutes) is refused from the bytes, before any compile, with the number that was wrong.
@@ -566,6 +629,7 @@ async fn an_event_larger_than_a_message_is_refused_at_the_door_naming_its_plugin
             limits: test_limits(),
             config_json: format!(r#"{{"mode":"huge-event","count":{}}}"#, max + 1),
             state_file: None,
+            attests: Vec::new(),
         },
         false,
     );
@@ -682,6 +746,7 @@ async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
             limits: test_limits(),
             config_json: r#"{"mode":"forge"}"#.into(),
             state_file: None,
+            attests: Vec::new(),
         },
         false,
     );
@@ -714,6 +779,47 @@ async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
         assert!(message.contains(reason), "{reason}: {message}");
     }
     assert_eq!(forger.status.lock().unwrap().events_refused, 8);
+}
+
+/// A custom collector may be configured to attest a typed kind it observes some other way:
+/// configured to attest `Login`, the same plugin's login passes, marked with its origin, and
+/// everything else it forged is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() {
+    let (rt, _cache) = runtime();
+    let interval = Duration::from_millis(100);
+    let (scheduler, mut rx, _routing) = scheduler_every(interval);
+    let attester = scheduler.spawn(
+        PluginSpec {
+            loaded: Arc::new(fault_plugin(&rt, "auth").await),
+            group: Group::High,
+            interval: Some(interval),
+            limits: test_limits(),
+            config_json: r#"{"mode":"forge"}"#.into(),
+            state_file: None,
+            attests: vec!["Login".into()],
+        },
+        false,
+    );
+    drop(scheduler);
+    let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a collection")
+        .unwrap();
+    attester.task.abort();
+    let names: Vec<&str> = batch.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["Login", "ProcessCreate", "Heartbeat", "Diagnostic"],
+        "{names:?}"
+    );
+    let login = &batch.events[0].payload[0];
+    assert_eq!(login["UserName"], "root");
+    assert_eq!(login["ExtraDetails"]["Plugin"], "auth");
+    let d = &batch.events[3].payload[0];
+    assert_eq!(d["ExtraDetails"]["RefusedEvents"], "7");
+    assert!(!d["Message"].as_str().unwrap().contains("Login"), "{d}");
+    assert_eq!(attester.status.lock().unwrap().events_refused, 7);
 }
 
 /// A compile bomb within every bound (eight functions of 240 kB of branchy code: ten seconds

@@ -741,6 +741,7 @@ async fn a_plugin_whose_events_are_all_off_is_not_called() {
         limits: edgeguard_tests::test_limits(),
         config_json: "{}".into(),
         state_file: None,
+        attests: Vec::new(),
     };
     let running = scheduler.spawn(spec, false);
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -621,17 +621,6 @@ fn events_lost_in_the_agent_are_reported_as_a_diagnostic() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("kernel events lost"));
 }
 
-/// VmHWM (the peak resident memory) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kib << 10
-}
-
 /// Any local user can start processes whose arguments take a megabyte. Two hundred of them,
 /// started by `nobody` within seconds, go through the real process collector at the default
 /// configuration (the ASC default hour-long aggregation window) while the agent's memory stays
@@ -662,7 +651,7 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let before = peak_rss(edgeguard.id());
+    let before = edgeguard_tests::status_bytes(edgeguard.id(), "VmHWM");
     let tag = unique_tag("flood");
     let mut flood = Vec::new();
     for i in 0..200 {
@@ -684,7 +673,7 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
     // The collector follows the kernel's events and is woken early by a half-full queue; give
     // it time to take them all in, and the pipeline to close windows and send.
     std::thread::sleep(Duration::from_secs(8));
-    let peak = peak_rss(edgeguard.id());
+    let peak = edgeguard_tests::status_bytes(edgeguard.id(), "VmHWM");
     for mut child in flood {
         let _ = child.kill();
         let _ = child.wait();

@@ -97,6 +97,37 @@ pub fn run_logged(config: &Path, dir: &Path) -> (std::process::Child, PathBuf, P
     (child, out, log)
 }
 
+/// The binaries users run, each with its plugin directory: the `release` build of `cargo xtask
+/// run`, and the image's static `dist` build when `cargo xtask image` (or `bench`) has staged
+/// it (else said on stderr).
+pub fn user_binaries() -> Vec<(&'static str, PathBuf, PathBuf)> {
+    let release = edgeguard_bin();
+    let release_plugins = release.with_file_name("plugins");
+    let image = target_dir().join("image");
+    let mut binaries = vec![("release", release, release_plugins)];
+    if image.join("edgeguard").exists() {
+        binaries.push(("dist", image.join("edgeguard"), image.join("plugins")));
+    } else {
+        eprintln!(
+            "no dist binary in {}: run `cargo xtask image` first",
+            image.display()
+        );
+    }
+    binaries
+}
+
+/// A memory figure of process `pid` from its `/proc/<pid>/status` (`VmRSS`, `VmHWM`,
+/// `RssAnon`), in bytes; 0 once the process is gone.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    kib << 10
+}
+
 /// `program` run by `wrapper` (`unshare --net`, say; nothing: directly).
 pub fn command_under(wrapper: &[&str], program: &Path) -> Command {
     match wrapper.split_first() {
@@ -377,6 +408,59 @@ pub fn leb128(mut n: usize, out: &mut Vec<u8>) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// A component around one core module with `memories` memories of one page and a function of
+/// type `[] -> []` for each of `bodies` (each a function body: locals, code, `end`).
+pub fn component_of(memories: usize, bodies: &[Vec<u8>]) -> Vec<u8> {
+    fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
+        out.push(id);
+        leb128(content.len(), out);
+        out.extend_from_slice(content);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(&mut module, 1, &[1, 0x60, 0, 0]);
+    let mut functions = Vec::new();
+    leb128(bodies.len(), &mut functions);
+    functions.extend(std::iter::repeat_n(0, bodies.len()));
+    section(&mut module, 3, &functions);
+    let mut mems = Vec::new();
+    leb128(memories, &mut mems);
+    (0..memories).for_each(|_| mems.extend_from_slice(&[0, 1]));
+    section(&mut module, 5, &mems);
+    let mut code = Vec::new();
+    leb128(bodies.len(), &mut code);
+    for body in bodies {
+        leb128(body.len(), &mut code);
+        code.extend_from_slice(body);
+    }
+    section(&mut module, 10, &code);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(&mut component, 1, &module);
+    component
+}
+
+/// A function body of about `size` bytes that Cranelift takes long over: fifty locals, and
+/// for each step an `if` on one of them that updates another.
+pub fn branchy_body(size: usize) -> Vec<u8> {
+    let mut f = vec![1];
+    leb128(50, &mut f);
+    f.push(0x7f); // i32 locals
+    let mut i = 0usize;
+    while f.len() < size {
+        f.push(0x20); // local.get
+        leb128(i % 50, &mut f);
+        f.extend_from_slice(&[0x04, 0x40]); // if (no result)
+        f.push(0x20);
+        leb128((i + 1) % 50, &mut f);
+        f.extend_from_slice(&[0x41, 1, 0x6a]); // i32.const 1, i32.add
+        f.push(0x21); // local.set
+        leb128((i * 3) % 50, &mut f);
+        f.push(0x0b); // end (if)
+        i += 1;
+    }
+    f.push(0x0b);
+    f
 }
 
 /// `component` with a custom section appended: the same plugin, other bytes (another build of

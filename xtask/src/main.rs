@@ -83,6 +83,7 @@ fn main() -> Result<()> {
             // Both binaries users run: the release build and the image's static one.
             stage_image()?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "flood"]))?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "startup"]))?;
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))

@@ -310,6 +310,7 @@ fn limits(l: &Limits) -> Value {
         "restartBackoff": l.restart_backoff.to_string(),
         "restartBackoffMax": l.restart_backoff_max.to_string(),
         "maxState": l.max_state.to_string(),
+        "maxTransfer": l.max_transfer.to_string(),
     })
 }
 
@@ -342,6 +343,8 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             "errors": s.errors,
             "faults": s.faults,
             "logsDropped": s.logs_dropped,
+            "hostCalls": s.host_work.calls,
+            "hostTimeMs": s.host_work.time.as_millis() as u64,
             "statesRefused": s.states_refused,
             "eventsRefused": s.events_refused,
             "lastFault": s.last_fault.map(bounded),
@@ -377,6 +380,7 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
                 "enabled": spec.enabled,
                 "interval": Span(interval).to_string(),
                 "grants": loaded.grants.iter().map(|g| g.name()).collect::<Vec<_>>(),
+                "attests": spec.attests,
                 "memory": spec.limits.memory.to_string(),
                 "callTimeout": spec.limits.call_timeout.to_string(),
             });

@@ -31,6 +31,10 @@ pub struct PluginConfig {
     /// Read-only directories of the host (under the host root) visible to a plugin granted `filesystem`.
     #[serde(default)]
     pub dirs: Vec<PathBuf>,
+    /// Typed kinds it may emit without the capability that observes them: a custom collector
+    /// that observes logins another way (an auth log it reads) attests `Login`.
+    #[serde(default)]
+    pub attests: Vec<String>,
     /// Overrides the plugin's self-described priority group.
     pub group: Option<Group>,
     /// Overrides the group's interval for this plugin.
@@ -98,6 +102,8 @@ pub struct RemoteConfig {
     pub allow_unsigned: bool,
     /// The capabilities the module twin may grant a collector.
     pub twin_grants: Vec<String>,
+    /// The typed kinds the module twin may let a collector attest (none: only this file can).
+    pub twin_attests: Vec<String>,
     /// PEM file of the roots https sources are checked against; empty: the host's
     /// `etc/ssl/certs/ca-certificates.crt` under the host root.
     pub ca_file: PathBuf,
@@ -118,6 +124,7 @@ impl Default for RemoteConfig {
             twin_grants: Capability::twin_grantable()
                 .map(|c| c.name().to_owned())
                 .collect(),
+            twin_attests: Vec::new(),
             ca_file: PathBuf::new(),
             max_plugin_size: Bytes(32 << 20),
             fetch_timeout: Span(Duration::from_secs(60)),
@@ -139,6 +146,10 @@ impl RemoteConfig {
             .find(|g| Capability::from_name(g).is_none())
         {
             return Err(Invalid::new("remote.twin_grants", unknown_capability(g)));
+        }
+        for kind in &self.twin_attests {
+            crate::scheduler::authority::attestable(kind)
+                .map_err(|m| Invalid::new("remote.twin_attests", m))?;
         }
         Ok(())
     }

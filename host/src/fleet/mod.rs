@@ -443,6 +443,7 @@ impl Fleet {
             interval: spec.interval,
             limits: spec.limits.clone(),
             config_json: spec.config.to_string(),
+            attests: spec.attests.clone(),
             state_file: Some(
                 self.state_dir
                     .join("plugins")

@@ -36,6 +36,8 @@ pub struct CollectorSpec {
     pub grants: Vec<Capability>,
     /// The read-only host directories it sees with `filesystem`.
     pub dirs: Vec<PathBuf>,
+    /// Typed kinds it may emit without the capability that observes them.
+    pub attests: Vec<String>,
     /// Its sandbox limits.
     pub limits: Limits,
     /// Its configuration, a JSON object.
@@ -55,6 +57,7 @@ impl CollectorSpec {
             && self.signature == other.signature
             && self.grants == other.grants
             && self.dirs == other.dirs
+            && self.attests == other.attests
             && self.limits == other.limits
             && self.config == other.config
     }
@@ -91,6 +94,18 @@ impl CollectorSpec {
                 field("dirs"),
                 "directories are given but `filesystem` is not granted",
             ));
+        }
+        for (i, kind) in self.attests.iter().enumerate() {
+            let problem = crate::scheduler::authority::attestable(kind)
+                .err()
+                .or_else(|| {
+                    self.attests[..i]
+                        .contains(kind)
+                        .then(|| format!("`{kind}` is given twice"))
+                });
+            if let Some(reason) = problem {
+                refused.push(Invalid::new(field("attests"), reason));
+            }
         }
         if let Err(invalid) = self.limits.check(&field("limits")) {
             refused.push(invalid);
@@ -155,6 +170,7 @@ pub fn from_local(
         interval: p.interval.map(|s| s.0),
         grants,
         dirs: p.dirs.clone(),
+        attests: p.attests.clone(),
         limits: limits.with(&p.limits),
         config: p.config.clone(),
         enabled: p.enabled,
@@ -186,6 +202,8 @@ pub struct Local<'a> {
     pub limits: &'a Limits,
     /// What the twin may grant (`[remote] twin_grants`).
     pub twin_grants: &'a [String],
+    /// What the twin may let a collector attest (`[remote] twin_attests`).
+    pub twin_attests: &'a [String],
 }
 
 /// A collector as the twin describes it; every field optional, overlaying the local entry of
@@ -200,6 +218,7 @@ struct TwinEntry {
     interval: Option<Span>,
     grants: Option<Vec<String>>,
     dirs: Option<Vec<PathBuf>>,
+    attests: Option<Vec<String>>,
     limits: Option<LimitOverrides>,
     config: Option<Value>,
     enabled: Option<bool>,
@@ -332,6 +351,7 @@ fn apply_entry(
         interval: None,
         grants: Vec::new(),
         dirs: Vec::new(),
+        attests: Vec::new(),
         limits: local.limits.clone(),
         config: Value::Object(Map::new()),
         enabled: true,
@@ -364,6 +384,23 @@ fn apply_entry(
     }
     if let Some(dirs) = e.dirs {
         spec.dirs = dirs;
+    }
+    if let Some(kinds) = e.attests {
+        // Attesting is trust in the collector's evidence: rooted in the local file, as grants are.
+        for kind in kinds.iter().filter(|k| !local.twin_attests.contains(k)) {
+            issue(
+                field("attests"),
+                format!(
+                    "`{kind}` may not be attested from the twin (the local [remote] twin_attests allows: {})",
+                    if local.twin_attests.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        local.twin_attests.join(", ")
+                    }
+                ),
+            );
+        }
+        spec.attests = kinds;
     }
     if let Some(overrides) = e.limits {
         spec.limits = spec.limits.with(&overrides);
@@ -407,6 +444,7 @@ mod tests {
             plugin_dir: "/p".into(),
             limits: &limits,
             twin_grants: &remote.twin_grants,
+            twin_attests: &["Login".to_owned()],
         };
         overlay(local_specs(), &twin, &local, "edgeguard.collectors").map_err(|i| {
             i.iter()
@@ -453,6 +491,56 @@ mod tests {
         let adjusted = resolve(json!({"process": {"enabled": false, "group": "medium"}})).unwrap();
         assert!(adjusted[0].same_instance(&local_specs()[0]));
         assert!(!adjusted[0].enabled);
+    }
+
+    /// A typed kind may be attested by the local file; by the twin only as far as the local
+    /// `[remote] twin_attests` allows (here: `Login`); never a host kind or a custom one.
+    #[test]
+    fn attesting_a_kind_is_rooted_in_the_local_file() {
+        #[derive(Deserialize)]
+        struct File {
+            plugin: Vec<PluginConfig>,
+        }
+        let file: File = toml::from_str(
+            "[[plugin]]\nname = \"auth\"\nfile = \"auth.wasm\"\ngrants = [\"filesystem\"]\n\
+             dirs = [\"/var/log\"]\nattests = [\"Login\", \"Heartbeat\"]\n",
+        )
+        .unwrap();
+        let (spec, refused) = from_local(
+            &file.plugin[0],
+            Path::new("/p"),
+            &Limits::default(),
+            "plugin[0]",
+        );
+        assert_eq!(spec.attests, ["Login", "Heartbeat"]);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].key, "plugin[0].attests");
+        assert!(
+            refused[0]
+                .reason
+                .contains("`Heartbeat` is not a typed kind a capability observes"),
+            "{}",
+            refused[0].reason
+        );
+
+        let set = resolve(json!({"process": {"attests": ["Login"]}})).unwrap();
+        assert_eq!(set[0].attests, ["Login"]);
+        assert!(
+            !set[0].same_instance(&local_specs()[0]),
+            "what it may say changed"
+        );
+        let errors = resolve(
+            json!({"process": {"attests": ["ProcessCreate", "Diagnostic", "Login", "Login"]}}),
+        )
+        .unwrap_err()
+        .join("\n");
+        for needle in [
+            "process.attests: `ProcessCreate` may not be attested from the twin (the local [remote] twin_attests allows: Login)",
+            "process.attests: `Diagnostic` comes only from the host",
+            "process.attests: `Login` is given twice",
+        ] {
+            assert!(errors.contains(needle), "{needle} in\n{errors}");
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! misbehave into a [`Fault`] instead of harm to the host.
 
 use crate::capabilities::{HostContext, HostState};
-use crate::runtime::limits::CallGuard;
-use crate::runtime::limits::Limits;
+use crate::runtime::limits::{CallGuard, HostWork, Limits};
+use crate::units::Bytes;
 use crate::wit::exports::edgeguard::collector::plugin::{CollectError, Event, PluginInfo};
 use crate::wit::{Collector, CollectorPre};
 use std::path::PathBuf;
@@ -18,9 +18,14 @@ pub enum Fault {
     /// The plugin trapped (a panic, an unreachable, a failed host call).
     #[error("trapped: {0}")]
     Trap(String),
-    /// A call ran out of time.
-    #[error("ran past its deadline of {0:?}")]
-    Timeout(Duration),
+    /// A call ran out of time: its own code and the host calls it made, together.
+    #[error("ran past its deadline of {deadline:?} ({} host calls took {:?} of it)", host.calls, host.time)]
+    Timeout {
+        /// The deadline.
+        deadline: Duration,
+        /// The host work the call had made the host do.
+        host: HostWork,
+    },
     /// A memory grew past the limit.
     #[error("exceeded its memory limit ({limit} bytes; asked for {asked})")]
     MemoryLimit {
@@ -28,6 +33,12 @@ pub enum Fault {
         asked: usize,
         /// The limit.
         limit: usize,
+    },
+    /// One call handed the host more than it may (its result, or a host call's arguments).
+    #[error("handed the host more than its limit of {limit} in one call (limits.max_transfer)")]
+    Transfer {
+        /// The limit.
+        limit: Bytes,
     },
     /// `collect` returned more events than its cap.
     #[error("returned {returned} events, more than its cap of {cap} per call")]
@@ -47,7 +58,8 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Trap(_) => "trap",
-            Fault::Timeout(_) => "timeout",
+            Fault::Timeout { .. } => "timeout",
+            Fault::Transfer { .. } => "transfer",
             Fault::MemoryLimit { .. } => "memory",
             Fault::Flood { .. } => "flood",
             Fault::Init(_) => "init",
@@ -60,6 +72,7 @@ pub struct PluginInstance {
     store: Store<HostState>,
     bindings: Collector,
     timeout: Duration,
+    max_transfer: Bytes,
     max_events: u32,
 }
 
@@ -67,7 +80,7 @@ pub struct PluginInstance {
 /// is inside a host call (epochs interrupt wasm code only).
 const HOST_CALL_GRACE: Duration = Duration::from_millis(500);
 
-/// Arms a call's CPU budget: a fresh budget, a deadline at the next epoch, and the epoch ticker
+/// Arms a call's deadline: counted from now, checked at the next epoch, and the epoch ticker
 /// running for as long as the returned token lives.
 fn start_call(store: &mut Store<HostState>) -> crate::runtime::engine::Ticking {
     let ticking = crate::runtime::engine::ticking();
@@ -83,7 +96,8 @@ macro_rules! guarded {
         let $b = &$self.bindings;
         let $s = &mut $self.store;
         let outcome = tokio::time::timeout($self.timeout + HOST_CALL_GRACE, $call).await;
-        classify(&$self.store, $self.timeout, outcome)
+        $self.store.data_mut().guard.end_call();
+        classify(&$self.store, $self.timeout, $self.max_transfer, outcome)
     }};
 }
 
@@ -101,9 +115,14 @@ impl PluginInstance {
             HostState::new(name, host, dirs, guard).map_err(|e| Fault::Init(e.to_string()))?;
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.guard);
-        // Each tick: yield to the executor (fairness), and interrupt once the call's budget is spent.
-        store.epoch_deadline_callback(|mut ctx| {
-            Ok(if ctx.data_mut().guard.tick() {
+        // What the plugin hands over is bounded as the host will hold it, before it is
+        // allocated: wasmtime's lifting of lists and strings draws on this per call.
+        let max_transfer = limits.max_transfer;
+        store.set_hostcall_fuel(usize::try_from(max_transfer.0).unwrap_or(usize::MAX));
+        store.call_hook(|mut ctx, hook| ctx.data_mut().guard.transition(hook));
+        // Each tick: yield to the executor (fairness), and interrupt once past the deadline.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if ctx.data().guard.within_deadline() {
                 UpdateDeadline::Yield(1)
             } else {
                 UpdateDeadline::Interrupt
@@ -114,11 +133,13 @@ impl PluginInstance {
         let outcome =
             tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store))
                 .await;
-        let bindings = classify(&store, timeout, outcome)?;
+        store.data_mut().guard.end_call();
+        let bindings = classify(&store, timeout, max_transfer, outcome)?;
         Ok(PluginInstance {
             store,
             bindings,
             timeout,
+            max_transfer,
             max_events: limits.max_events_per_call,
         })
     }
@@ -170,23 +191,37 @@ impl PluginInstance {
         self.store.data_mut().guard.take_logs_dropped()
     }
 
+    /// The work the host did for this instance's calls since the last time this was asked.
+    pub fn take_host_work(&mut self) -> HostWork {
+        self.store.data_mut().guard.take_host_work()
+    }
+
     /// Peak linear memory this instance has used.
     pub fn memory_peak(&self) -> usize {
         self.store.data().guard.memory_peak
     }
 }
 
+/// What wasmtime says when a plugin hands over more than its host-call fuel: its error type
+/// is private, its text is not (wasmtime is pinned to one version; a test trips on a change).
+const TRANSFER_EXHAUSTED: &str = "too much data is being copied between the host and the guest";
+
 fn classify<T>(
     store: &Store<HostState>,
     timeout: Duration,
+    max_transfer: Bytes,
     outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
 ) -> Result<T, Fault> {
+    let guard = &store.data().guard;
+    let timed_out = || Fault::Timeout {
+        deadline: timeout,
+        host: guard.call_host,
+    };
     let error = match outcome {
         Ok(Ok(value)) => return Ok(value),
-        Err(_elapsed) => return Err(Fault::Timeout(timeout)),
+        Err(_elapsed) => return Err(timed_out()),
         Ok(Err(error)) => error,
     };
-    let guard = &store.data().guard;
     if let Some(asked) = guard.memory_denied {
         return Err(Fault::MemoryLimit {
             asked,
@@ -194,7 +229,15 @@ fn classify<T>(
         });
     }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return Err(Fault::Timeout(timeout));
+        return Err(timed_out());
+    }
+    if error
+        .chain()
+        .any(|cause| cause.to_string().starts_with(TRANSFER_EXHAUSTED))
+    {
+        return Err(Fault::Transfer {
+            limit: max_transfer,
+        });
     }
     // The first line names the trap; the wasm backtrace that follows is for debug logs.
     let text = format!("{error:#}");

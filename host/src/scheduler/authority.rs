@@ -8,6 +8,10 @@
 //! takes the name of a typed kind. Every event it may emit is marked with the plugin it came
 //! from, in its ExtraDetails: the configured name, the version it describes, and the digest of
 //! its component, the one thing about it no plugin can choose.
+//!
+//! A custom collector may observe a typed kind some other way (logins from an auth log it reads
+//! with `filesystem`): its configuration can say it attests that kind ([`attestable`]), and then
+//! it needs no capability for it. Strict by default: nothing is attested unless configured.
 
 use crate::capabilities::Capability;
 use crate::events::PROVENANCE_KEYS;
@@ -47,8 +51,27 @@ fn kind(event: &Event) -> (&str, bool) {
     }
 }
 
-/// Why `plugin` may not emit `event`, if it may not.
-pub fn refusal(plugin: &LoadedPlugin, event: &Event) -> Option<String> {
+/// Whether a collector may be configured to attest `name` without the capability that
+/// observes it: only the typed kinds a capability observes can be.
+pub fn attestable(name: &str) -> Result<(), String> {
+    if host_only(name) {
+        return Err(format!(
+            "`{name}` comes only from the host and no collector can attest it"
+        ));
+    }
+    if OBSERVED_BY.iter().any(|(k, _)| *k == name) {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = OBSERVED_BY.iter().map(|(k, _)| *k).collect();
+    Err(format!(
+        "`{name}` is not a typed kind a capability observes (one of {}); custom kinds need no attestation",
+        kinds.join(", ")
+    ))
+}
+
+/// Why `plugin` may not emit `event`, if it may not; `attests`: the typed kinds its
+/// configuration lets it emit without the capability that observes them.
+pub fn refusal(plugin: &LoadedPlugin, attests: &[String], event: &Event) -> Option<String> {
     let (name, custom) = kind(event);
     if host_only(name) {
         return Some(format!("{name} events come only from the host"));
@@ -67,9 +90,10 @@ pub fn refusal(plugin: &LoadedPlugin, event: &Event) -> Option<String> {
     }
     if let Some((_, needed)) = OBSERVED_BY.iter().find(|(k, _)| *k == name)
         && !plugin.grants.contains(needed)
+        && !attests.iter().any(|a| a == name)
     {
         return Some(format!(
-            "{name} needs the `{}` capability, which observes it, and the plugin is not granted it",
+            "{name} needs the `{}` capability, which observes it, and the plugin is neither granted it nor configured to attest {name}",
             needed.name()
         ));
     }

@@ -36,6 +36,9 @@ pub struct PluginSpec {
     /// Where the plugin's `save-state` is kept between runs (cursors survive restarts); None:
     /// state lives only as long as the instance.
     pub state_file: Option<std::path::PathBuf>,
+    /// Typed kinds it may emit without the capability that observes them (see
+    /// [`authority::attestable`]).
+    pub attests: Vec<String>,
 }
 
 impl PluginSpec {
@@ -74,6 +77,9 @@ pub struct PluginStatus {
     pub kernel_events_lost: u64,
     /// Log lines dropped past the per-call cap, over every call.
     pub logs_dropped: u64,
+    /// Calls the plugin made into the host, and the host's time in them (counted against each
+    /// call's deadline).
+    pub host_work: crate::runtime::limits::HostWork,
     /// States `save-state` returned over `limits.max_state` (not kept, not handed over).
     pub states_refused: u64,
     /// Events refused where they enter the pipeline: kinds the plugin may not emit, or larger
@@ -534,6 +540,8 @@ impl Actor {
                 .expect("the semaphore is never closed");
             live.collect().await
         };
+        let host_work = live.take_host_work();
+        self.status.lock().unwrap().host_work.add(host_work);
         let dropped = live.take_logs_dropped();
         if dropped > 0 {
             self.status.lock().unwrap().logs_dropped += dropped;
@@ -599,13 +607,10 @@ impl Actor {
             self.name()
         );
         tracing::warn!("{message}");
-        Some(SecurityEvent::diagnostic(
+        Some(self.diagnostic(
             Severity::Warning,
             &message,
-            &[
-                ("Plugin", self.name().to_string()),
-                ("LostEvents", new.to_string()),
-            ],
+            &[("LostEvents", new.to_string())],
         ))
     }
 
@@ -760,7 +765,7 @@ impl Actor {
         // Why events were refused, with how many each (a few reasons at most: one per kind).
         let mut refused: std::collections::BTreeMap<String, u64> = Default::default();
         for event in plugin_events {
-            if let Some(why) = authority::refusal(loaded, &event) {
+            if let Some(why) = authority::refusal(loaded, &self.spec.attests, &event) {
                 *refused.entry(why).or_default() += 1;
                 continue;
             }
@@ -783,11 +788,7 @@ impl Actor {
                         self.name()
                     );
                     tracing::warn!("{message}");
-                    out.push(SecurityEvent::diagnostic(
-                        Severity::Warning,
-                        &message,
-                        &[("Plugin", self.name().to_string())],
-                    ));
+                    out.push(self.diagnostic(Severity::Warning, &message, &[]));
                 }
             }
         }
@@ -885,17 +886,11 @@ impl Actor {
         );
         tracing::error!(plugin = %self.name(), fault = fault.kind(), "{message}");
         let details = [
-            ("Plugin", self.name().to_string()),
             ("Fault", fault.kind().to_string()),
             ("ConsecutiveFaults", consecutive.to_string()),
             ("RestartInMs", backoff.as_millis().to_string()),
         ];
-        self.send(vec![SecurityEvent::diagnostic(
-            Severity::Error,
-            &message,
-            &details,
-        )])
-        .await;
+        self.diagnose(Severity::Error, &message, &details).await;
         Instant::now() + backoff
     }
 }

@@ -9,7 +9,9 @@
 //! state of `count` bytes), `huge-event` (a heartbeat and a `Sequence` event of `count` bytes),
 //! `forge` (what a plugin granted only `processes` and `log` might claim: a root login from
 //! sshd, host diagnostics and statistics, custom events named as typed kinds, an undeclared
-//! kind; and one ProcessCreate it may emit, with a forged origin).
+//! kind; and one ProcessCreate it may emit, with a forged origin), `host-loop` (`count`
+//! process snapshots in one call: the host's work, not its own), `rows` (one `Sequence` event of
+//! `count` empty payload rows: 8 bytes each in the plugin, 24 as the host holds them).
 
 use edgeguard_sdk::CustomEvent;
 use edgeguard_sdk::prelude::*;
@@ -107,6 +109,21 @@ impl Collector for Fault {
             }
             "synthetic" => Ok((0..self.count as u32).map(synthetic_process).collect()),
             "forge" => Ok(forgeries()),
+            "host-loop" => {
+                let mut seen = 0;
+                for _ in 0..self.count {
+                    seen = processes::snapshot()?.len();
+                }
+                Ok(vec![custom(
+                    "ProcessCount",
+                    format!("{{\"Count\":{seen}}}"),
+                )])
+            }
+            "rows" => Ok(vec![Event::Custom(CustomEvent {
+                name: "Sequence".into(),
+                periodic: false,
+                payload_json: vec![String::new(); self.count as usize],
+            })]),
             "huge-event" => Ok(vec![
                 Event::Heartbeat,
                 custom(
