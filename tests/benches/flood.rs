@@ -58,8 +58,8 @@ fn main() {
     };
     let binaries = user_binaries();
     println!(
-        "the built-in plugins on the embedded default; processes of {} MB of arguments by `nobody`",
-        ARGS * ARG_BYTES / 1_000_000
+        "the built-in plugins on the embedded default; processes of {:.2} MB of arguments by `nobody`",
+        (ARGS * ARG_BYTES) as f64 / 1e6
     );
     println!(
         "| binary | flood | RSS before | highest RSS during | RSS 20 s after | goal |\n|---|---|---|---|---|---|"

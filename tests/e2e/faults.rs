@@ -350,18 +350,22 @@ async fn faulty_plugins_never_disturb_a_healthy_one() {
         && d["Message"].as_str().unwrap().contains("Broken")));
 }
 
+/// `<dir>/edgeguard.toml` with `rest` (its `[[plugin]]` tables), over a plugin directory that
+/// holds the fault plugin as `fault.wasm`.
+fn fault_config(dir: &Path, rest: &str) -> std::path::PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
+    edgeguard_tests::write_config(dir, "edgeguard.toml", &plugins, rest)
+}
+
 /// A plugin's log lines are its own: each stays one line of the host's log, escaped, with the
 /// plugin named; past the per-call cap the rest are counted and the count is logged.
 #[test]
 fn a_plugin_cannot_forge_host_log_lines_and_its_dropped_lines_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
-    let config = edgeguard_tests::write_config(
+    let config = fault_config(
         dir.path(),
-        "edgeguard.toml",
-        &plugins,
         "[[plugin]]\nname = \"chatty\"\nfile = \"fault.wasm\"\ngrants = [\"processes\", \"log\"]\n\
          config = { mode = \"log-flood\", count = 300 }\n",
     );
@@ -416,13 +420,8 @@ fn a_plugin_cannot_forge_host_log_lines_and_its_dropped_lines_are_counted() {
 fn a_call_that_hands_over_too_much_is_refused_before_the_host_holds_it() {
     const BOUND: u64 = 64 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(plugin("edgeguard-fault-plugin"), plugins.join("fault.wasm")).unwrap();
-    let config = edgeguard_tests::write_config(
+    let config = fault_config(
         dir.path(),
-        "edgeguard.toml",
-        &plugins,
         "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
          [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
          [[plugin]]\nname = \"rows\"\nfile = \"fault.wasm\"\ngrants = [\"processes\", \"log\"]\n\
@@ -735,27 +734,8 @@ fn error_text(e: &edgeguard::wit::edgeguard::collector::types::CollectError) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
     let (rt, _cache) = runtime();
-    let interval = Duration::from_millis(100);
-    let (scheduler, mut rx, _routing) = scheduler_every(interval);
     let loaded = Arc::new(fault_plugin(&rt, "forger").await);
-    let forger = scheduler.spawn(
-        PluginSpec {
-            loaded: Arc::clone(&loaded),
-            group: Group::High,
-            interval: Some(interval),
-            limits: test_limits(),
-            config_json: r#"{"mode":"forge"}"#.into(),
-            state_file: None,
-            attests: Vec::new(),
-        },
-        false,
-    );
-    drop(scheduler);
-    let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("a collection")
-        .unwrap();
-    forger.task.abort();
+    let (batch, status) = first_forged_batch(Arc::clone(&loaded), Vec::new()).await;
     let names: Vec<&str> = batch.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
@@ -778,26 +758,26 @@ async fn a_plugin_cannot_forge_evidence_and_every_event_names_its_origin() {
     ] {
         assert!(message.contains(reason), "{reason}: {message}");
     }
-    assert_eq!(forger.status.lock().unwrap().events_refused, 8);
+    assert_eq!(status.events_refused, 8);
 }
 
-/// A custom collector may be configured to attest a typed kind it observes some other way:
-/// configured to attest `Login`, the same plugin's login passes, marked with its origin, and
-/// everything else it forged is still refused.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() {
-    let (rt, _cache) = runtime();
+/// The first collection of `loaded` in `forge` mode, configured to attest `attests`, and its
+/// status right after.
+async fn first_forged_batch(
+    loaded: Arc<LoadedPlugin>,
+    attests: Vec<String>,
+) -> (Batch, edgeguard::scheduler::PluginStatus) {
     let interval = Duration::from_millis(100);
     let (scheduler, mut rx, _routing) = scheduler_every(interval);
-    let attester = scheduler.spawn(
+    let forger = scheduler.spawn(
         PluginSpec {
-            loaded: Arc::new(fault_plugin(&rt, "auth").await),
+            loaded,
             group: Group::High,
             interval: Some(interval),
             limits: test_limits(),
             config_json: r#"{"mode":"forge"}"#.into(),
             state_file: None,
-            attests: vec!["Login".into()],
+            attests,
         },
         false,
     );
@@ -806,7 +786,19 @@ async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() 
         .await
         .expect("a collection")
         .unwrap();
-    attester.task.abort();
+    forger.task.abort();
+    let status = forger.status.lock().unwrap().clone();
+    (batch, status)
+}
+
+/// A custom collector may be configured to attest a typed kind it observes some other way:
+/// configured to attest `Login`, the same plugin's login passes, marked with its origin, and
+/// everything else it forged is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() {
+    let (rt, _cache) = runtime();
+    let loaded = Arc::new(fault_plugin(&rt, "auth").await);
+    let (batch, status) = first_forged_batch(loaded, vec!["Login".into()]).await;
     let names: Vec<&str> = batch.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
@@ -819,7 +811,7 @@ async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() 
     let d = &batch.events[3].payload[0];
     assert_eq!(d["ExtraDetails"]["RefusedEvents"], "7");
     assert!(!d["Message"].as_str().unwrap().contains("Login"), "{d}");
-    assert_eq!(attester.status.lock().unwrap().events_refused, 7);
+    assert_eq!(status.events_refused, 7);
 }
 
 /// A compile bomb within every bound (eight functions of 240 kB of branchy code: ten seconds

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 type Pid = u32;
 
 struct ProcessCollector {
-    /// Live processes as last known; None before the first collection.
+    /// Live processes as last known, each with a fingerprint of its command line in place of
+    /// the line ([`remembered`]); None before the first collection.
     known: Option<HashMap<Pid, Process>>,
     /// Report the processes already running at the first collection (marked `Existing`).
     report_existing: bool,
@@ -167,11 +168,11 @@ impl ProcessCollector {
         let seen = known.get(&p.pid).is_some_and(|k| {
             k.start_time == p.start_time
                 && k.executable == p.executable
-                && k.command_line == p.command_line
+                && k.command_line == fingerprint(&p.command_line)
         });
         if !seen {
             self.backlog.push(created(&p, Origin::Exec(detail)));
-            known.insert(p.pid, p);
+            known.insert(p.pid, remembered(p));
         }
     }
 
@@ -225,9 +226,28 @@ impl ProcessCollector {
                 }));
             }
         }
-        self.known = Some(now);
+        self.known = Some(
+            now.into_iter()
+                .map(|(pid, p)| (pid, remembered(p)))
+                .collect(),
+        );
         Ok(())
     }
+}
+
+/// A process as the table keeps it: its command line only as a fingerprint, which is all the
+/// table needs (to tell an exec of the same program with other arguments apart). A thousand
+/// processes of long arguments would otherwise hold 16 MB here for as long as they live.
+fn remembered(mut p: Process) -> Process {
+    p.command_line = fingerprint(&p.command_line);
+    p
+}
+
+fn fingerprint(command_line: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    command_line.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// How a ProcessCreate was learnt.
