@@ -688,8 +688,10 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
         before >> 20,
         peak >> 20
     );
+    // Measured at 36 to 40 MiB (473 MB before command lines, queues and windows were bounded
+    // in bytes and the collector stopped keeping each live process's command line).
     assert!(
-        peak < 64 << 20,
+        peak < 48 << 20,
         "the agent's peak resident memory reached {} MiB (from {} MiB) under the flood",
         peak >> 20,
         before >> 20
