@@ -54,15 +54,15 @@ fn every(interval: Duration) -> ScheduleConfig {
     }
 }
 
-/// A scheduler on `schedule` over the host's `/`, the batches it sends, and the routing it
-/// follows (the default one).
-fn scheduler_with(
-    schedule: ScheduleConfig,
-) -> (
+/// A scheduler, the batches it sends, and the routing it follows.
+type Scheduled = (
     Scheduler,
     tokio::sync::mpsc::Receiver<Batch>,
     tokio::sync::watch::Sender<Arc<edgeguard::pipeline::Routing>>,
-) {
+);
+
+/// A scheduler on `schedule` over the host's `/`, following the default routing.
+fn scheduler_with(schedule: ScheduleConfig) -> Scheduled {
     let (tx, rx) = tokio::sync::mpsc::channel::<Batch>(1024);
     let routing =
         tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
@@ -76,13 +76,7 @@ fn scheduler_with(
 }
 
 /// [`scheduler_with`] the high group every `interval`.
-fn scheduler_every(
-    interval: Duration,
-) -> (
-    Scheduler,
-    tokio::sync::mpsc::Receiver<Batch>,
-    tokio::sync::watch::Sender<Arc<edgeguard::pipeline::Routing>>,
-) {
+fn scheduler_every(interval: Duration) -> Scheduled {
     scheduler_with(every(interval))
 }
 

@@ -117,14 +117,16 @@ pub fn user_binaries() -> Vec<(&'static str, PathBuf, PathBuf)> {
 }
 
 /// A memory figure of process `pid` from its `/proc/<pid>/status` (`VmRSS`, `VmHWM`,
-/// `RssAnon`), in bytes; 0 once the process is gone.
+/// `RssAnon`), in bytes. Panics when it cannot be read: a process already gone must not pass
+/// for one that stayed small.
 pub fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib << 10
 }
 

@@ -540,11 +540,13 @@ impl Actor {
                 .expect("the semaphore is never closed");
             live.collect().await
         };
-        let host_work = live.take_host_work();
-        self.status.lock().unwrap().host_work.add(host_work);
         let dropped = live.take_logs_dropped();
+        {
+            let mut status = self.status.lock().unwrap();
+            status.host_work.add(live.take_host_work());
+            status.logs_dropped += dropped;
+        }
         if dropped > 0 {
-            self.status.lock().unwrap().logs_dropped += dropped;
             tracing::warn!(
                 plugin = %self.name(),
                 "{dropped} log lines of the plugin dropped (at most {} per call)",
