@@ -11,10 +11,12 @@ use crate::capabilities::HostOptions;
 use crate::fleet::spec::{self, CollectorSpec};
 use crate::pipeline::asc_config::AgentConfiguration;
 use crate::pipeline::settings::Settings;
-use crate::units::{Bytes, Invalid};
+use crate::runtime::CompileBounds;
+use crate::units::{Bytes, Invalid, Span};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub use crate::edge::config::EdgeConfig;
 pub use crate::fleet::config::{PluginConfig, RemoteConfig, SignatureConfig};
@@ -126,6 +128,12 @@ pub struct AgentConfig {
     /// What the kernel may hold for each event source's socket before it drops events.
     #[serde(default = "default_kernel_buffer")]
     pub kernel_buffer: Bytes,
+    /// What compiling one plugin may use in memory (the compiler process's heap).
+    #[serde(default = "default_compile_memory")]
+    pub compile_memory: Bytes,
+    /// How long compiling one plugin may take (wall and CPU time); past it, it is refused.
+    #[serde(default = "default_compile_time")]
+    pub compile_time: Span,
 }
 
 impl Default for AgentConfig {
@@ -139,6 +147,8 @@ impl Default for AgentConfig {
             kernel_events: true,
             event_buffer: default_event_buffer(),
             kernel_buffer: default_kernel_buffer(),
+            compile_memory: default_compile_memory(),
+            compile_time: default_compile_time(),
         }
     }
 }
@@ -150,6 +160,14 @@ impl AgentConfig {
             self.host_root.join("var/run/docker.sock")
         } else {
             self.docker_socket.clone()
+        }
+    }
+
+    /// What compiling one plugin may take.
+    pub fn compile_bounds(&self) -> CompileBounds {
+        CompileBounds {
+            memory: self.compile_memory,
+            time: self.compile_time.0,
         }
     }
 
@@ -173,6 +191,18 @@ impl AgentConfig {
                 format!("{} is outside 4KiB..1GiB", self.kernel_buffer),
             ));
         }
+        if !(16 << 20..=64 << 30).contains(&self.compile_memory.0) {
+            return Err(Invalid::new(
+                "agent.compile_memory",
+                format!("{} is outside 16MiB..64GiB", self.compile_memory),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.compile_time.0) {
+            return Err(Invalid::new(
+                "agent.compile_time",
+                format!("{} is outside 1s..1h", self.compile_time),
+            ));
+        }
         if !(16..=1 << 20).contains(&self.event_buffer) {
             return Err(Invalid::new(
                 "agent.event_buffer",
@@ -185,6 +215,14 @@ impl AgentConfig {
 
 fn default_event_buffer() -> usize {
     HostOptions::DEFAULT_EVENT_BUFFER
+}
+
+fn default_compile_memory() -> Bytes {
+    CompileBounds::DEFAULT.memory
+}
+
+fn default_compile_time() -> Span {
+    Span(CompileBounds::DEFAULT.time)
 }
 
 fn default_kernel_buffer() -> Bytes {

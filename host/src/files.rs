@@ -20,11 +20,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     written
 }
 
-/// `<name>.<pid>.tmp` in the same directory: the same filesystem, so the rename is atomic, and
-/// a name no other process writing the same target uses.
-fn temporary_beside(path: &Path) -> PathBuf {
+/// `<name>.<pid>.<n>.tmp` in the same directory: the same filesystem, so the rename is
+/// atomic, and a name no other writer of the same target uses, in this process or another.
+pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 

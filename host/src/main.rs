@@ -5,7 +5,7 @@ use edgeguard::app::{self, RunOptions};
 use edgeguard::capabilities::Capability;
 use edgeguard::config::{Config, Overrides};
 use edgeguard::fleet::trust::signing;
-use edgeguard::runtime::Runtime;
+use edgeguard::runtime::{CompileBounds, Compiler, Runtime};
 use edgeguard::sandbox::LoadedPlugin;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +75,10 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Internal: compiles the component on stdin into an artifact on stdout, in the child
+    /// process edgeguard bounds in time and memory.
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin,
 }
 
 #[derive(Subcommand)]
@@ -134,6 +138,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Command::CompilePlugin = cli.command {
+        return edgeguard::runtime::compiler::serve();
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -181,6 +188,7 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 once,
                 output,
                 edge,
+                compile_in_children: true,
             })
             .await
             .map_err(|e| (EXIT_FAILURE, format!("{e:#}")))
@@ -234,7 +242,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 },
         } => {
             let cache_dir = cache_dir.unwrap_or_else(|| Config::default().cache_dir());
-            let runtime = Runtime::new(&cache_dir).map_err(|e| (EXIT_FAILURE, format!("{e:#}")))?;
+            let compiler = Compiler::this_binary(CompileBounds::DEFAULT);
+            let runtime = Runtime::with_compiler(&cache_dir, compiler)
+                .map_err(|e| (EXIT_FAILURE, format!("{e:#}")))?;
             let name = file
                 .file_stem()
                 .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
@@ -273,6 +283,8 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             }
             Ok(())
         }
+        // Served by `main` before the runtime starts.
+        Command::CompilePlugin => unreachable!("compile-plugin is served before dispatch"),
         Command::CheckManifest {
             file,
             json,

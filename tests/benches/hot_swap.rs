@@ -2,9 +2,10 @@
 //! drained in-process): the latency of swapping the process collector to another version with
 //! a cold compile and with a cached artifact, and what swaps do to the schedule of the other
 //! collectors (the lateness of three 50 ms collectors with and without swaps going on).
+//! Plugins compile as `edgeguard run` compiles them: in children of the release binary.
 //!
 //! `cargo xtask bench` runs it; `cargo bench -p edgeguard-tests --bench hot_swap` alone needs
-//! the plugins built first.
+//! the plugins and the release binary built first.
 
 use edgeguard::capabilities::{Capability, HostContext};
 use edgeguard::config::{Limits, RemoteConfig, ScheduleConfig};
@@ -13,7 +14,7 @@ use edgeguard::fleet::spec::CollectorSpec;
 use edgeguard::fleet::{Fleet, Wanted};
 use edgeguard::pipeline::Batch;
 use edgeguard::pipeline::Routing;
-use edgeguard::runtime::Runtime;
+use edgeguard::runtime::{CompileBounds, Compiler, Runtime};
 use edgeguard::scheduler::Scheduler;
 use edgeguard::units::Span;
 use edgeguard_tests::{plugin, with_custom_section};
@@ -75,7 +76,11 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = Runtime::new(&dir.path().join("cache")).unwrap();
+    let compiler = Compiler::Child {
+        exe: edgeguard_tests::edgeguard_bin(),
+        bounds: CompileBounds::DEFAULT,
+    };
+    let runtime = Runtime::with_compiler(&dir.path().join("cache"), compiler).unwrap();
     let schedule = ScheduleConfig {
         first_collection_jitter: Span(Duration::ZERO),
         ..ScheduleConfig::default()

@@ -2,9 +2,11 @@
 //! `edgeguard run` to the process collector started, alone and with a component beside it
 //! whose compile takes seconds (eight functions of 240 kB of branchy code, each within the
 //! host's bounds). Both with a cold compile cache, so each run compiles the process plugin too:
-//! the goal is the same figure with and without the bomb, since each plugin compiles on its own
-//! thread and each collector starts the moment its own load is done. Then, once, what the
-//! bomb itself costs: the time until it is refused and the binary's peak RSS by then.
+//! the goal is the same figure with and without the bomb, since each plugin compiles in a
+//! process of its own, at a lower priority than the collectors, and each collector starts
+//! the moment its own load is done. Then, once, what the bomb itself costs: the time until it
+//! is refused and edgeguard's peak RSS by then (the compiler's is its own, bounded by
+//! `agent.compile_memory`).
 //!
 //! For each binary users run (`release` and the image's `dist`). `cargo xtask bench` runs it;
 //! alone, `cargo bench -p edgeguard-tests --bench startup -- [RUNS]` needs the release binary

@@ -1,9 +1,10 @@
-//! The compiled-artifact cache: a second load is a hit, a changed plugin is recompiled.
+//! The compiled-artifact cache: a second load is a hit, a changed plugin is recompiled; with
+//! each way to compile (in-process, and in a child process as `edgeguard run` does).
 
 use edgeguard::capabilities::Capability;
 use edgeguard::runtime::CacheOutcome;
 use edgeguard::sandbox::LoadedPlugin;
-use edgeguard_tests::{plugin, runtime};
+use edgeguard_tests::{compilers, component_of, plugin, runtime, runtime_with};
 
 const GRANTS: [Capability; 2] = [Capability::Processes, Capability::Log];
 
@@ -17,7 +18,15 @@ fn artifacts(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_load_hits_and_changed_plugin_recompiles() {
-    let (rt, cache) = runtime();
+    for compiler in compilers() {
+        second_load_hits_and_changed_plugin_recompiles_with(compiler).await;
+    }
+}
+
+async fn second_load_hits_and_changed_plugin_recompiles_with(
+    compiler: edgeguard::runtime::Compiler,
+) {
+    let (rt, cache) = runtime_with(compiler);
     let bytes = std::fs::read(plugin("edgeguard-plugin-process")).unwrap();
 
     let first = LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[])
@@ -58,14 +67,23 @@ async fn second_load_hits_and_changed_plugin_recompiles() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_artifact_is_replaced_not_trusted() {
-    let (rt, cache) = runtime();
+    for compiler in compilers() {
+        let (rt, cache) = runtime_with(compiler);
+        a_corrupt_artifact_is_replaced_not_trusted_in(&rt, cache.path()).await;
+    }
+}
+
+async fn a_corrupt_artifact_is_replaced_not_trusted_in(
+    rt: &edgeguard::runtime::Runtime,
+    cache: &std::path::Path,
+) {
     let bytes = std::fs::read(plugin("edgeguard-plugin-process")).unwrap();
-    LoadedPlugin::load(&rt, "process", bytes.clone(), &GRANTS, &[])
+    LoadedPlugin::load(rt, "process", bytes.clone(), &GRANTS, &[])
         .await
         .unwrap();
-    let artifact = artifacts(cache.path()).pop().unwrap();
+    let artifact = artifacts(cache).pop().unwrap();
     std::fs::write(&artifact, b"not an artifact").unwrap();
-    let again = LoadedPlugin::load(&rt, "process", bytes, &GRANTS, &[])
+    let again = LoadedPlugin::load(rt, "process", bytes, &GRANTS, &[])
         .await
         .unwrap();
     assert_eq!(again.cache, CacheOutcome::Miss);
@@ -107,4 +125,32 @@ async fn invalid_plugin_binaries_get_clear_errors() {
         err.contains("plugin `truncated`: not a valid WebAssembly component"),
         "{err}"
     );
+}
+
+/// What the shape check lets through but Cranelift's validation refuses is refused with
+/// wasmparser's words, by name, from either compiler, and leaves no artifact.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_compiler_refuses_is_named() {
+    // `i32.add` on an empty stack.
+    let ill_typed = component_of(1, &[vec![0, 0x6a, 0x0b]]);
+    for compiler in compilers() {
+        let what = format!("{compiler:?}");
+        let (rt, cache) = runtime_with(compiler);
+        let err = LoadedPlugin::load(&rt, "ill-typed", ill_typed.clone(), &GRANTS, &[])
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("plugin `ill-typed`: not a valid WebAssembly component")
+                && err.contains("type mismatch"),
+            "{what}: {err}"
+        );
+        assert!(artifacts(cache.path()).is_empty(), "{what}");
+        let left: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().collect();
+        assert!(
+            left.iter().all(|e| e.path().is_dir()),
+            "{what}: no temporary file left: {left:?}"
+        );
+    }
 }

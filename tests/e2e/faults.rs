@@ -814,20 +814,7 @@ async fn a_collector_configured_to_attest_a_kind_may_emit_it_and_nothing_more() 
 #[test]
 fn a_slow_compile_never_delays_the_other_collectors() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = edgeguard_tests::builtin_plugins(dir.path(), &["process"]);
-    let bodies: Vec<Vec<u8>> = (0..8).map(|_| branchy_body(240_000)).collect();
-    std::fs::write(plugins.join("bomb.wasm"), component_of(1, &bodies)).unwrap();
-    let config = edgeguard_tests::write_config(
-        dir.path(),
-        "edgeguard.toml",
-        &plugins,
-        "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
-         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
-         aggregationEnabledProcessCreate = false\n\
-         [[plugin]]\nname = \"bomb\"\nfile = \"bomb.wasm\"\ngrants = [\"log\"]\n\
-         [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
-         [plugin.config]\nreport_existing = false\n",
-    );
+    let config = compile_bomb_beside_the_process_collector(dir.path(), "");
     let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
     let refused = |text: &str| text.contains("bomb") && text.contains("not an edgeguard collector");
     // A marker process every half second from the collector's start: the first ones may fall
@@ -886,4 +873,151 @@ fn a_slow_compile_never_delays_the_other_collectors() {
     unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
     edgeguard.wait().unwrap();
     assert!(text.contains("process"), "{text}");
+}
+
+/// A configuration of the process collector (reporting new processes only, every 200 ms) and
+/// a compile bomb within every bound of shape: eight functions of 240 kB of branchy code, ten
+/// seconds and a few hundred MiB of compile. `agent`: keys for `[agent]`.
+fn compile_bomb_beside_the_process_collector(dir: &Path, agent: &str) -> std::path::PathBuf {
+    let plugins = edgeguard_tests::builtin_plugins(dir, &["process"]);
+    let bodies: Vec<Vec<u8>> = (0..8).map(|_| branchy_body(240_000)).collect();
+    std::fs::write(plugins.join("bomb.wasm"), component_of(1, &bodies)).unwrap();
+    edgeguard_tests::write_config_with_agent(
+        dir,
+        "edgeguard.toml",
+        &plugins,
+        agent,
+        "[schedule]\nhigh = \"200ms\"\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+         aggregationEnabledProcessCreate = false\n\
+         [[plugin]]\nname = \"bomb\"\nfile = \"bomb.wasm\"\ngrants = [\"log\"]\n\
+         [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         [plugin.config]\nreport_existing = false\n",
+    )
+}
+
+/// Waits up to `within` for `edgeguard`'s log to hold `wanted`; returns the log.
+fn log_with(log: &Path, wanted: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if wanted.iter().all(|w| text.contains(w)) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {wanted:?} in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to two seconds for `pid` to have no child left.
+fn assert_no_child_left(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !edgeguard_tests::children_of(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the compiler process {:?} is still there",
+            edgeguard_tests::children_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same bomb under `agent.compile_memory` and under `agent.compile_time`: its compiler
+/// process is killed at the bound and the bomb refused by name, saying which bound; the
+/// compile's memory was never edgeguard's (it held 264 MiB when plugins compiled in-process),
+/// and the collector beside it started.
+#[test]
+fn a_compile_past_its_bounds_is_killed_and_costs_edgeguard_nothing() {
+    for (agent, refusal) in [
+        (
+            "compile_memory = \"64MiB\"",
+            "plugin `bomb`: compiling needed more than 64MiB of memory: refused",
+        ),
+        (
+            "compile_time = \"2s\"",
+            "plugin `bomb`: compiling took longer than 2s: refused",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = compile_bomb_beside_the_process_collector(dir.path(), agent);
+        let (mut edgeguard, _out, log) = edgeguard_tests::run_logged(&config, dir.path());
+        let pid = edgeguard.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut compiling = false;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(refusal) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{agent}: no `{refusal}`:\n{text}"
+            );
+            compiling |= !edgeguard_tests::children_of(pid).is_empty();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(compiling, "{agent}: no compiler process was ever seen");
+        assert_no_child_left(pid, agent);
+        let text = log_with(
+            &log,
+            &["collector started collector=process"],
+            Duration::from_secs(30),
+        );
+        let peak = edgeguard_tests::status_bytes(pid, "VmHWM");
+        assert!(
+            peak < 48 << 20,
+            "{agent}: edgeguard peaked at {} MiB\n{text}",
+            peak >> 20
+        );
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        edgeguard.wait().unwrap();
+    }
+}
+
+/// A compiler process never outlives edgeguard, even killed with SIGKILL mid-compile.
+#[test]
+fn a_compile_dies_with_edgeguard() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = compile_bomb_beside_the_process_collector(dir.path(), "");
+    let (mut edgeguard, _out, log) = edgeguard_tests::run_logged(&config, dir.path());
+    let pid = edgeguard.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let compilers = loop {
+        let compilers = edgeguard_tests::children_of(pid);
+        if !compilers.is_empty() {
+            break compilers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compiler process:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    edgeguard.kill().unwrap();
+    edgeguard.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    // Orphans are re-parented (to init or a subreaper), so look for the pids themselves.
+    while let Some(left) = compilers
+        .iter()
+        .find(|c| Path::new(&format!("/proc/{c}")).exists() && !zombie(**c))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "compiler {left} outlived edgeguard"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` has ended and waits to be reaped.
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }

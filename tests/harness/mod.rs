@@ -130,6 +130,23 @@ pub fn status_bytes(pid: u32, field: &str) -> u64 {
     kib << 10
 }
 
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            // The parent is the second field after the command name, which may hold anything.
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
 /// `program` run by `wrapper` (`unshare --net`, say; nothing: directly).
 pub fn command_under(wrapper: &[&str], program: &Path) -> Command {
     match wrapper.split_first() {
@@ -199,6 +216,30 @@ pub fn short_connections(listener: &std::net::TcpListener, count: usize) -> Vec<
             port
         })
         .collect()
+}
+
+/// Both ways to compile: in this process, and in children of the release binary (as
+/// `edgeguard run` does).
+pub fn compilers() -> [edgeguard::runtime::Compiler; 2] {
+    use edgeguard::runtime::{CompileBounds, Compiler};
+    [
+        Compiler::InProcess {
+            time: CompileBounds::DEFAULT.time,
+        },
+        Compiler::Child {
+            exe: edgeguard_bin(),
+            bounds: CompileBounds::DEFAULT,
+        },
+    ]
+}
+
+/// A runtime compiling with `compiler`, with a fresh, private artifact cache.
+pub fn runtime_with(
+    compiler: edgeguard::runtime::Compiler,
+) -> (edgeguard::runtime::Runtime, tempfile::TempDir) {
+    let cache = tempfile::tempdir().expect("temporary directory");
+    let runtime = edgeguard::runtime::Runtime::with_compiler(cache.path(), compiler);
+    (runtime.expect("runtime"), cache)
 }
 
 /// A runtime with a fresh, private artifact cache.
@@ -337,8 +378,19 @@ pub const AGENT_ID: &str = "9c647395-b913-4997-a732-a7fe7303b649";
 /// `plugin_dir`, compiled cache and pipeline state under `dir`, a fixed AgentId; then `rest`
 /// (more tables: `[asc]`, `[[plugin]]`, ...).
 pub fn write_config(dir: &Path, name: &str, plugin_dir: &Path, rest: &str) -> PathBuf {
+    write_config_with_agent(dir, name, plugin_dir, "", rest)
+}
+
+/// As [`write_config`], with `agent` (TOML keys) added to the `[agent]` section.
+pub fn write_config_with_agent(
+    dir: &Path,
+    name: &str,
+    plugin_dir: &Path,
+    agent: &str,
+    rest: &str,
+) -> PathBuf {
     let text = format!(
-        "[agent]\nid = \"{AGENT_ID}\"\nplugin_dir = {plugin_dir:?}\ncache_dir = {:?}\n[pipeline]\nstate_dir = {:?}\n{rest}",
+        "[agent]\nid = \"{AGENT_ID}\"\nplugin_dir = {plugin_dir:?}\ncache_dir = {:?}\n{agent}\n[pipeline]\nstate_dir = {:?}\n{rest}",
         dir.join("cache"),
         dir.join("state")
     );

@@ -57,19 +57,20 @@ fn main() -> Result<()> {
             setup_toolchain()?;
             static_checks()?;
             setup_test_tools()?;
-            build_all()?;
+            build_plugins()?;
+            // The binary the tests run, built with the tests: one resolution of the workspace's
+            // features, so the dependencies compile once for both (`-p edgeguard` alone
+            // resolves them otherwise, and the test build would compile them all again).
+            step("building edgeguard and its tests");
+            run(cargo()
+                .args(["build", "--release", "--bins", "--tests"])
+                .args(test_packages()))?;
             // The image test builds the module image from this context under its own dockerd.
             stage_image()?;
             step("running the test suite");
             run(cargo()
-                .args([
-                    "test",
-                    "--release",
-                    "--workspace",
-                    "--exclude",
-                    "edgeguard-sdk",
-                ])
-                .args(exclude_wasm_crates())
+                .args(["test", "--release"])
+                .args(test_packages())
                 .args(rest))
         }
         "bench" => {
@@ -188,13 +189,16 @@ fn add_components(components: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn exclude_wasm_crates() -> Vec<String> {
-    let mut args = Vec::new();
-    for p in BUILTIN_PLUGINS {
-        args.extend(["--exclude".to_string(), format!("edgeguard-plugin-{p}")]);
-    }
-    for test_plugin in TEST_PLUGINS {
-        args.extend(["--exclude".to_string(), test_plugin.to_string()]);
+/// The workspace less what only builds for WebAssembly (and the SDK, a plugin-side crate).
+fn test_packages() -> Vec<String> {
+    let mut args = vec!["--workspace".to_string()];
+    let excluded = BUILTIN_PLUGINS
+        .iter()
+        .map(|p| format!("edgeguard-plugin-{p}"))
+        .chain(TEST_PLUGINS.iter().map(|p| p.to_string()))
+        .chain(["edgeguard-sdk".to_string()]);
+    for crate_name in excluded {
+        args.extend(["--exclude".to_string(), crate_name]);
     }
     args
 }
@@ -287,6 +291,8 @@ fn setup_test_tools() -> Result<()> {
             .args(["install", "--locked", "--root"])
             .arg(tools_root())
             .arg("cargo-component")
+            // Unoptimised: it builds two small crates in a test, and compiles in half the time.
+            .arg("--debug")
             .env("CARGO_TARGET_DIR", target_dir().join("tools")))?;
     }
     Ok(())

@@ -16,7 +16,7 @@ use crate::fleet::Fleet;
 use crate::output::{FileSink, Sink, StdoutSink, agent_id_from_host};
 use crate::pipeline::Batch;
 use crate::pipeline::{self, Pipeline, StateDir};
-use crate::runtime::Runtime;
+use crate::runtime::{Compiler, Runtime};
 use crate::scheduler::Scheduler;
 use anyhow::Context;
 use module::EdgeModule;
@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     /// Run as an IoT Edge module whatever the configured sink.
     pub edge: bool,
+    /// Compile plugins in child processes of this binary, bounded in time and memory by
+    /// `[agent]` (it must be edgeguard's, answering `compile-plugin`); false: in this process.
+    pub compile_in_children: bool,
 }
 
 /// Where messages go.
@@ -78,7 +81,13 @@ impl Target {
 /// Runs the agent until a shutdown signal (or, with `once`, until one round is sent).
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let config = options.config;
-    let runtime = Runtime::new(&config.cache_dir())?;
+    let bounds = config.agent.compile_bounds();
+    let compiler = if options.compile_in_children {
+        Compiler::this_binary(bounds)
+    } else {
+        Compiler::InProcess { time: bounds.time }
+    };
+    let runtime = Runtime::with_compiler(&config.cache_dir(), compiler)?;
     let host = HostContext::with_options(&config.agent.host_root, config.agent.host_options());
     let agent_id = if config.agent.id.is_empty() {
         agent_id_from_host(&config.agent.host_root).unwrap_or_else(|| {

@@ -269,6 +269,10 @@ impl feed::Source for ProcessSource {
         std::mem::size_of::<ProcessEvent>() + heap
     }
 
+    fn readiness(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self.connector.socket()))
+    }
+
     fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
         self.raw.clear();
         let dropped = self.connector.read(&mut self.raw)?.dropped();

@@ -103,6 +103,10 @@ impl feed::Source for ClosedSource {
         std::mem::size_of::<ClosedConnection>() + c.local_address.len() + c.remote_address.len()
     }
 
+    fn readiness(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self.destroy.socket()))
+    }
+
     fn next(&mut self, out: &mut Vec<ClosedConnection>) -> std::io::Result<u64> {
         self.raw.clear();
         let dropped = self.destroy.read(&mut self.raw)?.dropped();

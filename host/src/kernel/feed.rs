@@ -10,10 +10,14 @@
 //! drains where its predecessor stopped, so no event falls between two versions. A queue whose
 //! plugin has no instance left is dropped after [`ORPHAN_GRACE`]; with no queue left the reader
 //! ends and the kernel socket is closed.
+//!
+//! A drain is current: what the kernel had queued for the feed when the drain began is in it
+//! (waited for up to [`CATCH_UP`]), so a collection asked for right after an event sees it.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a queue outlives its plugin's last instance, waiting for a successor.
@@ -22,6 +26,10 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How long a read blocks: the reader looks after orphans and shutdown that often.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a drain waits for the reader to take in what the kernel holds: under a flood the
+/// socket is never empty, so the wait is bounded in time and in rounds of the reader.
+pub const CATCH_UP: Duration = Duration::from_millis(100);
+const CATCH_UP_ROUNDS: u64 = 64;
 
 /// The kernel side of a feed.
 pub trait Source: Send + 'static {
@@ -30,6 +38,13 @@ pub trait Source: Send + 'static {
     /// Waits up to about [`READ_TIMEOUT`] and appends what came to `out`; returns how many
     /// events the kernel dropped since the last call. An error ends the feed.
     fn next(&mut self, out: &mut Vec<Self::Event>) -> io::Result<u64>;
+
+    /// A descriptor that polls readable while the kernel holds events not yet read: the
+    /// reader waits on it, and a drain waits until it is read. None: drains take what the
+    /// reader has.
+    fn readiness(&self) -> Option<RawFd> {
+        None
+    }
 
     /// The memory an event holds, its heap parts included: queues are bounded by it.
     fn bytes(event: &Self::Event) -> usize {
@@ -57,10 +72,18 @@ struct Shared<E> {
     max_bytes: usize,
     wake: Wake,
     state: Mutex<State<E>>,
+    /// Notified after each round of the reader.
+    round_done: Condvar,
 }
 
 struct State<E> {
     reading: bool,
+    /// The source's [`Source::readiness`] while it is read; cleared before it closes.
+    readiness: Option<RawFd>,
+    /// The reader has taken a datagram in and not yet queued its events.
+    busy: bool,
+    /// Rounds of the reader so far.
+    rounds: u64,
     refused: Option<(Instant, String)>,
     queues: HashMap<Arc<str>, Queue<E>>,
     instances: HashMap<Arc<str>, usize>,
@@ -126,6 +149,9 @@ impl<S: Source> Feed<S> {
     ) -> Feed<S> {
         let state = State {
             reading: false,
+            readiness: None,
+            busy: false,
+            rounds: 0,
             refused: None,
             queues: HashMap::new(),
             instances: HashMap::new(),
@@ -138,6 +164,7 @@ impl<S: Source> Feed<S> {
                 max_bytes,
                 wake,
                 state: Mutex::new(state),
+                round_done: Condvar::new(),
             }),
             open: Box::new(open),
         }
@@ -171,6 +198,9 @@ impl<S: Source> Feed<S> {
     /// Blocks while connecting to the kernel (well under a second): call it off the executor.
     pub fn drain(&self, plugin: &Arc<str>, max: usize) -> Result<Drained<S::Event>, String> {
         let mut state = self.shared.lock();
+        if state.queues.contains_key(plugin) {
+            state = self.shared.catch_up(state);
+        }
         if !state.queues.contains_key(plugin) {
             self.start(&mut state, plugin)?;
         }
@@ -235,6 +265,7 @@ impl<S: Source> Feed<S> {
             };
             state.refused = None;
             state.reading = true;
+            state.readiness = source.readiness();
             let shared = Arc::clone(&self.shared);
             let what = self.what;
             std::thread::Builder::new()
@@ -269,6 +300,27 @@ impl<E> Shared<E> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits until the reader has queued what the kernel holds now, up to [`CATCH_UP`].
+    fn catch_up<'a>(&self, mut state: MutexGuard<'a, State<E>>) -> MutexGuard<'a, State<E>> {
+        let deadline = Instant::now() + CATCH_UP;
+        let first = state.rounds;
+        while let Some(fd) = state.readiness
+            && (state.busy || readable(fd, Duration::ZERO))
+            && state.rounds < first + CATCH_UP_ROUNDS
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self
+                .round_done
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        state
+    }
+
     /// Half of a queue's room in count or in bytes is used: time its plugin collected.
     fn half_full(&self, queue: &Queue<E>) -> bool {
         queue.events.len() >= self.capacity / 2 || queue.bytes >= self.max_bytes / 2
@@ -279,10 +331,22 @@ impl<E> Shared<E> {
 fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Event>>) {
     let mut batch = Vec::with_capacity(64);
     let mut to_wake = Vec::new();
+    let readiness = source.readiness();
     loop {
         batch.clear();
-        let outcome = source.next(&mut batch);
+        let outcome = match readiness {
+            // Nothing came: the round only looks after orphans.
+            Some(fd) if !readable(fd, READ_TIMEOUT) => Ok(0),
+            Some(_) => {
+                shared.lock().busy = true;
+                source.next(&mut batch)
+            }
+            None => source.next(&mut batch),
+        };
         let mut state = shared.lock();
+        state.busy = false;
+        state.rounds += 1;
+        shared.round_done.notify_all();
         match outcome {
             Ok(dropped) => {
                 let State { queues, usage, .. } = &mut *state;
@@ -316,6 +380,7 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
                     queue.broken = Some(why.clone());
                 }
                 state.reading = false;
+                state.readiness = None;
                 state.refused = Some((Instant::now(), why));
                 return;
             }
@@ -329,6 +394,7 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
         });
         if state.queues.is_empty() {
             state.reading = false;
+            state.readiness = None;
             tracing::info!("no plugin follows the kernel's {what} any more: closed");
             return;
         }
@@ -337,6 +403,18 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
             (shared.wake)(&plugin);
         }
     }
+}
+
+/// Whether `fd` polls readable (or in error: the read will tell) within `timeout`.
+fn readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one pollfd we own; the descriptor stays open while it is the readiness in force.
+    unsafe { libc::poll(&raw mut poll, 1, millis) != 0 }
 }
 
 #[cfg(test)]
@@ -439,6 +517,53 @@ mod tests {
         tx.send((vec![6, 7, 8], 0)).unwrap();
         settle();
         assert_eq!(feed.drain(&p, 10).unwrap().events, vec![6, 7, 8]);
+    }
+
+    /// Events on a datagram socket, each taking the reader a while (as reading a process's
+    /// command line does).
+    struct Slow(std::os::unix::net::UnixDatagram);
+
+    impl Source for Slow {
+        type Event = u8;
+        fn next(&mut self, out: &mut Vec<u8>) -> io::Result<u64> {
+            let mut buf = [0; 16];
+            let n = self.0.recv(&mut buf)?;
+            std::thread::sleep(Duration::from_millis(30));
+            out.extend_from_slice(&buf[..n]);
+            Ok(0)
+        }
+        fn readiness(&self) -> Option<RawFd> {
+            Some(std::os::fd::AsRawFd::as_raw_fd(&self.0))
+        }
+    }
+
+    #[test]
+    fn a_drain_holds_what_the_kernel_had_when_it_began() {
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        theirs.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let theirs = Mutex::new(Some(theirs));
+        let wake: Wake = Arc::new(|_: &str| {});
+        let feed = Feed::new("test feed", 100, wake, move || {
+            Ok(Slow(theirs.lock().unwrap().take().unwrap()))
+        });
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        assert!(feed.drain(&p, 10).unwrap().events.is_empty());
+        for round in 0..5u8 {
+            ours.send(&[round, round]).unwrap();
+            ours.send(&[round]).unwrap();
+            let started = Instant::now();
+            let d = feed.drain(&p, 10).unwrap();
+            assert_eq!(d.events, [round, round, round], "round {round}");
+            assert!(started.elapsed() < CATCH_UP, "{:?}", started.elapsed());
+        }
+        let started = Instant::now();
+        assert!(feed.drain(&p, 10).unwrap().events.is_empty());
+        assert!(
+            started.elapsed() < Duration::from_millis(10),
+            "nothing pending: no wait ({:?})",
+            started.elapsed()
+        );
     }
 
     #[test]

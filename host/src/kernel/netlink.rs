@@ -2,7 +2,7 @@
 //! event sources share. Only what they need, on `libc`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// The size of `struct nlmsghdr`.
@@ -15,6 +15,12 @@ pub const NLMSG_DONE: u16 = 3;
 /// A netlink socket, closed when dropped.
 pub struct Netlink {
     fd: OwnedFd,
+}
+
+impl AsRawFd for Netlink {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl Netlink {

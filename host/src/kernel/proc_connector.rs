@@ -58,6 +58,11 @@ pub struct ProcConnector {
 }
 
 impl ProcConnector {
+    /// The socket the events arrive on (it polls readable while some wait).
+    pub fn socket(&self) -> &super::netlink::Netlink {
+        self.multicast.socket()
+    }
+
     /// Subscribes to fork, exec and exit. The error is why this is impossible here, in words
     /// an operator can act on.
     /// `receive_buffer` is the kernel's buffer for us: what a burst may fill before we read.

@@ -35,6 +35,11 @@ pub struct SockDestroy {
 }
 
 impl SockDestroy {
+    /// The socket the events arrive on (it polls readable while some wait).
+    pub fn socket(&self) -> &super::netlink::Netlink {
+        self.multicast.socket()
+    }
+
     /// Joins the TCP destroy groups; the error says why that is impossible here.
     pub fn open(receive_timeout: Duration, receive_buffer: usize) -> Result<SockDestroy, String> {
         let socket = Netlink::open(libc::NETLINK_SOCK_DIAG)

@@ -50,30 +50,39 @@ impl ArtifactCache {
         &self.dir
     }
 
-    fn path_for(&self, digest: &str) -> PathBuf {
+    /// Where the compiled artifact of the component `digest` is kept.
+    pub fn artifact_path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
-    /// The component for `bytes`, from the cache or compiled now (and cached).
-    pub fn load(
+    /// The compiled component `digest`, if the cache has it and it loads.
+    pub fn cached(&self, engine: &wasmtime::Engine, digest: &str) -> Option<Component> {
+        let path = self.artifact_path(digest);
+        if !path.exists() {
+            return None;
+        }
+        touch(&path);
+        // SAFETY: the file was written by `Component::serialize` or `precompile_component` of
+        // this engine configuration (the name carries its hash; wasmtime checks its header)
+        // into a directory only we may write.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}");
+                None
+            }
+        }
+    }
+
+    /// Compiles `bytes` (whose digest is `digest`) on this thread, and caches the artifact.
+    pub fn compile_here(
         &self,
         engine: &wasmtime::Engine,
         bytes: &[u8],
-    ) -> anyhow::Result<(Component, CacheOutcome)> {
-        let digest = sha256_hex(bytes);
-        let path = self.path_for(&digest);
-        if path.exists() {
-            touch(&path);
-            // SAFETY: the file was written by `Component::serialize` of this engine
-            // configuration (the name carries its hash) into a directory only we may write.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding unusable cached artifact: {e}");
-                }
-            }
-        }
+        digest: &str,
+    ) -> anyhow::Result<Component> {
         let component = Component::new(engine, bytes)?;
+        let path = self.artifact_path(digest);
         match component.serialize() {
             Ok(compiled) => {
                 // A crash never leaves a truncated artifact under the final name.
@@ -83,7 +92,7 @@ impl ArtifactCache {
             }
             Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
         }
-        Ok((component, CacheOutcome::Miss))
+        Ok(component)
     }
 }
 
@@ -214,9 +223,9 @@ mod tests {
         };
         // In use, old; unused at ages 10, 20, 30, 40 s (one also kept as a fetched component);
         // compiled by another engine build.
-        make(cache.path_for(&digest(1)), 1000);
+        make(cache.artifact_path(&digest(1)), 1000);
         for (n, age) in [(2, 10), (3, 20), (4, 30), (5, 40)] {
-            make(cache.path_for(&digest(n)), age);
+            make(cache.artifact_path(&digest(n)), age);
         }
         make(cache.component_path(&digest(4)), 30);
         make(
@@ -232,10 +241,13 @@ mod tests {
             "the other build's artifact, and digests 4 (two files) and 5"
         );
         for (n, kept) in [(1, true), (2, true), (3, true), (4, false), (5, false)] {
-            assert_eq!(cache.path_for(&digest(n)).exists(), kept, "digest {n}");
+            assert_eq!(cache.artifact_path(&digest(n)).exists(), kept, "digest {n}");
         }
         assert!(!cache.component_path(&digest(4)).exists());
         assert_eq!(cache.collect_garbage(&in_use, 0), 2);
-        assert!(cache.path_for(&digest(1)).exists(), "what is in use stays");
+        assert!(
+            cache.artifact_path(&digest(1)).exists(),
+            "what is in use stays"
+        );
     }
 }

@@ -1,27 +1,51 @@
 //! The process-wide wasmtime engine and its epoch ticker.
 
-use super::artifact_cache::ArtifactCache;
+use super::artifact_cache::{ArtifactCache, CacheOutcome};
+use super::compiler::{self, CompileBounds, CompileError, Compiler};
 use super::limits::TICK;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// One engine, its compiled-artifact cache and the epoch ticker that drives CPU deadlines.
+/// One engine, its compiled-artifact cache, where its plugins compile, and the epoch ticker
+/// that drives CPU deadlines.
 #[derive(Clone)]
 pub struct Runtime {
     /// The wasmtime engine.
     pub engine: wasmtime::Engine,
     /// Its compiled-artifact cache.
     pub cache: Arc<ArtifactCache>,
+    /// Where what the cache lacks is compiled.
+    pub compiler: Compiler,
 }
 
 impl Runtime {
-    /// An engine with its cache in `cache_dir`, and its epoch ticker started.
+    /// An engine with its cache in `cache_dir`, compiling in this process (the wait bounded as
+    /// [`CompileBounds::DEFAULT`]), and its epoch ticker started.
     pub fn new(cache_dir: &Path) -> anyhow::Result<Runtime> {
+        let time = CompileBounds::DEFAULT.time;
+        Self::with_compiler(cache_dir, Compiler::InProcess { time })
+    }
+
+    /// An engine with its cache in `cache_dir`, compiling with `compiler`.
+    pub fn with_compiler(cache_dir: &Path, compiler: Compiler) -> anyhow::Result<Runtime> {
         let engine = wasmtime::Engine::new(&engine_config())?;
         let cache = Arc::new(ArtifactCache::open(cache_dir, &engine)?);
         start_epoch_ticker(&engine);
-        Ok(Runtime { engine, cache })
+        Ok(Runtime {
+            engine,
+            cache,
+            compiler,
+        })
+    }
+
+    /// The component for `bytes` (whose SHA-256 is `digest`), from the cache or compiled.
+    pub async fn compile(
+        &self,
+        bytes: Vec<u8>,
+        digest: &str,
+    ) -> Result<(wasmtime::component::Component, CacheOutcome), CompileError> {
+        compiler::compile(&self.compiler, &self.engine, &self.cache, bytes, digest).await
     }
 }
 

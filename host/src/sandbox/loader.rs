@@ -91,10 +91,6 @@ pub enum LoadError {
     },
 }
 
-/// How long a load waits for a compile. The built-in plugins compile in about a second here;
-/// a slow board takes ten times that.
-pub const COMPILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// A compiled, checked plugin, ready to instantiate any number of times.
 pub struct LoadedPlugin {
     /// The name the configuration gives it.
@@ -156,21 +152,12 @@ impl LoadedPlugin {
             .map_err(invalid)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
-        // Compiling takes tens of milliseconds to seconds of CPU: keep it off the scheduler's
-        // threads, and give up waiting past the deadline (the shape's bounds keep what goes on
-        // compiling meanwhile to seconds).
-        let cache = Arc::clone(&runtime.cache);
-        let engine = runtime.engine.clone();
-        let compiling = tokio::task::spawn_blocking(move || cache.load(&engine, &bytes));
-        let (component, cache) = tokio::time::timeout(COMPILE_DEADLINE, compiling)
+        // Compiling takes tens of milliseconds to seconds of CPU: in its own process, bounded
+        // in time and memory (or, for a library user, off the scheduler's threads).
+        let (component, cache) = runtime
+            .compile(bytes, &sha256)
             .await
-            .map_err(|_| {
-                invalid(format!(
-                    "compiling took longer than {COMPILE_DEADLINE:?}: refused"
-                ))
-            })?
-            .map_err(|e| invalid(format!("compilation aborted: {e}")))?
-            .map_err(|e| invalid(format!("not a valid WebAssembly component: {e:#}")))?;
+            .map_err(|e| invalid(e.to_string()))?;
 
         let wit_version = exported_wit_version(&runtime.engine, &component).ok_or_else(|| {
             LoadError::NotACollector {
