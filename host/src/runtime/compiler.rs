@@ -42,12 +42,6 @@ impl CompileBounds {
     };
 }
 
-impl Default for CompileBounds {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
 /// Where plugins compile.
 #[derive(Clone, Debug)]
 pub enum Compiler {
@@ -133,11 +127,11 @@ pub async fn compile(
     Ok((component, CacheOutcome::Miss))
 }
 
-/// Where a child's artifact went.
+/// Where a child's artifact is.
 enum Artifact {
-    /// The cache file.
+    /// In a file: the cache file, or the temporary one it is received in.
     File(PathBuf),
-    /// The cache could not take it.
+    /// In memory: the cache could not take it.
     Memory(Vec<u8>),
 }
 
@@ -191,13 +185,18 @@ async fn in_child(
         child.stdout.take().expect("piped"),
         child.stderr.take().expect("piped"),
     );
+    // Named here, so that a compile given up on leaves no temporary file behind.
+    let temporary = crate::files::temporary_beside(path);
+    let discard = || {
+        let _ = std::fs::remove_file(&temporary);
+    };
     let run = async {
         let feed = async {
             // A child that dies early closes the pipe: its status says why, not this write.
             let _ = stdin.write_all(bytes).await;
             drop(stdin);
         };
-        let collect = receive(&mut stdout, path, memory);
+        let collect = receive(&mut stdout, path, &temporary, memory);
         let complaints = async {
             let mut kept = Vec::new();
             let _ = (&mut stderr)
@@ -216,104 +215,98 @@ async fn in_child(
             status,
         )
     };
-    let (received, complaints, status) = tokio::time::timeout(bounds.time, run)
-        .await
-        // Dropping the child kills it (kill_on_drop); the runtime reaps it.
-        .map_err(|_| CompileError::Time(bounds.time))?;
-    let status = status.map_err(|e| failed("waiting for the compiler", e));
-    let received = received.map_err(|e| failed("reading the artifact", e));
-    match (status, received) {
-        (Ok(status), Ok(received)) if status.success() => Ok(received.keep(path)),
-        (status, received) => {
-            if let Ok(Received::File(temporary)) = &received {
-                let _ = std::fs::remove_file(temporary);
-            }
-            let status = status?;
-            if status.success() {
-                return Err(received.err().expect("failed, since not kept"));
-            }
-            use std::os::unix::process::ExitStatusExt;
-            Err(match (status.code(), status.signal()) {
-                (Some(code), _) if code == i32::from(EXIT_INVALID) => {
-                    CompileError::Invalid(complaints)
-                }
-                (_, Some(libc::SIGXCPU)) => CompileError::Time(bounds.time),
-                // Rust's allocator reports its failure so, then aborts.
-                _ if complaints.contains("memory allocation of") => {
-                    CompileError::Memory(bounds.memory)
-                }
-                _ if complaints.is_empty() => CompileError::Failed(status.to_string()),
-                _ => CompileError::Failed(format!("{status}: {complaints}")),
-            })
-        }
+    // Dropping the child on a timeout kills it (kill_on_drop); the runtime reaps it.
+    let Ok((received, complaints, status)) = tokio::time::timeout(bounds.time, run).await else {
+        discard();
+        return Err(CompileError::Time(bounds.time));
+    };
+    let status = status.map_err(|e| {
+        discard();
+        failed("waiting for the compiler", e)
+    })?;
+    if !status.success() {
+        discard();
+        return Err(refusal(status, complaints, bounds));
+    }
+    received
+        .map(|artifact| artifact.keep(path))
+        .map_err(|e| failed("reading the artifact", e))
+}
+
+/// What a compiler that did not succeed says of the component.
+fn refusal(
+    status: std::process::ExitStatus,
+    complaints: String,
+    bounds: CompileBounds,
+) -> CompileError {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code == i32::from(EXIT_INVALID) => CompileError::Invalid(complaints),
+        (_, Some(libc::SIGXCPU)) => CompileError::Time(bounds.time),
+        // Rust's allocator reports its failure so, then aborts.
+        _ if complaints.contains("memory allocation of") => CompileError::Memory(bounds.memory),
+        _ if complaints.is_empty() => CompileError::Failed(status.to_string()),
+        _ => CompileError::Failed(format!("{status}: {complaints}")),
     }
 }
 
-/// The child's output as it was taken in.
-enum Received {
-    /// In a temporary file beside the cache file.
-    File(PathBuf),
-    /// In memory: the cache could not take it.
-    Memory(Vec<u8>),
-}
-
-impl Received {
-    /// Stores a good artifact under the cache file `path` (a rename: a crash never leaves a
-    /// torn artifact under that name).
+impl Artifact {
+    /// Stores a good artifact, still in its temporary file, under the cache file `path` (a
+    /// rename: a crash never leaves a torn artifact under that name).
     fn keep(self, path: &Path) -> Artifact {
-        match self {
-            Received::File(temporary) => match std::fs::rename(&temporary, path) {
-                Ok(()) => Artifact::File(path.to_owned()),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot store compiled artifact: {e}");
-                    match std::fs::read(&temporary) {
-                        Ok(bytes) => {
-                            let _ = std::fs::remove_file(&temporary);
-                            Artifact::Memory(bytes)
-                        }
-                        // Mapped from where it is, and left there.
-                        Err(_) => Artifact::File(temporary),
+        let Artifact::File(temporary) = self else {
+            return self;
+        };
+        match std::fs::rename(&temporary, path) {
+            Ok(()) => Artifact::File(path.to_owned()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot store compiled artifact: {e}");
+                match std::fs::read(&temporary) {
+                    Ok(bytes) => {
+                        let _ = std::fs::remove_file(&temporary);
+                        Artifact::Memory(bytes)
                     }
+                    // Mapped from where it is, and left there.
+                    Err(_) => Artifact::File(temporary),
                 }
-            },
-            Received::Memory(bytes) => Artifact::Memory(bytes),
+            }
         }
     }
 }
 
-/// Takes the child's output, at most `limit` bytes, into a temporary file beside the cache
-/// file `path` (mapped from the cache afterwards, never held), or into memory when the cache
-/// cannot take it.
+/// Takes the child's output, at most `limit` bytes, into `temporary` beside the cache file
+/// `path` (mapped from the cache afterwards, never held), or into memory when the cache cannot
+/// take it.
 async fn receive(
     stdout: &mut tokio::process::ChildStdout,
     path: &Path,
+    temporary: &Path,
     limit: u64,
-) -> std::io::Result<Received> {
+) -> std::io::Result<Artifact> {
     let mut bounded = stdout.take(limit + 1);
     let too_large = || std::io::Error::other(format!("larger than {}", Bytes(limit)));
-    let temporary = crate::files::temporary_beside(path);
     let into_file = async {
-        let mut file = tokio::fs::File::create(&temporary).await?;
+        let mut file = tokio::fs::File::create(temporary).await?;
         let n = tokio::io::copy(&mut bounded, &mut file).await?;
         file.flush().await?;
         Ok::<_, std::io::Error>(n)
     };
     match into_file.await {
-        Ok(n) if n <= limit => Ok(Received::File(temporary)),
+        Ok(n) if n <= limit => Ok(Artifact::File(temporary.to_owned())),
         Ok(_) => {
-            let _ = std::fs::remove_file(&temporary);
+            let _ = std::fs::remove_file(temporary);
             Err(too_large())
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), "cannot store compiled artifact: {e}");
             // What was read before the failure is in the temporary file, if there is one.
-            let mut bytes = std::fs::read(&temporary).unwrap_or_default();
-            let _ = std::fs::remove_file(&temporary);
+            let mut bytes = std::fs::read(temporary).unwrap_or_default();
+            let _ = std::fs::remove_file(temporary);
             bounded.read_to_end(&mut bytes).await?;
             if bytes.len() as u64 > limit {
                 return Err(too_large());
             }
-            Ok(Received::Memory(bytes))
+            Ok(Artifact::Memory(bytes))
         }
     }
 }
