@@ -66,12 +66,11 @@ fn drain(config: &Path) {
     );
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    assert!(
+        edgeguard_tests::poll_until(timeout, done),
+        "timed out waiting for {what}"
+    );
 }
 
 #[test]

@@ -896,33 +896,14 @@ fn compile_bomb_beside_the_process_collector(dir: &Path, agent: &str) -> std::pa
     )
 }
 
-/// Waits up to `within` for `edgeguard`'s log to hold `wanted`; returns the log.
-fn log_with(log: &Path, wanted: &[&str], within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if wanted.iter().all(|w| text.contains(w)) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {wanted:?} in the log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits up to two seconds for `pid` to have no child left.
 fn assert_no_child_left(pid: u32, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !edgeguard_tests::children_of(pid).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the compiler process {:?} is still there",
-            edgeguard_tests::children_of(pid)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let children = || edgeguard_tests::children_of(pid);
+    assert!(
+        edgeguard_tests::poll_until(Duration::from_secs(2), || children().is_empty()),
+        "{what}: the compiler process {:?} is still there",
+        children()
+    );
 }
 
 /// The same bomb under `agent.compile_memory` and under `agent.compile_time`: its compiler
@@ -945,32 +926,34 @@ fn a_compile_past_its_bounds_is_killed_and_costs_edgeguard_nothing() {
         let config = compile_bomb_beside_the_process_collector(dir.path(), agent);
         let (mut edgeguard, _out, log) = edgeguard_tests::run_logged(&config, dir.path());
         let pid = edgeguard.id();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
         let mut compiling = false;
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains(refusal) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{agent}: no `{refusal}`:\n{text}"
-            );
+        let refused = edgeguard_tests::poll_until(Duration::from_secs(60), || {
             compiling |= !edgeguard_tests::children_of(pid).is_empty();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            text().contains(refusal)
+        });
+        assert!(refused, "{agent}: no `{refusal}`:\n{}", text());
         assert!(compiling, "{agent}: no compiler process was ever seen");
         assert_no_child_left(pid, agent);
-        let text = log_with(
-            &log,
-            &["collector started collector=process"],
-            Duration::from_secs(30),
+        let temporary: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .map(|e| e.file_name())
+            .collect();
+        assert!(temporary.is_empty(), "{agent}: left behind: {temporary:?}");
+        let started = "collector started collector=process";
+        assert!(
+            edgeguard_tests::poll_until(Duration::from_secs(30), || text().contains(started)),
+            "{agent}: no `{started}`:\n{}",
+            text()
         );
         let peak = edgeguard_tests::status_bytes(pid, "VmHWM");
         assert!(
             peak < 48 << 20,
-            "{agent}: edgeguard peaked at {} MiB\n{text}",
-            peak >> 20
+            "{agent}: edgeguard peaked at {} MiB\n{}",
+            peak >> 20,
+            text()
         );
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -985,39 +968,27 @@ fn a_compile_dies_with_edgeguard() {
     let config = compile_bomb_beside_the_process_collector(dir.path(), "");
     let (mut edgeguard, _out, log) = edgeguard_tests::run_logged(&config, dir.path());
     let pid = edgeguard.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let compilers = loop {
-        let compilers = edgeguard_tests::children_of(pid);
-        if !compilers.is_empty() {
-            break compilers;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no compiler process:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut compilers = Vec::new();
+    assert!(
+        edgeguard_tests::poll_until(Duration::from_secs(30), || {
+            compilers = edgeguard_tests::children_of(pid);
+            !compilers.is_empty()
+        }),
+        "no compiler process:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     edgeguard.kill().unwrap();
     edgeguard.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
     // Orphans are re-parented (to init or a subreaper), so look for the pids themselves.
-    while let Some(left) = compilers
-        .iter()
-        .find(|c| Path::new(&format!("/proc/{c}")).exists() && !zombie(**c))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "compiler {left} outlived edgeguard"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `pid` has ended and waits to be reaped.
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+    let running = || -> Vec<u32> {
+        let running = compilers.iter().copied();
+        running
+            .filter(|&c| edgeguard_tests::is_running(c))
+            .collect()
+    };
+    assert!(
+        edgeguard_tests::poll_until(Duration::from_secs(2), || running().is_empty()),
+        "compilers {:?} outlived edgeguard",
+        running()
+    );
 }

@@ -130,21 +130,43 @@ pub fn status_bytes(pid: u32, field: &str) -> u64 {
     kib << 10
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold anything): the
+/// state first, then the parent. None once the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The processes whose parent is `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .expect("reading /proc")
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            // The parent is the second field after the command name, which may hold anything.
-            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(pid)
-            })
+        .filter(|&child| {
+            stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
+}
+
+/// Whether `pid` runs: it exists and has not ended (a zombie waits to be reaped).
+pub fn is_running(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
+}
+
+/// Polls `done` every 20 ms until it holds or `within` has passed; whether it held.
+pub fn poll_until(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `program` run by `wrapper` (`unshare --net`, say; nothing: directly).
