@@ -57,6 +57,15 @@ pub struct SecurityEvent {
 }
 
 impl SecurityEvent {
+    /// The memory the event holds, roughly (see [`heap_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<SecurityEvent>()
+            + self.name.len()
+            + self.payload.iter().map(heap_bytes).sum::<usize>()
+    }
+}
+
+impl SecurityEvent {
     /// An event of kind `name` now, with a fresh id.
     pub fn new(
         name: &str,
@@ -335,6 +344,103 @@ pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {
     })
 }
 
+/// The kinds of analyzers' findings, in the project's message family.
+pub const FINDING_KINDS: [&str; 2] = ["Alert", "Recommendation"];
+
+/// At most this many MITRE ATT&CK techniques, and evidence Ids, per finding.
+pub const MAX_TECHNIQUES: usize = 16;
+/// See [`MAX_TECHNIQUES`].
+pub const MAX_EVIDENCE: usize = 64;
+
+/// Converts an analyzer's finding into an `Alert` or `Recommendation` event. Its evidence is
+/// checked by the caller, which knows what the analyzer was handed.
+pub fn from_finding(
+    f: crate::wit::analyzer::edgeguard::collector::analysis::Finding,
+) -> Result<SecurityEvent, Rejected> {
+    use crate::wit::analyzer::edgeguard::collector::analysis::{FindingKind, Severity as S};
+    let kind = match f.kind {
+        FindingKind::Alert => "Alert",
+        FindingKind::Recommendation => "Recommendation",
+    };
+    let reject = |reason: String| Rejected {
+        name: format!("{kind} {}", f.name),
+        reason,
+    };
+    if f.name.is_empty() || f.name.len() > 64 || !f.name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(reject(
+            "a finding's name must be 1 to 64 ASCII letters and digits".into(),
+        ));
+    }
+    if f.title.trim().is_empty() {
+        return Err(reject("a finding needs a title".into()));
+    }
+    if f.techniques.len() > MAX_TECHNIQUES || f.evidence.len() > MAX_EVIDENCE {
+        return Err(reject(format!(
+            "a finding cites at most {MAX_TECHNIQUES} techniques and {MAX_EVIDENCE} evidence events"
+        )));
+    }
+    if let Some(bad) = f.techniques.iter().find(|t| !is_technique(t)) {
+        return Err(reject(format!(
+            "`{}` is not a MITRE ATT&CK technique id (T1234 or T1234.001)",
+            shown_name(bad)
+        )));
+    }
+    let e = &f.entities;
+    let entities = with_extra(
+        json!({
+            "UserName": e.user_name,
+            "UserId": e.user_id.map(|u| u.to_string()),
+            "ProcessId": e.process_id,
+            "Executable": e.executable,
+            "CommandLine": e.command_line,
+            "RemoteAddress": e.remote_address,
+            "RemotePort": e.remote_port.map(|p| p.to_string()),
+            "LocalPort": e.local_port.map(|p| p.to_string()),
+            "Container": e.container,
+            "Module": e.module,
+            "File": e.file,
+        }),
+        Vec::new(),
+    );
+    let severity = match f.severity {
+        S::Informational => "Informational",
+        S::Low => "Low",
+        S::Medium => "Medium",
+        S::High => "High",
+    };
+    let item = with_extra(
+        json!({
+            "Rule": f.name,
+            "Severity": severity,
+            "Title": f.title,
+            "Description": f.description,
+            "Remediation": f.remediation,
+            "Techniques": f.techniques,
+            "Entities": entities,
+            "Evidence": f.evidence,
+        }),
+        f.extra,
+    );
+    Ok(SecurityEvent {
+        family: Family::Edgeguard,
+        ..SecurityEvent::new(kind, Category::Triggered, EventType::Security, vec![item])
+    })
+}
+
+/// `T` and four digits, optionally `.` and three: a MITRE ATT&CK (sub-)technique id.
+fn is_technique(id: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    match id
+        .strip_prefix('T')
+        .map(|rest| rest.split_once('.').unwrap_or((rest, "")))
+    {
+        Some((main, "")) => digits(main, 4) && !id.ends_with('.'),
+        Some((main, sub)) => digits(main, 4) && digits(sub, 3),
+        None => false,
+    }
+}
+
 /// Drops null fields (the schema marks absent optional fields by omission) and adds ExtraDetails.
 fn with_extra(mut item: Value, extra: Vec<(String, String)>) -> Value {
     if let Value::Object(map) = &mut item {
@@ -361,6 +467,117 @@ fn direction(d: Direction) -> &'static str {
     match d {
         Direction::In => "In",
         Direction::Out => "Out",
+    }
+}
+
+/// Who emitted an event, as the host knows it: a plugin as it was loaded, or the host itself.
+/// Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The plugin's configured name; [`Origin::HOST`] for the host.
+    pub plugin: std::sync::Arc<str>,
+    /// The version it describes; the host's own for the host.
+    pub version: std::sync::Arc<str>,
+    /// The SHA-256 of its component, lower-case hex; empty for the host.
+    pub digest: std::sync::Arc<str>,
+}
+
+impl Origin {
+    /// The name the host's own events go by.
+    pub const HOST: &'static str = "edgeguard";
+
+    /// The host itself.
+    pub fn host() -> Origin {
+        Origin {
+            plugin: Origin::HOST.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            digest: "".into(),
+        }
+    }
+
+    /// Whether the host emitted it.
+    pub fn is_host(&self) -> bool {
+        self.digest.is_empty()
+    }
+}
+
+/// An event's payload item flattened into named fields, as analyzers are handed it: object
+/// keys joined by `.`, list items by their index, strings as they are, other values as their
+/// JSON text; nulls are absent. At most `max_fields` fields, so one item cannot flood a call.
+pub fn flatten(item: &Value, max_fields: usize) -> Vec<(String, String)> {
+    fn walk(prefix: &mut String, value: &Value, out: &mut Vec<(String, String)>, max: usize) {
+        if out.len() >= max {
+            return;
+        }
+        let nested = |prefix: &mut String, key: &str, value: &Value, out: &mut Vec<_>| {
+            let len = prefix.len();
+            if len > 0 {
+                prefix.push('.');
+            }
+            prefix.push_str(key);
+            walk(prefix, value, out, max);
+            prefix.truncate(len);
+        };
+        match value {
+            Value::Null => {}
+            Value::Object(map) => {
+                for (key, value) in map {
+                    nested(prefix, key, value, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, value) in items.iter().enumerate() {
+                    nested(prefix, &i.to_string(), value, out);
+                }
+            }
+            Value::String(text) => out.push((prefix.clone(), text.clone())),
+            other => out.push((prefix.clone(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mut String::new(), item, &mut out, max_fields);
+    out
+}
+
+/// Fields one payload item hands an analyzer, at most.
+pub const MAX_FIELDS: usize = 256;
+
+/// An event as an analyzer is handed it.
+pub fn observed(
+    event: &SecurityEvent,
+    origin: &Origin,
+) -> crate::wit::analyzer::edgeguard::collector::analysis::Observed {
+    use crate::wit::analyzer::edgeguard::collector::analysis as a;
+    a::Observed {
+        id: event.id.hyphenated().to_string(),
+        name: event.name.clone(),
+        periodic: event.category == Category::Periodic,
+        time_ms: u64::try_from(event.time.timestamp_millis()).unwrap_or(0),
+        origin: a::Origin {
+            plugin: origin.plugin.to_string(),
+            version: origin.version.to_string(),
+            digest: origin.digest.to_string(),
+        },
+        items: event
+            .payload
+            .iter()
+            .map(|item| flatten(item, MAX_FIELDS))
+            .collect(),
+    }
+}
+
+/// The heap memory a JSON value holds, roughly (strings' bytes and a word or so per node):
+/// what bounds queues of events by bytes without serializing them.
+pub fn heap_bytes(value: &Value) -> usize {
+    const NODE: usize = 32;
+    NODE + match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(heap_bytes).sum(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| NODE + k.len() + heap_bytes(v))
+            .sum(),
+        _ => 0,
     }
 }
 
@@ -396,5 +613,115 @@ impl Priority {
 impl std::fmt::Display for Priority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::analyzer::edgeguard::collector::analysis::{
+        Entities, Finding, FindingKind, Severity as S,
+    };
+
+    #[test]
+    fn items_flatten_into_named_fields() {
+        let item = json!({
+            "Executable": "/bin/sh",
+            "ProcessId": 42,
+            "Privileged": true,
+            "Gone": null,
+            "Mounts": [{"Source": "/", "Target": "/host"}],
+            "ExtraDetails": {"Plugin": "process"},
+        });
+        assert_eq!(
+            flatten(&item, MAX_FIELDS),
+            [
+                ("Executable", "/bin/sh"),
+                ("ProcessId", "42"),
+                ("Privileged", "true"),
+                ("Mounts.0.Source", "/"),
+                ("Mounts.0.Target", "/host"),
+                ("ExtraDetails.Plugin", "process"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let wide = Value::Object((0..1000).map(|i| (i.to_string(), json!(i))).collect());
+        assert_eq!(flatten(&wide, MAX_FIELDS).len(), MAX_FIELDS, "bounded");
+    }
+
+    fn finding(name: &str, techniques: &[&str]) -> Finding {
+        Finding {
+            kind: FindingKind::Alert,
+            name: name.into(),
+            severity: S::High,
+            title: "Reverse shell".into(),
+            description: String::new(),
+            remediation: String::new(),
+            techniques: techniques.iter().map(|t| t.to_string()).collect(),
+            entities: Entities {
+                user_name: Some("www-data".into()),
+                user_id: None,
+                process_id: Some(7),
+                executable: None,
+                command_line: None,
+                remote_address: Some("192.0.2.1".into()),
+                remote_port: Some(4444),
+                local_port: None,
+                container: None,
+                module: None,
+                file: None,
+            },
+            evidence: vec![],
+            extra: vec![("Shell".into(), "bash".into())],
+        }
+    }
+
+    #[test]
+    fn a_finding_becomes_an_alert_event() {
+        let e = from_finding(finding("ReverseShell", &["T1059", "T1059.004"])).unwrap();
+        assert_eq!((e.name.as_str(), e.family), ("Alert", Family::Edgeguard));
+        let item = &e.payload[0];
+        assert_eq!(item["Rule"], "ReverseShell");
+        assert_eq!(item["Severity"], "High");
+        assert_eq!(
+            item["Entities"],
+            json!({"UserName": "www-data", "ProcessId": 7, "RemoteAddress": "192.0.2.1", "RemotePort": "4444"})
+        );
+        assert_eq!(item["ExtraDetails"]["Shell"], "bash");
+    }
+
+    #[test]
+    fn a_finding_that_is_not_one_is_refused_by_name() {
+        for (name, techniques, why) in [
+            ("", &[][..], "name"),
+            ("Reverse Shell", &[], "name"),
+            ("ReverseShell", &["T10"], "technique"),
+            ("ReverseShell", &["T1059."], "technique"),
+            ("ReverseShell", &["t1059"], "technique"),
+        ] {
+            let err = from_finding(finding(name, techniques)).unwrap_err();
+            assert!(
+                err.to_string().contains(why),
+                "{name:?} {techniques:?}: {err}"
+            );
+        }
+        let many = vec!["T1059"; MAX_TECHNIQUES + 1];
+        assert!(from_finding(finding("X", &many)).is_err());
+    }
+
+    #[test]
+    fn an_event_is_handed_over_with_its_id_and_origin() {
+        let e = SecurityEvent::new(
+            "Login",
+            Category::Triggered,
+            EventType::Security,
+            vec![json!({"UserName": "root", "Result": "Fail"})],
+        );
+        let o = observed(&e, &Origin::host());
+        assert_eq!(o.id, e.id.hyphenated().to_string());
+        assert_eq!((o.name.as_str(), o.periodic), ("Login", false));
+        assert_eq!(o.origin.plugin, Origin::HOST);
+        assert_eq!(o.items[0][1], ("Result".to_owned(), "Fail".to_owned()));
+        assert!(o.time_ms > 1_700_000_000_000);
     }
 }

@@ -384,11 +384,18 @@ fn print_findings(findings: &[edgeguard_manifest::Finding], json: bool) {
 }
 
 fn print_inspection(p: &LoadedPlugin, json: bool) {
+    use edgeguard::sandbox::instance::Role;
     let group = edgeguard::scheduler::PluginSpec::group_for(p, None).name();
+    let (kind, wants) = match &p.role {
+        Role::Collector => ("collector", None),
+        Role::Analyzer { wants } => ("analyzer", Some(wants)),
+    };
     if json {
         let value = serde_json::json!({
             "name": p.info.name,
             "version": p.info.version,
+            "kind": kind,
+            "wants": wants,
             "description": p.info.description,
             "events": p.info.events,
             "capabilities": p.info.capabilities,
@@ -403,6 +410,10 @@ fn print_inspection(p: &LoadedPlugin, json: bool) {
     }
     println!("name:          {}", p.info.name);
     println!("version:       {}", p.info.version);
+    println!("kind:          {kind}");
+    if let Some(wants) = wants {
+        println!("wants:         {}", wants.join(", "));
+    }
     println!("description:   {}", p.info.description);
     println!("events:        {}", p.info.events.join(", "));
     println!("capabilities:  {}", p.info.capabilities.join(", "));

@@ -14,6 +14,22 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+/// The `analyzer-plugin` world (since 0.1.3): its own bindings, sharing the collector world's types and
+/// capability interfaces, so one host implementation of each serves both worlds.
+pub mod analyzer {
+    wasmtime::component::bindgen!({
+        world: "analyzer-plugin",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "edgeguard:collector/types": super::edgeguard::collector::types,
+            "edgeguard:collector/log": super::edgeguard::collector::log,
+            "edgeguard:collector/clock": super::edgeguard::collector::clock,
+        },
+    });
+}
+
 /// The WIT package version this host implements; plugins built against the same major
 /// (for 0.x: the same minor) load.
 pub const WIT_VERSION: &str = env!("EDGEGUARD_WIT_VERSION");

@@ -2,7 +2,7 @@
 //! into a tiny cache keeps memory bounded and counts its drops.
 
 use edgeguard_tests::schema::Validators;
-use edgeguard_tests::{edgeguard_bin, plugin, write_config};
+use edgeguard_tests::{edgeguard_bin, events_named as events, plugin, write_config};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,14 +41,6 @@ fn messages(path: &Path) -> Vec<Value> {
         .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
-        .collect()
-}
-
-fn events<'a>(messages: &'a [Value], name: &str) -> Vec<&'a Value> {
-    messages
-        .iter()
-        .flat_map(|m| m["Events"].as_array().unwrap())
-        .filter(|e| e["Name"] == name)
         .collect()
 }
 

@@ -110,7 +110,9 @@ async fn each_fault_is_classified() {
         panic!("expected a timeout, got {busy:?}");
     };
     assert_eq!(deadline, Duration::from_millis(300));
-    assert!(host.calls >= 1 && host.time >= deadline / 2, "{busy}");
+    // The host's share is large (about half here; less when the machine is loaded), and
+    // without counting it the call would have run its 300 ms of wasm on top.
+    assert!(host.calls >= 1 && host.time >= deadline / 5, "{busy}");
     assert!(busy.to_string().contains("host calls took"), "{busy}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -200,7 +202,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
         Err(LoadError::NotGranted {
             import, capability, ..
         }) => {
-            assert_eq!(import, "edgeguard:collector/processes@0.1.2");
+            assert_eq!(import, "edgeguard:collector/processes@0.1.3");
             assert_eq!(capability, "processes");
         }
         other => panic!("expected NotGranted, got {:?}", other.err()),
@@ -218,7 +220,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
     .unwrap();
     assert!(
         err.to_string()
-            .contains("edgeguard:collector/processes@0.1.2"),
+            .contains("edgeguard:collector/processes@0.1.3"),
         "{err}"
     );
 }

@@ -7,66 +7,13 @@ use edgeguard::config::Limits;
 use edgeguard::events::from_plugin;
 use edgeguard::runtime::Runtime;
 use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
+use edgeguard_tests::utmp::record;
 use edgeguard_tests::{
-    assert_refused, builtin_plugins, edgeguard_bin, plugin, runtime, write_config,
+    assert_refused, builtin_plugins, events_named, plugin, run_once, runtime, write_config,
 };
 use serde_json::Value;
-use std::ffi::CString;
 use std::io::Write;
 use std::path::Path;
-
-unsafe extern "C" {
-    /// glibc: appends one record to a wtmp-format file.
-    fn updwtmpx(file: *const libc::c_char, ut: *const libc::utmpx);
-}
-
-fn copy(dst: &mut [libc::c_char], text: &str) {
-    for (d, b) in dst.iter_mut().zip(text.bytes()) {
-        *d = b as libc::c_char;
-    }
-}
-
-/// Appends a record as login programs do, through the C library.
-fn record(
-    file: &Path,
-    kind: libc::c_short,
-    pid: i32,
-    line: &str,
-    user: &str,
-    host: &str,
-    address: Option<[u8; 4]>,
-) {
-    // SAFETY: utmpx is plain data; all-zero is a valid empty record.
-    let mut u: libc::utmpx = unsafe { std::mem::zeroed() };
-    u.ut_type = kind;
-    u.ut_pid = pid;
-    copy(&mut u.ut_line, line);
-    copy(&mut u.ut_user, user);
-    copy(&mut u.ut_host, host);
-    if let Some(a) = address {
-        u.ut_addr_v6[0] = i32::from_ne_bytes(a);
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    u.ut_tv.tv_sec = now.as_secs() as _;
-    u.ut_tv.tv_usec = now.subsec_micros() as _;
-    // updwtmpx appends to an existing file only, as login programs expect the system to have made it.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .unwrap();
-    let path = CString::new(file.to_str().unwrap()).unwrap();
-    let before = std::fs::metadata(file).unwrap().len();
-    // SAFETY: a valid path and record.
-    unsafe { updwtmpx(path.as_ptr(), &raw const u) };
-    assert_eq!(
-        std::fs::metadata(file).unwrap().len(),
-        before + std::mem::size_of::<libc::utmpx>() as u64,
-        "updwtmpx wrote one record"
-    );
-}
 
 async fn login_collector(rt: &Runtime, config: &Value) -> PluginInstance {
     let loaded = LoadedPlugin::load_file(
@@ -306,22 +253,7 @@ fn the_cursor_survives_a_restart_of_edgeguard() {
              [plugin.config]\nwtmp = {wtmp:?}\nbtmp = \"\"\nauth_log = \"\"\nfrom_start = true\n"
         ),
     );
-    let run = || {
-        let out = std::process::Command::new(edgeguard_bin())
-            .args(["--log", "warn", "run", "--once", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .matches("\"Name\":\"Login\"")
-            .count()
-    };
+    let run = || events_named(&run_once(&config), "Login").len();
     assert_eq!(run(), 1, "the first run reports the record");
     assert_eq!(run(), 0, "the second run resumes after it");
     record(&wtmp, libc::USER_PROCESS, 2, "tty2", "erin", "", None);
@@ -333,7 +265,7 @@ async fn refused_without_the_logins_grant() {
     assert_refused(
         "edgeguard-plugin-login",
         &[Capability::Log],
-        "edgeguard:collector/logins@0.1.2",
+        "edgeguard:collector/logins@0.1.3",
     )
     .await;
 }

@@ -459,6 +459,7 @@ fn spawn(
 async fn send(tx: &mpsc::Sender<Batch>, events: Vec<SecurityEvent>) {
     tx.send(Batch {
         plugin: "test".into(),
+        origin: edgeguard::events::Origin::host(),
         at: std::time::Instant::now(),
         events,
         accepted: None,

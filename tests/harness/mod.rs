@@ -6,6 +6,7 @@ pub mod edgehub;
 pub mod http;
 pub mod module;
 pub mod schema;
+pub mod utmp;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +81,37 @@ pub fn builtin_plugins(dir: &Path, names: &[&str]) -> PathBuf {
         .expect("copying a plugin");
     }
     plugins
+}
+
+/// `edgeguard run --once --config <config>`, which must succeed: every message it printed.
+pub fn run_once(config: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(edgeguard_bin())
+        .args(["--log", "warn", "run", "--once", "--config"])
+        .arg(config)
+        .output()
+        .expect("running edgeguard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 messages")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON message"))
+        .collect()
+}
+
+/// The events named `name` in `messages`, in order.
+pub fn events_named<'a>(
+    messages: &'a [serde_json::Value],
+    name: &str,
+) -> Vec<&'a serde_json::Value> {
+    messages
+        .iter()
+        .flat_map(|m| m["Events"].as_array().expect("a message has Events"))
+        .filter(|e| e["Name"] == name)
+        .collect()
 }
 
 /// `edgeguard --log info run --config <config>` with its messages into `<dir>/out.jsonl` and

@@ -31,7 +31,10 @@ const BUILTIN_PLUGINS: &[&str] = &[
     "login",
     "container",
     "manifest",
+    "login-alerts",
 ];
+/// Built-in plugins whose rules have unit tests that run natively (`crate-type` has `rlib`).
+const NATIVE_TESTED: &[&str] = &["login-alerts"];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
@@ -194,9 +197,13 @@ fn test_packages() -> Vec<String> {
     let mut args = vec!["--workspace".to_string()];
     let excluded = BUILTIN_PLUGINS
         .iter()
+        .filter(|p| !NATIVE_TESTED.contains(p))
         .map(|p| format!("edgeguard-plugin-{p}"))
         .chain(TEST_PLUGINS.iter().map(|p| p.to_string()))
-        .chain(["edgeguard-sdk".to_string()]);
+        .chain([
+            "edgeguard-sdk".to_string(),
+            "edgeguard-analyzer-sdk".to_string(),
+        ]);
     for crate_name in excluded {
         args.extend(["--exclude".to_string(), crate_name]);
     }
@@ -423,8 +430,11 @@ fn build_plugins() -> Result<()> {
     let dest = target_dir().join("release/plugins");
     std::fs::create_dir_all(&dest)?;
     for p in BUILTIN_PLUGINS {
-        let built =
-            wasm_target_dir().join(format!("wasm32-wasip2/plugin/edgeguard_plugin_{p}.wasm"));
+        // Cargo names the artifact after the crate, dashes made underscores.
+        let built = wasm_target_dir().join(format!(
+            "wasm32-wasip2/plugin/edgeguard_plugin_{}.wasm",
+            p.replace('-', "_")
+        ));
         std::fs::copy(&built, dest.join(format!("{p}.wasm")))
             .with_context(|| format!("copying {}", built.display()))?;
     }

@@ -144,7 +144,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
 
     let (tx, rx) = mpsc::channel::<Batch>(256);
-    let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing());
+    let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing())
+        .with_tap(pipeline.tap());
     let commands = pipeline.commands();
     let sink_name = sink.describe();
     // The pipeline runs from now on: each collector starts as soon as it is loaded, and its

@@ -314,6 +314,9 @@ fn limits(l: &Limits) -> Value {
     })
 }
 
+/// Rules reported per analyzer, at most (reported properties are bounded in size).
+const MAX_RULES_REPORTED: usize = 256;
+
 /// Where a collector's data of one capability comes from.
 fn feed(f: &crate::capabilities::FeedStatus) -> Value {
     let mut v = json!({ "source": f.source, "delivered": f.delivered, "lost": f.lost });
@@ -395,6 +398,19 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
                 .collect();
             if !feeds.is_empty() {
                 entry["feeds"] = Value::Object(feeds);
+            }
+            if let crate::sandbox::instance::Role::Analyzer { wants } = &loaded.role {
+                // The effective rule set: which analyzer, which version, which rules in force.
+                entry["analyzer"] = json!({
+                    "wants": wants,
+                    "analysed": s.analysed,
+                    "lost": s.analysis_lost,
+                    "rules": s.rules.iter().take(MAX_RULES_REPORTED).map(|r| json!({
+                        "name": bounded(r.name.clone()),
+                        "enabled": r.enabled,
+                        "detail": bounded(r.detail.clone()),
+                    })).collect::<Vec<_>>(),
+                });
             }
         }
         map.insert(c.name.clone(), entry);

@@ -150,7 +150,8 @@ pub enum ImportNeed {
 pub fn import_need(import: &str) -> ImportNeed {
     let unversioned = import.split('@').next().unwrap_or(import);
     match unversioned.split_once('/') {
-        Some(("edgeguard:collector", "types")) => ImportNeed::Baseline,
+        // Interfaces of types only: nothing to call, nothing to grant.
+        Some(("edgeguard:collector", "types" | "analysis")) => ImportNeed::Baseline,
         Some(("edgeguard:collector", interface)) => Capability::ALL
             .iter()
             .find(|c| c.interface().as_deref() == Some(interface))

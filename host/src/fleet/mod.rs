@@ -10,6 +10,7 @@ pub mod spec;
 pub mod trust;
 
 use crate::events::{SecurityEvent, Severity};
+use crate::pipeline::tap::Reservation;
 use crate::runtime::{CacheOutcome, Runtime};
 use crate::sandbox::LoadedPlugin;
 use crate::scheduler::Group;
@@ -283,23 +284,43 @@ impl Fleet {
             .iter()
             .map(|spec| (spec, self.step(spec)))
             .collect();
+        // A plugin new to the fleet may be an analyzer: what the others report while it
+        // loads is kept for it (every plugin's queue is reserved before any starts).
+        let tap = self.scheduler.tap();
+        let reservations: Vec<Option<Reservation>> = steps
+            .iter()
+            .map(|(spec, step)| {
+                let new = self
+                    .entries
+                    .get(&spec.name)
+                    .is_none_or(|e| e.running.is_none());
+                (matches!(step, Step::Prepare) && new)
+                    .then(|| tap.reserve(&spec.name.as_str().into()))
+            })
+            .collect();
         // Each version is started, or handed to its collector, as soon as it is ready: a
         // slow fetch or compile delays only its own collector.
-        let prepared: Vec<Option<(Prepared, Acted)>> =
-            join_all(steps.iter().map(|(spec, step)| async {
-                match step {
-                    Step::Prepare => {
-                        let prepared = self.prepare(spec, &fetcher, &trust).await;
-                        let acted = match &prepared {
-                            Ok(loaded) => self.act(spec, loaded).await,
-                            Err(_) => Acted::Nothing,
-                        };
-                        Some((prepared, acted))
+        let prepared: Vec<Option<(Prepared, Acted)>> = join_all(
+            steps
+                .iter()
+                .zip(reservations)
+                .map(|((spec, step), reserved)| async {
+                    match step {
+                        Step::Prepare => {
+                            let prepared = self.prepare(spec, &fetcher, &trust).await;
+                            let acted = match &prepared {
+                                Ok(loaded) => self.act(spec, loaded).await,
+                                Err(_) => Acted::Nothing,
+                            };
+                            // Started as an analyzer, it holds its queue now; else it goes.
+                            drop(reserved);
+                            Some((prepared, acted))
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            }))
-            .await;
+                }),
+        )
+        .await;
 
         let mut failures = Vec::new();
         let mut swaps = Vec::new();

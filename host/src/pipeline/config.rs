@@ -119,6 +119,14 @@ impl PipelineConfig {
                     )
                 })?),
             };
+            // An alert merged into another is an alert lost: de-duplication and suppression
+            // are the analyzer's to decide, with its evidence in hand.
+            if crate::events::FINDING_KINDS.contains(&name.as_str()) && e.aggregate == Some(true) {
+                return Err(Invalid::new(
+                    at("aggregate"),
+                    "alerts and recommendations are never aggregated (each analyzer rule has its own suppression time)",
+                ));
+            }
             if let Some(span) = e.aggregation_interval
                 && span.0.is_zero()
             {

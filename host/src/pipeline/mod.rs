@@ -14,8 +14,9 @@ pub mod config;
 pub mod settings;
 pub mod statistics;
 pub mod store;
+pub mod tap;
 
-use crate::events::{Family, SecurityEvent, Severity};
+use crate::events::{Family, Origin, SecurityEvent, Severity};
 use crate::output::{Acknowledgement, Message, Sink, SinkError, envelope};
 use aggregation::Aggregator;
 use asc_config::{ConfigIssue, Priority};
@@ -35,8 +36,10 @@ const FAMILIES: [Family; 2] = [Family::Asc, Family::Edgeguard];
 /// What one collection (or a fault) produced. Sent even when empty, so consumers see the pace.
 #[derive(Debug)]
 pub struct Batch {
-    /// The plugin that produced it.
+    /// The plugin it is about (its events, or diagnostics about it).
     pub plugin: Arc<str>,
+    /// Who emitted its events: the plugin, or the host speaking about it.
+    pub origin: Origin,
     /// When the collection ended.
     pub at: std::time::Instant,
     /// Its events, converted.
@@ -45,6 +48,10 @@ pub struct Batch {
     /// cursors) be persisted, so a crash in between re-reports rather than loses.
     pub accepted: Option<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// The event kind that is sent as soon as it is queued (High), not at the queue's frequency:
+/// an analyzer's alert.
+const URGENT: &str = "Alert";
 
 /// The heap is trimmed at most this often, when windows closed meanwhile.
 const TRIM_INTERVAL: Duration = Duration::from_secs(10);
@@ -147,6 +154,9 @@ pub struct Pipeline {
     retry_at: Option<Instant>,
     drop_log: DropLog,
     commands: Option<mpsc::Receiver<Command>>,
+    /// An alert waits in a family's high queue: it goes now, whatever the send frequency.
+    urgent: [bool; 2],
+    tap: tap::Tap,
     _state: StateDir,
 }
 
@@ -250,6 +260,8 @@ impl Pipeline {
             retry_at: None,
             drop_log: DropLog::default(),
             commands: None,
+            urgent: [false; 2],
+            tap: tap::Tap::new(),
             settings,
             _state: state,
         };
@@ -262,6 +274,11 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(16);
         self.commands = Some(rx);
         tx
+    }
+
+    /// Where analyzers are handed the events the pipeline takes in.
+    pub fn tap(&self) -> tap::Tap {
+        self.tap.clone()
     }
 
     /// The routing in force, kept current for the scheduler.
@@ -285,9 +302,16 @@ impl Pipeline {
         Ok(issues)
     }
 
-    /// Takes a batch in: once this returns, every event in it is on disk (queued or in an
-    /// aggregation window) or counted as dropped.
+    /// Takes the host's own events in (see [`Pipeline::accept_from`]).
     pub fn accept(&mut self, events: Vec<SecurityEvent>) -> io::Result<()> {
+        self.accept_from(&Origin::host(), events)
+    }
+
+    /// Takes a batch emitted by `origin` in: analyzers that want its events are handed them;
+    /// once this returns, every event in it is on disk (queued or in an aggregation window) or
+    /// counted as dropped.
+    pub fn accept_from(&mut self, origin: &Origin, events: Vec<SecurityEvent>) -> io::Result<()> {
+        self.tap.offer(origin, &events);
         let routing = self.routing.borrow().clone();
         let events: Vec<SecurityEvent> = events
             .into_iter()
@@ -369,6 +393,9 @@ impl Pipeline {
             } else {
                 used[class] += cost;
                 batches[Self::log_index(queue, event.family)].push(bytes.into_boxed_slice());
+                if queue == Queue::High && event.name == URGENT {
+                    self.urgent[fi] = true;
+                }
                 false
             };
             let counters = self.stats.touch();
@@ -416,7 +443,9 @@ impl Pipeline {
                     Priority::Low
                 }
             } else if high
-                && now.duration_since(self.last_high[fi]) >= asc.high_priority_message_frequency
+                && (self.urgent[fi]
+                    || now.duration_since(self.last_high[fi])
+                        >= asc.high_priority_message_frequency)
             {
                 Priority::High
             } else if low
@@ -430,6 +459,7 @@ impl Pipeline {
             // A due queue is sent until empty; its clock restarts when it is.
             if main == Priority::High && self.pending(Queue::High, family) == 0 {
                 self.last_high[fi] = now;
+                self.urgent[fi] = false;
             }
             if main == Priority::Low && self.pending(Queue::Low, family) == 0 {
                 self.last_low[fi] = now;
@@ -560,6 +590,7 @@ impl Pipeline {
             routing.queue("DroppedEventsStatistics").is_some(),
             routing.queue("MessageStatistics").is_some(),
         );
+        self.tap.offer(&Origin::host(), &events);
         self.enqueue(events)?;
         self.stats.checkpoint()
     }
@@ -661,7 +692,7 @@ impl Pipeline {
             };
             match wake {
                 Wake::Batch(Some(batch)) => {
-                    self.accept(batch.events)?;
+                    self.accept_from(&batch.origin, batch.events)?;
                     if let Some(accepted) = batch.accepted {
                         let _ = accepted.send(());
                     }

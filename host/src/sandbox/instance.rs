@@ -4,6 +4,9 @@
 use crate::capabilities::{HostContext, HostState};
 use crate::runtime::limits::{CallGuard, HostWork, Limits};
 use crate::units::Bytes;
+use crate::wit::analyzer::edgeguard::collector::analysis::Observed;
+use crate::wit::analyzer::exports::edgeguard::collector::analyzer::{Finding, RuleStatus};
+use crate::wit::analyzer::{AnalyzerPlugin as Analyzer, AnalyzerPluginPre as AnalyzerPre};
 use crate::wit::exports::edgeguard::collector::plugin::{CollectError, Event, PluginInfo};
 use crate::wit::{Collector, CollectorPre};
 use std::path::PathBuf;
@@ -67,13 +70,58 @@ impl Fault {
     }
 }
 
+/// What a plugin is, by the world its component implements: what it is handed and what it
+/// hands back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Collects events at its schedule (`collector` world).
+    Collector,
+    /// Is handed the events it wants as they enter the pipeline and raises findings
+    /// (`analyzer` world, since 0.1.3).
+    Analyzer {
+        /// The event names it is handed.
+        wants: Vec<String>,
+    },
+}
+
+/// A component's prepared instantiation, for the world it implements.
+pub enum Pre {
+    /// A collector.
+    Collector(CollectorPre<HostState>),
+    /// An analyzer.
+    Analyzer(AnalyzerPre<HostState>),
+}
+
+enum Bindings {
+    Collector(Collector),
+    Analyzer(Analyzer),
+}
+
 /// A live plugin instance.
 pub struct PluginInstance {
     store: Store<HostState>,
-    bindings: Collector,
+    bindings: Bindings,
     timeout: Duration,
     max_transfer: Bytes,
     max_events: u32,
+    /// An analyzer's rules as its `init` left them (none for a collector).
+    rules: Vec<RuleStatus>,
+}
+
+/// What an analyzer's self-description says, in the collectors' terms where they share them:
+/// it emits findings, and runs (its quiet ticks) in the high group unless configured otherwise.
+fn analyzer_info(
+    info: crate::wit::analyzer::edgeguard::collector::analysis::AnalyzerInfo,
+) -> (PluginInfo, Role) {
+    let plugin = PluginInfo {
+        name: info.name,
+        version: info.version,
+        events: crate::events::FINDING_KINDS.map(String::from).to_vec(),
+        capabilities: info.capabilities,
+        default_group: crate::wit::edgeguard::collector::types::PriorityGroup::High,
+        description: info.description,
+    };
+    (plugin, Role::Analyzer { wants: info.wants })
 }
 
 /// Slack on top of the epoch deadline for the outer timeout, which only matters when the plugin
@@ -104,7 +152,7 @@ macro_rules! guarded {
 impl PluginInstance {
     pub(super) async fn new(
         engine: &wasmtime::Engine,
-        pre: &CollectorPre<HostState>,
+        pre: &Pre,
         name: Arc<str>,
         host: Arc<HostContext>,
         limits: &Limits,
@@ -130,9 +178,15 @@ impl PluginInstance {
         });
         let _ticking = start_call(&mut store);
         let timeout = limits.call_timeout.0;
-        let outcome =
-            tokio::time::timeout(timeout + HOST_CALL_GRACE, pre.instantiate_async(&mut store))
-                .await;
+        let outcome = tokio::time::timeout(timeout + HOST_CALL_GRACE, async {
+            Ok(match pre {
+                Pre::Collector(pre) => {
+                    Bindings::Collector(pre.instantiate_async(&mut store).await?)
+                }
+                Pre::Analyzer(pre) => Bindings::Analyzer(pre.instantiate_async(&mut store).await?),
+            })
+        })
+        .await;
         store.data_mut().guard.end_call();
         let bindings = classify(&store, timeout, max_transfer, outcome)?;
         Ok(PluginInstance {
@@ -141,28 +195,59 @@ impl PluginInstance {
             timeout,
             max_transfer,
             max_events: limits.max_events_per_call,
+            rules: Vec::new(),
         })
     }
 
-    /// The plugin's self-description.
-    pub async fn describe(&mut self) -> Result<PluginInfo, Fault> {
-        guarded!(self, |b, s| b.edgeguard_collector_plugin().call_describe(s))
+    /// The plugin's self-description and what it is.
+    pub async fn describe(&mut self) -> Result<(PluginInfo, Role), Fault> {
+        guarded!(self, |b, s| async move {
+            Ok(match b {
+                Bindings::Collector(c) => (
+                    c.edgeguard_collector_plugin().call_describe(s).await?,
+                    Role::Collector,
+                ),
+                Bindings::Analyzer(a) => {
+                    analyzer_info(a.edgeguard_collector_analyzer().call_describe(s).await?)
+                }
+            })
+        })
     }
 
     pub(super) async fn init(&mut self, config_json: &str) -> Result<(), Fault> {
-        let result = guarded!(self, |b, s| b
-            .edgeguard_collector_plugin()
-            .call_init(s, config_json))?;
-        result.map_err(|e| Fault::Init(describe_error(&e)))
+        let result = guarded!(self, |b, s| async move {
+            Ok(match b {
+                Bindings::Collector(c) => c
+                    .edgeguard_collector_plugin()
+                    .call_init(s, config_json)
+                    .await?
+                    .map(|()| Vec::new()),
+                Bindings::Analyzer(a) => {
+                    a.edgeguard_collector_analyzer()
+                        .call_init(s, config_json)
+                        .await?
+                }
+            })
+        })?;
+        self.rules = result.map_err(|e| Fault::Init(describe_error(&e)))?;
+        Ok(())
+    }
+
+    /// An analyzer's rules as configured (empty for a collector).
+    pub fn rules(&self) -> &[RuleStatus] {
+        &self.rules
     }
 
     /// One collection. `Ok(Err(_))` is the plugin reporting a failure it handled; the instance
-    /// stays usable. `Err(fault)` means the instance is gone.
+    /// stays usable. `Err(fault)` means the instance is gone. An analyzer collects nothing.
     pub async fn collect(&mut self) -> Result<Result<Vec<Event>, CollectError>, Fault> {
         let cap = self.max_events;
-        let result = guarded!(self, |b, s| b
-            .edgeguard_collector_plugin()
-            .call_collect(s, cap))?;
+        let result = guarded!(self, |b, s| async move {
+            match b {
+                Bindings::Collector(c) => c.edgeguard_collector_plugin().call_collect(s, cap).await,
+                Bindings::Analyzer(_) => Ok(Ok(Vec::new())),
+            }
+        })?;
         match result {
             Ok(events) if events.len() > cap as usize => Err(Fault::Flood {
                 returned: events.len(),
@@ -172,18 +257,59 @@ impl PluginInstance {
         }
     }
 
+    /// One analysis of `events` (none: a tick). Outcomes as for [`PluginInstance::collect`];
+    /// a collector finds nothing.
+    pub async fn analyze(
+        &mut self,
+        events: &[Observed],
+        now_ms: u64,
+    ) -> Result<Result<Vec<Finding>, CollectError>, Fault> {
+        let cap = self.max_events;
+        let result = guarded!(self, |b, s| async move {
+            match b {
+                Bindings::Analyzer(a) => {
+                    a.edgeguard_collector_analyzer()
+                        .call_analyze(s, events, now_ms, cap)
+                        .await
+                }
+                Bindings::Collector(_) => Ok(Ok(Vec::new())),
+            }
+        })?;
+        match result {
+            Ok(findings) if findings.len() > cap as usize => Err(Fault::Flood {
+                returned: findings.len(),
+                cap,
+            }),
+            other => Ok(other),
+        }
+    }
+
     /// The state to hand to the next version, if any.
     pub async fn save_state(&mut self) -> Result<Option<Vec<u8>>, Fault> {
-        guarded!(self, |b, s| b
-            .edgeguard_collector_plugin()
-            .call_save_state(s))
+        guarded!(self, |b, s| async move {
+            match b {
+                Bindings::Collector(c) => c.edgeguard_collector_plugin().call_save_state(s).await,
+                Bindings::Analyzer(a) => a.edgeguard_collector_analyzer().call_save_state(s).await,
+            }
+        })
     }
 
     /// Hands the previous version's state to this one.
     pub async fn restore_state(&mut self, state: &[u8]) -> Result<Result<(), CollectError>, Fault> {
-        guarded!(self, |b, s| b
-            .edgeguard_collector_plugin()
-            .call_restore_state(s, state))
+        guarded!(self, |b, s| async move {
+            match b {
+                Bindings::Collector(c) => {
+                    c.edgeguard_collector_plugin()
+                        .call_restore_state(s, state)
+                        .await
+                }
+                Bindings::Analyzer(a) => {
+                    a.edgeguard_collector_analyzer()
+                        .call_restore_state(s, state)
+                        .await
+                }
+            }
+        })
     }
 
     /// Log lines dropped past the per-call cap since the last time this was asked.

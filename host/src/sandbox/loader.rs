@@ -2,12 +2,13 @@
 //! imports against its grants, and prepare fast instantiation. Nothing here runs plugin code
 //! except `describe`, after every check has passed.
 
-use super::instance::{Fault, PluginInstance};
+use super::instance::{Fault, PluginInstance, Pre, Role};
 use super::shape::Shape;
 use crate::capabilities::{self, Capability, HostContext, HostState, ImportNeed};
 use crate::runtime::Runtime;
 use crate::runtime::artifact_cache::{CacheOutcome, sha256_hex};
 use crate::runtime::limits::Limits;
+use crate::wit::analyzer::AnalyzerPluginPre as AnalyzerPre;
 use crate::wit::exports::edgeguard::collector::plugin::PluginInfo;
 use crate::wit::{CollectorPre, WIT_PACKAGE, WIT_VERSION};
 use std::path::PathBuf;
@@ -75,8 +76,10 @@ pub enum LoadError {
         /// The version it was built against.
         found: String,
     },
-    /// It does not export the collector interface.
-    #[error("plugin `{plugin}` does not export `{WIT_PACKAGE}/plugin`: not an edgeguard collector")]
+    /// It exports neither the collector nor the analyzer interface.
+    #[error(
+        "plugin `{plugin}` exports neither `{WIT_PACKAGE}/plugin` nor `{WIT_PACKAGE}/analyzer`: not an edgeguard collector or analyzer"
+    )]
     NotACollector {
         /// The plugin's name.
         plugin: String,
@@ -95,8 +98,10 @@ pub enum LoadError {
 pub struct LoadedPlugin {
     /// The name the configuration gives it.
     pub name: Arc<str>,
-    /// Its self-description.
+    /// Its self-description (for an analyzer: it emits `Alert` and `Recommendation`).
     pub info: PluginInfo,
+    /// A collector or an analyzer, and what an analyzer wants.
+    pub role: Role,
     /// The SHA-256 of its component.
     pub sha256: String,
     /// The component's size in bytes.
@@ -111,7 +116,7 @@ pub struct LoadedPlugin {
     pub grants: Vec<Capability>,
     /// The read-only host directories it sees.
     pub dirs: Vec<PathBuf>,
-    pre: CollectorPre<HostState>,
+    pre: Pre,
     runtime: Runtime,
 }
 
@@ -159,11 +164,12 @@ impl LoadedPlugin {
             .await
             .map_err(|e| invalid(e.to_string()))?;
 
-        let wit_version = exported_wit_version(&runtime.engine, &component).ok_or_else(|| {
-            LoadError::NotACollector {
-                plugin: name.to_owned(),
-            }
-        })?;
+        let (world, wit_version) =
+            exported_world(&runtime.engine, &component).ok_or_else(|| {
+                LoadError::NotACollector {
+                    plugin: name.to_owned(),
+                }
+            })?;
         if !compatible(&wit_version) {
             return Err(LoadError::WitVersion {
                 plugin: name.to_owned(),
@@ -184,11 +190,16 @@ impl LoadedPlugin {
             .map_err(|e| invalid(format!("linking capabilities: {e}")))?;
         let pre = linker
             .instantiate_pre(&component)
-            .and_then(CollectorPre::new)
-            .map_err(|e| invalid(format!("does not match the collector world: {e:#}")))?;
+            .and_then(|pre| {
+                Ok(match world {
+                    World::Collector => Pre::Collector(CollectorPre::new(pre)?),
+                    World::Analyzer => Pre::Analyzer(AnalyzerPre::new(pre)?),
+                })
+            })
+            .map_err(|e| invalid(format!("does not match the {} world: {e:#}", world.name())))?;
 
         let name: Arc<str> = name.into();
-        let info = describe(&runtime.engine, &pre, &name)
+        let (info, role) = describe(&runtime.engine, &pre, &name)
             .await
             .map_err(|fault| LoadError::Describe {
                 plugin: name.to_string(),
@@ -197,6 +208,7 @@ impl LoadedPlugin {
         Ok(LoadedPlugin {
             name,
             info,
+            role,
             sha256,
             size,
             wit_version: format!("{WIT_PACKAGE}@{wit_version}"),
@@ -229,6 +241,15 @@ impl LoadedPlugin {
         Ok(instance)
     }
 
+    /// Who its events come from.
+    pub fn origin(&self) -> crate::events::Origin {
+        crate::events::Origin {
+            plugin: Arc::clone(&self.name),
+            version: self.info.version.as_str().into(),
+            digest: self.sha256.as_str().into(),
+        }
+    }
+
     /// The engine it was compiled for.
     pub fn engine(&self) -> &wasmtime::Engine {
         &self.runtime.engine
@@ -238,9 +259,9 @@ impl LoadedPlugin {
 /// Runs `describe` in a throw-away instance with default limits, no host data and no directories.
 async fn describe(
     engine: &wasmtime::Engine,
-    pre: &CollectorPre<HostState>,
+    pre: &Pre,
     name: &Arc<str>,
-) -> Result<PluginInfo, Fault> {
+) -> Result<(PluginInfo, Role), Fault> {
     let host = HostContext::new(std::path::Path::new("/nonexistent"));
     let mut instance =
         PluginInstance::new(engine, pre, Arc::clone(name), host, &Limits::default(), &[]).await?;
@@ -258,15 +279,42 @@ fn check_preamble(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// The version of `edgeguard:collector/plugin@x.y.z` the component exports.
-fn exported_wit_version(engine: &wasmtime::Engine, component: &Component) -> Option<String> {
-    let prefix = format!("{WIT_PACKAGE}/plugin");
+/// The world a component implements, told by the interface it exports.
+#[derive(Clone, Copy)]
+enum World {
+    Collector,
+    Analyzer,
+}
+
+impl World {
+    fn name(self) -> &'static str {
+        match self {
+            World::Collector => "collector",
+            World::Analyzer => "analyzer",
+        }
+    }
+}
+
+/// The world and the version of `edgeguard:collector/plugin@x.y.z` (a collector) or
+/// `edgeguard:collector/analyzer@x.y.z` (an analyzer) the component exports.
+fn exported_world(engine: &wasmtime::Engine, component: &Component) -> Option<(World, String)> {
     component
         .component_type()
         .exports(engine)
         .find_map(|(name, _)| {
-            let rest = name.strip_prefix(&prefix)?;
-            Some(rest.strip_prefix('@').unwrap_or("unversioned").to_owned())
+            let rest = name.strip_prefix(WIT_PACKAGE)?;
+            let (world, version) = if let Some(v) = rest.strip_prefix("/plugin") {
+                (World::Collector, v)
+            } else {
+                (World::Analyzer, rest.strip_prefix("/analyzer")?)
+            };
+            Some((
+                world,
+                version
+                    .strip_prefix('@')
+                    .unwrap_or("unversioned")
+                    .to_owned(),
+            ))
         })
 }
 

@@ -3,11 +3,17 @@
 //! bounds how many collections run at once. The group intervals can change while running, and
 //! a group can be told to collect now ([`Control`]). Each actor also takes [`Order`]s: swap in
 //! a new version between two collections (handing over its state), reschedule, pause, stop.
+//!
+//! An analyzer's actor is the same, woken instead by the events it wants as the pipeline takes
+//! them in (its [`Subscription`] of the pipeline's tap), and at its group's interval with none,
+//! so that its windows can close on a quiet device.
 
 use crate::capabilities::HostContext;
-use crate::events::{self, SecurityEvent, Severity};
+use crate::events::{self, Origin, SecurityEvent, Severity};
+use crate::pipeline::tap::{Subscription, Tap};
 use crate::pipeline::{Batch, Routing};
 use crate::runtime::limits::Limits;
+use crate::sandbox::instance::Role;
 use crate::sandbox::{Fault, LoadedPlugin, PluginInstance};
 use crate::wit::edgeguard::collector::types::PriorityGroup;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -85,6 +91,13 @@ pub struct PluginStatus {
     /// Events refused where they enter the pipeline: kinds the plugin may not emit, or larger
     /// than a message can carry.
     pub events_refused: u64,
+    /// An analyzer: events it was handed.
+    pub analysed: u64,
+    /// An analyzer: events it wanted and never analysed (its queue was full, or the call they
+    /// were handed to faulted).
+    pub analysis_lost: u64,
+    /// An analyzer: its rules as its configuration leaves them.
+    pub rules: Vec<crate::wit::analyzer::edgeguard::collector::analysis::RuleStatus>,
 }
 
 /// What a running plugin's actor can be told.
@@ -136,6 +149,16 @@ pub struct Scheduler {
     tx: mpsc::Sender<Batch>,
     routing: watch::Receiver<Arc<Routing>>,
     control: Control,
+    tap: Tap,
+    /// Collectors running, plus one while this scheduler may still start some: with `once`,
+    /// analyzers end when it is zero and nothing is left in their queues.
+    collectors: Arc<watch::Sender<usize>>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.collectors.send_modify(|n| *n -= 1);
+    }
 }
 
 /// What one collection made of a request to collect now.
@@ -211,7 +234,21 @@ impl Scheduler {
             tx,
             routing,
             control,
+            tap: Tap::new(),
+            collectors: Arc::new(watch::Sender::new(1)),
         }
+    }
+
+    /// Analyzers are handed events from `tap` (the pipeline's, [`crate::pipeline::Pipeline::tap`]);
+    /// without one, only what is offered to [`Scheduler::tap`].
+    pub fn with_tap(mut self, tap: Tap) -> Scheduler {
+        self.tap = tap;
+        self
+    }
+
+    /// Where analyzers are handed events.
+    pub fn tap(&self) -> Tap {
+        self.tap.clone()
     }
 
     /// What the plugins share.
@@ -231,6 +268,7 @@ impl Scheduler {
             .tx
             .send(Batch {
                 plugin: plugin.into(),
+                origin: Origin::host(),
                 at: Instant::now(),
                 events,
                 accepted: None,
@@ -257,7 +295,18 @@ impl Scheduler {
         status: Arc<Mutex<PluginStatus>>,
     ) -> Running {
         let (orders, inbox) = mpsc::channel(8);
+        let role = match &spec.loaded.role {
+            Role::Collector => ActorRole::Collector(Producing::new(&self.collectors)),
+            Role::Analyzer { wants } => ActorRole::Analyzer {
+                subscription: self.tap.subscribe(&spec.loaded.name, wants),
+                collectors: self.collectors.subscribe(),
+                handed: Mutex::new(Handed::default()),
+            },
+        };
         let actor = Actor {
+            role,
+            tap: self.tap.clone(),
+            once,
             spec,
             host: Arc::clone(&self.host),
             permits: Arc::clone(&self.permits),
@@ -290,7 +339,65 @@ impl Scheduler {
     }
 }
 
+/// A running collector, counted while it runs.
+struct Producing(Arc<watch::Sender<usize>>);
+
+impl Producing {
+    fn new(count: &Arc<watch::Sender<usize>>) -> Producing {
+        count.send_modify(|n| *n += 1);
+        Producing(Arc::clone(count))
+    }
+}
+
+impl Drop for Producing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// What an actor runs: a collector, or an analyzer with its queue of events.
+enum ActorRole {
+    Collector(#[allow(dead_code)] Producing),
+    Analyzer {
+        subscription: Subscription,
+        collectors: watch::Receiver<usize>,
+        handed: Mutex<Handed>,
+    },
+}
+
+/// The Ids of the events an analyzer was handed lately: the only evidence its findings may
+/// cite. Bounded; what is older than that is no longer vouched for.
+#[derive(Default)]
+struct Handed {
+    ids: std::collections::HashSet<uuid::Uuid>,
+    order: std::collections::VecDeque<uuid::Uuid>,
+}
+
+/// Evidence Ids remembered per analyzer.
+const HANDED_IDS: usize = 65_536;
+
+impl Handed {
+    fn note(&mut self, id: uuid::Uuid) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > HANDED_IDS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn vouches(&self, id: &str) -> bool {
+        uuid::Uuid::parse_str(id).is_ok_and(|id| self.ids.contains(&id))
+    }
+}
+
 struct Actor {
+    role: ActorRole,
+    tap: Tap,
+    /// Collect (or analyse) once and end.
+    once: bool,
     spec: PluginSpec,
     host: Arc<HostContext>,
     permits: Arc<Semaphore>,
@@ -307,6 +414,24 @@ struct Actor {
     restore_faults: AtomicU32,
     /// Whether the last state the plugin returned was over its limit (said once, not per call).
     state_over_limit: AtomicBool,
+}
+
+/// An analyzer is handed at most its memory limit over this much per call.
+const ANALYSIS_SHARE: u64 = 8;
+
+/// What one call of a plugin returned.
+enum Output {
+    Events(Vec<crate::wit::edgeguard::collector::types::Event>),
+    Findings(Vec<crate::wit::analyzer::edgeguard::collector::analysis::Finding>),
+}
+
+impl Output {
+    fn len(&self) -> usize {
+        match self {
+            Output::Events(e) => e.len(),
+            Output::Findings(f) => f.len(),
+        }
+    }
 }
 
 /// Faults in `restore-state` in a row after which the saved state is given up.
@@ -343,6 +468,16 @@ impl Actor {
         let (mut steered, mut nudgeable, mut orderable) = (true, true, true);
         // A kernel event source filling up this plugin's buffer asks for a collection before its time.
         let pressure = self.host.waker(self.name());
+        // An analyzer runs as the events it wants come, and (with `once`) ends once every
+        // collector has and nothing is left for it.
+        let (arrivals, mut collectors) = match &self.role {
+            ActorRole::Analyzer {
+                subscription,
+                collectors,
+                ..
+            } => (Some(subscription.waker()), Some(collectors.clone())),
+            ActorRole::Collector(_) => (None, None),
+        };
         loop {
             let wake = tokio::select! {
                 // Changes of schedule and orders first: a tick due under the old interval must
@@ -400,6 +535,8 @@ impl Actor {
                     tracing::debug!(plugin = %self.name(), "event buffer half full: collecting early");
                     Wake::Tick
                 }
+                () = notified(arrivals.as_deref()), if self.enabled => Wake::Tick,
+                _ = changed(collectors.as_mut()), if once => Wake::Tick,
             };
             let (events, outcome) = self
                 .collect(&mut instance, &mut restart_at, &mut saved)
@@ -411,9 +548,24 @@ impl Actor {
                     outcome,
                 });
             }
-            if once {
+            // A faulted analyzer with `once` does not wait for a restart that would come
+            // after everything else has ended.
+            if once && (instance.is_none() || self.done()) {
                 return;
             }
+        }
+    }
+
+    /// With `once`: a collector is done after its collection, an analyzer when no collector
+    /// runs and nothing is left in its queue.
+    fn done(&self) -> bool {
+        match &self.role {
+            ActorRole::Collector(_) => true,
+            ActorRole::Analyzer {
+                subscription,
+                collectors,
+                ..
+            } => *collectors.borrow() == 0 && subscription.queued() == 0,
         }
     }
 
@@ -444,6 +596,16 @@ impl Actor {
         saved: &mut Option<Vec<u8>>,
     ) -> Result<Swapped, String> {
         let started = Instant::now();
+        let wants = match (&self.role, &spec.loaded.role) {
+            (ActorRole::Collector(_), Role::Collector) => None,
+            (ActorRole::Analyzer { .. }, Role::Analyzer { wants }) => Some(wants.clone()),
+            _ => {
+                return Err(
+                    "the new version is not the same kind of plugin (a collector and an analyzer); remove the plugin and add it anew"
+                        .into(),
+                );
+            }
+        };
         let mut fresh = spec
             .loaded
             .instantiate(Arc::clone(&self.host), &spec.limits, &spec.config_json)
@@ -479,9 +641,16 @@ impl Actor {
         } else {
             state
         };
+        if let (Some(wants), ActorRole::Analyzer { subscription, .. }) = (wants, &self.role) {
+            subscription.set_wants(&wants);
+        }
+        {
+            let mut status = self.status.lock().unwrap();
+            status.consecutive_faults = 0;
+            status.rules = fresh.rules().to_vec();
+        }
         *instance = Some(fresh);
         self.spec = spec;
-        self.status.lock().unwrap().consecutive_faults = 0;
         Ok(Swapped {
             took: started.elapsed(),
             state: handover,
@@ -495,13 +664,13 @@ impl Actor {
         restart_at: &mut Instant,
         saved: &mut Option<Vec<u8>>,
     ) -> (usize, String) {
-        if self
-            .routing
-            .borrow()
-            .silences(&self.spec.loaded.info.events)
-        {
+        let emits = &self.spec.loaded.info.events;
+        if self.routing.borrow().silences(emits) && !emits.iter().any(|e| self.tap.wants(e)) {
             self.status.lock().unwrap().skipped_all_off += 1;
-            return (0, "skipped: every event it emits is Off".into());
+            return (
+                0,
+                "skipped: every event it emits is Off, and no analyzer wants them".into(),
+            );
         }
         if instance.is_none() {
             if Instant::now() < *restart_at {
@@ -522,7 +691,10 @@ impl Actor {
                 Err(fault) => Err(fault),
             };
             match fresh {
-                Ok(fresh) => *instance = Some(fresh),
+                Ok(fresh) => {
+                    self.status.lock().unwrap().rules = fresh.rules().to_vec();
+                    *instance = Some(fresh);
+                }
                 Err(fault) => {
                     *restart_at = self.record_fault(&fault, "instantiating").await;
                     return (0, format!("fault: {fault}"));
@@ -532,13 +704,16 @@ impl Actor {
         let Some(live) = instance.as_mut() else {
             return (0, "no instance".into());
         };
-        let outcome = {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            live.collect().await
+        let outcome = match &self.role {
+            ActorRole::Collector(_) => {
+                let _permit = self.permit().await;
+                live.collect().await.map(|r| r.map(Output::Events))
+            }
+            ActorRole::Analyzer {
+                subscription,
+                handed,
+                ..
+            } => self.analyze(live, subscription, handed).await,
         };
         let dropped = live.take_logs_dropped();
         {
@@ -554,9 +729,9 @@ impl Actor {
             );
         }
         match outcome {
-            Ok(Ok(plugin_events)) => {
-                let count = plugin_events.len();
-                let accepted = self.deliver(plugin_events).await;
+            Ok(Ok(output)) => {
+                let count = output.len();
+                let accepted = self.deliver(output).await;
                 if let Err(fault) = self.persist(live, accepted, saved).await {
                     *instance = None;
                     *restart_at = self.record_fault(&fault, "saving its state").await;
@@ -590,6 +765,63 @@ impl Actor {
                 (0, format!("fault: {fault}"))
             }
         }
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// One call of an analyzer: what its queue holds, up to its limits (a tick when nothing).
+    async fn analyze(
+        &self,
+        live: &mut PluginInstance,
+        subscription: &Subscription,
+        handed: &Mutex<Handed>,
+    ) -> Result<Result<Output, crate::wit::edgeguard::collector::types::CollectError>, Fault> {
+        let limits = &self.spec.limits;
+        // What the call hands over is copied into the analyzer's memory: a share of it.
+        let budget = usize::try_from(limits.memory.0 / ANALYSIS_SHARE)
+            .unwrap_or(usize::MAX)
+            .max(64 << 10);
+        let taken = subscription.take(limits.max_events_per_call as usize, budget);
+        let observed: Vec<_> = taken
+            .events
+            .iter()
+            .map(|t| events::observed(&t.event, &t.origin))
+            .collect();
+        {
+            let mut handed = handed.lock().unwrap();
+            for t in &taken.events {
+                handed.note(t.event.id);
+            }
+        }
+        if taken.lost > 0 {
+            let message = format!(
+                "analyzer `{}`: {} events it wants were lost before it could have them (its queue was full: at most {} events or {} bytes)",
+                self.name(),
+                taken.lost,
+                crate::pipeline::tap::QUEUE_EVENTS,
+                crate::pipeline::tap::QUEUE_BYTES
+            );
+            tracing::warn!("{message}");
+            self.status.lock().unwrap().analysis_lost += taken.lost;
+            let details = [("LostEvents", taken.lost.to_string())];
+            self.diagnose(Severity::Warning, &message, &details).await;
+        }
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let outcome = {
+            let _permit = self.permit().await;
+            live.analyze(&observed, now_ms).await
+        };
+        let mut status = self.status.lock().unwrap();
+        status.analysed += observed.len() as u64;
+        if outcome.is_err() {
+            status.analysis_lost += observed.len() as u64;
+        }
+        Ok(outcome?.map(Output::Findings))
     }
 
     /// A diagnostic for the kernel events lost for this plugin since the last one said so.
@@ -756,22 +988,33 @@ impl Actor {
 
     /// Converts and forwards one collection's events; malformed ones become diagnostics.
     /// True once the pipeline has them on disk.
-    async fn deliver(
-        &self,
-        plugin_events: Vec<crate::wit::edgeguard::collector::types::Event>,
-    ) -> bool {
-        let mut out = Vec::with_capacity(plugin_events.len());
+    async fn deliver(&self, output: Output) -> bool {
+        let mut out = Vec::with_capacity(output.len());
         let max_bytes = self.routing.borrow().max_event_bytes();
         let (mut too_large, mut largest) = (0u64, 0usize);
         let loaded = &self.spec.loaded;
         // Why events were refused, with how many each (a few reasons at most: one per kind).
         let mut refused: std::collections::BTreeMap<String, u64> = Default::default();
-        for event in plugin_events {
-            if let Some(why) = authority::refusal(loaded, &self.spec.attests, &event) {
-                *refused.entry(why).or_default() += 1;
-                continue;
-            }
-            match events::from_plugin(event) {
+        let converted: Vec<Result<SecurityEvent, events::Rejected>> = match output {
+            Output::Events(plugin_events) => plugin_events
+                .into_iter()
+                .filter_map(
+                    |event| match authority::refusal(loaded, &self.spec.attests, &event) {
+                        Some(why) => {
+                            *refused.entry(why).or_default() += 1;
+                            None
+                        }
+                        None => Some(events::from_plugin(event)),
+                    },
+                )
+                .collect(),
+            Output::Findings(findings) => findings
+                .into_iter()
+                .map(|finding| events::from_finding(self.vouched(finding)))
+                .collect(),
+        };
+        for event in converted {
+            match event {
                 // Refused at the door: in a window or a queue it would hold memory and disk
                 // for a message that can never be sent.
                 Ok(mut e) => {
@@ -830,17 +1073,19 @@ impl Actor {
             status.consecutive_faults = 0;
             status.last_run = Some(chrono::Utc::now());
         }
-        // Waiting for the pipeline matters only when there is state to persist after it.
-        let (accepted, on_disk) = match self.spec.state_file {
-            Some(_) => {
+        // Waiting for the pipeline matters only when there is state to persist after it, or
+        // (with `once`) analyzers to hand the events to before this collector counts as done.
+        let (accepted, on_disk) = match self.spec.state_file.is_some() || self.once {
+            true => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 (Some(tx), Some(rx))
             }
-            None => (None, None),
+            false => (None, None),
         };
         // The receiver only goes away at shutdown; nothing to do then.
         let batch = Batch {
             plugin: Arc::clone(self.name()),
+            origin: self.spec.loaded.origin(),
             at: Instant::now(),
             events: out,
             accepted,
@@ -854,12 +1099,34 @@ impl Actor {
         }
     }
 
+    /// A finding whose evidence is only what this analyzer was handed; what else it cites is
+    /// left out and counted in its ExtraDetails (`UnvouchedEvidence`).
+    fn vouched(
+        &self,
+        mut finding: crate::wit::analyzer::edgeguard::collector::analysis::Finding,
+    ) -> crate::wit::analyzer::edgeguard::collector::analysis::Finding {
+        let ActorRole::Analyzer { handed, .. } = &self.role else {
+            return finding;
+        };
+        let handed = handed.lock().unwrap();
+        let cited = finding.evidence.len();
+        finding.evidence.retain(|id| handed.vouches(id));
+        let unvouched = cited - finding.evidence.len();
+        if unvouched > 0 {
+            finding
+                .extra
+                .push(("UnvouchedEvidence".into(), unvouched.to_string()));
+        }
+        finding
+    }
+
     async fn send(&self, events: Vec<SecurityEvent>) {
         // The receiver only goes away at shutdown; nothing to do then.
         let _ = self
             .tx
             .send(Batch {
                 plugin: Arc::clone(self.name()),
+                origin: Origin::host(),
                 at: Instant::now(),
                 events,
                 accepted: None,
@@ -895,6 +1162,24 @@ impl Actor {
         self.diagnose(Severity::Error, &message, &details).await;
         Instant::now() + backoff
     }
+}
+
+/// Waits for `notify`; for ever without one.
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a change of `count`; for ever without one, or once its sender is gone.
+async fn changed(count: Option<&mut watch::Receiver<usize>>) {
+    if let Some(count) = count
+        && count.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// A collection clock. One that overruns its interval makes the next tick late, not doubled.
