@@ -494,11 +494,6 @@ impl Origin {
             digest: "".into(),
         }
     }
-
-    /// Whether the host emitted it.
-    pub fn is_host(&self) -> bool {
-        self.digest.is_empty()
-    }
 }
 
 /// An event's payload item flattened into named fields, as analyzers are handed it: object
