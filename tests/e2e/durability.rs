@@ -2,7 +2,7 @@
 //! into a tiny cache keeps memory bounded and counts its drops.
 
 use edgeguard_tests::schema::Validators;
-use edgeguard_tests::{edgeguard_bin, events_named as events, plugin, write_config};
+use edgeguard_tests::{edgeguard_bin, events_named as events, plugin, run_once, write_config};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,16 +46,7 @@ fn messages(path: &Path) -> Vec<Value> {
 
 /// Runs `--once` on the same state: whatever is queued is sent.
 fn drain(config: &Path) {
-    let out = Command::new(edgeguard_bin())
-        .args(["--log", "warn", "run", "--once", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once(config);
 }
 
 fn wait_for(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
