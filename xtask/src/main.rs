@@ -32,9 +32,17 @@ const BUILTIN_PLUGINS: &[&str] = &[
     "container",
     "manifest",
     "login-alerts",
+    "process-alerts",
+    "network-alerts",
+    "container-alerts",
 ];
 /// Built-in plugins whose rules have unit tests that run natively (`crate-type` has `rlib`).
-const NATIVE_TESTED: &[&str] = &["login-alerts"];
+const NATIVE_TESTED: &[&str] = &[
+    "login-alerts",
+    "process-alerts",
+    "network-alerts",
+    "container-alerts",
+];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
 
@@ -88,6 +96,7 @@ fn main() -> Result<()> {
             stage_image()?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "flood"]))?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "startup"]))?;
+            run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "analysis"]))?;
             // The Edge Hub bench runs the suite's test bed: mosquitto and the workload simulator.
             install_packages(&["mosquitto"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "edge_hub"]))

@@ -303,7 +303,7 @@ impl HostContext {
         let wakers = Arc::new(Wakers::default());
         let wake: feed::Wake = {
             let wakers = Arc::clone(&wakers);
-            Arc::new(move |plugin: &str| wakers.wake(plugin))
+            Arc::new(move |plugin: &str, urgency| wakers.wake(plugin, urgency))
         };
         Arc::new(HostContext {
             host_root: host_root.to_owned(),
@@ -316,8 +316,9 @@ impl HostContext {
         })
     }
 
-    /// Notified when a kernel event source holds enough for `plugin` to collect before its time.
-    pub fn waker(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Notify> {
+    /// Notified when a kernel event source holds events for `plugin` to collect before its
+    /// time: promptly, or at once.
+    pub fn waker(&self, plugin: &Arc<str>) -> Arc<Waker> {
         self.wakers.for_plugin(plugin)
     }
 
@@ -421,12 +422,21 @@ impl HostState {
     }
 }
 
-/// One notifier per plugin name, shared by its successive instances and its actor.
+/// How a kernel event source wakes one plugin's actor.
 #[derive(Default)]
-struct Wakers(std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<tokio::sync::Notify>>>);
+pub struct Waker {
+    /// Events wait: collect soon (the actor coalesces a burst into one collection).
+    pub prompt: tokio::sync::Notify,
+    /// The plugin's queue is half full: collect now.
+    pub pressure: tokio::sync::Notify,
+}
+
+/// One waker per plugin name, shared by its successive instances and its actor.
+#[derive(Default)]
+struct Wakers(std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Waker>>>);
 
 impl Wakers {
-    fn for_plugin(&self, plugin: &Arc<str>) -> Arc<tokio::sync::Notify> {
+    fn for_plugin(&self, plugin: &Arc<str>) -> Arc<Waker> {
         Arc::clone(
             self.0
                 .lock()
@@ -436,9 +446,12 @@ impl Wakers {
         )
     }
 
-    fn wake(&self, plugin: &str) {
-        if let Some(n) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(plugin) {
-            n.notify_one();
+    fn wake(&self, plugin: &str, urgency: feed::Urgency) {
+        if let Some(w) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(plugin) {
+            match urgency {
+                feed::Urgency::Prompt => w.prompt.notify_one(),
+                feed::Urgency::Pressure => w.pressure.notify_one(),
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 //! bounded queue per following plugin, which the plugin drains at its collections. Nothing is
 //! dropped silently: a full queue and a kernel overrun both count into the plugin's `lost`,
 //! handed to it at its next drain (so it can resynchronise from a snapshot) and reported in its
-//! status. A queue half full wakes the plugin for an early collection.
+//! status. The first event after a drain wakes the plugin for a prompt collection (the actor
+//! coalesces these, so a burst is one collection), and a queue half full wakes it at once.
 //!
 //! Queues belong to the plugin *name*, not to an instance: a restarted or hot-swapped instance
 //! drains where its predecessor stopped, so no event falls between two versions. A queue whose
@@ -56,8 +57,17 @@ pub trait Source: Send + 'static {
 /// long command lines is counted as lost (and caught up from a snapshot) past it.
 pub const QUEUE_BYTES: usize = 4 << 20;
 
+/// Why a plugin's actor is woken before its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Events wait: collect soon, so they reach the analyzers in real time.
+    Prompt,
+    /// The queue is half full: collect now, before it overflows.
+    Pressure,
+}
+
 /// Wakes a plugin's actor for an early collection.
-pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
+pub type Wake = Arc<dyn Fn(&str, Urgency) + Send + Sync>;
 
 /// One kernel event source shared by every plugin that follows it: a reader thread fills one bounded queue per plugin name, which outlives the plugin's instances.
 pub struct Feed<S: Source> {
@@ -96,6 +106,8 @@ struct Queue<E> {
     bytes: usize,
     lost: u64,
     fresh: bool,
+    /// Woken since the last drain: for the first event, and for half the room used.
+    prompted: bool,
     woken: bool,
     /// The feed broke; the next drain says so and the queue goes.
     broken: Option<String>,
@@ -219,6 +231,7 @@ impl<S: Source> Feed<S> {
             fresh: std::mem::take(&mut queue.fresh),
         };
         queue.woken = self.shared.half_full(queue);
+        queue.prompted = false;
         let usage = state.usage.entry(Arc::clone(plugin)).or_default();
         usage.following = true;
         usage.unavailable = None;
@@ -280,6 +293,7 @@ impl<S: Source> Feed<S> {
             bytes: 0,
             lost: 0,
             fresh: true,
+            prompted: false,
             woken: false,
             broken: None,
             orphaned_since,
@@ -368,8 +382,13 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
                         usage.entry(Arc::clone(plugin)).or_default().lost += lost;
                     }
                     if !queue.woken && shared.half_full(queue) {
+                        // A collection at once is one soon too.
                         queue.woken = true;
-                        to_wake.push(Arc::clone(plugin));
+                        queue.prompted = true;
+                        to_wake.push((Arc::clone(plugin), Urgency::Pressure));
+                    } else if !queue.prompted && !queue.events.is_empty() {
+                        queue.prompted = true;
+                        to_wake.push((Arc::clone(plugin), Urgency::Prompt));
                     }
                 }
             }
@@ -399,8 +418,8 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
             return;
         }
         drop(state);
-        for plugin in to_wake.drain(..) {
-            (shared.wake)(&plugin);
+        for (plugin, urgency) in to_wake.drain(..) {
+            (shared.wake)(&plugin, urgency);
         }
     }
 }
@@ -444,7 +463,7 @@ mod tests {
     type Fixture = (
         Feed<Scripted>,
         mpsc::Sender<(Vec<u32>, u64)>,
-        Arc<Mutex<Vec<String>>>,
+        Arc<Mutex<Vec<(String, Urgency)>>>,
     );
 
     fn feed(capacity: usize) -> Fixture {
@@ -454,9 +473,9 @@ mod tests {
     fn feed_of(capacity: usize, max_bytes: usize) -> Fixture {
         let (tx, rx) = mpsc::channel();
         let rx = Mutex::new(Some(rx));
-        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let woken: Arc<Mutex<Vec<(String, Urgency)>>> = Arc::default();
         let w = Arc::clone(&woken);
-        let wake: Wake = Arc::new(move |p: &str| w.lock().unwrap().push(p.to_owned()));
+        let wake: Wake = Arc::new(move |p: &str, u| w.lock().unwrap().push((p.to_owned(), u)));
         let feed = Feed::bounded("test feed", capacity, max_bytes, wake, move || {
             rx.lock()
                 .unwrap()
@@ -480,7 +499,7 @@ mod tests {
         assert!(first.fresh && first.events.is_empty());
         tx.send((vec![1, 2, 3, 4, 5, 6], 3)).unwrap();
         settle();
-        assert_eq!(*woken.lock().unwrap(), vec!["p"]);
+        assert_eq!(*woken.lock().unwrap(), [("p".into(), Urgency::Pressure)]);
         let d = feed.drain(&p, 3).unwrap();
         assert_eq!(
             (d.events, d.lost, d.fresh),
@@ -501,6 +520,27 @@ mod tests {
         );
     }
 
+    /// The first event after a drain wakes the plugin promptly, once until the next drain.
+    #[test]
+    fn the_first_event_after_a_drain_asks_for_a_prompt_collection() {
+        let (feed, tx, woken) = feed(100);
+        let p: Arc<str> = "p".into();
+        feed.hold(&p);
+        feed.drain(&p, 10).unwrap();
+        tx.send((vec![1], 0)).unwrap();
+        tx.send((vec![2], 0)).unwrap();
+        settle();
+        assert_eq!(*woken.lock().unwrap(), [("p".into(), Urgency::Prompt)]);
+        assert_eq!(feed.drain(&p, 10).unwrap().events, vec![1, 2]);
+        tx.send((vec![3], 0)).unwrap();
+        settle();
+        assert_eq!(
+            woken.lock().unwrap().len(),
+            2,
+            "woken again after the drain"
+        );
+    }
+
     /// Bytes bound a queue as counts do: what does not fit is lost, counted, and frees the
     /// room it took once drained.
     #[test]
@@ -511,7 +551,11 @@ mod tests {
         feed.drain(&p, 10).unwrap();
         tx.send((vec![1, 2, 3, 4, 5], 0)).unwrap();
         settle();
-        assert_eq!(*woken.lock().unwrap(), vec!["p"], "half the bytes used");
+        assert_eq!(
+            *woken.lock().unwrap(),
+            [("p".into(), Urgency::Pressure)],
+            "half the bytes used"
+        );
         let d = feed.drain(&p, 10).unwrap();
         assert_eq!((d.events, d.lost), (vec![1, 2, 3], 2));
         tx.send((vec![6, 7, 8], 0)).unwrap();
@@ -542,7 +586,7 @@ mod tests {
         let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
         theirs.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         let theirs = Mutex::new(Some(theirs));
-        let wake: Wake = Arc::new(|_: &str| {});
+        let wake: Wake = Arc::new(|_: &str, _| {});
         let feed = Feed::new("test feed", 100, wake, move || {
             Ok(Slow(theirs.lock().unwrap().take().unwrap()))
         });
@@ -600,7 +644,7 @@ mod tests {
 
     #[test]
     fn an_open_failure_is_the_plugins_reason_to_poll() {
-        let wake: Wake = Arc::new(|_: &str| {});
+        let wake: Wake = Arc::new(|_: &str, _| {});
         let feed: Feed<Scripted> = Feed::new("test feed", 10, wake, || Err("not here".to_owned()));
         let p: Arc<str> = "p".into();
         assert_eq!(feed.drain(&p, 1).err().unwrap(), "not here");

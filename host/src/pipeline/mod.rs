@@ -765,6 +765,14 @@ pub fn diagnostic(severity: Severity, message: &str) -> SecurityEvent {
 mod tests {
     use super::*;
 
+    #[test]
+    fn findings_are_high_priority_unless_configured() {
+        let routing = Routing::default();
+        assert_eq!(routing.queue("Alert"), Some(Queue::High));
+        assert_eq!(routing.queue("Recommendation"), Some(Queue::High));
+        assert_eq!(routing.queue("SomethingNew"), Some(Queue::Low));
+    }
+
     /// An idle pipeline sleeps: a queue whose frequency has long passed does not wake it while
     /// it is empty, nor does a retry time that has passed.
     #[test]

@@ -49,6 +49,16 @@ pub struct EventSettings {
 /// Priority of event kinds nobody configured (the C# agent's `defaultEventPriority`).
 pub const DEFAULT_PRIORITY: Priority = Priority::Low;
 
+/// The priority of `event` when nobody configured it: High for alerts and recommendations
+/// (the device's own findings are what its operator most needs), else [`DEFAULT_PRIORITY`].
+pub fn default_priority(event: &str) -> Priority {
+    if crate::events::FINDING_KINDS.contains(&event) {
+        Priority::High
+    } else {
+        DEFAULT_PRIORITY
+    }
+}
+
 /// Everything the pipeline needs to know about event kinds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -201,7 +211,7 @@ impl Routing {
         self.asc
             .priority(event)
             .or_else(|| self.own.get(event).copied())
-            .unwrap_or(DEFAULT_PRIORITY)
+            .unwrap_or_else(|| default_priority(event))
     }
 
     /// The queue of an event, `None` when it is Off. Operational events have their own queue

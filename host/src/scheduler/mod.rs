@@ -419,6 +419,11 @@ struct Actor {
 /// An analyzer is handed at most its memory limit over this much per call.
 const ANALYSIS_SHARE: u64 = 8;
 
+/// The shortest time between two collections a kernel event source asked for promptly: the
+/// most an event waits in its buffer once the plugin is idle (the analysis path's budget is
+/// 2 s from the exec to the sink).
+const PROMPT_GAP: Duration = Duration::from_millis(250);
+
 /// What one call of a plugin returned.
 enum Output {
     Events(Vec<crate::wit::edgeguard::collector::types::Event>),
@@ -466,8 +471,13 @@ impl Actor {
         let mut instance: Option<PluginInstance> = None;
         let mut restart_at = Instant::now();
         let (mut steered, mut nudgeable, mut orderable) = (true, true, true);
-        // A kernel event source filling up this plugin's buffer asks for a collection before its time.
-        let pressure = self.host.waker(self.name());
+        // A kernel event source asks for a collection before its time: soon when events wait
+        // (at most one such collection per PROMPT_GAP, so a burst is one collection and what
+        // the kernel reports reaches the analyzers within it), at once when the buffer is
+        // half full.
+        let waker = self.host.waker(self.name());
+        let mut prompt_at: Option<tokio::time::Instant> = None;
+        let mut collected_at: Option<tokio::time::Instant> = None;
         // An analyzer runs as the events it wants come, and (with `once`) ends once every
         // collector has and nothing is left for it.
         let (arrivals, mut collectors) = match &self.role {
@@ -531,8 +541,21 @@ impl Actor {
                     }
                     Wake::Tick
                 }
-                () = pressure.notified(), if self.enabled => {
+                () = waker.pressure.notified(), if self.enabled => {
                     tracing::debug!(plugin = %self.name(), "event buffer half full: collecting early");
+                    Wake::Tick
+                }
+                () = waker.prompt.notified(), if self.enabled && prompt_at.is_none() => {
+                    let now = tokio::time::Instant::now();
+                    prompt_at = Some(collected_at.map_or(now, |t| (t + PROMPT_GAP).max(now)));
+                    continue;
+                }
+                () = tokio::time::sleep_until(prompt_at.unwrap_or_else(tokio::time::Instant::now)), if prompt_at.is_some() => {
+                    prompt_at = None;
+                    // Disabled since it was asked for: it stays idle.
+                    if !self.enabled {
+                        continue;
+                    }
                     Wake::Tick
                 }
                 () = notified(arrivals.as_deref()), if self.enabled => Wake::Tick,
@@ -541,6 +564,8 @@ impl Actor {
             let (events, outcome) = self
                 .collect(&mut instance, &mut restart_at, &mut saved)
                 .await;
+            prompt_at = None;
+            collected_at = Some(tokio::time::Instant::now());
             if let Wake::Nudged(reply) = wake {
                 let _ = reply.send(CollectReport {
                     plugin: Arc::clone(self.name()),

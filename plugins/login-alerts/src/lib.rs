@@ -51,13 +51,7 @@ impl Analyzer for Plugin {
             }
         }
         findings.extend(self.0.tick(now_ms));
-        if findings.len() > max_findings as usize {
-            warn!(
-                "{} findings in one call, more than the host takes ({max_findings}): the rest are dropped",
-                findings.len()
-            );
-            findings.truncate(max_findings as usize);
-        }
+        cap_findings(&mut findings, max_findings);
         Ok(findings)
     }
 

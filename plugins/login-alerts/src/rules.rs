@@ -1,10 +1,10 @@
 //! The rules, as plain Rust over logins: what the analyzer keeps between calls, what it raises.
 
+use edgeguard_analyzer_sdk::tuning::{Quiet, Switch, Tuning, shown_duration};
 use edgeguard_analyzer_sdk::{
     CollectError, Config, Entities, Fields, Finding, RuleStatus, Severity,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Sources, and users, followed at once; past it the one quiet longest is forgotten.
@@ -33,6 +33,8 @@ pub struct Login {
     pub remote_port: Option<u16>,
     /// The local port, when known.
     pub local_port: Option<u16>,
+    /// The event's fields, for the rules' exceptions.
+    pub fields: Vec<(String, String)>,
 }
 
 /// A login's result.
@@ -67,6 +69,7 @@ impl Login {
             process_id: item.field("ProcessId").and_then(|p| p.parse().ok()),
             remote_port: item.field("RemotePort").and_then(|p| p.parse().ok()),
             local_port: item.field("LocalPort").and_then(|p| p.parse().ok()),
+            fields: item.to_vec(),
         })
     }
 
@@ -83,22 +86,15 @@ impl Login {
     }
 }
 
-/// A rule's switch and severity, as configured.
-#[derive(Clone, Debug)]
-struct Rule {
-    enabled: bool,
-    severity: Severity,
-}
-
 /// Every rule's settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    failed_brute_force: Rule,
-    successful_brute_force: Rule,
-    successful_local_login: Rule,
-    failed_local_login: Rule,
-    user_not_allowed: Rule,
-    out_of_range: Rule,
+    failed_brute_force: Switch,
+    successful_brute_force: Switch,
+    successful_local_login: Switch,
+    failed_local_login: Switch,
+    user_not_allowed: Switch,
+    out_of_range: Switch,
     /// Failures that make a brute force.
     failures: usize,
     /// Within this long.
@@ -127,109 +123,36 @@ impl Settings {
     /// The settings a configuration asks for: one object per rule, by the rule's name
     /// (`{"FailedBruteForce": {"failures": 8, "window": "2m"}}`), and `suppress`.
     pub fn from_config(config: &Config) -> Result<Settings, CollectError> {
-        let mut known: Vec<&str> = RULES.to_vec();
-        known.push("suppress");
-        edgeguard_analyzer_sdk::config_keys(config, &known)?;
-        let empty = Config::new();
-        let section = |name: &str| -> Result<&Config, CollectError> {
-            match config.get(name) {
-                None => Ok(&empty),
-                Some(Value::Object(map)) => Ok(map),
-                Some(other) => Err(CollectError::config(
-                    name,
-                    format!("expected an object, got {other}"),
-                )),
-            }
-        };
-        let rule = |name: &str,
-                    keys: &[&str],
-                    enabled: bool,
-                    severity: Severity|
-         -> Result<Rule, CollectError> {
-            let s = section(name)?;
-            let mut all = vec!["enabled", "severity"];
-            all.extend_from_slice(keys);
-            edgeguard_analyzer_sdk::config_keys(s, &all).map_err(|e| prefixed(name, e))?;
-            Ok(Rule {
-                enabled: edgeguard_analyzer_sdk::config_bool(s, "enabled", enabled)
-                    .map_err(|e| prefixed(name, e))?,
-                severity: match s.get("severity") {
-                    None => severity,
-                    Some(v) => parse_severity(v).ok_or_else(|| {
-                        CollectError::config(
-                            &format!("{name}.severity"),
-                            format!("expected Informational, Low, Medium or High, got {v}"),
-                        )
-                    })?,
-                },
-            })
-        };
-        let fbf = section("FailedBruteForce")?;
-        let sbf = section("SuccessfulBruteForce")?;
-        let allowed = section("LoginUserNotAllowed")?;
-        let range = section("FailedLoginsOutOfRange")?;
-        let allowed_users: BTreeSet<String> = match allowed.get("users") {
-            None => BTreeSet::new(),
-            Some(Value::Array(users)) => users
-                .iter()
-                .map(|u| {
-                    u.as_str().map(str::to_owned).ok_or_else(|| {
-                        CollectError::config(
-                            "LoginUserNotAllowed.users",
-                            format!("expected user names, got {u}"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            Some(other) => {
-                return Err(CollectError::config(
-                    "LoginUserNotAllowed.users",
-                    format!("expected a list of user names, got {other}"),
-                ));
-            }
-        };
+        let tuning = Tuning::new(config, &RULES, &["suppress"])?;
+        let fbf = tuning.rule("FailedBruteForce", &["failures", "window"])?;
+        let sbf = tuning.rule("SuccessfulBruteForce", &["within"])?;
+        let allowed = tuning.rule("LoginUserNotAllowed", &["users"])?;
+        let range = tuning.rule("FailedLoginsOutOfRange", &["min", "max", "window"])?;
+        let allowed_users: BTreeSet<String> = allowed
+            .strings("users")?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let settings = Settings {
-            failed_brute_force: rule(
-                "FailedBruteForce",
-                &["failures", "window"],
-                true,
-                Severity::Low,
-            )?,
-            successful_brute_force: rule(
-                "SuccessfulBruteForce",
-                &["within"],
-                true,
-                Severity::High,
-            )?,
-            successful_local_login: rule("SuccessfulLocalLogin", &[], true, Severity::High)?,
-            failed_local_login: rule("FailedLocalLogin", &[], true, Severity::Medium)?,
-            user_not_allowed: rule(
-                "LoginUserNotAllowed",
-                &["users"],
-                !allowed_users.is_empty(),
-                Severity::Low,
-            )?,
-            out_of_range: rule(
-                "FailedLoginsOutOfRange",
-                &["min", "max", "window"],
-                false,
-                Severity::Low,
-            )?,
-            failures: count(fbf, "FailedBruteForce.failures", "failures", 5, 2..=1000)? as usize,
-            window_ms: duration(fbf, "FailedBruteForce.window", "window", 600_000)?,
-            within_ms: duration(sbf, "SuccessfulBruteForce.within", "within", 240_000)?,
+            failed_brute_force: fbf.switch(true, Severity::Low)?,
+            successful_brute_force: sbf.switch(true, Severity::High)?,
+            successful_local_login: tuning
+                .rule("SuccessfulLocalLogin", &[])?
+                .switch(true, Severity::High)?,
+            failed_local_login: tuning
+                .rule("FailedLocalLogin", &[])?
+                .switch(true, Severity::Medium)?,
+            user_not_allowed: allowed.switch(!allowed_users.is_empty(), Severity::Low)?,
+            out_of_range: range.switch(false, Severity::Low)?,
+            failures: fbf.count("failures", 5, 2..=1000)? as usize,
+            window_ms: fbf.duration("window", 600_000)?,
+            within_ms: sbf.duration("within", 240_000)?,
             range: (
-                count(range, "FailedLoginsOutOfRange.min", "min", 0, 0..=1_000_000)?,
-                count(
-                    range,
-                    "FailedLoginsOutOfRange.max",
-                    "max",
-                    20,
-                    0..=1_000_000,
-                )?,
+                range.count("min", 0, 0..=1_000_000)?,
+                range.count("max", 20, 0..=1_000_000)?,
             ),
-            range_window_ms: duration(range, "FailedLoginsOutOfRange.window", "window", 3_600_000)?,
-            suppress_ms: duration(config, "suppress", "suppress", 600_000)?,
+            range_window_ms: range.duration("window", 3_600_000)?,
+            suppress_ms: tuning.settings().duration("suppress", 600_000)?,
             allowed_users,
         };
         if settings.user_not_allowed.enabled && settings.allowed_users.is_empty() {
@@ -248,106 +171,6 @@ impl Settings {
     }
 }
 
-fn prefixed(rule: &str, e: CollectError) -> CollectError {
-    match e {
-        CollectError::InvalidConfig(m) => CollectError::InvalidConfig(format!("{rule}.{m}")),
-        other => other,
-    }
-}
-
-fn parse_severity(v: &Value) -> Option<Severity> {
-    Some(match v.as_str()? {
-        "Informational" => Severity::Informational,
-        "Low" => Severity::Low,
-        "Medium" => Severity::Medium,
-        "High" => Severity::High,
-        _ => return None,
-    })
-}
-
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Informational => "Informational",
-        Severity::Low => "Low",
-        Severity::Medium => "Medium",
-        Severity::High => "High",
-    }
-}
-
-fn count(
-    section: &Config,
-    key: &str,
-    field: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, CollectError> {
-    match section.get(field) {
-        None => Ok(default),
-        Some(v) => v.as_u64().filter(|n| range.contains(n)).ok_or_else(|| {
-            CollectError::config(
-                key,
-                format!(
-                    "expected a whole number from {} to {}, got {v}",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        }),
-    }
-}
-
-/// A duration: seconds as a number, or text with a unit (`90s`, `10m`, `1h`, `1d`).
-fn duration(
-    section: &Config,
-    key: &str,
-    field: &str,
-    default_ms: u64,
-) -> Result<u64, CollectError> {
-    let bad = |v: &Value| {
-        CollectError::config(
-            key,
-            format!(
-                "expected seconds or a duration such as \"90s\", \"10m\", \"1h\" (at most 7d), got {v}"
-            ),
-        )
-    };
-    let ms = match section.get(field) {
-        None => return Ok(default_ms),
-        Some(v @ Value::Number(_)) => v
-            .as_u64()
-            .map(|s| s.saturating_mul(1000))
-            .ok_or_else(|| bad(v))?,
-        Some(v @ Value::String(text)) => {
-            let split = text
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(text.len());
-            let (n, unit) = text.split_at(split);
-            let n: u64 = n.parse().map_err(|_| bad(v))?;
-            let unit_ms = match unit {
-                "s" | "" => 1000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                _ => return Err(bad(v)),
-            };
-            n.saturating_mul(unit_ms)
-        }
-        Some(v) => return Err(bad(v)),
-    };
-    if ms == 0 || ms > 7 * 86_400_000 {
-        return Err(bad(section.get(field).unwrap_or(&Value::Null)));
-    }
-    Ok(ms)
-}
-
-fn shown_duration(ms: u64) -> String {
-    match ms {
-        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms => format!("{}s", ms / 1000),
-    }
-}
-
 /// A failed login as a window keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct Failure {
@@ -363,8 +186,8 @@ struct State {
     /// The latest failures per source and per user, `failures` of them at most.
     by_source: HashMap<String, VecDeque<Failure>>,
     by_user: HashMap<String, VecDeque<Failure>>,
-    /// Until when a rule's key stays quiet, by `rule/key`.
-    quiet: HashMap<String, u64>,
+    /// Keys each rule raised for lately.
+    quiet: Quiet,
     /// The failed-login count's window: its start, its count, the first Ids.
     range_start: Option<u64>,
     range_count: u64,
@@ -389,46 +212,34 @@ impl LoginAlerts {
     /// The rules as configured.
     pub fn rules(&self) -> Vec<RuleStatus> {
         let s = &self.settings;
-        let status = |name: &str, rule: &Rule, detail: String| {
-            if rule.enabled {
-                RuleStatus::on(name, format!("{}; {detail}", severity_name(rule.severity)))
-            } else {
-                RuleStatus::off(name)
-            }
-        };
         let suppress = shown_duration(s.suppress_ms);
         vec![
-            status(
+            s.failed_brute_force.status(
                 "FailedBruteForce",
-                &s.failed_brute_force,
                 format!(
                     "{} failures in {}, suppressed {suppress}",
                     s.failures,
                     shown_duration(s.window_ms)
                 ),
             ),
-            status(
+            s.successful_brute_force.status(
                 "SuccessfulBruteForce",
-                &s.successful_brute_force,
                 format!(
                     "a success within {} of {} failures",
                     shown_duration(s.within_ms),
                     s.failures
                 ),
             ),
-            status(
+            s.successful_local_login.status(
                 "SuccessfulLocalLogin",
-                &s.successful_local_login,
                 format!("suppressed {suppress} per user"),
             ),
-            status(
+            s.failed_local_login.status(
                 "FailedLocalLogin",
-                &s.failed_local_login,
                 format!("suppressed {suppress} per user"),
             ),
-            status(
+            s.user_not_allowed.status(
                 "LoginUserNotAllowed",
-                &s.user_not_allowed,
                 format!(
                     "allowed: {}",
                     s.allowed_users
@@ -438,9 +249,8 @@ impl LoginAlerts {
                         .join(", ")
                 ),
             ),
-            status(
+            s.out_of_range.status(
                 "FailedLoginsOutOfRange",
-                &s.out_of_range,
                 format!(
                     "{} to {} per {}",
                     s.range.0,
@@ -453,22 +263,9 @@ impl LoginAlerts {
 
     /// Whether `rule/key` may raise now; if so it is quiet for `suppress` from now on.
     fn speak(&mut self, rule: &str, key: &str, now: u64) -> bool {
-        let slot = format!("{rule}/{key}");
-        if self
-            .state
-            .quiet
-            .get(&slot)
-            .is_some_and(|until| now < *until)
-        {
-            return false;
-        }
-        if self.state.quiet.len() >= MAX_KEYS {
-            self.state.quiet.retain(|_, until| *until > now);
-        }
         self.state
             .quiet
-            .insert(slot, now + self.settings.suppress_ms);
-        true
+            .speak(rule, key, now, self.settings.suppress_ms)
     }
 
     /// Takes one login in; the findings it raises.
@@ -479,7 +276,7 @@ impl LoginAlerts {
         match login.outcome {
             Outcome::Fail => {
                 self.count_range(login);
-                if local && self.settings.failed_local_login.enabled {
+                if local && self.settings.failed_local_login.applies(&login.fields) {
                     let who = login.user.clone().unwrap_or_else(|| "(unknown)".into());
                     if self.speak("FailedLocalLogin", &who, now) {
                         out.push(
@@ -496,7 +293,7 @@ impl LoginAlerts {
             }
             Outcome::Success => {
                 out.extend(self.success(login));
-                if local && self.settings.successful_local_login.enabled {
+                if local && self.settings.successful_local_login.applies(&login.fields) {
                     let who = login.user.clone().unwrap_or_else(|| "(unknown)".into());
                     if self.speak("SuccessfulLocalLogin", &who, now) {
                         out.push(
@@ -509,7 +306,7 @@ impl LoginAlerts {
                         );
                     }
                 }
-                if self.settings.user_not_allowed.enabled
+                if self.settings.user_not_allowed.applies(&login.fields)
                     && let Some(user) = &login.user
                     && !self.settings.allowed_users.contains(user)
                     && self.speak("LoginUserNotAllowed", user, now)
@@ -560,7 +357,7 @@ impl LoginAlerts {
                 failures.pop_front();
             }
             let count = failures.len();
-            if count < n || !self.settings.failed_brute_force.enabled {
+            if count < n || !self.settings.failed_brute_force.applies(&login.fields) {
                 continue;
             }
             let others: BTreeSet<String> =
@@ -615,7 +412,7 @@ impl LoginAlerts {
 
     /// A success right after a brute force from its source or against its user.
     fn success(&mut self, login: &Login) -> Vec<Finding> {
-        if !self.settings.successful_brute_force.enabled {
+        if !self.settings.successful_brute_force.applies(&login.fields) {
             return Vec::new();
         }
         let (n, window, within) = (
@@ -669,7 +466,7 @@ impl LoginAlerts {
     }
 
     fn count_range(&mut self, login: &Login) {
-        if !self.settings.out_of_range.enabled {
+        if !self.settings.out_of_range.applies(&login.fields) {
             return;
         }
         let start = *self.state.range_start.get_or_insert(login.time_ms);
@@ -690,7 +487,7 @@ impl LoginAlerts {
                 !failures.is_empty()
             });
         }
-        self.state.quiet.retain(|_, until| *until > now);
+        self.state.quiet.expire(now);
         let mut out = Vec::new();
         if !self.settings.out_of_range.enabled {
             return out;
@@ -766,7 +563,7 @@ fn list(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn settings(config: Value) -> Settings {
         Settings::from_config(config.as_object().unwrap()).unwrap()
@@ -783,6 +580,7 @@ mod tests {
             process_id: Some(100 + n),
             remote_port: source.map(|_| 40000),
             local_port: Some(22),
+            fields: vec![("UserName".into(), user.into())],
         }
     }
 
@@ -932,6 +730,34 @@ mod tests {
             a.tick(7300 * 1000).is_empty(),
             "none in the next window: within 0..=2"
         );
+    }
+
+    #[test]
+    fn exceptions_keep_a_rule_quiet_about_what_they_name() {
+        let mut a = LoginAlerts::new(settings(json!({
+            "SuccessfulLocalLogin": {"except": [{"UserName": "pi"}]},
+            "FailedBruteForce": {"except": [{"UserName": "svc-*"}]},
+        })));
+        assert!(
+            a.login(&login(1, 5, Outcome::Success, "pi", None))
+                .is_empty()
+        );
+        assert_eq!(
+            names(&a.login(&login(2, 6, Outcome::Success, "edge", None))),
+            ["SuccessfulLocalLogin"]
+        );
+        let raised: Vec<Finding> = (0..6)
+            .flat_map(|i| {
+                a.login(&login(
+                    10 + i,
+                    10,
+                    Outcome::Fail,
+                    "svc-backup",
+                    Some("10.9.0.1"),
+                ))
+            })
+            .collect();
+        assert!(raised.is_empty(), "{:?}", names(&raised));
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Names analyzers share: what coin miners are called, and where they mine.
+
+/// Miners' program names (Falco's list, XMRig's forks, the ASC trigger's `cpuminer-multi`).
+pub const MINERS: [&str; 28] = [
+    "xmrig",
+    "xmrig-notls",
+    "xmrig-cuda",
+    "xmr-stak",
+    "xmr-stak-cpu",
+    "xmr-stak-rx",
+    "minerd",
+    "minergate",
+    "minergate-cli",
+    "cpuminer",
+    "cpuminer-multi",
+    "cpuminer-opt",
+    "ccminer",
+    "ethminer",
+    "cgminer",
+    "bfgminer",
+    "sgminer",
+    "t-rex",
+    "nbminer",
+    "lolminer",
+    "phoenixminer",
+    "gminer",
+    "teamredminer",
+    "nanominer",
+    "srbminer",
+    "srbminer-multi",
+    "xmrminer",
+    "nheqminer",
+];
+
+/// Mining pools' domains.
+pub const POOLS: [&str; 14] = [
+    "minexmr.com",
+    "supportxmr.com",
+    "nanopool.org",
+    "moneroocean.stream",
+    "2miners.com",
+    "f2pool.com",
+    "nicehash.com",
+    "hashvault.pro",
+    "xmrpool.eu",
+    "c3pool.com",
+    "herominers.com",
+    "unmineable.com",
+    "miningpoolhub.com",
+    "ethermine.org",
+];
