@@ -65,7 +65,7 @@ pub mod tuning;
 /// Everything an analyzer needs in one import.
 pub mod prelude {
     pub use crate::host::{clock, log};
-    pub use crate::tuning::{Quiet, Switch, Tuning};
+    pub use crate::tuning::{Quiet, Switch, Tally, Tuning};
     pub use crate::{
         Analyzer, AnalyzerInfo, CollectError, Config, Entities, Fields, Finding, FindingKind,
         Observed, RuleStatus, Severity, cap_findings,

@@ -415,6 +415,49 @@ impl Quiet {
     }
 }
 
+/// Evidence a [`Tally`] keeps per window, at most.
+const MAX_TALLIED: usize = 32;
+
+/// A count of events per fixed window, with the first Ids as evidence: what "so many per
+/// window, outside `min..=max`" rules keep. Kept in the analyzer's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    start: Option<u64>,
+    count: u64,
+    ids: Vec<String>,
+}
+
+impl Tally {
+    /// Counts event `id`, seen at `at`, into the open window.
+    pub fn count(&mut self, id: &str, at: u64) {
+        let start = *self.start.get_or_insert(at);
+        if at >= start {
+            self.count += 1;
+            if self.ids.len() < MAX_TALLIED {
+                self.ids.push(id.to_owned());
+            }
+        }
+    }
+
+    /// At `now`: once the window of `window_ms` is over, a new one opens, and the one that
+    /// closed is returned (its count and first Ids) when its count is outside `range`.
+    pub fn close(
+        &mut self,
+        now: u64,
+        window_ms: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<(u64, Vec<String>)> {
+        let start = *self.start.get_or_insert(now);
+        if now < start.saturating_add(window_ms) {
+            return None;
+        }
+        self.start = Some(now);
+        let count = std::mem::take(&mut self.count);
+        let ids = std::mem::take(&mut self.ids);
+        (!range.contains(&count)).then_some((count, ids))
+    }
+}
+
 /// A severity by its name in the configuration.
 pub fn severity_named(name: &str) -> Option<Severity> {
     Some(match name {
@@ -568,6 +611,26 @@ mod tests {
         assert_eq!(q.len(), MAX_QUIET);
         q.expire(2_000_000);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_tally_closes_its_window_and_reports_counts_out_of_range() {
+        let mut t = Tally::default();
+        for i in 0..3 {
+            t.count(&format!("e{i}"), 10);
+        }
+        assert_eq!(t.close(50, 60, 0..=2), None, "still open");
+        assert_eq!(
+            t.close(70, 60, 0..=2),
+            Some((3, vec!["e0".into(), "e1".into(), "e2".into()]))
+        );
+        t.count("e3", 80);
+        assert_eq!(t.close(130, 60, 0..=2), None, "1 is within");
+        assert_eq!(
+            t.close(200, 60, 1..=2),
+            Some((0, vec![])),
+            "an empty window is out of 1..=2"
+        );
     }
 
     #[test]

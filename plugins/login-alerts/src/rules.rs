@@ -1,6 +1,6 @@
 //! The rules, as plain Rust over logins: what the analyzer keeps between calls, what it raises.
 
-use edgeguard_analyzer_sdk::tuning::{Quiet, Switch, Tuning, shown_duration};
+use edgeguard_analyzer_sdk::tuning::{Quiet, Switch, Tally, Tuning, shown_duration};
 use edgeguard_analyzer_sdk::{
     CollectError, Config, Entities, Fields, Finding, RuleStatus, Severity,
 };
@@ -180,18 +180,18 @@ struct Failure {
     other: Option<String>,
 }
 
-/// What the analyzer keeps between calls (and hands over on a swap).
+/// What the analyzer keeps between calls (and hands over on a swap). What a previous version
+/// did not keep starts empty.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 struct State {
     /// The latest failures per source and per user, `failures` of them at most.
     by_source: HashMap<String, VecDeque<Failure>>,
     by_user: HashMap<String, VecDeque<Failure>>,
     /// Keys each rule raised for lately.
     quiet: Quiet,
-    /// The failed-login count's window: its start, its count, the first Ids.
-    range_start: Option<u64>,
-    range_count: u64,
-    range_ids: Vec<String>,
+    /// The failed logins of the open window.
+    range: Tally,
 }
 
 /// The analyzer's rules and state.
@@ -466,15 +466,8 @@ impl LoginAlerts {
     }
 
     fn count_range(&mut self, login: &Login) {
-        if !self.settings.out_of_range.applies(&login.fields) {
-            return;
-        }
-        let start = *self.state.range_start.get_or_insert(login.time_ms);
-        if login.time_ms >= start {
-            self.state.range_count += 1;
-            if self.state.range_ids.len() < MAX_CITED {
-                self.state.range_ids.push(login.id.clone());
-            }
+        if self.settings.out_of_range.applies(&login.fields) {
+            self.state.range.count(&login.id, login.time_ms);
         }
     }
 
@@ -492,24 +485,21 @@ impl LoginAlerts {
         if !self.settings.out_of_range.enabled {
             return out;
         }
-        let start = *self.state.range_start.get_or_insert(now);
-        if now < start + self.settings.range_window_ms {
-            return out;
-        }
-        let (count, (min, max)) = (self.state.range_count, self.settings.range);
-        if count < min || count > max {
+        let (min, max) = self.settings.range;
+        if let Some((count, ids)) =
+            self.state
+                .range
+                .close(now, self.settings.range_window_ms, min..=max)
+        {
             out.push(
                 Finding::alert("FailedLoginsOutOfRange", self.settings.out_of_range.severity, "Number of failed logins is outside the allowed range")
                     .description(format!("{count} failed logins in {}; allowed: {min} to {max}.", shown_duration(self.settings.range_window_ms)))
                     .remediation("Look at where the failed logins come from; adjust FailedLoginsOutOfRange if this is the device's normal.")
                     .techniques(["T1110"])
-                    .cites_all(std::mem::take(&mut self.state.range_ids))
+                    .cites_all(ids)
                     .detail("Count", count.to_string()),
             );
         }
-        self.state.range_start = Some(now);
-        self.state.range_count = 0;
-        self.state.range_ids.clear();
         out
     }
 

@@ -1,6 +1,6 @@
 //! The rules over sockets: their settings, what the analyzer keeps, what it raises.
 
-use edgeguard_analyzer_sdk::tuning::{Quiet, Section, Switch, Tuning, shown_duration};
+use edgeguard_analyzer_sdk::tuning::{Quiet, Section, Switch, Tally, Tuning, shown_duration};
 use edgeguard_analyzer_sdk::{
     CollectError, Config, Entities, Fields, Finding, RuleStatus, Severity,
 };
@@ -10,8 +10,6 @@ use std::net::IpAddr;
 
 /// Listening endpoints remembered between snapshots, at most.
 const MAX_LISTENING: usize = 4096;
-/// Evidence cited per finding, at most (the host takes 64).
-const MAX_CITED: usize = 32;
 
 /// A listening endpoint, from a `ListeningPorts` item.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -314,15 +312,16 @@ impl Settings {
     }
 }
 
-/// What the analyzer keeps between calls (and hands over on a swap).
+/// What the analyzer keeps between calls (and hands over on a swap). What a previous version
+/// did not keep starts empty.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 struct State {
     /// The listening endpoints of the last snapshot (None before the first).
     listening: Option<BTreeSet<Listener>>,
     quiet: Quiet,
-    range_start: Option<u64>,
-    range_count: u64,
-    range_ids: Vec<String>,
+    /// The connections of the open window.
+    range: Tally,
 }
 
 /// The analyzer's rules and state.
@@ -475,13 +474,7 @@ impl NetworkAlerts {
         let s = &self.settings;
         let mut out = Vec::new();
         if s.out_of_range.applies(&c.fields) {
-            let start = *self.state.range_start.get_or_insert(c.time_ms);
-            if c.time_ms >= start {
-                self.state.range_count += 1;
-                if self.state.range_ids.len() < MAX_CITED {
-                    self.state.range_ids.push(c.id.clone());
-                }
-            }
+            self.state.range.count(&c.id, c.time_ms);
         }
         if let Some(remote) = c.remote
             && c.outbound
@@ -519,26 +512,18 @@ impl NetworkAlerts {
         if !s.out_of_range.enabled {
             return Vec::new();
         }
-        let start = *self.state.range_start.get_or_insert(now);
-        if now < start + s.range_window_ms {
+        let (min, max) = s.range;
+        let Some((count, ids)) = self.state.range.close(now, s.range_window_ms, min..=max) else {
             return Vec::new();
-        }
-        let (count, (min, max)) = (self.state.range_count, s.range);
-        let mut out = Vec::new();
-        if count < min || count > max {
-            out.push(
-                Finding::alert("ConnectionsOutOfRange", s.out_of_range.severity, "Number of active connections is outside the allowed range")
-                    .description(format!("{count} connections in {}; allowed: {min} to {max}.", shown_duration(s.range_window_ms)))
-                    .remediation("Look at which programs made the connections; adjust ConnectionsOutOfRange if this is the device's normal.")
-                    .techniques(["T1071"])
-                    .cites_all(std::mem::take(&mut self.state.range_ids))
-                    .detail("Count", count.to_string()),
-            );
-        }
-        self.state.range_start = Some(now);
-        self.state.range_count = 0;
-        self.state.range_ids.clear();
-        out
+        };
+        vec![
+            Finding::alert("ConnectionsOutOfRange", s.out_of_range.severity, "Number of active connections is outside the allowed range")
+                .description(format!("{count} connections in {}; allowed: {min} to {max}.", shown_duration(s.range_window_ms)))
+                .remediation("Look at which programs made the connections; adjust ConnectionsOutOfRange if this is the device's normal.")
+                .techniques(["T1071"])
+                .cites_all(ids)
+                .detail("Count", count.to_string()),
+        ]
     }
 
     /// The state, for the next version.

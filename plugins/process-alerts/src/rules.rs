@@ -238,8 +238,10 @@ impl Settings {
     }
 }
 
-/// What the analyzer keeps between calls (and hands over on a swap).
+/// What the analyzer keeps between calls (and hands over on a swap). What a previous version
+/// did not keep starts empty.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 struct State {
     /// Keys each rule raised for lately.
     quiet: Quiet,
@@ -625,7 +627,7 @@ mod tests {
             new.exec(&exec(2, 5, "edge", "/usr/sbin/iptables", "iptables -F"))
                 .is_empty()
         );
-        assert!(new.restore(b"[]").is_err());
+        assert!(new.restore(b"not json").is_err());
     }
 
     #[test]
