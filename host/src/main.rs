@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Sigma rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Internal: compiles the component on stdin into an artifact on stdout, in the child
     /// process edgeguard bounds in time and memory.
     #[command(name = "compile-plugin", hide = true)]
@@ -108,6 +113,19 @@ enum PluginCommand {
         /// Compiled-plugin cache directory.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Load every rule (`*.yml`, `*.yaml`) under DIR and say, rule by rule, whether edgeguard
+    /// evaluates it, skips it (and what it needs that edgeguard lacks) or refuses it (and why).
+    /// Exits 0 when none is refused, 1 when one is, 2 when DIR holds no rule file.
+    Check {
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -303,6 +321,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
                 _ => Ok(()),
             }
         }
+        Command::Rules {
+            command: RulesCommand::Check { dir, json },
+        } => rules_check(&dir, json),
         Command::Config {
             command: ConfigCommand::Default,
         } => {
@@ -310,6 +331,122 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
             Ok(())
         }
     }
+}
+
+/// Rule files under `dir` (depth-first, sorted), at most `MAX_RULE_FILES`, 32 levels deep.
+fn rule_files(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    const MAX_RULE_FILES: usize = 100_000;
+    fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(std::fs::DirEntry::path);
+        for e in entries {
+            let kind = e.file_type()?;
+            let path = e.path();
+            if kind.is_dir() && depth < 32 {
+                walk(&path, depth + 1, out)?;
+            } else if kind.is_file()
+                && path.extension().is_some_and(|x| x == "yml" || x == "yaml")
+                && out.len() < MAX_RULE_FILES
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out)?;
+    Ok(out)
+}
+
+/// `edgeguard rules check DIR`.
+fn rules_check(dir: &std::path::Path, json: bool) -> Result<(), (u8, String)> {
+    use edgeguard_sigma::{MAX_RULE_BYTES, Rule, edgeguard::source_of};
+    use std::io::Write;
+    let files = rule_files(dir).map_err(|e| (EXIT_BAD_INPUT, format!("{}: {e}", dir.display())))?;
+    if files.is_empty() {
+        return Err((
+            EXIT_BAD_INPUT,
+            format!("{}: no rule file (*.yml, *.yaml)", dir.display()),
+        ));
+    }
+    // (file, title, status, event or reason)
+    let mut rows: Vec<(String, String, &str, String)> = Vec::new();
+    for file in &files {
+        let shown = file.strip_prefix(dir).unwrap_or(file).display().to_string();
+        let text = match std::fs::metadata(file) {
+            Ok(m) if m.len() > MAX_RULE_BYTES as u64 => Err(format!(
+                "{} bytes, more than the {MAX_RULE_BYTES} a rule file may have",
+                m.len()
+            )),
+            _ => std::fs::read_to_string(file).map_err(|e| e.to_string()),
+        };
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                rows.push((shown, String::new(), "refused", e));
+                continue;
+            }
+        };
+        for loaded in Rule::load_all(&text) {
+            rows.push(match loaded {
+                Ok(rule) => match source_of(&rule) {
+                    Ok(source) => (
+                        shown.clone(),
+                        rule.title,
+                        "loaded",
+                        source.event().to_owned(),
+                    ),
+                    Err(why) => (shown.clone(), rule.title, "skipped", why),
+                },
+                Err(e) => (
+                    shown.clone(),
+                    e.title.unwrap_or_default(),
+                    "refused",
+                    e.reason,
+                ),
+            });
+        }
+    }
+    let count = |status: &str| rows.iter().filter(|r| r.2 == status).count();
+    let (loaded, skipped, refused) = (count("loaded"), count("skipped"), count("refused"));
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`| head`) ends the listing quietly.
+    let _ = (|| -> std::io::Result<()> {
+        if json {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(file, title, status, what)| {
+                    let mut v = serde_json::json!({"file": file, "title": title, "status": status});
+                    v[if *status == "loaded" {
+                        "event"
+                    } else {
+                        "reason"
+                    }] = what.clone().into();
+                    v
+                })
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&list).expect("JSON")
+            )?;
+        } else {
+            for (file, title, status, what) in &rows {
+                writeln!(out, "{status:<8} {file}: {title}: {what}")?;
+            }
+            writeln!(
+                out,
+                "{} rules in {} files: {loaded} evaluated, {skipped} skipped, {refused} refused",
+                rows.len(),
+                files.len()
+            )?;
+        }
+        out.flush()
+    })();
+    if refused > 0 {
+        return Err((EXIT_FAILURE, format!("{refused} rules refused")));
+    }
+    Ok(())
 }
 
 /// Creates `path` readable by its owner only; refuses to replace an existing key.

@@ -1,4 +1,5 @@
-//! The command line: help, config check, plugin inspect, keygen and sign, and exit codes on bad input.
+//! The command line: help, config check, plugin inspect, keygen and sign, rules check, and exit
+//! codes on bad input.
 
 use edgeguard_tests::{edgeguard_bin, plugin, repo_root, write_config};
 use std::process::{Command, Output};
@@ -24,6 +25,7 @@ fn help_on_every_command() {
         &["plugin", "keygen", "--help"],
         &["plugin", "sign", "--help"],
         &["config", "check", "--help"],
+        &["rules", "check", "--help"],
     ] {
         let out = edgeguard(args);
         assert!(out.status.success(), "{args:?}: {}", text(&out));
@@ -295,4 +297,102 @@ fn signing_of_other_key(component: &std::path::Path) -> String {
     use edgeguard::fleet::trust::signing;
     let key = signing::key_from_text(&signing::encode(&[42u8; 32])).unwrap();
     signing::sign(&key, &std::fs::read(component).unwrap())
+}
+
+/// Rules of each kind `rules check` tells apart, written as SigmaHQ writes them.
+const MINER: &str = "title: Coin miner pool URL\nid: 0d2c9e38-1111-4b7e-9d7a-000000000001\n\
+logsource:\n  category: process_creation\n  product: linux\ndetection:\n  selection:\n    \
+CommandLine|contains:\n      - 'stratum+tcp://'\n      - 'stratum+ssl://'\n  condition: selection\nlevel: high\n";
+const PARENT: &str = "title: Shell spawned by a web server\nlogsource:\n  category: process_creation\n  \
+product: linux\ndetection:\n  selection:\n    ParentImage|endswith: '/nginx'\n    Image|endswith: '/sh'\n  \
+condition: selection\nlevel: high\n";
+const WINDOWS: &str = "title: Encoded PowerShell\nlogsource:\n  category: process_creation\n  product: windows\n\
+detection:\n  selection:\n    CommandLine|windash: '-enc '\n  condition: selection\n";
+const BROKEN: &str = "title: Unclosed\nlogsource:\n  category: process_creation\n  product: linux\n\
+detection:\n  selection:\n    Image|endswith: '/nc'\n  condition: (selection\n";
+
+#[test]
+fn rules_check_says_rule_by_rule_what_is_evaluated_skipped_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("linux/process_creation")).unwrap();
+    std::fs::write(dir.path().join("linux/process_creation/miner.yml"), MINER).unwrap();
+    std::fs::write(
+        dir.path().join("linux/process_creation/parent.yaml"),
+        PARENT,
+    )
+    .unwrap();
+    // Two documents in one file, and a file that is not a rule.
+    std::fs::write(
+        dir.path().join("more.yml"),
+        format!("{WINDOWS}---\n{BROKEN}"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README.md"), "not a rule").unwrap();
+    let root = dir.path().to_str().unwrap();
+
+    let out = edgeguard(&["rules", "check", root]);
+    let shown = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused rule: exit 1\n{shown}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{shown}");
+    assert!(
+        lines[0].starts_with("loaded")
+            && lines[0].contains("Coin miner pool URL")
+            && lines[0].ends_with("ProcessCreate"),
+        "{shown}"
+    );
+    assert!(
+        lines[1].starts_with("skipped") && lines[1].contains("ParentImage"),
+        "{shown}"
+    );
+    assert!(
+        lines[2].starts_with("skipped") && lines[2].contains("windows"),
+        "{shown}"
+    );
+    assert!(
+        lines[3].starts_with("refused") && lines[3].contains("not closed"),
+        "{shown}"
+    );
+    assert_eq!(
+        lines[4],
+        "4 rules in 3 files: 1 evaluated, 2 skipped, 1 refused"
+    );
+
+    let out = edgeguard(&["rules", "check", "--json", root]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["status"], "loaded");
+    assert_eq!(list[0]["event"], "ProcessCreate");
+    assert_eq!(list[3]["status"], "refused");
+
+    // Only rules edgeguard can take or names the reason for: exit 0.
+    std::fs::remove_file(dir.path().join("more.yml")).unwrap();
+    assert!(edgeguard(&["rules", "check", root]).status.success());
+    // No rule file at all: bad input.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        edgeguard(&["rules", "check", empty.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    // A reader that stops at once (`| head -0`): quiet, no panic.
+    let mut child = Command::new(edgeguard_bin())
+        .args(["rules", "check", root])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
