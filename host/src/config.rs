@@ -7,7 +7,7 @@
 //! `[pipeline]`, `[events]` and `[asc]` in [`crate::pipeline::config`], `[output]` in
 //! [`crate::output::config`], `[edge]` in [`crate::edge::config`].
 
-use crate::capabilities::HostOptions;
+use crate::capabilities::{AuditMode, HostOptions};
 use crate::fleet::spec::{self, CollectorSpec};
 use crate::pipeline::asc_config::AgentConfiguration;
 use crate::pipeline::settings::Settings;
@@ -128,6 +128,12 @@ pub struct AgentConfig {
     /// What the kernel may hold for each event source's socket before it drops events.
     #[serde(default = "default_kernel_buffer")]
     pub kernel_buffer: Bytes,
+    /// The whole command line of every exec from the kernel's audit records: `off`, `follow`
+    /// (read the records the rules in force make, beside an auditd) or `manage` (also add an
+    /// `execve` rule, enable auditing and stand in for a missing audit daemon, each undone on
+    /// exit).
+    #[serde(default)]
+    pub audit: AuditMode,
     /// What compiling one plugin may use in memory (the compiler process's heap).
     #[serde(default = "default_compile_memory")]
     pub compile_memory: Bytes,
@@ -147,6 +153,7 @@ impl Default for AgentConfig {
             kernel_events: true,
             event_buffer: default_event_buffer(),
             kernel_buffer: default_kernel_buffer(),
+            audit: AuditMode::default(),
             compile_memory: default_compile_memory(),
             compile_time: default_compile_time(),
         }
@@ -178,6 +185,7 @@ impl AgentConfig {
             kernel_events: self.kernel_events,
             event_buffer: self.event_buffer,
             kernel_buffer: self.kernel_buffer.0 as usize,
+            audit: self.audit,
         }
     }
 }

@@ -221,15 +221,18 @@ fn succeeds(program: &str, args: &[&str]) {
 
 /// The ASC agents' trigger scenarios against the real kernel's process events: each raises its
 /// alert once, at once (the high queue's send frequency is an hour: the alerts skip it), with
-/// the process as evidence; ordinary commands raise nothing.
+/// the process as evidence; ordinary commands raise nothing. The audit source completes the
+/// command lines of processes gone before `/proc` could be read (`sh -c "echo …"` lives well
+/// under a millisecond).
 #[test]
 fn process_alerts_are_raised_from_the_kernels_exec_events_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = builtin_plugins(dir.path(), &["process", "process-alerts"]);
-    let config = write_config(
+    let config = edgeguard_tests::write_config_with_agent(
         dir.path(),
         "edgeguard.toml",
         &plugins,
+        "audit = \"manage\"",
         "[schedule]\nfirst_collection_jitter = \"0s\"\n\
          [asc]\nhighPriorityMessageFrequency = \"PT1H\"\nlowPriorityMessageFrequency = \"PT1H\"\n\
          [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\

@@ -413,14 +413,9 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
     assert!(full > 0, "no exec was read in full");
     let feeds = host.feeds("process");
     assert_eq!(feeds.len(), 1);
-    assert_eq!(
-        (
-            feeds[0].source,
-            feeds[0].lost,
-            feeds[0].unavailable.as_deref()
-        ),
-        ("proc connector", 0, None)
-    );
+    // Audit records join in when the kernel sends them (default `follow`); the connector leads.
+    assert!(feeds[0].source.starts_with("proc connector"), "{feeds:?}");
+    assert_eq!((feeds[0].lost, feeds[0].unavailable.as_deref()), (0, None));
     assert!(
         feeds[0].delivered >= 400,
         "an exec and an exit each: {feeds:?}"
@@ -714,4 +709,85 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
         assert!(c.ends_with(" …"), "not cut: {} bytes", c.len());
         assert!(c.len() <= (16 << 10) + " …".len(), "{} bytes", c.len());
     }
+}
+
+/// With the audit source managed, every process is reported with its whole command line,
+/// however short it lived: what `/proc` could not show is completed from its audit record.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_audit_records_every_short_process_has_its_whole_command_line() {
+    let (rt, _cache) = runtime();
+    let options = HostOptions {
+        event_buffer: 16_384,
+        audit: edgeguard::capabilities::AuditMode::Manage,
+        ..HostOptions::new(Path::new("/"))
+    };
+    let host = HostContext::with_options(Path::new("/"), options);
+    let mut collector =
+        process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    collect(&mut collector).await; // starts following
+    let tag = unique_tag("audited");
+    let count = 2000;
+    let pids = short_lived_processes(&tag, count);
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events.extend(collect(&mut collector).await);
+        if pids.iter().all(|&pid| terminated(&events, pid).is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, &pid) in pids.iter().enumerate() {
+        let reported: Vec<&ProcessCreate> = creates(&events, pid).collect();
+        assert_eq!(reported.len(), 1, "process {i} (pid {pid}) created once");
+        let create = reported[0];
+        assert_eq!(
+            (create.command_line.as_str(), create.parent_process_id),
+            (format!("/bin/true {tag}-{i}").as_str(), std::process::id()),
+            "process {i}: {create:?}"
+        );
+        assert!(
+            !create.extra.iter().any(|(k, _)| k == "Detail"),
+            "process {i} in full: {create:?}"
+        );
+        assert_eq!(terminated(&events, pid).unwrap().exit_status, Some(0));
+    }
+    let feeds = host.feeds("process");
+    let feed = &feeds[0];
+    assert!(
+        feed.source.starts_with("proc connector + audit records"),
+        "{feed:?}"
+    );
+    assert_eq!(feed.lost, 0, "{feed:?}");
+    let note = &feed.notes.iter().find(|(k, _)| *k == "audit").unwrap().1;
+    assert!(note.starts_with("exec records"), "{note}");
+    let detail = |name: &str| feed.details.iter().find(|(k, _)| *k == name).unwrap().1;
+    assert!(detail("execFull") >= count as u64, "{feed:?}");
+    // As the agent does before it exits: the rules, daemon and state given back.
+    host.close();
+}
+
+/// Without `CAP_AUDIT_READ` the audit source is not read: the proc connector goes on alone and
+/// the log says why.
+#[test]
+fn without_cap_audit_read_execs_come_from_the_proc_connector_alone_and_it_says_why() {
+    let (dir, log) = run_once_under(
+        &[
+            "setpriv",
+            "--inh-caps=-audit_read",
+            "--bounding-set=-audit_read",
+            "--",
+        ],
+        "process",
+        r#""processes", "log""#,
+    );
+    assert!(
+        log.contains("audit records unavailable")
+            && log.contains("only holders of CAP_AUDIT_READ read audit records"),
+        "{log}"
+    );
+    assert!(
+        log.contains("following the kernel's proc connector"),
+        "{log}"
+    );
+    assert_polled_existing(&dir);
 }

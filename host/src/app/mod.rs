@@ -144,6 +144,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     };
 
     let (tx, rx) = mpsc::channel::<Batch>(256);
+    let kernel_sources = Arc::clone(&host);
     let scheduler = Scheduler::new(host, config.schedule.clone(), tx, pipeline.routing())
         .with_tap(pipeline.tap());
     let commands = pipeline.commands();
@@ -178,6 +179,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     fleet.apply(&in_force.fleet).await;
     if fleet.running() == 0 {
         pipeline_task.abort();
+        kernel_sources.close();
         anyhow::bail!(
             "no plugin could be loaded (plugin directory: {})",
             config.plugin_dir().display()
@@ -222,6 +224,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     for task in tasks {
         task.abort();
     }
+    tokio::task::spawn_blocking(move || kernel_sources.close()).await?;
     let c = pipeline.statistics();
     tracing::info!(
         queued = pipeline.queued(),

@@ -326,6 +326,9 @@ fn feed(f: &crate::capabilities::FeedStatus) -> Value {
     for (name, count) in &f.details {
         v[*name] = json!(count);
     }
+    for (name, note) in &f.notes {
+        v[*name] = Value::String(bounded(note.clone()));
+    }
     v
 }
 

@@ -20,7 +20,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 mod filesystem;
 
-pub use processes::{ExecDetails, read_processes};
+pub use processes::{AuditUse, ExecDetails, read_processes};
 pub use sockets::{Preference as SocketSource, read_sockets};
 
 /// The host capabilities, one row each: the variant, the name a configuration grants it by,
@@ -262,6 +262,26 @@ pub struct HostOptions {
     pub event_buffer: usize,
     /// Bytes the kernel may hold for each event source's socket before it drops events.
     pub kernel_buffer: usize,
+    /// Whether execs are completed from the kernel's audit records, and how far edgeguard may
+    /// go to have them.
+    pub audit: AuditMode,
+}
+
+/// How far edgeguard may go with the kernel's audit subsystem for the whole command line of
+/// every exec (`agent.audit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// The proc connector alone.
+    Off,
+    /// Read the exec records the rules in force make (an auditd with `execve` rules), as a
+    /// reader beside the daemon; change nothing (needs `CAP_AUDIT_READ`).
+    #[default]
+    Follow,
+    /// Also add an `execve` rule when none audits every exec, enable auditing when it is off,
+    /// and register as the audit daemon when none is, so the kernel does not log the records;
+    /// each undone on exit (needs `CAP_AUDIT_CONTROL` too).
+    Manage,
 }
 
 impl HostOptions {
@@ -277,11 +297,20 @@ impl HostOptions {
             kernel_events: true,
             event_buffer: Self::DEFAULT_EVENT_BUFFER,
             kernel_buffer: Self::DEFAULT_KERNEL_BUFFER,
+            audit: AuditMode::default(),
         }
     }
 }
 
 impl HostContext {
+    /// Stops the kernel event sources before the agent exits, so that each undoes what it
+    /// changed in the kernel (the audit rules, daemon and state of `agent.audit = "manage"`):
+    /// threads do not outlive `main`, and what they own is not dropped with them.
+    pub fn close(&self) {
+        self.processes.feed.close();
+        self.sockets.feed.close();
+    }
+
     /// A host seen at `host_root`, its Docker daemon at `<host root>/var/run/docker.sock`.
     pub fn new(host_root: &Path) -> Arc<HostContext> {
         Self::with_options(host_root, HostOptions::new(host_root))
@@ -347,6 +376,8 @@ pub struct FeedStatus {
     pub lost: u64,
     /// Source-specific counters (for processes: how much of each exec could be read).
     pub details: Vec<(&'static str, u64)>,
+    /// Source-specific states in words (for processes: how audit records are read, or why not).
+    pub notes: Vec<(&'static str, String)>,
 }
 
 impl FeedStatus {
@@ -364,6 +395,7 @@ impl FeedStatus {
             delivered: usage.delivered,
             lost: usage.lost,
             details,
+            notes: Vec::new(),
         }
     }
 }

@@ -47,6 +47,16 @@ pub trait Source: Send + 'static {
         None
     }
 
+    /// How long the reader waits for the kernel before [`tick`](Self::tick): shorter when the
+    /// source holds events due sooner.
+    fn wait(&self) -> Duration {
+        READ_TIMEOUT
+    }
+
+    /// A wait ended with nothing to read: events the source held back (for a second source to
+    /// complete them) that are due now go to `out`.
+    fn tick(&mut self, _out: &mut Vec<Self::Event>) {}
+
     /// The memory an event holds, its heap parts included: queues are bounded by it.
     fn bytes(event: &Self::Event) -> usize {
         std::mem::size_of_val(event)
@@ -88,6 +98,9 @@ struct Shared<E> {
 
 struct State<E> {
     reading: bool,
+    /// The agent is stopping: the reader drops its source (which undoes what it changed in
+    /// the kernel) and opens no other.
+    closing: bool,
     /// The source's [`Source::readiness`] while it is read; cleared before it closes.
     readiness: Option<RawFd>,
     /// The reader has taken a datagram in and not yet queued its events.
@@ -161,6 +174,7 @@ impl<S: Source> Feed<S> {
     ) -> Feed<S> {
         let state = State {
             reading: false,
+            closing: false,
             readiness: None,
             busy: false,
             rounds: 0,
@@ -257,8 +271,35 @@ impl<S: Source> Feed<S> {
         Some(usage)
     }
 
+    /// Stops reading before the agent exits: the source is dropped on the reader thread within
+    /// a round ([`READ_TIMEOUT`]), which this waits for (twice that at most).
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        state.closing = true;
+        let deadline = Instant::now() + 2 * READ_TIMEOUT;
+        while state.reading {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("the {} reader did not stop in time", self.what);
+                return;
+            }
+            state = self
+                .shared
+                .round_done
+                .wait_timeout(state, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// Opens a queue for `plugin`, connecting to the kernel first if no reader runs.
     fn start(&self, state: &mut State<S::Event>, plugin: &Arc<str>) -> Result<(), String> {
+        if state.closing {
+            return Err(format!(
+                "the agent is stopping: the {} is closed",
+                self.what
+            ));
+        }
         if !state.reading {
             if let Some((at, why)) = &state.refused
                 && at.elapsed() < RETRY_AFTER
@@ -349,8 +390,11 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
     loop {
         batch.clear();
         let outcome = match readiness {
-            // Nothing came: the round only looks after orphans.
-            Some(fd) if !readable(fd, READ_TIMEOUT) => Ok(0),
+            // Nothing came: the round only looks after orphans and what the source held back.
+            Some(fd) if !readable(fd, source.wait()) => {
+                source.tick(&mut batch);
+                Ok(0)
+            }
             Some(_) => {
                 shared.lock().busy = true;
                 source.next(&mut batch)
@@ -360,6 +404,16 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
         let mut state = shared.lock();
         state.busy = false;
         state.rounds += 1;
+        if state.closing {
+            // Dropped before `close` hears of it: the agent exits only after it.
+            drop(state);
+            drop(source);
+            let mut state = shared.lock();
+            state.reading = false;
+            state.readiness = None;
+            shared.round_done.notify_all();
+            return;
+        }
         shared.round_done.notify_all();
         match outcome {
             Ok(dropped) => {

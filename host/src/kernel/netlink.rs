@@ -117,6 +117,15 @@ impl Netlink {
         }
     }
 
+    /// `recv` returns `WouldBlock` at once when nothing waits: for a reader of several sockets.
+    pub fn set_nonblocking(&self) {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+
     /// Sends one message to the kernel.
     pub fn send(&self, message: &[u8]) -> io::Result<()> {
         // SAFETY: sending a buffer we own to a socket we own; the kernel is the default destination.

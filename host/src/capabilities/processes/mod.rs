@@ -1,9 +1,13 @@
 //! `processes`: the host's process table, read from `<host root>/proc`, and process starts and
-//! ends as the kernel reports them (the proc connector), read right at the exec.
+//! ends as the kernel reports them (the proc connector), read right at the exec and completed
+//! from the audit subsystem's records where the process was quicker ([`audited`]).
+
+mod audited;
 
 use super::{HostContext, HostState, MAX_COMMAND_LINE};
-use crate::kernel::feed;
+use crate::kernel::netlink::Received;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
+use crate::kernel::{audit, feed};
 use crate::wit::edgeguard::collector::processes::{
     Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State,
 };
@@ -11,8 +15,9 @@ use crate::wit::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// `PF_KTHREAD` in /proc/<pid>/stat flags: kernel threads are not processes anyone started.
 const PF_KTHREAD: u32 = 0x0020_0000;
@@ -139,11 +144,16 @@ impl Shared {
         let details = Arc::new(ExecDetails::default());
         let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&details));
         let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
+        let audit = match options.audit {
+            super::AuditMode::Off => None,
+            super::AuditMode::Follow => Some(audit::Mode::Follow),
+            super::AuditMode::Manage => Some(audit::Mode::Manage),
+        };
         let feed = feed::Feed::new("proc connector", options.event_buffer, wake, move || {
             if !kernel_events {
                 return Err(super::KERNEL_EVENTS_OFF.to_owned());
             }
-            ProcessSource::open(&root, kernel_buffer, Arc::clone(&u), Arc::clone(&d))
+            ProcessSource::open(&root, kernel_buffer, audit, Arc::clone(&u), Arc::clone(&d))
         });
         Shared { users, feed, details }
     }
@@ -156,60 +166,141 @@ impl Shared {
             ("execFull", load(&d.full)),
             ("execNameOnly", load(&d.name_only)),
             ("execPidOnly", load(&d.pid_only)),
+            ("execCompletedFromAudit", load(&d.completed)),
+            ("execAuditOnly", load(&d.audit_only)),
         ];
         let usage = self.feed.usage(plugin)?;
-        Some(super::FeedStatus::of(super::Capability::Processes, self.feed.what, usage, details))
+        let audit = d.audit.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut status =
+            super::FeedStatus::of(super::Capability::Processes, self.feed.what, usage, details);
+        if status.source != "polling" {
+            status.notes.push(("audit", audit.describe()));
+            if let AuditUse::Reading { role, .. } = audit {
+                status.source = match role {
+                    audit::Role::Reader => "proc connector + audit records",
+                    audit::Role::Daemon => "proc connector + audit records (as the audit daemon)",
+                };
+            }
+        }
+        Some(status)
+    }
+}
+
+/// Whether the exec records of the audit subsystem are read, and why not.
+#[derive(Clone, Debug, Default)]
+pub enum AuditUse {
+    /// Not asked for (`agent.audit = "off"`), or the feed has not opened yet.
+    #[default]
+    Off,
+    /// Asked for and not available: why.
+    Unavailable(String),
+    /// Read.
+    Reading {
+        /// As a reader beside a daemon, or as the daemon.
+        role: audit::Role,
+        /// Rules edgeguard added for execs.
+        rules_added: usize,
+    },
+}
+
+impl AuditUse {
+    fn describe(&self) -> String {
+        match self {
+            AuditUse::Off => "off".to_owned(),
+            AuditUse::Unavailable(why) => format!("unavailable: {why}"),
+            AuditUse::Reading { role, rules_added } => {
+                let role = match role {
+                    audit::Role::Reader => "read beside the audit daemon's",
+                    audit::Role::Daemon => "received as the audit daemon",
+                };
+                match rules_added {
+                    0 => format!("exec records {role}; the rules in force audit execve"),
+                    n => format!("exec records {role}; {n} rules for execve added by edgeguard"),
+                }
+            }
+        }
     }
 }
 
 /// How much of each exec the reader could see, over all plugins: the measure of the race
-/// between a short process and the read of its `/proc` entry.
+/// between a short process and the read of its `/proc` entry, and of what audit records mend.
 #[derive(Default)]
 pub struct ExecDetails {
-    /// Execs read in full (executable and command line).
+    /// Execs handed on in full (executable and command line).
     pub full: AtomicU64,
     /// Execs of processes already exiting: name, parent and user only.
     pub name_only: AtomicU64,
     /// Execs of processes already reaped: pid, parent and the parent's user only.
     pub pid_only: AtomicU64,
+    /// Of the full ones, completed from their audit record.
+    pub completed: AtomicU64,
+    /// Of the full ones, told by their audit record only (the connector lost them).
+    pub audit_only: AtomicU64,
+    /// The audit source's state.
+    audit: Mutex<AuditUse>,
 }
 
 /// The proc connector with each exec completed from `/proc` right away, on the reader thread,
-/// before a short process is gone.
+/// before a short process is gone, and from its audit record where that was too late.
 pub(crate) struct ProcessSource {
     connector: ProcConnector,
+    audit: Option<(audit::Audit, audited::Merge, OwnedFd)>,
     proc_dir: PathBuf,
     host_root: PathBuf,
     users: Arc<UserNames>,
     details: Arc<ExecDetails>,
     parents: HashMap<u32, u32>,
     raw: Vec<ProcEvent>,
+    records: Vec<audit::Exec>,
 }
 
 impl ProcessSource {
     pub(crate) fn open(
         host_root: &Path,
         kernel_buffer: usize,
+        audit_mode: Option<audit::Mode>,
         users: Arc<UserNames>,
         details: Arc<ExecDetails>,
     ) -> Result<ProcessSource, String> {
         let connector = ProcConnector::open(feed::READ_TIMEOUT, kernel_buffer)?;
+        let audit = match audit_mode.map(|mode| open_audit(mode, &connector, kernel_buffer)) {
+            None => {
+                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Off;
+                None
+            }
+            Some(Ok((audit, merge, poller))) => {
+                let state = AuditUse::Reading {
+                    role: audit.role(),
+                    rules_added: audit.rules_added(),
+                };
+                tracing::info!("process execs completed from the audit subsystem: {}", state.describe());
+                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = state;
+                Some((audit, merge, poller))
+            }
+            Some(Err(why)) => {
+                tracing::warn!("audit records unavailable, execs from the proc connector alone: {why}");
+                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Unavailable(why);
+                None
+            }
+        };
         Ok(ProcessSource {
             connector,
+            audit,
             proc_dir: host_root.join("proc"),
             host_root: host_root.to_owned(),
             users,
             details,
             parents: HashMap::new(),
             raw: Vec::new(),
+            records: Vec::new(),
         })
     }
 
-    fn exec(&mut self, pid: u32) -> ProcessEvent {
-        let users = self.users.current(&self.host_root);
+    /// The exec of `pid` as `/proc` shows it now.
+    fn exec(&mut self, pid: u32, users: &HashMap<u32, String>) -> ExecEvent {
         let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
             .ok()
-            .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, &users));
+            .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, users));
         let (process, detail) = match read {
             // Exiting between the reads leaves some empty (the command line goes with the
             // memory, the executable link with the files): partial, whatever the state said.
@@ -242,14 +333,110 @@ impl ProcessSource {
                 (process, Detail::PidOnly)
             }
         };
-        let counter = match detail {
-            Detail::Full => &self.details.full,
-            Detail::NameOnly => &self.details.name_only,
-            Detail::PidOnly => &self.details.pid_only,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        ProcessEvent::Exec(ExecEvent { process, detail })
+        ExecEvent { process, detail }
     }
+
+    /// Counts the execs handed on in `out` by how much of each was known.
+    fn count(&self, out: &[ProcessEvent]) {
+        for event in out {
+            if let ProcessEvent::Exec(e) = event {
+                let counter = match e.detail {
+                    Detail::Full => &self.details.full,
+                    Detail::NameOnly => &self.details.name_only,
+                    Detail::PidOnly => &self.details.pid_only,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The connector's events of this round, merged with the audit records where they are read.
+    fn connector_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<ProcessEvent>) {
+        let now = Instant::now();
+        for i in 0..self.raw.len() {
+            match self.raw[i] {
+                ProcEvent::Fork { parent, child } => {
+                    if self.parents.len() >= MAX_PARENTS {
+                        self.parents.clear();
+                    }
+                    self.parents.insert(child, parent);
+                }
+                ProcEvent::Exec { pid } => {
+                    let exec = self.exec(pid, users);
+                    match &mut self.audit {
+                        Some((_, merge, _)) => merge.exec(exec, now, users, out),
+                        None => out.push(ProcessEvent::Exec(exec)),
+                    }
+                }
+                ProcEvent::Exit { pid, parent, code } => {
+                    let forked_by = self.parents.remove(&pid);
+                    let exit = ExitEvent {
+                        pid,
+                        parent_pid: if parent != 0 {
+                            parent
+                        } else {
+                            forked_by.unwrap_or(0)
+                        },
+                        exit_code: code,
+                    };
+                    match &mut self.audit {
+                        Some((_, merge, _)) => merge.exit(exit, out),
+                        None => out.push(ProcessEvent::Exit(exit)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The audit records waiting, and what the merge holds that is due; the records the kernel
+    /// dropped for us are not lost events (the connector told those execs).
+    fn audit_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<ProcessEvent>) -> std::io::Result<()> {
+        let Some((audit, merge, _)) = &mut self.audit else {
+            return Ok(());
+        };
+        self.records.clear();
+        audit.read(&mut self.records)?;
+        let now = Instant::now();
+        for record in self.records.drain(..) {
+            merge.record(record, now, users, out);
+        }
+        merge.due(now, users, out);
+        let counts = merge.counts;
+        self.details.completed.store(counts.completed, Ordering::Relaxed);
+        self.details.audit_only.store(counts.audit_only, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The audit source beside `connector`, and one descriptor polling readable when either is.
+fn open_audit(
+    mode: audit::Mode,
+    connector: &ProcConnector,
+    kernel_buffer: usize,
+) -> Result<(audit::Audit, audited::Merge, OwnedFd), String> {
+    let audit = audit::Audit::open(mode, kernel_buffer, MAX_COMMAND_LINE)?;
+    // SAFETY: a new epoll descriptor, owned at once.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        return Err(format!("cannot poll two sockets: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: epoll is a fresh descriptor nobody else owns.
+    let poller = unsafe { OwnedFd::from_raw_fd(epoll) };
+    for fd in [connector.socket().as_raw_fd(), audit.socket().as_raw_fd()] {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: adding a descriptor we own (through `connector` and `audit`, which live as
+        // long as the poller in the same source) to our epoll set.
+        if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &raw mut event) } < 0 {
+            return Err(format!("cannot poll two sockets: {}", std::io::Error::last_os_error()));
+        }
+    }
+    connector.socket().set_nonblocking();
+    // Our rule audits every exec from now: partial execs wait for their records at once.
+    let merge = audited::Merge::new(audit.rules_added() > 0);
+    Ok((audit, merge, poller))
 }
 
 impl feed::Source for ProcessSource {
@@ -270,35 +457,55 @@ impl feed::Source for ProcessSource {
     }
 
     fn readiness(&self) -> Option<std::os::fd::RawFd> {
-        Some(std::os::fd::AsRawFd::as_raw_fd(self.connector.socket()))
+        Some(match &self.audit {
+            Some((_, _, poller)) => poller.as_raw_fd(),
+            None => self.connector.socket().as_raw_fd(),
+        })
+    }
+
+    fn wait(&self) -> Duration {
+        let due = self.audit.as_ref().and_then(|(_, merge, _)| merge.next_due());
+        due.map_or(feed::READ_TIMEOUT, |at| {
+            at.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), feed::READ_TIMEOUT)
+        })
+    }
+
+    fn tick(&mut self, out: &mut Vec<ProcessEvent>) {
+        if let Some((_, merge, _)) = &mut self.audit {
+            let users = self.users.current(&self.host_root);
+            merge.due(Instant::now(), &users, out);
+            self.count(out);
+        }
     }
 
     fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
+        let users = self.users.current(&self.host_root);
+        let from = out.len();
         self.raw.clear();
-        let dropped = self.connector.read(&mut self.raw)?.dropped();
-        for i in 0..self.raw.len() {
-            match self.raw[i] {
-                ProcEvent::Fork { parent, child } => {
-                    if self.parents.len() >= MAX_PARENTS {
-                        self.parents.clear();
-                    }
-                    self.parents.insert(child, parent);
-                }
-                ProcEvent::Exec { pid } => out.push(self.exec(pid)),
-                ProcEvent::Exit { pid, parent, code } => {
-                    let forked_by = self.parents.remove(&pid);
-                    out.push(ProcessEvent::Exit(ExitEvent {
-                        pid,
-                        parent_pid: if parent != 0 {
-                            parent
-                        } else {
-                            forked_by.unwrap_or(0)
-                        },
-                        exit_code: code,
-                    }));
+        let mut dropped = 0;
+        if self.audit.is_none() {
+            dropped = self.connector.read(&mut self.raw)?.dropped();
+        } else {
+            // Both sockets are non-blocking here: what each holds, in bounded rounds.
+            for _ in 0..64 {
+                match self.connector.read(&mut self.raw)? {
+                    Received::Idle => break,
+                    received => dropped += received.dropped(),
                 }
             }
         }
+        self.connector_events(&users, out);
+        if let Err(e) = self.audit_events(&users, out) {
+            // The connector goes on alone; what waits for records goes out as it is.
+            tracing::warn!("the audit source failed ({e}): execs from the proc connector alone");
+            if let Some((_, mut merge, _)) = self.audit.take() {
+                merge.due(Instant::now() + Duration::from_secs(3600), &users, out);
+            }
+            *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) =
+                AuditUse::Unavailable(format!("the audit source failed: {e}"));
+        }
+        self.count(&out[from..]);
         Ok(dropped)
     }
 }
