@@ -202,7 +202,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
         Err(LoadError::NotGranted {
             import, capability, ..
         }) => {
-            assert_eq!(import, "edgeguard:collector/processes@0.1.3");
+            assert_eq!(import, "edgeguard:collector/processes@0.1.4");
             assert_eq!(capability, "processes");
         }
         other => panic!("expected NotGranted, got {:?}", other.err()),
@@ -220,7 +220,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
     .unwrap();
     assert!(
         err.to_string()
-            .contains("edgeguard:collector/processes@0.1.3"),
+            .contains("edgeguard:collector/processes@0.1.4"),
         "{err}"
     );
 }

@@ -249,7 +249,7 @@ async fn refused_without_the_sockets_grant() {
     assert_refused(
         "edgeguard-plugin-network",
         &[Capability::Log],
-        "edgeguard:collector/sockets@0.1.3",
+        "edgeguard:collector/sockets@0.1.4",
     )
     .await;
 }

@@ -393,15 +393,21 @@ async fn every_short_lived_process_is_caught_from_the_kernel_events_and_polling_
         let reported: Vec<&ProcessCreate> = creates(&events, pid).collect();
         assert_eq!(reported.len(), 1, "process {i} (pid {pid}) created once");
         let create = reported[0];
-        // Read at the exec, or as much of it as was left (then it says so).
-        match create.extra.iter().find(|(k, _)| k == "Detail") {
-            None => {
-                assert_eq!(create.command_line, format!("/bin/true {tag}-{i}"));
-                assert_eq!(create.executable, "/usr/bin/true");
-                assert_eq!(create.parent_process_id, std::process::id());
-                full += 1;
-            }
-            Some((_, detail)) => assert!(detail.contains("exited before"), "{detail}"),
+        // Read at the exec, or as much of it as was left (then it says so), and from which
+        // sources: the connector always, `/proc` and the audit records as far as they told it.
+        let detail = &create.extra.iter().find(|(k, _)| k == "Detail").unwrap().1;
+        assert!(detail.starts_with("proc connector"), "{detail}");
+        if detail.contains("exited before") {
+            assert!(!detail.contains("audit record"), "{detail}");
+        } else {
+            assert_eq!(create.command_line, format!("/bin/true {tag}-{i}"));
+            assert_eq!(create.executable, "/usr/bin/true");
+            assert_eq!(create.parent_process_id, std::process::id());
+            assert!(
+                detail.contains("/proc") || detail.contains("audit record"),
+                "{detail}"
+            );
+            full += 1;
         }
         let ends = events
             .iter()
@@ -736,6 +742,7 @@ async fn with_audit_records_every_short_process_has_its_whole_command_line() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let mut audited = 0u64;
     for (i, &pid) in pids.iter().enumerate() {
         let reported: Vec<&ProcessCreate> = creates(&events, pid).collect();
         assert_eq!(reported.len(), 1, "process {i} (pid {pid}) created once");
@@ -745,10 +752,28 @@ async fn with_audit_records_every_short_process_has_its_whole_command_line() {
             (format!("/bin/true {tag}-{i}").as_str(), std::process::id()),
             "process {i}: {create:?}"
         );
+        let extra = |key: &str| {
+            create
+                .extra
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let detail = extra("Detail").unwrap_or_default();
         assert!(
-            !create.extra.iter().any(|(k, _)| k == "Detail"),
+            !detail.contains("exited before") && detail.starts_with("proc connector"),
             "process {i} in full: {create:?}"
         );
+        // What only the audit record knows is there when it told the exec.
+        if detail.contains("audit record") {
+            audited += 1;
+            let cwd = std::env::current_dir().unwrap();
+            assert_eq!(
+                extra("WorkingDirectory"),
+                cwd.to_str(),
+                "process {i}: {create:?}"
+            );
+        }
         assert_eq!(terminated(&events, pid).unwrap().exit_status, Some(0));
     }
     let feeds = host.feeds("process");
@@ -762,6 +787,9 @@ async fn with_audit_records_every_short_process_has_its_whole_command_line() {
     assert!(note.starts_with("exec records"), "{note}");
     let detail = |name: &str| feed.details.iter().find(|(k, _)| *k == name).unwrap().1;
     assert!(detail("execFull") >= count as u64, "{feed:?}");
+    // Each exec the records completed or told alone says so (others' execs may be among them).
+    let from_audit = detail("execCompletedFromAudit") + detail("execAuditOnly");
+    assert!(audited <= from_audit, "{audited} said audit, {feed:?}");
     // As the agent does before it exits: the rules, daemon and state given back.
     host.close();
 }

@@ -10,7 +10,7 @@
 
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{Availability, config_bool, config_keys};
-use processes::{Detail, Process, ProcessEvent, State};
+use processes::{Detail, ExecSources, Process, State, TracedEvent, TracedExec};
 use std::collections::HashMap;
 
 type Pid = u32;
@@ -125,7 +125,7 @@ impl ProcessCollector {
     /// Drains the host's process events into the table; false when the host has none (poll).
     fn follow_events(&mut self, max: u32) -> Result<bool, CollectError> {
         let Some(batch) = self.events.check(
-            processes::events(max),
+            processes::traced_events(max),
             "polling the process table",
             "following the kernel's process events again",
         )?
@@ -139,8 +139,8 @@ impl ProcessCollector {
         }
         for event in batch.events {
             match event {
-                ProcessEvent::Exec(e) => self.exec(e.process, e.detail),
-                ProcessEvent::Exit(e) => {
+                TracedEvent::Exec(e) => self.exec(e),
+                TracedEvent::Exit(e) => {
                     if let Some(p) = self.known.as_mut().and_then(|k| k.remove(&e.pid)) {
                         self.backlog.push(terminated(&p, Some(e.exit_code)));
                     }
@@ -162,7 +162,8 @@ impl ProcessCollector {
     }
 
     /// A program started: a new process, or a known one that ran another program.
-    fn exec(&mut self, p: Process, detail: Detail) {
+    fn exec(&mut self, exec: TracedExec) {
+        let p = &exec.process;
         let known = self.known.get_or_insert_with(HashMap::new);
         // A snapshot taken after this exec has shown it already.
         let seen = known.get(&p.pid).is_some_and(|k| {
@@ -171,8 +172,8 @@ impl ProcessCollector {
                 && k.command_line == fingerprint(&p.command_line)
         });
         if !seen {
-            self.backlog.push(created(&p, Origin::Exec(detail)));
-            known.insert(p.pid, remembered(p));
+            self.backlog.push(created(p, Origin::Exec(&exec)));
+            known.insert(p.pid, remembered(exec.process));
         }
     }
 
@@ -251,28 +252,59 @@ fn fingerprint(command_line: &str) -> String {
 }
 
 /// How a ProcessCreate was learnt.
-enum Origin {
+enum Origin<'a> {
     /// Running at the first collection.
     Existing,
     /// New in a snapshot.
     Seen,
-    /// A kernel exec event, read by the host in this much detail.
-    Exec(Detail),
+    /// A kernel exec event, as the host traced it.
+    Exec(&'a TracedExec),
+}
+
+/// Which sources told an exec, and what they could not tell: the `Detail` of its event.
+fn detail(exec: &TracedExec) -> String {
+    let told = [
+        (ExecSources::PROC_CONNECTOR, "proc connector"),
+        (ExecSources::PROC_READ, "/proc"),
+        (ExecSources::AUDIT_RECORD, "audit record"),
+    ];
+    let mut text = told
+        .iter()
+        .filter(|(source, _)| exec.sources.contains(*source))
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match exec.detail {
+        Detail::Full => {}
+        Detail::NameOnly => {
+            text.push_str("; exited before its executable and arguments could be read");
+        }
+        Detail::PidOnly => text.push_str("; exited before it could be read, user of its parent"),
+    }
+    text
 }
 
 fn created(p: &Process, origin: Origin) -> Event {
     let mut extra = vec![("Name".to_owned(), p.name.clone())];
+    let mut add = |key: &str, value: String| extra.push((key.to_owned(), value));
     match origin {
-        Origin::Existing => extra.push(("Existing".to_owned(), "true".to_owned())),
-        Origin::Exec(Detail::NameOnly) => extra.push((
-            "Detail".to_owned(),
-            "exited before its executable and arguments could be read".to_owned(),
-        )),
-        Origin::Exec(Detail::PidOnly) => extra.push((
-            "Detail".to_owned(),
-            "exited before it could be read; user of its parent".to_owned(),
-        )),
-        Origin::Seen | Origin::Exec(Detail::Full) => {}
+        Origin::Existing => {
+            add("Existing", "true".to_owned());
+            add("Detail", "process table".to_owned());
+        }
+        Origin::Seen => add("Detail", "process table".to_owned()),
+        Origin::Exec(exec) => {
+            add("Detail", detail(exec));
+            if let Some(cwd) = &exec.cwd {
+                add("WorkingDirectory", cwd.clone());
+            }
+            if let Some(auid) = exec.login_user_id {
+                add("LoginUserId", auid.to_string());
+            }
+            if let Some(session) = exec.session {
+                add("SessionId", session.to_string());
+            }
+        }
     }
     let command_line = match (p.command_line.is_empty(), p.name.is_empty()) {
         (false, _) => p.command_line.clone(),

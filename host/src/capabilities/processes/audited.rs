@@ -7,7 +7,7 @@
 
 use crate::kernel::audit;
 use crate::wit::edgeguard::collector::processes::{
-    Detail, ExecEvent, ExitEvent, Process, ProcessEvent, State,
+    Detail, ExecSources, ExitEvent, TracedEvent, TracedExec,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ pub struct Completed {
 }
 
 struct Parked {
-    exec: ExecEvent,
+    exec: TracedExec,
     exit: Option<ExitEvent>,
     until: Instant,
 }
@@ -69,10 +69,10 @@ impl Merge {
     /// The connector's exec, as `/proc` showed it.
     pub fn exec(
         &mut self,
-        mut exec: ExecEvent,
+        mut exec: TracedExec,
         now: Instant,
         users: &HashMap<u32, String>,
-        out: &mut Vec<ProcessEvent>,
+        out: &mut Vec<TracedEvent>,
     ) {
         let pid = exec.process.pid;
         if let Some((_, record)) = self.early.remove(&pid) {
@@ -80,12 +80,12 @@ impl Merge {
                 complete(&mut exec, &record, users);
                 self.counts.completed += 1;
             }
-            out.push(ProcessEvent::Exec(exec));
+            out.push(TracedEvent::Exec(exec));
             return;
         }
         if exec.detail == Detail::Full || !self.waiting_for_records(now) {
             self.sent_without_record(pid, now);
-            out.push(ProcessEvent::Exec(exec));
+            out.push(TracedEvent::Exec(exec));
             return;
         }
         if self.parked.len() >= MAX_WAITING {
@@ -107,10 +107,10 @@ impl Merge {
     }
 
     /// The connector's exit: behind its exec, if that waits.
-    pub fn exit(&mut self, exit: ExitEvent, out: &mut Vec<ProcessEvent>) {
+    pub fn exit(&mut self, exit: ExitEvent, out: &mut Vec<TracedEvent>) {
         match self.parked.get_mut(&exit.pid) {
             Some(parked) => parked.exit = Some(exit),
-            None => out.push(ProcessEvent::Exit(exit)),
+            None => out.push(TracedEvent::Exit(exit)),
         }
     }
 
@@ -120,7 +120,7 @@ impl Merge {
         record: audit::Exec,
         now: Instant,
         users: &HashMap<u32, String>,
-        out: &mut Vec<ProcessEvent>,
+        out: &mut Vec<TracedEvent>,
     ) {
         self.records_until = Some(now + Duration::from_secs(60));
         let pid = record.pid;
@@ -143,13 +143,13 @@ impl Merge {
         // Two execs of one process before the connector's: the first is its own exec.
         if let Some((_, earlier)) = self.early.insert(pid, (now, record)) {
             self.counts.audit_only += 1;
-            out.push(ProcessEvent::Exec(alone(&earlier, users)));
+            out.push(TracedEvent::Exec(alone(&earlier, users)));
         }
     }
 
     /// What is due at `now` goes out: execs whose record did not come as they are, records
     /// whose exec the connector never told as execs of their own.
-    pub fn due(&mut self, now: Instant, users: &HashMap<u32, String>, out: &mut Vec<ProcessEvent>) {
+    pub fn due(&mut self, now: Instant, users: &HashMap<u32, String>, out: &mut Vec<TracedEvent>) {
         let due: Vec<u32> = self
             .parked
             .iter()
@@ -181,7 +181,7 @@ impl Merge {
         *entry = (now, entry.1 + 1);
     }
 
-    fn release_oldest(&mut self, out: &mut Vec<ProcessEvent>) {
+    fn release_oldest(&mut self, out: &mut Vec<TracedEvent>) {
         let oldest = self.parked.iter().min_by_key(|(_, p)| p.until).map(|(pid, _)| *pid);
         if let Some(parked) = oldest.and_then(|pid| self.parked.remove(&pid)) {
             release(parked, out);
@@ -192,7 +192,7 @@ impl Merge {
         &mut self,
         due: impl Fn(Instant) -> bool,
         users: &HashMap<u32, String>,
-        out: &mut Vec<ProcessEvent>,
+        out: &mut Vec<TracedEvent>,
     ) {
         let pids: Vec<u32> = self
             .early
@@ -203,20 +203,20 @@ impl Merge {
         for pid in pids {
             if let Some((_, record)) = self.early.remove(&pid) {
                 self.counts.audit_only += 1;
-                out.push(ProcessEvent::Exec(alone(&record, users)));
+                out.push(TracedEvent::Exec(alone(&record, users)));
             }
         }
     }
 }
 
-fn release(parked: Parked, out: &mut Vec<ProcessEvent>) {
-    out.push(ProcessEvent::Exec(parked.exec));
-    out.extend(parked.exit.map(ProcessEvent::Exit));
+fn release(parked: Parked, out: &mut Vec<TracedEvent>) {
+    out.push(TracedEvent::Exec(parked.exec));
+    out.extend(parked.exit.map(TracedEvent::Exit));
 }
 
 /// What `/proc` could not show, from the record; the record's ids are the kernel's own at
 /// the exec, where a gone process's user was only its parent's.
-fn complete(exec: &mut ExecEvent, record: &audit::Exec, users: &HashMap<u32, String>) {
+fn complete(exec: &mut TracedExec, record: &audit::Exec, users: &HashMap<u32, String>) {
     let p = &mut exec.process;
     if !record.command_line.is_empty() {
         p.command_line = record.command_line.clone();
@@ -235,46 +235,43 @@ fn complete(exec: &mut ExecEvent, record: &audit::Exec, users: &HashMap<u32, Str
         p.user_name = users.get(&record.uid).cloned();
     }
     exec.detail = Detail::Full;
+    exec.sources |= ExecSources::AUDIT_RECORD;
+    exec.cwd = (!record.cwd.is_empty()).then(|| record.cwd.clone());
+    exec.login_user_id = known(record.auid);
+    exec.session = known(record.session);
+}
+
+/// An id of the audit records, where 4294967295 (and a parse failure) means none.
+fn known(id: u32) -> Option<u32> {
+    (id != u32::MAX).then_some(id)
 }
 
 /// An exec only the audit record told.
-fn alone(record: &audit::Exec, users: &HashMap<u32, String>) -> ExecEvent {
-    ExecEvent {
-        process: Process {
-            pid: record.pid,
-            parent_pid: record.ppid,
-            user_id: record.uid,
-            user_name: users.get(&record.uid).cloned(),
-            name: record.comm.clone(),
-            executable: record.executable.clone(),
-            command_line: record.command_line.clone(),
-            start_time: 0,
-            state: State::Dead,
-            exit_code: None,
-        },
-        detail: Detail::Full,
-    }
+fn alone(record: &audit::Exec, users: &HashMap<u32, String>) -> TracedExec {
+    let mut exec = TracedExec {
+        process: super::unread(record.pid, record.ppid, record.uid, users),
+        detail: Detail::PidOnly,
+        sources: ExecSources::empty(),
+        cwd: None,
+        login_user_id: None,
+        session: None,
+    };
+    complete(&mut exec, record, users);
+    exec
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn partial(pid: u32) -> ExecEvent {
-        ExecEvent {
-            process: Process {
-                pid,
-                parent_pid: 1,
-                user_id: 1000,
-                user_name: None,
-                name: String::new(),
-                executable: String::new(),
-                command_line: String::new(),
-                start_time: 0,
-                state: State::Dead,
-                exit_code: None,
-            },
+    fn partial(pid: u32) -> TracedExec {
+        TracedExec {
+            process: super::super::unread(pid, 1, 1000, &HashMap::new()),
             detail: Detail::PidOnly,
+            sources: ExecSources::PROC_CONNECTOR,
+            cwd: None,
+            login_user_id: None,
+            session: None,
         }
     }
 
@@ -283,17 +280,20 @@ mod tests {
             pid,
             ppid: 7,
             uid: 0,
+            auid: 1000,
+            session: u32::MAX,
             comm: "true".into(),
             executable: "/usr/bin/true".into(),
+            cwd: "/tmp".into(),
             command_line: line.into(),
             ..audit::Exec::default()
         }
     }
 
-    fn lines(out: &[ProcessEvent]) -> Vec<String> {
+    fn lines(out: &[TracedEvent]) -> Vec<String> {
         out.iter()
             .map(|e| match e {
-                ProcessEvent::Exec(e) => {
+                TracedEvent::Exec(e) => {
                     let detail = match e.detail {
                         Detail::Full => "Full",
                         Detail::NameOnly => "NameOnly",
@@ -301,7 +301,7 @@ mod tests {
                     };
                     format!("exec {} {detail} {}", e.process.pid, e.process.command_line)
                 }
-                ProcessEvent::Exit(x) => format!("exit {}", x.pid),
+                TracedEvent::Exit(x) => format!("exit {}", x.pid),
             })
             .collect()
     }
@@ -317,8 +317,10 @@ mod tests {
         assert_eq!(lines(&out), ["exit 6"], "another process's exit is not held");
         m.record(record(5, "/bin/true a b"), now, &users, &mut out);
         assert_eq!(lines(&out), ["exit 6", "exec 5 Full /bin/true a b", "exit 5"]);
-        let ProcessEvent::Exec(e) = &out[1] else { panic!() };
+        let TracedEvent::Exec(e) = &out[1] else { panic!() };
         assert_eq!((e.process.user_id, e.process.user_name.as_deref(), e.process.parent_pid), (0, Some("root"), 7));
+        assert_eq!(e.sources, ExecSources::PROC_CONNECTOR | ExecSources::AUDIT_RECORD);
+        assert_eq!((e.cwd.as_deref(), e.login_user_id, e.session), (Some("/tmp"), Some(1000), None));
         assert_eq!(m.counts, Completed { completed: 1, audit_only: 0 });
     }
 
@@ -346,6 +348,9 @@ mod tests {
         m.record(record(9, "/bin/true lost"), now, &users, &mut out);
         m.due(now + EARLY_WAIT, &users, &mut out);
         assert_eq!(lines(&out), ["exec 5 Full /bin/true early", "exec 9 Full /bin/true lost"]);
+        let TracedEvent::Exec(lost) = &out[1] else { panic!() };
+        assert_eq!(lost.sources, ExecSources::AUDIT_RECORD, "only the record told it");
+        assert_eq!((lost.process.name.as_str(), lost.process.executable.as_str()), ("true", "/usr/bin/true"));
         assert_eq!(m.counts, Completed { completed: 1, audit_only: 1 });
     }
 

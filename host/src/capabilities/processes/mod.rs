@@ -9,7 +9,8 @@ use crate::kernel::netlink::Received;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
 use crate::kernel::{audit, feed};
 use crate::wit::edgeguard::collector::processes::{
-    Detail, EventBatch, ExecEvent, ExitEvent, Host, Process, ProcessEvent, State,
+    Detail, EventBatch, ExecEvent, ExecSources, ExitEvent, Host, Process, ProcessEvent, State,
+    TracedBatch, TracedEvent, TracedExec,
 };
 use crate::wit::edgeguard::collector::types::HostError;
 use std::collections::HashMap;
@@ -39,10 +40,47 @@ impl Host for HostState {
     async fn events(&mut self, max: u32) -> Result<EventBatch, HostError> {
         let d = super::drain_feed(self, max, "process events", |h| &h.processes.feed).await?;
         Ok(EventBatch {
+            events: d.events.into_iter().map(untraced).collect(),
+            lost: d.lost,
+            fresh: d.fresh,
+        })
+    }
+
+    async fn traced_events(&mut self, max: u32) -> Result<TracedBatch, HostError> {
+        let d = super::drain_feed(self, max, "process events", |h| &h.processes.feed).await?;
+        Ok(TracedBatch {
             events: d.events,
             lost: d.lost,
             fresh: d.fresh,
         })
+    }
+}
+
+/// An event as plugins built before 0.1.4 take it.
+fn untraced(event: TracedEvent) -> ProcessEvent {
+    match event {
+        TracedEvent::Exec(e) => ProcessEvent::Exec(ExecEvent {
+            process: e.process,
+            detail: e.detail,
+        }),
+        TracedEvent::Exit(e) => ProcessEvent::Exit(e),
+    }
+}
+
+/// A process known by its pid alone (its `/proc` entry was gone): what its parent, if known,
+/// lends it, the rest empty.
+fn unread(pid: u32, parent_pid: u32, user_id: u32, users: &HashMap<u32, String>) -> Process {
+    Process {
+        pid,
+        parent_pid,
+        user_id,
+        user_name: users.get(&user_id).cloned(),
+        name: String::new(),
+        executable: String::new(),
+        command_line: String::new(),
+        start_time: 0,
+        state: State::Dead,
+        exit_code: None,
     }
 }
 
@@ -297,7 +335,7 @@ impl ProcessSource {
     }
 
     /// The exec of `pid` as `/proc` shows it now.
-    fn exec(&mut self, pid: u32, users: &HashMap<u32, String>) -> ExecEvent {
+    fn exec(&mut self, pid: u32, users: &HashMap<u32, String>) -> TracedExec {
         let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
             .ok()
             .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, users));
@@ -318,28 +356,27 @@ impl ProcessSource {
                 let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
                 let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string()))
                     .map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
-                let process = Process {
-                    pid,
-                    parent_pid,
-                    user_id,
-                    user_name: users.get(&user_id).cloned(),
-                    name: String::new(),
-                    executable: String::new(),
-                    command_line: String::new(),
-                    start_time: 0,
-                    state: State::Dead,
-                    exit_code: None,
-                };
-                (process, Detail::PidOnly)
+                (unread(pid, parent_pid, user_id, users), Detail::PidOnly)
             }
         };
-        ExecEvent { process, detail }
+        let sources = match detail {
+            Detail::PidOnly => ExecSources::PROC_CONNECTOR,
+            _ => ExecSources::PROC_CONNECTOR | ExecSources::PROC_READ,
+        };
+        TracedExec {
+            process,
+            detail,
+            sources,
+            cwd: None,
+            login_user_id: None,
+            session: None,
+        }
     }
 
     /// Counts the execs handed on in `out` by how much of each was known.
-    fn count(&self, out: &[ProcessEvent]) {
+    fn count(&self, out: &[TracedEvent]) {
         for event in out {
-            if let ProcessEvent::Exec(e) = event {
+            if let TracedEvent::Exec(e) = event {
                 let counter = match e.detail {
                     Detail::Full => &self.details.full,
                     Detail::NameOnly => &self.details.name_only,
@@ -351,7 +388,7 @@ impl ProcessSource {
     }
 
     /// The connector's events of this round, merged with the audit records where they are read.
-    fn connector_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<ProcessEvent>) {
+    fn connector_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<TracedEvent>) {
         let now = Instant::now();
         for i in 0..self.raw.len() {
             match self.raw[i] {
@@ -365,7 +402,7 @@ impl ProcessSource {
                     let exec = self.exec(pid, users);
                     match &mut self.audit {
                         Some((_, merge, _)) => merge.exec(exec, now, users, out),
-                        None => out.push(ProcessEvent::Exec(exec)),
+                        None => out.push(TracedEvent::Exec(exec)),
                     }
                 }
                 ProcEvent::Exit { pid, parent, code } => {
@@ -381,7 +418,7 @@ impl ProcessSource {
                     };
                     match &mut self.audit {
                         Some((_, merge, _)) => merge.exit(exit, out),
-                        None => out.push(ProcessEvent::Exit(exit)),
+                        None => out.push(TracedEvent::Exit(exit)),
                     }
                 }
             }
@@ -390,7 +427,7 @@ impl ProcessSource {
 
     /// The audit records waiting, and what the merge holds that is due; the records the kernel
     /// dropped for us are not lost events (the connector told those execs).
-    fn audit_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<ProcessEvent>) -> std::io::Result<()> {
+    fn audit_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<TracedEvent>) -> std::io::Result<()> {
         let Some((audit, merge, _)) = &mut self.audit else {
             return Ok(());
         };
@@ -440,20 +477,21 @@ fn open_audit(
 }
 
 impl feed::Source for ProcessSource {
-    type Event = ProcessEvent;
+    type Event = TracedEvent;
 
-    fn bytes(event: &ProcessEvent) -> usize {
+    fn bytes(event: &TracedEvent) -> usize {
         let heap = match event {
-            ProcessEvent::Exec(e) => {
+            TracedEvent::Exec(e) => {
                 let p = &e.process;
                 p.name.len()
                     + p.executable.len()
                     + p.command_line.len()
                     + p.user_name.as_ref().map_or(0, String::len)
+                    + e.cwd.as_ref().map_or(0, String::len)
             }
-            ProcessEvent::Exit(_) => 0,
+            TracedEvent::Exit(_) => 0,
         };
-        std::mem::size_of::<ProcessEvent>() + heap
+        std::mem::size_of::<TracedEvent>() + heap
     }
 
     fn readiness(&self) -> Option<std::os::fd::RawFd> {
@@ -471,7 +509,7 @@ impl feed::Source for ProcessSource {
         })
     }
 
-    fn tick(&mut self, out: &mut Vec<ProcessEvent>) {
+    fn tick(&mut self, out: &mut Vec<TracedEvent>) {
         if let Some((_, merge, _)) = &mut self.audit {
             let users = self.users.current(&self.host_root);
             merge.due(Instant::now(), &users, out);
@@ -479,7 +517,7 @@ impl feed::Source for ProcessSource {
         }
     }
 
-    fn next(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<u64> {
+    fn next(&mut self, out: &mut Vec<TracedEvent>) -> std::io::Result<u64> {
         let users = self.users.current(&self.host_root);
         let from = out.len();
         self.raw.clear();
