@@ -3,10 +3,11 @@
 //! kernel's process events (the proc connector) by default, by polling the process table where
 //! the kernel does not offer them or the configuration says so.
 
-use edgeguard::capabilities::{Capability, HostContext, HostOptions};
+use edgeguard::capabilities::{AuditMode, Capability, HostContext, HostOptions};
 use edgeguard::config::Limits;
 use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
 use edgeguard::wit::edgeguard::collector::types::{Event, ProcessCreate, ProcessTerminate};
+use edgeguard_tests::auditd::{self, Auditd};
 use edgeguard_tests::{
     builtin_plugins, edgeguard_bin, euid, plugin, run_once_under, runtime, short_lived_processes,
     write_config,
@@ -24,13 +25,10 @@ async fn process_collector(rt: &edgeguard::runtime::Runtime) -> PluginInstance {
     .await
 }
 
-async fn process_collector_with(
-    rt: &edgeguard::runtime::Runtime,
-    host: std::sync::Arc<HostContext>,
-    config: &str,
-) -> PluginInstance {
+/// The built-in process collector, loaded with its grants.
+async fn process_plugin(rt: &edgeguard::runtime::Runtime) -> LoadedPlugin {
     let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(
+    LoadedPlugin::load_file(
         rt,
         "process",
         &plugin("edgeguard-plugin-process"),
@@ -38,8 +36,16 @@ async fn process_collector_with(
         &[],
     )
     .await
-    .unwrap();
-    loaded
+    .unwrap()
+}
+
+async fn process_collector_with(
+    rt: &edgeguard::runtime::Runtime,
+    host: std::sync::Arc<HostContext>,
+    config: &str,
+) -> PluginInstance {
+    process_plugin(rt)
+        .await
         .instantiate(host, &Limits::default(), config)
         .await
         .unwrap()
@@ -186,16 +192,7 @@ async fn polling_a_process_reaped_between_collections_ends_without_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn existing_processes_are_reported_when_asked() {
     let (rt, _cache) = runtime();
-    let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(
-        &rt,
-        "process",
-        &plugin("edgeguard-plugin-process"),
-        &grants,
-        &[],
-    )
-    .await
-    .unwrap();
+    let loaded = process_plugin(&rt).await;
     let mut collector = loaded
         .instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}")
         .await
@@ -211,16 +208,7 @@ async fn existing_processes_are_reported_when_asked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_plugin_configuration_is_refused_by_name() {
     let (rt, _cache) = runtime();
-    let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(
-        &rt,
-        "process",
-        &plugin("edgeguard-plugin-process"),
-        &grants,
-        &[],
-    )
-    .await
-    .unwrap();
+    let loaded = process_plugin(&rt).await;
     let host = HostContext::new(Path::new("/"));
     let err = loaded
         .instantiate(
@@ -251,16 +239,7 @@ async fn host_state_is_read_through_the_host_root() {
     std::fs::write(root.path().join("etc/passwd"), passwd).unwrap();
 
     let (rt, _cache) = runtime();
-    let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(
-        &rt,
-        "process",
-        &plugin("edgeguard-plugin-process"),
-        &grants,
-        &[],
-    )
-    .await
-    .unwrap();
+    let loaded = process_plugin(&rt).await;
     let mut collector = loaded
         .instantiate(HostContext::new(root.path()), &Limits::default(), "{}")
         .await
@@ -306,16 +285,7 @@ async fn after_a_restart_it_reports_what_changed_while_it_was_down() {
     let (mut new_sleeper, new_command) = unique_sleeper();
 
     // A fresh instance with the default configuration (report_existing on) takes the state over.
-    let grants = [Capability::Processes, Capability::Log];
-    let loaded = LoadedPlugin::load_file(
-        &rt,
-        "process",
-        &plugin("edgeguard-plugin-process"),
-        &grants,
-        &[],
-    )
-    .await
-    .unwrap();
+    let loaded = process_plugin(&rt).await;
     let mut after = loaded
         .instantiate(HostContext::new(Path::new("/")), &Limits::default(), "{}")
         .await
@@ -717,26 +687,38 @@ fn a_flood_of_megabyte_command_lines_keeps_the_agent_small() {
     }
 }
 
-/// With the audit source managed, every process is reported with its whole command line,
-/// however short it lived: what `/proc` could not show is completed from its audit record.
-#[tokio::test(flavor = "multi_thread")]
-async fn with_audit_records_every_short_process_has_its_whole_command_line() {
-    let (rt, _cache) = runtime();
+/// A process collector on a host of its own reading the audit records as `mode` says, and
+/// following the kernel's events from its first collection.
+async fn audited_collector(
+    rt: &edgeguard::runtime::Runtime,
+    mode: AuditMode,
+) -> (std::sync::Arc<HostContext>, PluginInstance) {
     let options = HostOptions {
         event_buffer: 16_384,
-        audit: edgeguard::capabilities::AuditMode::Manage,
+        audit: mode,
         ..HostOptions::new(Path::new("/"))
     };
     let host = HostContext::with_options(Path::new("/"), options);
     let mut collector =
-        process_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+        process_collector_with(rt, host.clone(), r#"{"report_existing": false}"#).await;
     collect(&mut collector).await; // starts following
-    let tag = unique_tag("audited");
-    let count = 2000;
+    (host, collector)
+}
+
+/// Starts `count` short processes with unique arguments and checks that each is reported once,
+/// with its whole command line, parent and exit status; what only an audit record knows is
+/// there when it told the exec. The arguments' tag, and how many said an audit record told
+/// them.
+async fn every_short_process_reported_whole(
+    collector: &mut PluginInstance,
+    what: &str,
+    count: usize,
+) -> (String, u64) {
+    let tag = unique_tag(what);
     let pids = short_lived_processes(&tag, count);
     let mut events = Vec::new();
     for _ in 0..200 {
-        events.extend(collect(&mut collector).await);
+        events.extend(collect(collector).await);
         if pids.iter().all(|&pid| terminated(&events, pid).is_some()) {
             break;
         }
@@ -764,7 +746,6 @@ async fn with_audit_records_every_short_process_has_its_whole_command_line() {
             !detail.contains("exited before") && detail.starts_with("proc connector"),
             "process {i} in full: {create:?}"
         );
-        // What only the audit record knows is there when it told the exec.
         if detail.contains("audit record") {
             audited += 1;
             let cwd = std::env::current_dir().unwrap();
@@ -776,22 +757,243 @@ async fn with_audit_records_every_short_process_has_its_whole_command_line() {
         }
         assert_eq!(terminated(&events, pid).unwrap().exit_status, Some(0));
     }
-    let feeds = host.feeds("process");
-    let feed = &feeds[0];
+    (tag, audited)
+}
+
+/// The process feed's status, and its audit note.
+fn process_feed(host: &HostContext) -> (edgeguard::capabilities::FeedStatus, String) {
+    let feed = host.feeds("process").remove(0);
+    let note = feed
+        .notes
+        .iter()
+        .find(|(k, _)| *k == "audit")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    (feed, note)
+}
+
+fn feed_detail(feed: &edgeguard::capabilities::FeedStatus, name: &str) -> u64 {
+    feed.details.iter().find(|(k, _)| *k == name).unwrap().1
+}
+
+/// Waits up to `secs` seconds for `what` to hold.
+async fn eventually(secs: u64, mut what: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    what()
+}
+
+/// With the audit source managed, every process is reported with its whole command line,
+/// however short it lived: what `/proc` could not show is completed from its audit record.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_audit_records_every_short_process_has_its_whole_command_line() {
+    let _audit = auditd::exclusive();
+    let (rt, _cache) = runtime();
+    let (host, mut collector) = audited_collector(&rt, AuditMode::Manage).await;
+    let count = 2000;
+    let (_, audited) = every_short_process_reported_whole(&mut collector, "audited", count).await;
+    let (feed, note) = process_feed(&host);
     assert!(
         feed.source.starts_with("proc connector + audit records"),
         "{feed:?}"
     );
     assert_eq!(feed.lost, 0, "{feed:?}");
-    let note = &feed.notes.iter().find(|(k, _)| *k == "audit").unwrap().1;
     assert!(note.starts_with("exec records"), "{note}");
-    let detail = |name: &str| feed.details.iter().find(|(k, _)| *k == name).unwrap().1;
-    assert!(detail("execFull") >= count as u64, "{feed:?}");
+    assert!(feed_detail(&feed, "execFull") >= count as u64, "{feed:?}");
     // Each exec the records completed or told alone says so (others' execs may be among them).
-    let from_audit = detail("execCompletedFromAudit") + detail("execAuditOnly");
+    let from_audit =
+        feed_detail(&feed, "execCompletedFromAudit") + feed_detail(&feed, "execAuditOnly");
     assert!(audited <= from_audit, "{audited} said audit, {feed:?}");
     // As the agent does before it exits: the rules, daemon and state given back.
     host.close();
+}
+
+/// Beside the auditd an operator runs with the ASC agents' execve rules, edgeguard reads the
+/// same records as a reader: both see every one of 2,000 short processes (auditd in its own
+/// log), and even managing, edgeguard changes nothing (the operator's rules audit execve).
+#[tokio::test(flavor = "multi_thread")]
+async fn beside_an_operators_auditd_both_see_every_process() {
+    let _audit = auditd::exclusive();
+    let mut daemon = Auditd::start();
+    auditd::add_operator_rules();
+    let (status, rules) = (auditd::Status::now(), auditd::rules());
+    let (rt, _cache) = runtime();
+    let (host, mut collector) = audited_collector(&rt, AuditMode::Manage).await;
+    let count = 2000;
+    let (tag, _) = every_short_process_reported_whole(&mut collector, "beside", count).await;
+    let (feed, note) = process_feed(&host);
+    assert_eq!(feed.source, "proc connector + audit records", "{feed:?}");
+    assert_eq!(
+        note, "exec records read beside the audit daemon's; the rules in force audit execve",
+        "{feed:?}"
+    );
+    assert_eq!(feed.lost, 0, "{feed:?}");
+    assert_eq!(
+        (auditd::Status::now(), auditd::rules()),
+        (status, rules),
+        "the operator's daemon and rules as they were"
+    );
+    host.close();
+    assert_eq!(
+        auditd::Status::now().pid,
+        daemon.pid(),
+        "auditd is the daemon still"
+    );
+    daemon.stop();
+    auditd::delete_operator_rules();
+    let log = daemon.log();
+    let logged: std::collections::HashSet<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("type=EXECVE"))
+        .filter_map(|l| l.split(&format!(" a1=\"{tag}-")).nth(1)?.split('"').next())
+        .collect();
+    let missing: Vec<usize> = (0..count)
+        .filter(|i| !logged.contains(i.to_string().as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "auditd's log misses {} of the processes, the first {:?} ({} lines)",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        log.lines().count()
+    );
+}
+
+/// Standing in as the audit daemon where none ran, edgeguard gives the place to an auditd that
+/// starts and reads beside it; when auditd's rules file deletes every rule the operator's
+/// rules serve; once auditd has stopped, edgeguard adds its rule again and takes the place
+/// back; on exit it leaves the kernel as it found it.
+#[tokio::test(flavor = "multi_thread")]
+async fn standing_in_edgeguard_gives_auditd_its_place_and_takes_it_back_after_it_stops() {
+    let _audit = auditd::exclusive();
+    let found = auditd::Status::now();
+    assert_eq!(
+        found.pid, 0,
+        "an audit daemon runs on this machine: stop it for this test"
+    );
+    let me = std::process::id();
+    let ours = format!("key=edgeguard:{me}");
+    let (rt, _cache) = runtime();
+    let (host, mut collector) = audited_collector(&rt, AuditMode::Manage).await;
+    assert_eq!(auditd::Status::now().pid, me, "edgeguard stands in");
+    assert_eq!(
+        process_feed(&host).0.source,
+        "proc connector + audit records (as the audit daemon)"
+    );
+
+    // Under another name its exec record does not tell what it is: the kernel refuses it
+    // once, tells edgeguard that it asked, and it has the place when started again (as
+    // systemd does).
+    let mut daemon = Auditd::start_as("opsauditd");
+    assert!(daemon.attempts >= 2, "edgeguard held the place until asked");
+    assert!(
+        eventually(5, || process_feed(&host)
+            .1
+            .contains("asked for the audit daemon's place"))
+        .await,
+        "{:?}",
+        process_feed(&host)
+    );
+    // As augenrules does after auditd starts: every rule deleted, the operator's loaded.
+    auditd::auditctl(&["-D"]);
+    auditd::add_operator_rules();
+    assert!(
+        eventually(10, || process_feed(&host)
+            .1
+            .contains("someone deleted edgeguard's audit rules"))
+        .await,
+        "{:?}",
+        process_feed(&host)
+    );
+    let (feed, note) = process_feed(&host);
+    assert_eq!(feed.source, "proc connector + audit records", "{feed:?}");
+    assert!(
+        note.starts_with(
+            "exec records read beside the audit daemon's; the rules in force audit execve"
+        ),
+        "{note}"
+    );
+    let (tag, _) = every_short_process_reported_whole(&mut collector, "handed", 500).await;
+    assert!(
+        !auditd::rules().iter().any(|r| r.contains(&ours)),
+        "the operator's rules serve"
+    );
+
+    daemon.stop();
+    auditd::delete_operator_rules();
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(" a1=\"{tag}-499\"")),
+        "auditd saw them too"
+    );
+    assert!(
+        eventually(20, || auditd::Status::now().pid == me).await,
+        "edgeguard took the free place again: {:?}",
+        auditd::Status::now()
+    );
+    assert!(
+        auditd::rules().iter().any(|r| r.contains(&ours)),
+        "{:?}",
+        auditd::rules()
+    );
+    assert!(
+        eventually(5, || process_feed(&host).1.contains("took it again")).await,
+        "{:?}",
+        process_feed(&host)
+    );
+    every_short_process_reported_whole(&mut collector, "retaken", 500).await;
+
+    // auditd by its name: edgeguard steps aside when its exec record comes, or when it asks.
+    let daemon = Auditd::start();
+    assert!(
+        daemon.attempts <= 2,
+        "auditd registered at attempt {}",
+        daemon.attempts
+    );
+    host.close();
+    assert_eq!(
+        auditd::Status::now().pid,
+        daemon.pid(),
+        "auditd keeps its place"
+    );
+    drop(daemon);
+    let after = auditd::Status::now();
+    assert_eq!(after.pid, 0, "the place left free");
+    assert!(
+        !auditd::rules().iter().any(|r| r.contains("edgeguard:")),
+        "{:?}",
+        auditd::rules()
+    );
+    assert_eq!(
+        (after.backlog_limit, after.backlog_wait_time),
+        (found.backlog_limit, found.backlog_wait_time),
+        "the backlog as it was"
+    );
+}
+
+/// Following, edgeguard reads and changes nothing: no rule, no daemon, no setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn following_the_audit_records_changes_nothing() {
+    let _audit = auditd::exclusive();
+    let before = (auditd::Status::now(), auditd::rules());
+    let (rt, _cache) = runtime();
+    let (host, mut collector) = audited_collector(&rt, AuditMode::Follow).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    collect(&mut collector).await;
+    assert_eq!(
+        (auditd::Status::now(), auditd::rules()),
+        before,
+        "while it runs"
+    );
+    let (feed, _) = process_feed(&host);
+    assert_eq!(feed.source, "proc connector + audit records", "{feed:?}");
+    host.close();
+    assert_eq!((auditd::Status::now(), auditd::rules()), before, "after");
 }
 
 /// Without `CAP_AUDIT_READ` the audit source is not read: the proc connector goes on alone and
@@ -818,4 +1020,103 @@ fn without_cap_audit_read_execs_come_from_the_proc_connector_alone_and_it_says_w
         "{log}"
     );
     assert_polled_existing(&dir);
+}
+
+/// Through a burst of 10,000 short processes the process collector's memory stays within its
+/// bound (twice what it settled at; past that it would be renewed) as its status shows, and
+/// every process is told once.
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_burst_the_collectors_memory_stays_bounded_and_no_process_is_lost() {
+    use edgeguard::config::{Group, ScheduleConfig};
+    use edgeguard::scheduler::{PluginSpec, Scheduler};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let (rt, _cache) = runtime();
+    let options = HostOptions {
+        event_buffer: 16_384,
+        audit: AuditMode::Off,
+        ..HostOptions::new(Path::new("/"))
+    };
+    let host = HostContext::with_options(Path::new("/"), options);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<edgeguard::pipeline::Batch>(4096);
+    let routing =
+        tokio::sync::watch::Sender::new(Arc::new(edgeguard::pipeline::Routing::default()));
+    let schedule = ScheduleConfig {
+        high: edgeguard::units::Span(Duration::from_secs(1)),
+        first_collection_jitter: edgeguard::units::Span(Duration::ZERO),
+        ..ScheduleConfig::default()
+    };
+    let scheduler = Scheduler::new(host, schedule, tx, routing.subscribe());
+    let loaded = process_plugin(&rt).await;
+    let actor = scheduler.spawn(
+        PluginSpec {
+            loaded: Arc::new(loaded),
+            group: Group::High,
+            interval: None,
+            limits: Limits::default(),
+            config_json: r#"{"report_existing": false}"#.into(),
+            state_file: None,
+            attests: Vec::new(),
+        },
+        false,
+    );
+    drop(scheduler);
+    let status = || actor.status.lock().unwrap().clone();
+    assert!(
+        eventually(20, || status().collections >= 2).await,
+        "{:?}",
+        status()
+    );
+    let settled = status().memory_settled;
+    assert!(settled > 0, "{:?}", status());
+
+    let count = 10_000;
+    let tag = unique_tag("burst");
+    let mut spawned = Some(std::thread::spawn(move || {
+        short_lived_processes(&tag, count)
+    }));
+    // ProcessCreate by pid, as they come.
+    let mut told: HashMap<u64, usize> = HashMap::new();
+    let mut pids = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(batch)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            for event in batch.events.iter().filter(|e| e.name == "ProcessCreate") {
+                if let Some(pid) = event.payload[0]["ProcessId"].as_u64() {
+                    *told.entry(pid).or_default() += 1;
+                }
+            }
+        }
+        if let Some(done) = spawned.take_if(|s| s.is_finished()) {
+            pids = Some(done.join().unwrap());
+        }
+        if let Some(pids) = &pids
+            && pids.iter().all(|p| told.contains_key(&u64::from(*p)))
+        {
+            break;
+        }
+    }
+    actor.task.abort();
+    let pids = pids.expect("the burst ended");
+    let missing = pids
+        .iter()
+        .filter(|p| !told.contains_key(&u64::from(**p)))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "every process of the burst told: {:?}",
+        status()
+    );
+    assert!(pids.iter().all(|p| told[&u64::from(*p)] == 1), "each once");
+    let s = status();
+    assert!(
+        s.memory_peak < 2 * settled || s.memory_renewals >= 1,
+        "peak {} KiB from {} KiB settled, not renewed: {s:?}",
+        s.memory_peak >> 10,
+        settled >> 10
+    );
+    assert!(s.memory < 2 * settled.max(s.memory_settled), "{s:?}");
+    assert_eq!((s.faults, s.kernel_events_lost), (0, 0), "{s:?}");
 }

@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: locating the build, building test plugins, starting the
 //! runtime, and validating messages against the official ASC schemas.
 
+pub mod auditd;
 pub mod docker;
 pub mod edgehub;
 pub mod http;

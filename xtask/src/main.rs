@@ -298,8 +298,10 @@ fn add_target(target: &str) -> Result<()> {
 /// second build path).
 fn setup_test_tools() -> Result<()> {
     // The real servers the tests start: a Docker daemon (with a busybox image made from the
-    // static busybox, since no registry is reachable) and mosquitto (the Edge Hub test bed).
+    // static busybox, since no registry is reachable), mosquitto (the Edge Hub test bed) and
+    // auditd (an operator's audit daemon beside edgeguard's audit source).
     install_packages(&["docker.io", "busybox-static", "mosquitto"])?;
+    install_unstarted(&["auditd"])?;
     add_target("wasm32-wasip1")?;
     if !succeeds(cargo().args(["component", "--version"])) {
         step("installing cargo-component (once; cached in the tools directory)");
@@ -349,6 +351,25 @@ fn install_packages(packages: &[&str]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Installs packages whose daemons the tests start themselves: Debian starts a service it
+/// installs unless `policy-rc.d` says no (as container images do), and a system auditd would
+/// hold the audit daemon's place the tests give out.
+fn install_unstarted(packages: &[&str]) -> Result<()> {
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    if policy.exists() {
+        return install_packages(packages);
+    }
+    std::fs::write(
+        policy,
+        "#!/bin/sh\n# edgeguard's test setup: install without starting\nexit 101\n",
+    )
+    .context("writing /usr/sbin/policy-rc.d")?;
+    std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let installed = install_packages(packages);
+    std::fs::remove_file(policy).context("removing /usr/sbin/policy-rc.d")?;
+    installed
 }
 
 /// cargo-component is installed beside the build output, so a reused target directory keeps it.

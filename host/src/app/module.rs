@@ -352,6 +352,10 @@ fn collectors(list: &[CollectorView], in_force: &Wanted) -> Value {
             "hostCalls": s.host_work.calls,
             "hostTimeMs": s.host_work.time.as_millis() as u64,
             "statesRefused": s.states_refused,
+            "memoryBytes": s.memory,
+            "memorySettledBytes": s.memory_settled,
+            "memoryPeakBytes": s.memory_peak,
+            "memoryRenewals": s.memory_renewals,
             "eventsRefused": s.events_refused,
             "lastFault": s.last_fault.map(bounded),
             "lastError": c.last_error.as_ref().map(|f| json!({

@@ -16,6 +16,14 @@
 //! - where no audit daemon is registered, it registers itself as the daemon: the kernel would
 //!   otherwise print every record to its own log. It leaves the place free on exit.
 //!
+//! The operator's daemon comes first. Standing in, edgeguard gives the place up as soon as an
+//! audit daemon starts (its exec record names it) or asks for the place (the kernel's
+//! `AUDIT_REPLACE`; auditd exits when refused, and systemd restarts it), and reads beside it
+//! from then on. Every two seconds it looks after what it set up: its rule back when someone
+//! deleted every rule (`auditctl -D`, as auditd's rules files begin), auditing back on (auditd
+//! turns it off when it stops), and the daemon's place taken again when it has been free for
+//! ten seconds (a restarting daemon takes it back first).
+//!
 //! [`Manage`]: Mode::Manage
 
 use super::netlink::{self, Netlink, u32_at};
@@ -33,6 +41,8 @@ const AUDIT_SYSCALL: u16 = 1300;
 const AUDIT_CWD: u16 = 1307;
 const AUDIT_EXECVE: u16 = 1309;
 const AUDIT_EOE: u16 = 1320;
+/// The kernel tells the daemon that another process asks for its place (payload: its pid).
+const AUDIT_REPLACE: u16 = 1329;
 
 const AUDIT_STATUS_ENABLED: u32 = 0x1;
 const AUDIT_STATUS_PID: u32 = 0x4;
@@ -61,6 +71,13 @@ const ANSWER_WAIT: Duration = Duration::from_millis(500);
 /// Events whose records are being gathered, at most: the kernel ends each with `EOE` right
 /// after its others, so only records of other rules' events (never ended by ours) pile up.
 const MAX_OPEN_EVENTS: usize = 256;
+/// How often [`Mode::Manage`] looks after what it set up.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How long the daemon's place stays free before edgeguard takes it again: a daemon that
+/// restarts (systemd's `Restart=on-failure` waits 100 ms) is back well within it.
+const DAEMON_GRACE: Duration = Duration::from_secs(10);
+/// Programs that register as the audit daemon: edgeguard steps aside when one starts.
+const AUDIT_DAEMONS: &[&str] = &["auditd", "auditbeat", "go-audit", "osqueryd"];
 
 /// How far edgeguard may go with the audit subsystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,18 +148,28 @@ pub struct Audit {
     records: Netlink,
     /// Requests and their answers, apart from the records.
     control: Netlink,
+    mode: Mode,
     role: Role,
+    /// The key of the rules this edgeguard adds.
+    key: String,
     /// Rules we added, as sent: deleting one takes the same bytes.
     added: Vec<Vec<u8>>,
     enabled_by_us: bool,
-    /// The backlog settings before we changed them as the daemon.
-    backlog_before: Option<(u32, u32)>,
+    /// The backlog settings before we changed them as the daemon, and ours.
+    backlog_before: Option<(Status, Status)>,
     /// Records from before we opened (a daemon is handed the kernel's backlog) are old news.
     since_ms: u64,
     drops_seen: u64,
     buf: Vec<u8>,
     assembler: Assembler,
     seq: u32,
+    /// When [`Mode::Manage`] looks after its setup next.
+    next_look: Instant,
+    /// Since when the daemon's place has been free while we read beside it.
+    free_since: Option<Instant>,
+    /// The last change of role or rules after opening, and why: for the status.
+    last_change: Option<String>,
+    changes: u64,
 }
 
 impl Audit {
@@ -169,7 +196,9 @@ impl Audit {
         let mut audit = Audit {
             records,
             control,
+            mode,
             role: Role::Reader,
+            key: format!("{KEY_PREFIX}{}", std::process::id()),
             added: Vec::new(),
             enabled_by_us: false,
             backlog_before: None,
@@ -178,6 +207,10 @@ impl Audit {
             buf: vec![0; 64 << 10],
             assembler: Assembler::new(max_command_line),
             seq: 0,
+            next_look: Instant::now() + LOOK_EVERY,
+            free_since: None,
+            last_change: None,
+            changes: 0,
         };
         let status = audit.status().map_err(|e| match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => "the audit subsystem answers only in the host's network namespace (run with the host network)".to_owned(),
@@ -185,18 +218,22 @@ impl Audit {
             _ => format!("cannot read the audit status: {e}"),
         })?;
         if mode == Mode::Manage {
-            audit.manage(status)?;
+            let rules = audit
+                .rules()
+                .map_err(|e| format!("cannot list the audit rules: {e}"))?;
+            for stale in rules.iter().filter(|r| r.stale()) {
+                let _ = audit.ask(AUDIT_DEL_RULE, &stale.bytes, None);
+            }
+            audit.cover_execs(&rules, status, false)?;
+            audit
+                .enable(status)
+                .map_err(|e| format!("cannot enable auditing: {e}"))?;
+            if status.pid == 0 {
+                audit.register(status);
+            }
         }
         if audit.role == Role::Reader {
-            join(&audit.records, AUDIT_NLGRP_READLOG).map_err(|e| match e.raw_os_error() {
-                Some(libc::EPERM) => {
-                    "the kernel lets only holders of CAP_AUDIT_READ read audit records".to_owned()
-                }
-                Some(libc::EINVAL | libc::ENOPROTOOPT) => {
-                    "this kernel has no audit readers' group (before 3.16)".to_owned()
-                }
-                _ => format!("cannot join the audit readers' group: {e}"),
-            })?;
+            audit.read_beside()?;
         }
         audit.records.set_nonblocking();
         audit.drops_seen = audit.records.drops().unwrap_or(0);
@@ -211,6 +248,16 @@ impl Audit {
     /// The rules edgeguard added (none unless [`Mode::Manage`] found execs unaudited).
     pub fn rules_added(&self) -> usize {
         self.added.len()
+    }
+
+    /// The last change [`Mode::Manage`] made after opening, and why.
+    pub fn last_change(&self) -> Option<&str> {
+        self.last_change.as_deref()
+    }
+
+    /// Events given up unfinished, their records never ended (at most [`MAX_OPEN_EVENTS`] wait).
+    pub fn unfinished(&self) -> u64 {
+        self.assembler.evicted
     }
 
     /// The socket records arrive on (it polls readable while some wait).
@@ -236,6 +283,7 @@ impl Audit {
     /// for us as the count returned.
     pub fn read(&mut self, out: &mut Vec<Exec>) -> io::Result<u64> {
         let mut dropped = 0;
+        let from = out.len();
         // A bounded round, so a flood cannot keep the caller from its other source.
         for _ in 0..64 {
             let n = match self.records.recv(&mut self.buf) {
@@ -253,6 +301,14 @@ impl Audit {
             let Some((kind, payload)) = record_of(&self.buf[..n]) else {
                 continue;
             };
+            if kind == AUDIT_REPLACE {
+                // Binary, not text: the pid of the process that asks for the place.
+                let pid = u32_at(&self.buf[..n], netlink::NLMSG_HDR).unwrap_or(0);
+                if self.role == Role::Daemon && pid != std::process::id() {
+                    self.step_aside(&format!("process {pid} asked for the audit daemon's place"));
+                }
+                continue;
+            }
             if let Some(exec) = self.assembler.record(kind, payload)
                 && exec.time_ms >= self.since_ms
             {
@@ -260,38 +316,106 @@ impl Audit {
             }
         }
         out.extend(self.assembler.stale(now_ms()));
+        if self.role == Role::Daemon
+            && let Some(daemon) = out[from..]
+                .iter()
+                .find(|e| AUDIT_DAEMONS.contains(&e.comm.as_str()))
+        {
+            // It will ask for the place in a moment: it is free by then.
+            let why = format!("{} (pid {}) started", daemon.executable, daemon.pid);
+            self.step_aside(&why);
+        }
         Ok(dropped)
     }
 
-    /// What [`Mode::Manage`] does at open: see the module.
-    fn manage(&mut self, status: Status) -> Result<(), String> {
-        let rules = self
-            .rules()
-            .map_err(|e| format!("cannot list the audit rules: {e}"))?;
-        for stale in rules.iter().filter(|r| r.stale()) {
-            let _ = self.ask(AUDIT_DEL_RULE, &stale.bytes, None);
+    /// In [`Mode::Manage`], at most every [`LOOK_EVERY`]: what others changed since, mended
+    /// (see the module); [`Audit::changes`] counts what it did.
+    pub fn look_after(&mut self, now: Instant) {
+        if self.mode != Mode::Manage || now < self.next_look {
+            return;
         }
+        self.next_look = now + LOOK_EVERY;
+        let Ok(status) = self.status() else {
+            return;
+        };
+        if self.role == Role::Daemon && status.pid != std::process::id() {
+            // The kernel lets a daemon go when it cannot send to it.
+            self.become_reader(&format!(
+                "the kernel replaced edgeguard as the audit daemon (now pid {})",
+                status.pid
+            ));
+        }
+        match self.rules() {
+            Ok(rules) => {
+                if let Err(e) = self.cover_execs(&rules, status, true) {
+                    tracing::warn!("execs are no longer audited: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the audit rules: {e}"),
+        }
+        if let Err(e) = self.enable(status) {
+            tracing::warn!("cannot enable auditing again: {e}");
+        }
+        match (self.role, status.pid) {
+            (Role::Reader, 0) => {
+                let since = *self.free_since.get_or_insert(now);
+                if now.duration_since(since) >= DAEMON_GRACE && self.register(status) {
+                    self.free_since = None;
+                    self.changed("the audit daemon's place was free: edgeguard took it again");
+                }
+            }
+            _ => self.free_since = None,
+        }
+    }
+
+    fn changed(&mut self, why: &str) {
+        tracing::info!("audit source: {why}");
+        self.last_change = Some(why.to_owned());
+        self.changes += 1;
+    }
+
+    /// How many changes [`Mode::Manage`] made after opening.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Adds our rule unless one in `rules` (someone else's, or ours still in) audits every
+    /// execve; ours are dropped from `added` when someone deleted them.
+    fn cover_execs(&mut self, rules: &[Rule], status: Status, again: bool) -> Result<(), String> {
         let arches = native_arches();
-        let covered = rules
-            .iter()
-            .filter(|r| !r.ours())
-            .any(|r| r.audits_every_exec(arches[0]));
-        if !covered {
-            if status.enabled == 2 {
-                return Err("the audit rules are locked (enabled = 2) and none audits execve: add `-a always,exit -F arch=b64 -S execve,execveat` at boot".to_owned());
-            }
-            let key = format!("{KEY_PREFIX}{}", std::process::id());
-            for arch in arches {
-                let rule = exec_rule(*arch, &key);
-                self.ask(AUDIT_ADD_RULE, &rule, None).map_err(|e| {
-                    format!(
-                        "cannot add the audit rule for execve (arch {:#x}): {e}",
-                        arch.arch
-                    )
-                })?;
-                self.added.push(rule);
-            }
+        let ours_in = rules.iter().any(|r| r.key == self.key);
+        if !ours_in && !self.added.is_empty() {
+            self.added.clear();
+            self.changed("someone deleted edgeguard's audit rules");
         }
+        if ours_in
+            || rules
+                .iter()
+                .any(|r| !r.ours() && r.audits_every_exec(arches[0]))
+        {
+            return Ok(());
+        }
+        if status.enabled == 2 {
+            return Err("the audit rules are locked (enabled = 2) and none audits execve: add `-a always,exit -F arch=b64 -S execve,execveat` at boot".to_owned());
+        }
+        for arch in arches {
+            let rule = exec_rule(*arch, &self.key);
+            self.ask(AUDIT_ADD_RULE, &rule, None).map_err(|e| {
+                format!(
+                    "cannot add the audit rule for execve (arch {:#x}): {e}",
+                    arch.arch
+                )
+            })?;
+            self.added.push(rule);
+        }
+        if again {
+            self.changed("no rule audited execve any more: edgeguard added its own again");
+        }
+        Ok(())
+    }
+
+    /// Turns auditing on when it is off.
+    fn enable(&mut self, status: Status) -> io::Result<()> {
         if status.enabled == 0 {
             self.set(
                 AUDIT_STATUS_ENABLED,
@@ -299,89 +423,127 @@ impl Audit {
                     enabled: 1,
                     ..status
                 },
-            )
-            .map_err(|e| format!("cannot enable auditing: {e}"))?;
+            )?;
             self.enabled_by_us = true;
-        }
-        if status.pid == 0 {
-            // Registered from the records socket: the kernel sends to the port that asked.
-            let pid = std::process::id();
-            let me = Status { pid, ..status };
-            match request(
-                &self.records,
-                &mut self.buf,
-                AUDIT_SET,
-                &set(AUDIT_STATUS_PID, me),
-                None,
-                1,
-            ) {
-                Ok(_) => {
-                    self.role = Role::Daemon;
-                    // A daemon that falls behind makes every process that execs wait for it,
-                    // a minute by default: records past the backlog are lost instead (the
-                    // connector still tells those execs), and the backlog holds a burst.
-                    let wanted = Status {
-                        backlog_limit: status.backlog_limit.max(DAEMON_BACKLOG),
-                        backlog_wait_time: 0,
-                        ..status
-                    };
-                    match self.set(
-                        AUDIT_STATUS_BACKLOG_LIMIT | AUDIT_STATUS_BACKLOG_WAIT_TIME,
-                        wanted,
-                    ) {
-                        Ok(()) => {
-                            self.backlog_before =
-                                Some((status.backlog_limit, status.backlog_wait_time));
-                        }
-                        Err(e) => tracing::warn!("cannot set the audit backlog as the daemon: {e}"),
-                    }
-                }
-                // Another took the place meanwhile: read beside it.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => tracing::warn!(
-                    "cannot register as the audit daemon ({e}): the kernel will log audit records"
-                ),
-            }
         }
         Ok(())
     }
 
-    /// Every rule loaded, as listed by the kernel.
-    fn rules(&mut self) -> io::Result<Vec<Rule>> {
+    /// Takes the free daemon's place: true when the kernel gave it.
+    fn register(&mut self, status: Status) -> bool {
+        // Registered from the records socket: the kernel sends to the port that asked (the few
+        // records multicast to it meanwhile are skipped; the connector tells their execs).
+        let me = Status {
+            pid: std::process::id(),
+            ..status
+        };
         self.seq += 1;
-        self.control.send(&netlink::request(
-            AUDIT_LIST_RULES,
-            NLM_F_REQUEST | NLM_F_ACK,
+        let payload = set(AUDIT_STATUS_PID, me);
+        match converse(
+            &self.records,
+            &mut self.buf,
+            AUDIT_SET,
+            &payload,
             self.seq,
-            &[],
-        ))?;
-        self.control.set_receive_timeout(ANSWER_WAIT)?;
-        let mut rules = Vec::new();
-        let deadline = Instant::now() + ANSWER_WAIT;
-        let mut buf = vec![0; 64 << 10];
-        while Instant::now() < deadline {
-            let n = match self.control.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            for message in netlink::messages(&buf[..n]) {
-                let (kind, payload) = message?;
-                match kind {
-                    AUDIT_LIST_RULES => rules.extend(Rule::parse(payload)),
-                    netlink::NLMSG_DONE => return Ok(rules),
-                    netlink::NLMSG_ERROR if netlink::error_of(payload) != 0 => {
-                        return Err(io::Error::from_raw_os_error(netlink::error_of(payload)));
-                    }
-                    _ => {}
-                }
+            None,
+        ) {
+            Ok(()) => {}
+            // Another took the place meanwhile: read beside it.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return false,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot register as the audit daemon ({e}): the kernel will log audit records"
+                );
+                return false;
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the kernel did not finish listing its audit rules",
-        ))
+        self.role = Role::Daemon;
+        // The daemon is the one receiver: as a reader too, each record would come twice.
+        let _ = leave(&self.records, AUDIT_NLGRP_READLOG);
+        // A daemon that falls behind makes every process that execs wait for it, a minute by
+        // default: records past the backlog are lost instead (the connector still tells
+        // those execs), and the backlog holds a burst.
+        let ours = Status {
+            backlog_limit: status.backlog_limit.max(DAEMON_BACKLOG),
+            backlog_wait_time: 0,
+            ..status
+        };
+        match self.set(
+            AUDIT_STATUS_BACKLOG_LIMIT | AUDIT_STATUS_BACKLOG_WAIT_TIME,
+            ours,
+        ) {
+            Ok(()) => self.backlog_before = Some((status, ours)),
+            Err(e) => tracing::warn!("cannot set the audit backlog as the daemon: {e}"),
+        }
+        true
+    }
+
+    /// Gives the daemon's place up (undoing what taking it changed) and reads beside whoever
+    /// takes it.
+    fn step_aside(&mut self, why: &str) {
+        self.give_up_daemon();
+        self.become_reader(&format!(
+            "{why}: edgeguard gave it the audit daemon's place"
+        ));
+    }
+
+    fn give_up_daemon(&mut self) {
+        if let Some((before, ours)) = self.backlog_before.take() {
+            // Unless someone set their own meanwhile.
+            if self.status().is_ok_and(|now| {
+                (now.backlog_limit, now.backlog_wait_time)
+                    == (ours.backlog_limit, ours.backlog_wait_time)
+            }) {
+                let _ = self.set(
+                    AUDIT_STATUS_BACKLOG_LIMIT | AUDIT_STATUS_BACKLOG_WAIT_TIME,
+                    before,
+                );
+            }
+        }
+        if self.role == Role::Daemon {
+            // The kernel knows its daemon by pid here, not by port: asked on the control
+            // socket, no record arriving on the other is skipped.
+            let _ = self.set(AUDIT_STATUS_PID, Status::default());
+        }
+    }
+
+    fn become_reader(&mut self, why: &str) {
+        self.role = Role::Reader;
+        self.free_since = None;
+        match self.read_beside() {
+            Ok(()) => self.changed(why),
+            Err(e) => self.changed(&format!("{why}; {e}")),
+        }
+    }
+
+    /// Joins the readers' group.
+    fn read_beside(&self) -> Result<(), String> {
+        join(&self.records, AUDIT_NLGRP_READLOG).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                "the kernel lets only holders of CAP_AUDIT_READ read audit records".to_owned()
+            }
+            Some(libc::EINVAL | libc::ENOPROTOOPT) => {
+                "this kernel has no audit readers' group (before 3.16)".to_owned()
+            }
+            _ => format!("cannot join the audit readers' group: {e}"),
+        })
+    }
+
+    /// Every rule loaded, as listed by the kernel.
+    fn rules(&mut self) -> io::Result<Vec<Rule>> {
+        let mut rules = Vec::new();
+        self.ask_control(
+            AUDIT_LIST_RULES,
+            &[],
+            Some(&mut |kind, body| match kind {
+                AUDIT_LIST_RULES => {
+                    rules.extend(Rule::parse(body));
+                    false
+                }
+                kind => kind == netlink::NLMSG_DONE,
+            }),
+        )?;
+        Ok(rules)
     }
 
     fn set(&mut self, mask: u32, values: Status) -> io::Result<()> {
@@ -391,41 +553,38 @@ impl Audit {
     /// Sends a request on the control socket: the answer of type `answer`, or the
     /// acknowledgement's empty payload when `answer` is None.
     fn ask(&mut self, kind: u16, payload: &[u8], answer: Option<u16>) -> io::Result<Vec<u8>> {
+        let mut reply = Vec::new();
+        let mut take = |got: u16, body: &[u8]| {
+            let ours = Some(got) == answer;
+            if ours {
+                reply = body.to_vec();
+            }
+            ours
+        };
+        self.ask_control(kind, payload, answer.map(|_| &mut take as Answer))?;
+        Ok(reply)
+    }
+
+    fn ask_control(&mut self, kind: u16, payload: &[u8], answer: Option<Answer>) -> io::Result<()> {
         self.seq += 1;
-        let seq = self.seq;
-        let mut buf = vec![0; 8192];
-        request(&self.control, &mut buf, kind, payload, answer, seq)
+        let mut buf = vec![0; 64 << 10];
+        converse(&self.control, &mut buf, kind, payload, self.seq, answer)
     }
 }
 
 impl Drop for Audit {
     /// Undoes what [`Mode::Manage`] did, in reverse.
     fn drop(&mut self) {
-        if let Some((backlog_limit, backlog_wait_time)) = self.backlog_before {
-            let before = Status {
-                backlog_limit,
-                backlog_wait_time,
-                ..Status::default()
-            };
-            let _ = self.set(
-                AUDIT_STATUS_BACKLOG_LIMIT | AUDIT_STATUS_BACKLOG_WAIT_TIME,
-                before,
-            );
-        }
-        if self.role == Role::Daemon {
-            let mut buf = vec![0; 8192];
-            let none = set(AUDIT_STATUS_PID, Status::default());
-            let _ = request(&self.records, &mut buf, AUDIT_SET, &none, None, u32::MAX);
-        }
+        self.give_up_daemon();
         for rule in std::mem::take(&mut self.added) {
             let _ = self.ask(AUDIT_DEL_RULE, &rule, None);
         }
         if self.enabled_by_us {
-            let others = self.rules().map_or(true, |rules| {
-                rules
-                    .iter()
-                    .any(|r| r.key.starts_with(KEY_PREFIX) && !r.stale())
-            });
+            // Left on for whoever relies on it now: another daemon, or anyone's rules.
+            let others = self.status().map_or(true, |s| s.pid != 0)
+                || self
+                    .rules()
+                    .map_or(true, |rules| rules.iter().any(|r| !r.stale()));
             if !others {
                 let _ = self.set(AUDIT_STATUS_ENABLED, Status::default());
             }
@@ -446,16 +605,20 @@ fn record_of(datagram: &[u8]) -> Option<(u16, &[u8])> {
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 
-/// One request on `socket` and its answer (see [`Audit::ask`]); records arriving meanwhile on
+/// What takes an answer's messages in, one by one: true when it has the whole answer.
+type Answer<'a> = &'a mut dyn FnMut(u16, &[u8]) -> bool;
+
+/// One request on `socket`: done at its acknowledgement, or with `answer`, when it has the
+/// whole answer (the kernel may acknowledge before it answers). Records arriving meanwhile on
 /// the records socket are skipped.
-fn request(
+fn converse(
     socket: &Netlink,
     buf: &mut [u8],
     kind: u16,
     payload: &[u8],
-    answer: Option<u16>,
     seq: u32,
-) -> io::Result<Vec<u8>> {
+    mut answer: Option<Answer>,
+) -> io::Result<()> {
     socket.send(&netlink::request(
         kind,
         NLM_F_REQUEST | NLM_F_ACK,
@@ -463,8 +626,6 @@ fn request(
         payload,
     ))?;
     let deadline = Instant::now() + ANSWER_WAIT;
-    let mut acked = false;
-    let mut reply = None;
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         if !poll_readable(socket, left) {
@@ -491,15 +652,14 @@ fn request(
                 if errno != 0 {
                     return Err(io::Error::from_raw_os_error(errno));
                 }
-                acked = true;
-            } else if Some(got) == answer {
-                reply = Some(body.to_vec());
+                if answer.is_none() {
+                    return Ok(());
+                }
+            } else if let Some(take) = answer.as_mut()
+                && take(got, body)
+            {
+                return Ok(());
             }
-        }
-        match (answer, &reply) {
-            (None, _) if acked => return Ok(Vec::new()),
-            (Some(_), Some(r)) => return Ok(r.clone()),
-            _ => {}
         }
     }
     Err(io::Error::new(
@@ -521,12 +681,21 @@ fn poll_readable(socket: &Netlink, timeout: Duration) -> bool {
 
 /// Joins a multicast group of a bound netlink socket.
 fn join(socket: &Netlink, group: u32) -> io::Result<()> {
+    membership(socket, libc::NETLINK_ADD_MEMBERSHIP, group)
+}
+
+/// Leaves a multicast group.
+fn leave(socket: &Netlink, group: u32) -> io::Result<()> {
+    membership(socket, libc::NETLINK_DROP_MEMBERSHIP, group)
+}
+
+fn membership(socket: &Netlink, option: libc::c_int, group: u32) -> io::Result<()> {
     // SAFETY: an int option on a socket we own.
     let r = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_NETLINK,
-            libc::NETLINK_ADD_MEMBERSHIP,
+            option,
             (&raw const group).cast(),
             std::mem::size_of::<u32>() as u32,
         )
@@ -709,6 +878,8 @@ fn is_string_field(field: u32) -> bool {
 struct Assembler {
     open: HashMap<u64, Partial>,
     max_command_line: usize,
+    /// Events given up before their end came, to keep at most [`MAX_OPEN_EVENTS`].
+    evicted: u64,
 }
 
 #[derive(Default)]
@@ -730,6 +901,7 @@ impl Assembler {
         Assembler {
             open: HashMap::new(),
             max_command_line,
+            evicted: 0,
         }
     }
 
@@ -756,6 +928,7 @@ impl Assembler {
                 // Events never ended are others' rules' leftovers: the oldest goes.
                 let oldest = self.open.iter().min_by_key(|(s, _)| **s).map(|(s, _)| *s)?;
                 self.open.remove(&oldest);
+                self.evicted += 1;
             }
             let partial = self.open.entry(serial).or_default();
             partial.opened_ms = now_ms();
@@ -1050,6 +1223,7 @@ mod tests {
         }
         assert_eq!(a.open.len(), MAX_OPEN_EVENTS);
         assert!(!a.open.contains_key(&0), "the oldest went first");
+        assert_eq!(a.evicted, 50, "each counted");
     }
 
     #[test]

@@ -210,6 +210,11 @@ impl CallGuard {
         }
     }
 
+    /// Bytes the instance's memories and tables hold now.
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
     /// Called before each call into the plugin.
     pub fn start_call(&mut self) {
         self.call_started = Instant::now();

@@ -106,7 +106,14 @@ pub struct PluginInstance {
     max_events: u32,
     /// An analyzer's rules as its `init` left them (none for a collector).
     rules: Vec<RuleStatus>,
+    /// Its memory after its first collection: what it needs, before any burst.
+    settled: Option<usize>,
 }
+
+/// An instance has outgrown its memory when it holds at least this many times what it settled
+/// at, and at least [`OUTGROWN_BY`] more.
+const OUTGROWN_FACTOR: usize = 2;
+const OUTGROWN_BY: usize = 2 << 20;
 
 /// What an analyzer's self-description says, in the collectors' terms where they share them:
 /// it emits findings, and runs (its quiet ticks) in the high group unless configured otherwise.
@@ -196,6 +203,7 @@ impl PluginInstance {
             max_transfer,
             max_events: limits.max_events_per_call,
             rules: Vec::new(),
+            settled: None,
         })
     }
 
@@ -325,6 +333,26 @@ impl PluginInstance {
     /// Peak linear memory this instance has used.
     pub fn memory_peak(&self) -> usize {
         self.store.data().guard.memory_peak
+    }
+
+    /// Bytes its linear memories and tables hold now (wasm memory only grows).
+    pub fn memory_used(&self) -> usize {
+        self.store.data().guard.memory_used()
+    }
+
+    /// Called after each collection: the first settles the instance's size; after that, the
+    /// settled and current sizes when a burst grew it far past what it settled at (a fresh
+    /// instance given its state would hand that back).
+    pub fn outgrown(&mut self) -> Option<(usize, usize)> {
+        let now = self.memory_used();
+        let settled = *self.settled.get_or_insert(now);
+        (now >= settled.saturating_mul(OUTGROWN_FACTOR) && now >= settled + OUTGROWN_BY)
+            .then_some((settled, now))
+    }
+
+    /// What it settled at, once it has.
+    pub fn memory_settled(&self) -> Option<usize> {
+        self.settled
     }
 }
 

@@ -28,6 +28,7 @@ mod schedule;
 pub use schedule::{Group, ScheduleConfig};
 
 /// A plugin as the scheduler runs it.
+#[derive(Clone)]
 pub struct PluginSpec {
     /// The plugin, loaded.
     pub loaded: Arc<LoadedPlugin>,
@@ -98,6 +99,15 @@ pub struct PluginStatus {
     pub analysis_lost: u64,
     /// An analyzer: its rules as its configuration leaves them.
     pub rules: Vec<crate::wit::analyzer::edgeguard::collector::analysis::RuleStatus>,
+    /// Bytes the instance's memories hold after its last collection.
+    pub memory: usize,
+    /// What they held after the instance's first collection.
+    pub memory_settled: usize,
+    /// The most any of its instances held.
+    pub memory_peak: usize,
+    /// Instances replaced by a fresh one taking their state, because a burst had grown their
+    /// memory far past what they settled at (wasm memory never shrinks).
+    pub memory_renewals: u64,
 }
 
 /// What a running plugin's actor can be told.
@@ -439,6 +449,9 @@ impl Output {
     }
 }
 
+/// Renewals of one plugin's instance for its memory, at most one per this.
+const RENEWAL_GAP: Duration = Duration::from_secs(30);
+
 /// Faults in `restore-state` in a row after which the saved state is given up.
 const RESTORE_FAULTS_TOLERATED: u32 = 2;
 
@@ -470,6 +483,7 @@ impl Actor {
         let mut last_tick: Option<tokio::time::Instant> = None;
         let mut instance: Option<PluginInstance> = None;
         let mut restart_at = Instant::now();
+        let mut renewed_at: Option<Instant> = None;
         let (mut steered, mut nudgeable, mut orderable) = (true, true, true);
         // A kernel event source asks for a collection before its time: soon when events wait
         // (at most one such collection per PROMPT_GAP, so a burst is one collection and what
@@ -564,6 +578,11 @@ impl Actor {
             let (events, outcome) = self
                 .collect(&mut instance, &mut restart_at, &mut saved)
                 .await;
+            // Renewed only when it handed out all it had: what it holds back is not in its state.
+            if outcome == "collected" && events < self.spec.limits.max_events_per_call as usize {
+                self.renew_if_outgrown(&mut instance, &mut saved, &mut renewed_at)
+                    .await;
+            }
             prompt_at = None;
             collected_at = Some(tokio::time::Instant::now());
             if let Wake::Nudged(reply) = wake {
@@ -680,6 +699,59 @@ impl Actor {
             took: started.elapsed(),
             state: handover,
         })
+    }
+
+    /// Wasm memory only grows: an instance that a burst grew far past what it settled at
+    /// keeps that memory for good. Between two collections (at most one renewal per
+    /// [`RENEWAL_GAP`]) it is replaced by a fresh instance of the same plugin that takes its
+    /// state, as a planned swap does; on failure the old one runs on.
+    async fn renew_if_outgrown(
+        &mut self,
+        instance: &mut Option<PluginInstance>,
+        saved: &mut Option<Vec<u8>>,
+        renewed_at: &mut Option<Instant>,
+    ) {
+        let Some(live) = instance.as_mut() else {
+            return;
+        };
+        let outgrown = live.outgrown();
+        {
+            let mut status = self.status.lock().unwrap();
+            let now = live.memory_used();
+            if now > status.memory {
+                tracing::debug!(plugin = %self.name(), "memory grew to {} KiB", now >> 10);
+            }
+            status.memory = now;
+            status.memory_settled = live.memory_settled().unwrap_or(0);
+            status.memory_peak = status.memory_peak.max(live.memory_peak());
+        }
+        let Some((settled, grown)) = outgrown else {
+            return;
+        };
+        if renewed_at.is_some_and(|at| at.elapsed() < RENEWAL_GAP) {
+            return;
+        }
+        *renewed_at = Some(Instant::now());
+        match self.swap(self.spec.clone(), instance, saved).await {
+            Ok(swapped) => {
+                let now = instance.as_ref().map_or(0, PluginInstance::memory_used);
+                tracing::info!(
+                    plugin = %self.name(),
+                    "memory renewed: {} KiB grown from {} KiB settled, {} KiB in a fresh instance (state {:?}, {:.1} ms)",
+                    grown >> 10,
+                    settled >> 10,
+                    now >> 10,
+                    swapped.state,
+                    swapped.took.as_secs_f64() * 1e3
+                );
+                let mut status = self.status.lock().unwrap();
+                status.memory_renewals += 1;
+                status.memory = now;
+            }
+            Err(why) => {
+                tracing::warn!(plugin = %self.name(), "could not renew the plugin's memory ({} KiB grown from {} KiB): {why}", grown >> 10, settled >> 10);
+            }
+        }
     }
 
     /// One collection, instantiating first when needed: the events delivered and the outcome.

@@ -134,6 +134,19 @@ impl Collector for Fault {
                     ),
                 ),
             ]),
+            "balloon" => {
+                // One burst, on the second call of its life (the count is in the state, so a
+                // renewed instance does not burst again): `count` MiB the allocator frees at
+                // once and wasm memory keeps.
+                if self.sequence == 1 {
+                    let mut burst = vec![0u8; (self.count as usize) << 20];
+                    burst.iter_mut().step_by(4096).for_each(|b| *b = 1);
+                    std::hint::black_box(&burst);
+                }
+                let n = self.sequence;
+                self.sequence += 1;
+                Ok(vec![custom("Sequence", format!("{{\"N\":{n}}}"))])
+            }
             "sequence" => {
                 let start = self.sequence;
                 self.sequence += self.count;
@@ -152,6 +165,7 @@ impl Collector for Fault {
         match self.mode.as_str() {
             "state-trap" => Some(b"poison".to_vec()),
             "big-state" => Some(vec![7; self.count as usize]),
+            "balloon" => Some(self.sequence.to_le_bytes().to_vec()),
             _ => None,
         }
     }
@@ -159,6 +173,11 @@ impl Collector for Fault {
     fn restore_state(&mut self, state: Vec<u8>) -> Result<(), CollectError> {
         if self.mode == "state-trap" {
             panic!("fault plugin: cannot take a state of {} bytes", state.len());
+        }
+        if self.mode == "balloon" {
+            let bytes = <[u8; 8]>::try_from(state.as_slice())
+                .map_err(|_| CollectError::InvalidState("balloon: 8 bytes".into()))?;
+            self.sequence = u64::from_le_bytes(bytes);
         }
         Ok(())
     }

@@ -62,6 +62,11 @@ impl Merge {
         }
     }
 
+    /// Whether a rule of edgeguard's audits every exec now (it may be deleted and added again).
+    pub fn expect_records(&mut self, expect: bool) {
+        self.expect_records = expect;
+    }
+
     fn waiting_for_records(&self, now: Instant) -> bool {
         self.expect_records || self.records_until.is_some_and(|t| now < t)
     }

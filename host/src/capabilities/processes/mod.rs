@@ -206,6 +206,7 @@ impl Shared {
             ("execPidOnly", load(&d.pid_only)),
             ("execCompletedFromAudit", load(&d.completed)),
             ("execAuditOnly", load(&d.audit_only)),
+            ("auditEventsUnfinished", load(&d.unfinished)),
         ];
         let usage = self.feed.usage(plugin)?;
         let audit = d.audit.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -238,22 +239,40 @@ pub enum AuditUse {
         role: audit::Role,
         /// Rules edgeguard added for execs.
         rules_added: usize,
+        /// The last change edgeguard made after opening, and why.
+        last_change: Option<String>,
     },
 }
 
 impl AuditUse {
+    fn of(audit: &audit::Audit) -> AuditUse {
+        AuditUse::Reading {
+            role: audit.role(),
+            rules_added: audit.rules_added(),
+            last_change: audit.last_change().map(str::to_owned),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             AuditUse::Off => "off".to_owned(),
             AuditUse::Unavailable(why) => format!("unavailable: {why}"),
-            AuditUse::Reading { role, rules_added } => {
+            AuditUse::Reading {
+                role,
+                rules_added,
+                last_change,
+            } => {
                 let role = match role {
                     audit::Role::Reader => "read beside the audit daemon's",
                     audit::Role::Daemon => "received as the audit daemon",
                 };
-                match rules_added {
-                    0 => format!("exec records {role}; the rules in force audit execve"),
-                    n => format!("exec records {role}; {n} rules for execve added by edgeguard"),
+                let rules = match rules_added {
+                    0 => "the rules in force audit execve".to_owned(),
+                    n => format!("{n} rules for execve added by edgeguard"),
+                };
+                match last_change {
+                    None => format!("exec records {role}; {rules}"),
+                    Some(change) => format!("exec records {role}; {rules}; last change: {change}"),
                 }
             }
         }
@@ -274,6 +293,8 @@ pub struct ExecDetails {
     pub completed: AtomicU64,
     /// Of the full ones, told by their audit record only (the connector lost them).
     pub audit_only: AtomicU64,
+    /// Audit events given up before their records ended (too many open at once).
+    pub unfinished: AtomicU64,
     /// The audit source's state.
     audit: Mutex<AuditUse>,
 }
@@ -290,6 +311,8 @@ pub(crate) struct ProcessSource {
     parents: HashMap<u32, u32>,
     raw: Vec<ProcEvent>,
     records: Vec<audit::Exec>,
+    /// The audit source's changes told so far.
+    audit_changes: u64,
 }
 
 impl ProcessSource {
@@ -307,10 +330,7 @@ impl ProcessSource {
                 None
             }
             Some(Ok((audit, merge, poller))) => {
-                let state = AuditUse::Reading {
-                    role: audit.role(),
-                    rules_added: audit.rules_added(),
-                };
+                let state = AuditUse::of(&audit);
                 tracing::info!("process execs completed from the audit subsystem: {}", state.describe());
                 *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = state;
                 Some((audit, merge, poller))
@@ -331,6 +351,7 @@ impl ProcessSource {
             parents: HashMap::new(),
             raw: Vec::new(),
             records: Vec::new(),
+            audit_changes: 0,
         })
     }
 
@@ -428,6 +449,7 @@ impl ProcessSource {
     /// The audit records waiting, and what the merge holds that is due; the records the kernel
     /// dropped for us are not lost events (the connector told those execs).
     fn audit_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<TracedEvent>) -> std::io::Result<()> {
+        self.look_after_audit();
         let Some((audit, merge, _)) = &mut self.audit else {
             return Ok(());
         };
@@ -441,7 +463,30 @@ impl ProcessSource {
         let counts = merge.counts;
         self.details.completed.store(counts.completed, Ordering::Relaxed);
         self.details.audit_only.store(counts.audit_only, Ordering::Relaxed);
+        self.details.unfinished.store(audit.unfinished(), Ordering::Relaxed);
+        self.publish_audit();
         Ok(())
+    }
+
+    /// What others changed in the audit state, mended where edgeguard manages it.
+    fn look_after_audit(&mut self) {
+        if let Some((audit, _, _)) = &mut self.audit {
+            audit.look_after(Instant::now());
+        }
+        self.publish_audit();
+    }
+
+    /// The audit source's changes (its own, or stepping aside for a daemon as it read), told
+    /// to the merge and the status.
+    fn publish_audit(&mut self) {
+        let Some((audit, merge, _)) = &mut self.audit else {
+            return;
+        };
+        if audit.changes() != self.audit_changes {
+            self.audit_changes = audit.changes();
+            merge.expect_records(audit.rules_added() > 0);
+            *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::of(audit);
+        }
     }
 }
 
@@ -510,6 +555,7 @@ impl feed::Source for ProcessSource {
     }
 
     fn tick(&mut self, out: &mut Vec<TracedEvent>) {
+        self.look_after_audit();
         if let Some((_, merge, _)) = &mut self.audit {
             let users = self.users.current(&self.host_root);
             merge.due(Instant::now(), &users, out);
