@@ -8,7 +8,11 @@
 //!   message in the output file, the median of several runs;
 //! - a long run (10 minutes by default): resident memory at the end and at its highest (and how
 //!   much of it is the binary's and plugins' mapped pages, which the kernel can drop and reread,
-//!   against anonymous memory), and CPU time per hour after the first minute.
+//!   against anonymous memory), and CPU time per hour after the first minute;
+//! - memory of both binaries users run ([`one_after_another`]: the `release` build `cargo
+//!   xtask run` starts, and the image's static `dist` build), each with a warm and with a cold
+//!   compile cache: resident memory at 1 minute and at the end of the run, at its highest during
+//!   a burst of 10,000 short processes, and 2 minutes after the burst.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -17,10 +21,14 @@ use std::time::{Duration, Instant};
 
 /// The goals, printed beside the figures.
 const RSS_GOAL_MB: f64 = 12.0;
+const BURST_GOAL_MB: f64 = 24.0;
+/// The burst: short processes with a unique argument each.
+const BURST: usize = 10_000;
 const CPU_GOAL_PERCENT: f64 = 0.2;
 const START_GOAL_MS: f64 = 200.0;
 
-pub fn measure(image: &Path, minutes: f64) -> Result<()> {
+/// `release`: the binary and plugins `cargo xtask run` starts; `image`: the image's context.
+pub fn measure(release: (&Path, &Path), image: &Path, minutes: f64) -> Result<()> {
     let binary = image.join("edgeguard");
     let plugins = image.join("plugins");
     let work = std::env::temp_dir().join(format!("edgeguard-envelope-{}", std::process::id()));
@@ -30,9 +38,10 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
     let binary_size = std::fs::metadata(&binary)
         .with_context(|| format!("{}", binary.display()))?
         .len();
-    let mut plugins_size = 0;
+    let (mut plugins_size, mut plugin_count) = (0, 0);
     for entry in std::fs::read_dir(&plugins)? {
         plugins_size += entry?.metadata()?.len();
+        plugin_count += 1;
     }
 
     eprintln!("==> warming the compile cache");
@@ -91,7 +100,6 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
     let messages =
         std::fs::read_to_string(state.join("out.jsonl")).map_or(0, |t| t.lines().count());
     stop(&mut child);
-    let _ = std::fs::remove_dir_all(&work);
 
     let verdict = |ok: bool| if ok { "within" } else { "OVER" };
     println!("| what | figure | goal |");
@@ -100,7 +108,10 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
         "| binary (static, stripped) | {:.1} MiB | |",
         mb(binary_size)
     );
-    println!("| plugins (six built-in) | {:.2} MiB | |", mb(plugins_size));
+    println!(
+        "| plugins ({plugin_count} built-in) | {:.2} MiB | |",
+        mb(plugins_size)
+    );
     println!(
         "| image content (`FROM scratch`) | {:.1} MiB | |",
         mb(binary_size + plugins_size)
@@ -128,6 +139,127 @@ pub fn measure(image: &Path, minutes: f64) -> Result<()> {
         verdict(cpu_percent <= CPU_GOAL_PERCENT)
     );
     println!("| messages written | {messages} | |");
+    println!();
+    one_after_another(
+        &[
+            ("release", release.0, release.1),
+            ("dist", &binary, &plugins),
+        ],
+        &work,
+        minutes,
+    )?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// One agent of [`one_after_another`]: which binary, which cache, and what its memory was.
+struct Agent {
+    what: String,
+    child: Child,
+    at_one_minute: Memory,
+    at_end: Memory,
+    burst_peak: Memory,
+    after_burst: Memory,
+}
+
+/// One agent's figures: at 1 minute, at `minutes`, during a burst and 2 minutes after it.
+fn phases(agent: &mut Agent, minutes: f64) -> Result<()> {
+    let started = Instant::now();
+    let total = Duration::from_secs_f64(minutes * 60.0).max(Duration::from_secs(61));
+    let sample = |agent: &mut Agent| -> Result<Memory> {
+        if let Some(status) = agent.child.try_wait()? {
+            bail!("{} exited early with {status}", agent.what);
+        }
+        let memory = Memory::of(agent.child.id())?;
+        if memory.rss > agent.burst_peak.rss && agent.at_end.rss > 0 {
+            agent.burst_peak = memory;
+        }
+        Ok(memory)
+    };
+    std::thread::sleep(Duration::from_secs(60));
+    agent.at_one_minute = sample(agent)?;
+    while started.elapsed() < total {
+        std::thread::sleep(Duration::from_secs(1));
+        sample(agent)?;
+    }
+    agent.at_end = sample(agent)?;
+    let burst = std::thread::spawn(|| {
+        for i in 0..BURST {
+            let _ = Command::new("/bin/true")
+                .arg(format!("envelope-burst-{i}"))
+                .status();
+        }
+    });
+    // The burst's events are handed out and sent for a moment after its last process.
+    while !burst.is_finished() {
+        sample(agent)?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    burst.join().ok();
+    let after = Instant::now();
+    while after.elapsed() < Duration::from_secs(120) {
+        sample(agent)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    agent.after_burst = sample(agent)?;
+    Ok(())
+}
+
+/// Each binary with a warm and a cold compile cache on the embedded default, one after the
+/// other (two agents of one binary share its pages, which neither could then hand back): the
+/// memory at 1 minute and at `minutes`, then the highest during a burst of [`BURST`] short
+/// processes and 2 minutes after it.
+fn one_after_another(binaries: &[(&str, &Path, &Path)], work: &Path, minutes: f64) -> Result<()> {
+    let mut agents = Vec::new();
+    for (name, binary, plugins) in binaries {
+        for cache in ["warm", "cold"] {
+            eprintln!(
+                "==> `{name}`, {cache} cache: {minutes} minutes, then a burst of {BURST} processes"
+            );
+            let dir = work.join(format!("{name}-{cache}"));
+            std::fs::create_dir_all(&dir)?;
+            let cache_dir = dir.join("cache");
+            if cache == "warm" {
+                once(binary, plugins, &cache_dir, &dir.join("warming"))?;
+            }
+            let child = edgeguard_run(binary, plugins, &cache_dir, &dir, &[])
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let mut agent = Agent {
+                what: format!("`{name}`, {cache} cache"),
+                child,
+                at_one_minute: Memory::default(),
+                at_end: Memory::default(),
+                burst_peak: Memory::default(),
+                after_burst: Memory::default(),
+            };
+            let measured = phases(&mut agent, minutes);
+            stop(&mut agent.child);
+            measured?;
+            agents.push(agent);
+        }
+    }
+    let verdict = |mb: f64, goal: f64| if mb <= goal { "within" } else { "OVER" };
+    let cell = |m: &Memory| format!("{:.1} MiB ({:.1} anon)", mb(m.rss), mb(m.anon));
+    println!(
+        "| binary, cache | RSS at 1 min | RSS at {minutes} min | highest during the burst | 2 min after the burst | goals: {RSS_GOAL_MB:.0} MiB idle, {BURST_GOAL_MB:.0} MiB at the burst |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for a in &agents {
+        let idle = mb(a.at_one_minute.rss)
+            .max(mb(a.at_end.rss))
+            .max(mb(a.after_burst.rss));
+        println!(
+            "| {} | {} | {} | {} | {} | idle {}, burst {} |",
+            a.what,
+            cell(&a.at_one_minute),
+            cell(&a.at_end),
+            cell(&a.burst_peak),
+            cell(&a.after_burst),
+            verdict(idle, RSS_GOAL_MB),
+            verdict(mb(a.burst_peak.rss), BURST_GOAL_MB)
+        );
+    }
     Ok(())
 }
 

@@ -91,6 +91,9 @@ fn main() -> Result<()> {
             step("running the benchmarks");
             run(cargo().args(["bench", "-p", "edgeguard"]).args(rest))?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "hot_swap"]))?;
+            // The process sources it measures edgeguard against.
+            install_packages(&["forkstat"])?;
+            install_unstarted(&["auditd"])?;
             run(cargo().args(["bench", "-p", "edgeguard-tests", "--bench", "kernel_events"]))?;
             // Both binaries users run: the release build and the image's static one.
             stage_image()?;
@@ -111,8 +114,10 @@ fn main() -> Result<()> {
             build_plugins()
         }
         "envelope" => {
-            // What ships: the image's static binary and plugins.
+            // What ships (the image's static binary and plugins), and beside it what
+            // `cargo xtask run` starts.
             setup_toolchain()?;
+            build_all()?;
             let context = stage_image()?;
             let minutes = match rest.first() {
                 Some(m) => m
@@ -120,7 +125,12 @@ fn main() -> Result<()> {
                     .with_context(|| format!("`{m}` is not a number of minutes"))?,
                 None => 10.0,
             };
-            envelope::measure(&context, minutes)
+            let release = target_dir().join("release");
+            envelope::measure(
+                (&release.join("edgeguard"), &release.join("plugins")),
+                &context,
+                minutes,
+            )
         }
         "image" => {
             setup_toolchain()?;

@@ -27,6 +27,8 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How long a read blocks: the reader looks after orphans and shutdown that often.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Room a drained queue keeps: what a quiet second brings.
+const RETAINED: usize = 256;
 /// How long a drain waits for the reader to take in what the kernel holds: under a flood the
 /// socket is never empty, so the wait is bounded in time and in rounds of the reader.
 pub const CATCH_UP: Duration = Duration::from_millis(100);
@@ -239,6 +241,10 @@ impl<S: Source> Feed<S> {
         let take = queue.events.len().min(max);
         let events: Vec<S::Event> = queue.events.drain(..take).collect();
         queue.bytes -= events.iter().map(S::bytes).sum::<usize>();
+        if queue.events.is_empty() && queue.events.capacity() > RETAINED {
+            // A burst grew it: the room goes back once it is drained.
+            queue.events.shrink_to(RETAINED);
+        }
         let drained = Drained {
             events,
             lost: std::mem::take(&mut queue.lost),

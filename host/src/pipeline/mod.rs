@@ -53,8 +53,11 @@ pub struct Batch {
 /// an analyzer's alert.
 const URGENT: &str = "Alert";
 
-/// The heap is trimmed at most this often, when windows closed meanwhile.
+/// A burst has settled once no event came for this long after it (and windows closing count
+/// as one): then the heap is trimmed and the file pages it faulted in are handed back.
 const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+/// Events since the last settling that make a burst.
+const BURST_EVENTS: usize = 1000;
 
 /// How long a stop waits for the acknowledgements of messages in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -148,8 +151,9 @@ pub struct Pipeline {
     last_report: Instant,
     last_sync: Instant,
     /// Aggregation windows closed since the heap was last trimmed: what they held is free.
-    trim_pending: bool,
-    last_trim: Instant,
+    /// Events taken in since the memory last settled, and when the last came.
+    since_settled: usize,
+    last_event: Instant,
     failures: u32,
     retry_at: Option<Instant>,
     drop_log: DropLog,
@@ -254,8 +258,8 @@ impl Pipeline {
             last_low: [now; 2],
             last_report: now,
             last_sync: now,
-            trim_pending: false,
-            last_trim: now,
+            since_settled: 0,
+            last_event: now,
             failures: 0,
             retry_at: None,
             drop_log: DropLog::default(),
@@ -311,6 +315,10 @@ impl Pipeline {
     /// once this returns, every event in it is on disk (queued or in an aggregation window) or
     /// counted as dropped.
     pub fn accept_from(&mut self, origin: &Origin, events: Vec<SecurityEvent>) -> io::Result<()> {
+        if !events.is_empty() {
+            self.since_settled += events.len();
+            self.last_event = Instant::now();
+        }
         self.tap.offer(origin, &events);
         let routing = self.routing.borrow().clone();
         let events: Vec<SecurityEvent> = events
@@ -329,7 +337,7 @@ impl Pipeline {
         if closed.is_empty() {
             return Ok(());
         }
-        self.trim_pending = true;
+        self.since_settled += BURST_EVENTS;
         self.enqueue(closed)?;
         self.aggregator.compact()
     }
@@ -574,11 +582,19 @@ impl Pipeline {
             self.last_sync = now;
             self.sync()?;
         }
-        // After a burst, the memory its windows held goes back to the system.
-        if self.trim_pending && now.duration_since(self.last_trim) >= TRIM_INTERVAL {
-            self.trim_pending = false;
-            self.last_trim = now;
+        // After a burst, what it made the agent hold goes back to the system: the heap its
+        // events and windows used, and the pages of code and compiled plugins it faulted in
+        // (what the quiet collections run comes back from the page cache).
+        if self.since_settled >= BURST_EVENTS
+            && now.duration_since(self.last_event) >= TRIM_INTERVAL
+        {
+            self.since_settled = 0;
             crate::footprint::trim_heap();
+            let advised = crate::footprint::release_loading_pages();
+            tracing::debug!(
+                advised_bytes = advised,
+                "a burst settled: heap trimmed, file pages handed back"
+            );
         }
         Ok(())
     }

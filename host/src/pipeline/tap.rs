@@ -14,6 +14,9 @@
 
 use crate::events::{Origin, SecurityEvent};
 use std::collections::{HashMap, VecDeque};
+
+/// Room a drained queue keeps.
+const RETAINED: usize = 256;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -226,6 +229,10 @@ impl Subscription {
         let events: Vec<Tapped> = queue.events.drain(..n).collect();
         queue.bytes -= bytes;
         let left = queue.events.len();
+        if left == 0 && queue.events.capacity() > RETAINED {
+            // A burst grew it: the room goes back once it is drained.
+            queue.events.shrink_to(RETAINED);
+        }
         if left > 0 {
             // Still more: the actor comes back for them without waiting for a new event.
             queue.wake.notify_one();
