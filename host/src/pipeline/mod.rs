@@ -150,8 +150,8 @@ pub struct Pipeline {
     last_low: [Instant; 2],
     last_report: Instant,
     last_sync: Instant,
-    /// Aggregation windows closed since the heap was last trimmed: what they held is free.
-    /// Events taken in since the memory last settled, and when the last came.
+    /// Events taken in since the memory last settled (a closed window counts as a burst), and
+    /// when the last came.
     since_settled: usize,
     last_event: Instant,
     failures: u32,

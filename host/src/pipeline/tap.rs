@@ -14,11 +14,11 @@
 
 use crate::events::{Origin, SecurityEvent};
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Room a drained queue keeps.
 const RETAINED: usize = 256;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
 
 /// Events one analyzer's queue may hold, whatever their size.
 pub const QUEUE_EVENTS: usize = 65_536;
