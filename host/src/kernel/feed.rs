@@ -59,6 +59,13 @@ pub trait Source: Send + 'static {
     /// complete them) that are due now go to `out`.
     fn tick(&mut self, _out: &mut Vec<Self::Event>) {}
 
+    /// After a round that read the kernel, how long the reader lets it gather more before
+    /// waiting again, so that a burst is read in fewer, fuller rounds (each wait and wake-up
+    /// costs more than a message). Zero where an event must be acted on at once.
+    fn gather(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// The memory an event holds, its heap parts included: queues are bounded by it.
     fn bytes(event: &Self::Event) -> usize {
         std::mem::size_of_val(event)
@@ -395,9 +402,11 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
     let readiness = source.readiness();
     loop {
         batch.clear();
+        let mut read_kernel = true;
         let outcome = match readiness {
             // Nothing came: the round only looks after orphans and what the source held back.
             Some(fd) if !readable(fd, source.wait()) => {
+                read_kernel = false;
                 source.tick(&mut batch);
                 Ok(0)
             }
@@ -480,6 +489,10 @@ fn read<S: Source>(what: &'static str, mut source: S, shared: Arc<Shared<S::Even
         drop(state);
         for (plugin, urgency) in to_wake.drain(..) {
             (shared.wake)(&plugin, urgency);
+        }
+        let gather = source.gather();
+        if read_kernel && !gather.is_zero() {
+            std::thread::sleep(gather);
         }
     }
 }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// `PF_KTHREAD` in /proc/<pid>/stat flags: kernel threads are not processes anyone started.
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// How long the reader lets a burst of records gather before reading them, while nothing needs
+/// reading at the exec: a few milliseconds of a 4 MiB socket buffer, far below what fills it.
+const GATHER: Duration = Duration::from_millis(4);
 /// Parents of processes seen forking, kept to name the parent of a process gone before its
 /// exec could be read; reset past this size (processes that never exit are rare).
 const MAX_PARENTS: usize = 65_536;
@@ -141,15 +144,7 @@ fn read_process(
         .unwrap_or_default();
     let command_line =
         super::command_line_of(proc_dir, stat.pid as u32, limit).unwrap_or_default();
-    let state = match stat.state {
-        'R' => State::Running,
-        'S' => State::Sleeping,
-        'D' => State::DiskSleep,
-        'T' | 't' => State::Stopped,
-        'Z' => State::Zombie,
-        'X' | 'x' => State::Dead,
-        _ => State::Other,
-    };
+    let state = state_of(stat.state);
     Some(Process {
         pid: stat.pid as u32,
         parent_pid: stat.ppid as u32,
@@ -304,11 +299,10 @@ pub struct ExecDetails {
 pub(crate) struct ProcessSource {
     connector: ProcConnector,
     audit: Option<(audit::Audit, audited::Merge, OwnedFd)>,
-    proc_dir: PathBuf,
+    proc: ProcReader,
     host_root: PathBuf,
     users: Arc<UserNames>,
     details: Arc<ExecDetails>,
-    parents: HashMap<u32, u32>,
     raw: Vec<ProcEvent>,
     records: Vec<audit::Exec>,
     /// The audit source's changes told so far.
@@ -344,54 +338,17 @@ impl ProcessSource {
         Ok(ProcessSource {
             connector,
             audit,
-            proc_dir: host_root.join("proc"),
+            proc: ProcReader {
+                proc_dir: host_root.join("proc"),
+                parents: HashMap::new(),
+            },
             host_root: host_root.to_owned(),
             users,
             details,
-            parents: HashMap::new(),
             raw: Vec::new(),
             records: Vec::new(),
             audit_changes: 0,
         })
-    }
-
-    /// The exec of `pid` as `/proc` shows it now.
-    fn exec(&mut self, pid: u32, users: &HashMap<u32, String>) -> TracedExec {
-        let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
-            .ok()
-            .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, users));
-        let (process, detail) = match read {
-            // Exiting between the reads leaves some empty (the command line goes with the
-            // memory, the executable link with the files): partial, whatever the state said.
-            Some(p)
-                if p.state == State::Zombie
-                    || p.executable.is_empty()
-                    || p.command_line.is_empty() =>
-            {
-                (p, Detail::NameOnly)
-            }
-            Some(p) => (p, Detail::Full),
-            None => {
-                // Gone already: its parent (alive, as a rule: it has yet to reap it) lends the
-                // user, which a child keeps unless it runs a set-user-id program.
-                let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
-                let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string()))
-                    .map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
-                (unread(pid, parent_pid, user_id, users), Detail::PidOnly)
-            }
-        };
-        let sources = match detail {
-            Detail::PidOnly => ExecSources::PROC_CONNECTOR,
-            _ => ExecSources::PROC_CONNECTOR | ExecSources::PROC_READ,
-        };
-        TracedExec {
-            process,
-            detail,
-            sources,
-            cwd: None,
-            login_user_id: None,
-            session: None,
-        }
     }
 
     /// Counts the execs handed on in `out` by how much of each was known.
@@ -411,23 +368,30 @@ impl ProcessSource {
     /// The connector's events of this round, merged with the audit records where they are read.
     fn connector_events(&mut self, users: &HashMap<u32, String>, out: &mut Vec<TracedEvent>) {
         let now = Instant::now();
-        for i in 0..self.raw.len() {
-            match self.raw[i] {
+        for event in &self.raw {
+            match *event {
                 ProcEvent::Fork { parent, child } => {
-                    if self.parents.len() >= MAX_PARENTS {
-                        self.parents.clear();
+                    let parents = &mut self.proc.parents;
+                    if parents.len() >= MAX_PARENTS {
+                        parents.clear();
                     }
-                    self.parents.insert(child, parent);
+                    parents.insert(child, parent);
                 }
                 ProcEvent::Exec { pid } => {
-                    let exec = self.exec(pid, users);
+                    let mut look = Looking { proc: &self.proc, users };
                     match &mut self.audit {
-                        Some((_, merge, _)) => merge.exec(exec, now, users, out),
-                        None => out.push(TracedEvent::Exec(exec)),
+                        // Its record is certain to come with all `/proc` would tell.
+                        Some((_, merge, _)) if merge.expects_records() => {
+                            merge.unread(self.proc.bare(pid, users), now, users, &mut look, out);
+                        }
+                        Some((_, merge, _)) => {
+                            merge.exec(self.proc.exec(pid, users), now, users, &mut look, out);
+                        }
+                        None => out.push(TracedEvent::Exec(self.proc.exec(pid, users))),
                     }
                 }
                 ProcEvent::Exit { pid, parent, code } => {
-                    let forked_by = self.parents.remove(&pid);
+                    let forked_by = self.proc.parents.remove(&pid);
                     let exit = ExitEvent {
                         pid,
                         parent_pid: if parent != 0 {
@@ -456,10 +420,11 @@ impl ProcessSource {
         self.records.clear();
         audit.read(&mut self.records)?;
         let now = Instant::now();
+        let mut look = Looking { proc: &self.proc, users };
         for record in self.records.drain(..) {
-            merge.record(record, now, users, out);
+            merge.record(record, now, users, &mut look, out);
         }
-        merge.due(now, users, out);
+        merge.due(now, users, &mut look, out);
         let counts = merge.counts;
         self.details.completed.store(counts.completed, Ordering::Relaxed);
         self.details.audit_only.store(counts.audit_only, Ordering::Relaxed);
@@ -487,6 +452,116 @@ impl ProcessSource {
             merge.expect_records(audit.rules_added() > 0);
             *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::of(audit);
         }
+    }
+}
+
+/// `/proc` as the reader thread reads it at an exec, and the parents the connector saw fork.
+struct ProcReader {
+    proc_dir: PathBuf,
+    parents: HashMap<u32, u32>,
+}
+
+impl ProcReader {
+    /// The exec of `pid` as `/proc` shows it now.
+    fn exec(&self, pid: u32, users: &HashMap<u32, String>) -> TracedExec {
+        let read = procfs::process::Process::new_with_root(self.proc_dir.join(pid.to_string()))
+            .ok()
+            .and_then(|p| read_process(&p, &self.proc_dir, MAX_COMMAND_LINE, users));
+        let (process, detail) = match read {
+            // Exiting between the reads leaves some empty (the command line goes with the
+            // memory, the executable link with the files): partial, whatever the state said.
+            Some(p)
+                if p.state == State::Zombie
+                    || p.executable.is_empty()
+                    || p.command_line.is_empty() =>
+            {
+                (p, Detail::NameOnly)
+            }
+            Some(p) => (p, Detail::Full),
+            None => {
+                // Gone already: its parent (alive, as a rule: it has yet to reap it) lends the
+                // user, which a child keeps unless it runs a set-user-id program.
+                let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
+                let user_id = std::fs::metadata(self.proc_dir.join(parent_pid.to_string()))
+                    .map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
+                (unread(pid, parent_pid, user_id, users), Detail::PidOnly)
+            }
+        };
+        let sources = match detail {
+            Detail::PidOnly => ExecSources::PROC_CONNECTOR,
+            _ => ExecSources::PROC_CONNECTOR | ExecSources::PROC_READ,
+        };
+        traced(process, detail, sources)
+    }
+
+    /// The exec of `pid` as the connector alone tells it: the parent that forked it.
+    fn bare(&self, pid: u32, users: &HashMap<u32, String>) -> TracedExec {
+        let parent_pid = self.parents.get(&pid).copied().unwrap_or(0);
+        traced(
+            unread(pid, parent_pid, u32::MAX, users),
+            Detail::PidOnly,
+            ExecSources::PROC_CONNECTOR,
+        )
+    }
+
+    /// When `pid` started and its state, from `/proc/<pid>/stat` alone; None once it is gone.
+    fn started(&self, pid: u32) -> Option<(u64, State)> {
+        use std::io::Read;
+        let mut buf = [0u8; 1024];
+        let mut file = std::fs::File::open(self.proc_dir.join(format!("{pid}/stat"))).ok()?;
+        let n = file.read(&mut buf).ok()?;
+        stat_start(&buf[..n])
+    }
+}
+
+/// The start time and state in a `/proc/<pid>/stat` line: the fields after the name, which
+/// ends at the line's last `)` (a name may hold any byte).
+fn stat_start(line: &[u8]) -> Option<(u64, State)> {
+    let after = line.iter().rposition(|b| *b == b')')?;
+    let text = std::str::from_utf8(&line[after + 1..]).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // starttime is field 22 of the line; the state is field 3.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some((start_time, state_of(state)))
+}
+
+fn state_of(code: char) -> State {
+    match code {
+        'R' => State::Running,
+        'S' => State::Sleeping,
+        'D' => State::DiskSleep,
+        'T' | 't' => State::Stopped,
+        'Z' => State::Zombie,
+        'X' | 'x' => State::Dead,
+        _ => State::Other,
+    }
+}
+
+fn traced(process: Process, detail: Detail, sources: ExecSources) -> TracedExec {
+    TracedExec {
+        process,
+        detail,
+        sources,
+        cwd: None,
+        login_user_id: None,
+        session: None,
+    }
+}
+
+/// The reader's `/proc` with the round's user names, as the merge looks at it.
+struct Looking<'a> {
+    proc: &'a ProcReader,
+    users: &'a HashMap<u32, String>,
+}
+
+impl audited::Look for Looking<'_> {
+    fn exec(&mut self, pid: u32) -> TracedExec {
+        self.proc.exec(pid, self.users)
+    }
+
+    fn started(&mut self, pid: u32) -> Option<(u64, State)> {
+        self.proc.started(pid)
     }
 }
 
@@ -554,11 +629,21 @@ impl feed::Source for ProcessSource {
         })
     }
 
+    fn gather(&self) -> Duration {
+        // Nothing is read at an exec while its record is certain to come (the record tells
+        // what `/proc` would): the burst can wait a moment and be read in fewer rounds.
+        match &self.audit {
+            Some((_, merge, _)) if merge.expects_records() => GATHER,
+            _ => Duration::ZERO,
+        }
+    }
+
     fn tick(&mut self, out: &mut Vec<TracedEvent>) {
         self.look_after_audit();
         if let Some((_, merge, _)) = &mut self.audit {
             let users = self.users.current(&self.host_root);
-            merge.due(Instant::now(), &users, out);
+            let mut look = Looking { proc: &self.proc, users: &users };
+            merge.due(Instant::now(), &users, &mut look, out);
             self.count(out);
         }
     }
@@ -584,7 +669,8 @@ impl feed::Source for ProcessSource {
             // The connector goes on alone; what waits for records goes out as it is.
             tracing::warn!("the audit source failed ({e}): execs from the proc connector alone");
             if let Some((_, mut merge, _)) = self.audit.take() {
-                merge.due(Instant::now() + Duration::from_secs(3600), &users, out);
+                let mut look = Looking { proc: &self.proc, users: &users };
+                merge.due(Instant::now() + Duration::from_secs(3600), &users, &mut look, out);
             }
             *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) =
                 AuditUse::Unavailable(format!("the audit source failed: {e}"));
@@ -595,7 +681,16 @@ impl feed::Source for ProcessSource {
 }
 
 /// uid → name, as read from the host's passwd file at a modification time.
-type NamesAt = (SystemTime, Arc<HashMap<u32, String>>);
+struct NamesAt {
+    modified: SystemTime,
+    /// When the file's time was last looked at.
+    checked: Instant,
+    names: Arc<HashMap<u32, String>>,
+}
+
+/// How long names are taken as current without looking at the file: the reader thread asks
+/// at every round, many a second in a burst.
+const NAMES_CHECKED_EVERY: Duration = Duration::from_secs(1);
 
 /// uid → name from the host's passwd file, re-read when the file changes.
 #[derive(Default)]
@@ -605,15 +700,22 @@ pub(crate) struct UserNames {
 
 impl UserNames {
     fn current(&self, host_root: &Path) -> Arc<HashMap<u32, String>> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(at) = cached.as_ref()
+            && now.duration_since(at.checked) < NAMES_CHECKED_EVERY
+        {
+            return Arc::clone(&at.names);
+        }
         let path = host_root.join("etc/passwd");
         let Ok(modified) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
             return Arc::default();
         };
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, names)) = cached.as_ref()
-            && *at == modified
+        if let Some(at) = cached.as_mut()
+            && at.modified == modified
         {
-            return Arc::clone(names);
+            at.checked = now;
+            return Arc::clone(&at.names);
         }
         let names: HashMap<u32, String> = std::fs::read_to_string(&path)
             .unwrap_or_default()
@@ -626,7 +728,39 @@ impl UserNames {
             })
             .collect();
         let names = Arc::new(names);
-        *cached = Some((modified, Arc::clone(&names)));
+        *cached = Some(NamesAt {
+            modified,
+            checked: now,
+            names: Arc::clone(&names),
+        });
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_read_after_the_last_parenthesis_of_the_name() {
+        let line = b"42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(stat_start(line), Some((987_654, State::Sleeping)));
+        assert_eq!(stat_start(b"42 (cut"), None);
+        assert_eq!(stat_start(b"42 (short) Z 1 2"), None);
+    }
+
+    #[test]
+    fn the_start_time_of_a_running_process_is_the_one_proc_reads() {
+        let reader = ProcReader {
+            proc_dir: PathBuf::from("/proc"),
+            parents: HashMap::new(),
+        };
+        let me = std::process::id();
+        let stat = procfs::process::Process::myself().unwrap().stat().unwrap();
+        assert_eq!(
+            reader.started(me).map(|(start, _)| start),
+            Some(stat.starttime)
+        );
+        assert_eq!(reader.started(u32::MAX), None, "no such process");
     }
 }
