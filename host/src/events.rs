@@ -446,10 +446,9 @@ fn with_extra(mut item: Value, extra: Vec<(String, String)>) -> Value {
     if let Value::Object(map) = &mut item {
         map.retain(|_, v| !v.is_null());
         if !extra.is_empty() {
-            let details: Map<String, Value> = extra
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
+            // Room for the provenance the scheduler adds: growing a map doubles it.
+            let mut details = Map::with_capacity(extra.len() + PROVENANCE_KEYS.len());
+            details.extend(extra.into_iter().map(|(k, v)| (k, Value::String(v))));
             map.insert("ExtraDetails".into(), Value::Object(details));
         }
     }

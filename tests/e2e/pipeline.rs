@@ -199,6 +199,47 @@ fn windows_close_after_their_interval_and_a_single_hit_comes_back_unchanged() {
 }
 
 #[test]
+fn a_condition_field_outside_the_identity_still_merges_every_hit() {
+    // `Direction` decides whether LocalPort counts but is not listed: once two hits merged,
+    // the third must still find their entry (the merged item keeps what the condition reads).
+    let rule = Rule::parse(&["Executable", "LocalPort when Direction=In"]).unwrap();
+    assert!(
+        rule.identity
+            .iter()
+            .any(|f| f.field == "Direction" && f.when.is_none()),
+        "{rule:?}"
+    );
+    let kinds = HashMap::from([(
+        "ConnectionCreate".to_string(),
+        KindSettings {
+            rule,
+            interval: Duration::from_secs(60),
+        },
+    )]);
+    let mut agg = Aggregator::in_memory(kinds, entries(100));
+    let hit = |pid: u32| {
+        SecurityEvent::new(
+            "ConnectionCreate",
+            Category::Triggered,
+            EventType::Security,
+            vec![
+                json!({"Executable": "/usr/sbin/sshd", "LocalPort": "22", "Direction": "In", "ProcessId": pid}),
+            ],
+        )
+    };
+    let t0 = chrono::Utc::now();
+    for pid in 1..=3 {
+        let (passed, full) = agg.add(vec![hit(pid)]).unwrap();
+        assert!(passed.is_empty() && full.is_empty());
+    }
+    let out = agg.due(t0 + chrono::Duration::seconds(61), false);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].payload[0]["ExtraDetails"]["HitCount"], "3");
+    assert_eq!(out[0].payload[0]["Direction"], "In");
+    assert_eq!(out[0].payload[0]["ProcessId"], 0);
+}
+
+#[test]
 fn the_journal_brings_open_windows_back_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("aggregation.journal");

@@ -238,7 +238,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 /// Once loading has settled (the first collections made, or a change of collectors done),
 /// hands loading's file pages back to the kernel (see [`crate::footprint`]).
 async fn release_after_loading(mut changes: watch::Receiver<u64>) {
-    const SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+    // Each plugin is loaded and has made its first collection within the schedule's first
+    // jitter and a few seconds more.
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(20);
     loop {
         tokio::time::sleep(SETTLE).await;
         let advised = tokio::task::spawn_blocking(crate::footprint::release_loading_pages)

@@ -91,7 +91,9 @@ pub struct Rule {
 
 impl Rule {
     /// Parses each spec as an [`IdentityField`]; the plugin an event came from
-    /// ([`PROVENANCE_KEYS`]) is always part of the identity.
+    /// ([`PROVENANCE_KEYS`]) is always part of the identity, and so is a field a condition
+    /// reads (`Direction` of `LocalPort when Direction=In`): a merged event keeps it, so its
+    /// identity reads the same from it as from its first hit.
     pub fn parse(specs: &[impl AsRef<str>]) -> Result<Rule, String> {
         if specs.is_empty() {
             return Err("an identity needs at least one field".into());
@@ -100,6 +102,20 @@ impl Rule {
             .iter()
             .map(|s| IdentityField::parse(s.as_ref()))
             .collect::<Result<_, _>>()?;
+        let conditions: Vec<String> = identity
+            .iter()
+            .filter_map(|f| f.when.as_ref().map(|(k, _)| k.clone()))
+            .collect();
+        for field in conditions {
+            let field = IdentityField {
+                field,
+                extra: false,
+                when: None,
+            };
+            if !identity.contains(&field) {
+                identity.push(field);
+            }
+        }
         for key in PROVENANCE_KEYS {
             let field = IdentityField {
                 field: key.to_owned(),
@@ -198,17 +214,6 @@ fn hash_key(key: &[Option<Option<&Value>>]) -> u64 {
     h.finish()
 }
 
-fn owned_key(key: &[Option<Option<&Value>>]) -> Vec<Option<Option<Value>>> {
-    key.iter().map(|slot| slot.map(|v| v.cloned())).collect()
-}
-
-fn same_key(a: &[Option<Option<&Value>>], b: &[Option<Option<Value>>]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| *x == y.as_ref().map(Option::as_ref))
-}
-
 fn hash_value(v: Option<&Value>, h: &mut impl Hasher) {
     match v {
         None => 0u8.hash(h),
@@ -260,9 +265,6 @@ struct Entry {
     count: u64,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
-    /// The identity, as [`Rule::key`] read it (recomputed on replay).
-    #[serde(skip)]
-    key: Vec<Option<Option<Value>>>,
     /// What the entry counts against [`Bounds::bytes`]: its journal line's length.
     #[serde(skip)]
     bytes: usize,
@@ -398,7 +400,6 @@ impl Aggregator {
                             }),
                         };
                         window.opened.get_or_insert(opened);
-                        entry.key = owned_key(&window.settings.rule.key(&entry.item));
                         index.insert(entry.id, (kind, window.entries.len()));
                         window.insert(entry);
                     }
@@ -525,7 +526,9 @@ impl Aggregator {
             let found = window.by_hash.get(&hash).and_then(|c| {
                 c.iter()
                     .copied()
-                    .find(|&i| same_key(&key, &window.entries[i].key))
+                    // The identity is read again from the entry, not kept beside it: a copy of
+                    // every command line of a burst of unique ones.
+                    .find(|&i| rule.key(&window.entries[i].item) == key)
             });
             match found {
                 Some(i) => {
@@ -542,7 +545,6 @@ impl Aggregator {
                     let opened = *window.opened.get_or_insert(event.time);
                     let mut entry = Entry {
                         id: event.id,
-                        key: owned_key(&key),
                         item,
                         merged: false,
                         event_type: event.event_type,
@@ -717,13 +719,7 @@ impl Window {
 
     fn insert(&mut self, entry: Entry) {
         self.bytes += entry.bytes;
-        let hash = hash_key(
-            &entry
-                .key
-                .iter()
-                .map(|slot| slot.as_ref().map(Option::as_ref))
-                .collect::<Vec<_>>(),
-        );
+        let hash = hash_key(&self.settings.rule.key(&entry.item));
         self.by_hash
             .entry(hash)
             .or_default()

@@ -53,11 +53,15 @@ pub struct Batch {
 /// an analyzer's alert.
 const URGENT: &str = "Alert";
 
-/// A burst has settled once no event came for this long after it (and windows closing count
-/// as one): then the heap is trimmed and the file pages it faulted in are handed back.
+/// A burst has settled once fewer than [`QUIET_EVENTS`] came in this long after it (the
+/// events of a closing window count): then the heap is trimmed and the file pages it faulted
+/// in are handed back.
 const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// Events since the last settling that make a burst.
 const BURST_EVENTS: usize = 1000;
+/// Events in a [`TRIM_INTERVAL`] that a host at rest still makes (its own periodic processes
+/// and connections): no burst goes on.
+const QUIET_EVENTS: usize = 100;
 
 /// How long a stop waits for the acknowledgements of messages in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -150,10 +154,11 @@ pub struct Pipeline {
     last_low: [Instant; 2],
     last_report: Instant,
     last_sync: Instant,
-    /// Events taken in since the memory last settled (a closed window counts as a burst), and
-    /// when the last came.
+    /// Events taken in since the memory last settled (a closed window's count), and those of
+    /// the [`TRIM_INTERVAL`] begun at `recent_since`.
     since_settled: usize,
-    last_event: Instant,
+    recent_events: usize,
+    recent_since: Instant,
     failures: u32,
     retry_at: Option<Instant>,
     drop_log: DropLog,
@@ -259,7 +264,8 @@ impl Pipeline {
             last_report: now,
             last_sync: now,
             since_settled: 0,
-            last_event: now,
+            recent_events: 0,
+            recent_since: now,
             failures: 0,
             retry_at: None,
             drop_log: DropLog::default(),
@@ -317,7 +323,7 @@ impl Pipeline {
     pub fn accept_from(&mut self, origin: &Origin, events: Vec<SecurityEvent>) -> io::Result<()> {
         if !events.is_empty() {
             self.since_settled += events.len();
-            self.last_event = Instant::now();
+            self.recent_events += events.len();
         }
         self.tap.offer(origin, &events);
         let routing = self.routing.borrow().clone();
@@ -337,7 +343,7 @@ impl Pipeline {
         if closed.is_empty() {
             return Ok(());
         }
-        self.since_settled += BURST_EVENTS;
+        self.since_settled += closed.len();
         self.enqueue(closed)?;
         self.aggregator.compact()
     }
@@ -585,18 +591,25 @@ impl Pipeline {
         // After a burst, what it made the agent hold goes back to the system: the heap its
         // events and windows used, and the pages of code and compiled plugins it faulted in
         // (what the quiet collections run comes back from the page cache).
-        if self.since_settled >= BURST_EVENTS
-            && now.duration_since(self.last_event) >= TRIM_INTERVAL
-        {
-            self.since_settled = 0;
-            crate::footprint::trim_heap();
-            let advised = crate::footprint::release_loading_pages();
-            tracing::debug!(
-                advised_bytes = advised,
-                "a burst settled: heap trimmed, file pages handed back"
-            );
+        if now.duration_since(self.recent_since) >= TRIM_INTERVAL {
+            let quiet = self.recent_events < QUIET_EVENTS;
+            (self.recent_events, self.recent_since) = (0, now);
+            if quiet && self.since_settled >= BURST_EVENTS {
+                self.settle_memory();
+            }
         }
         Ok(())
+    }
+
+    /// What a burst made the agent hold goes back to the system.
+    fn settle_memory(&mut self) {
+        self.since_settled = 0;
+        crate::footprint::trim_heap();
+        let advised = crate::footprint::release_loading_pages();
+        tracing::debug!(
+            advised_bytes = advised,
+            "a burst settled: heap trimmed, file pages handed back"
+        );
     }
 
     /// Queues DroppedEventsStatistics and MessageStatistics for what happened since the last.

@@ -66,7 +66,7 @@ impl Default for Limits {
         Limits {
             memory: Bytes(32 << 20),
             call_timeout: Span(Duration::from_secs(2)),
-            max_events_per_call: 5000,
+            max_events_per_call: 1024,
             restart_backoff: Span(Duration::from_secs(1)),
             restart_backoff_max: Span(Duration::from_secs(300)),
             max_state: Bytes(1 << 20),

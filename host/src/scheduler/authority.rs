@@ -107,9 +107,9 @@ pub fn mark(plugin: &LoadedPlugin, payload: &mut [Value]) {
     let values = [plugin.name.as_ref(), plugin.info.version.as_str(), digest];
     for item in payload {
         let Value::Object(item) = item else { continue };
-        let details = item
-            .entry("ExtraDetails")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        let details = item.entry("ExtraDetails").or_insert_with(|| {
+            Value::Object(serde_json::Map::with_capacity(PROVENANCE_KEYS.len()))
+        });
         if let Value::Object(details) = details {
             for (key, value) in PROVENANCE_KEYS.iter().zip(values) {
                 details.insert((*key).to_owned(), Value::from(value));

@@ -578,12 +578,16 @@ impl Actor {
             let (events, outcome) = self
                 .collect(&mut instance, &mut restart_at, &mut saved)
                 .await;
+            prompt_at = None;
             // Renewed only when it handed out all it had: what it holds back is not in its state.
             if outcome == "collected" && events < self.spec.limits.max_events_per_call as usize {
                 self.renew_if_outgrown(&mut instance, &mut saved, &mut renewed_at)
                     .await;
+            } else if outcome == "collected" && matches!(self.role, ActorRole::Collector(_)) {
+                // A full collection: more waits, the next one a prompt gap later (a kernel
+                // event buffer half full asks for it sooner; a plugin cannot).
+                prompt_at = Some(tokio::time::Instant::now() + PROMPT_GAP);
             }
-            prompt_at = None;
             collected_at = Some(tokio::time::Instant::now());
             if let Wake::Nudged(reply) = wake {
                 let _ = reply.send(CollectReport {
