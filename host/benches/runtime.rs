@@ -200,7 +200,7 @@ fn network(c: &mut Criterion) {
 }
 
 /// The login collector reading a wtmp of 100,000 records from the start, through the host's
-/// `logins` capability, in collections of the default cap (5,000 events).
+/// `logins` capability, in collections of the default cap (`Limits::default()`, 1,024 events).
 fn logins(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

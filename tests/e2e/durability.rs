@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A configuration running the fault plugin in `sequence` mode: `count` numbered events every
-/// `interval`, sent to `output`.
+/// `interval`, sent to `output`; the plugin's cap per call is `count`, so a flood is not a fault.
 fn config(dir: &Path, asc: &str, count: u32, interval: &str, output: &Path) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -21,7 +21,9 @@ fn config(dir: &Path, asc: &str, count: u32, interval: &str, output: &Path) -> P
          [events.Sequence]\npriority = \"High\"\n\
          [output]\nsink = \"file\"\nfile = {output:?}\nmax_file_size = \"1GiB\"\n\
          [[plugin]]\nname = \"sequence\"\nfile = \"fault.wasm\"\ninterval = \"{interval}\"\ngrants = [\"processes\", \"log\"]\n\
-         [plugin.config]\nmode = \"sequence\"\ncount = {count}\n"
+         [plugin.limits]\nmax_events_per_call = {cap}\n\
+         [plugin.config]\nmode = \"sequence\"\ncount = {count}\n",
+        cap = count.max(1)
     );
     write_config(dir, &format!("edgeguard-{count}.toml"), &plugins, &rest)
 }
