@@ -239,12 +239,15 @@ pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {
                 extra,
             )])
         }
-        wit::Event::ConnectionCreate(c) => security("ConnectionCreate", Triggered, vec![with_extra(
+        wit::Event::ConnectionCreate(c) => {
+            // A connection told by its audit record alone has no local end: left out.
+            let local = !c.local_address.is_empty();
+            security("ConnectionCreate", Triggered, vec![with_extra(
             json!({
                 "RemoteAddress": c.remote_address,
                 "RemotePort": c.remote_port.to_string(),
-                "LocalAddress": c.local_address,
-                "LocalPort": c.local_port.to_string(),
+                "LocalAddress": local.then_some(c.local_address),
+                "LocalPort": local.then(|| c.local_port.to_string()),
                 "Direction": direction(c.direction),
                 "Protocol": protocol(c.protocol),
                 "ProcessId": c.process_id,
@@ -253,7 +256,8 @@ pub fn from_plugin(event: wit::Event) -> Result<SecurityEvent, Rejected> {
                 "CommandLine": c.command_line,
             }),
             c.extra,
-        )]),
+        )])
+        }
         wit::Event::ListeningPorts(ports) => security(
             "ListeningPorts",
             Periodic,

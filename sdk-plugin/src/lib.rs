@@ -162,6 +162,11 @@ impl Availability {
             Err(other) => Err(other),
         }
     }
+
+    /// The source answered the last call (or was not called yet).
+    pub fn answered(&self) -> bool {
+        self.unavailable.is_none()
+    }
 }
 
 #[doc(hidden)]

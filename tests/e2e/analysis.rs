@@ -189,7 +189,7 @@ fn an_analyzer_says_what_it_is() {
         shown["events"],
         serde_json::json!(["Alert", "Recommendation"])
     );
-    assert!(shown["wit"].as_str().unwrap().ends_with("@0.1.4"));
+    assert!(shown["wit"].as_str().unwrap().ends_with("@0.1.5"));
 }
 
 /// A root for the account tools (`--root`): the files they read and write, with a group `sudo`.

@@ -133,7 +133,7 @@ fn plugin_inspect_shows_the_self_description() {
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "process");
-    assert_eq!(v["wit"], "edgeguard:collector@0.1.4");
+    assert_eq!(v["wit"], "edgeguard:collector@0.1.5");
     assert_eq!(v["default_group"], "high");
     assert_eq!(
         v["events"],
@@ -144,7 +144,7 @@ fn plugin_inspect_shows_the_self_description() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i == "edgeguard:collector/processes@0.1.4")
+            .any(|i| i == "edgeguard:collector/processes@0.1.5")
     );
     assert_eq!(
         v["size"].as_u64().unwrap(),

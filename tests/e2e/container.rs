@@ -603,13 +603,13 @@ async fn refused_without_the_containers_grant() {
     assert_refused(
         "edgeguard-plugin-container",
         &[Capability::Log],
-        "edgeguard:collector/containers@0.1.4",
+        "edgeguard:collector/containers@0.1.5",
     )
     .await;
     assert_refused(
         "edgeguard-plugin-manifest",
         &[Capability::Log, Capability::Filesystem],
-        "edgeguard:collector/containers@0.1.4",
+        "edgeguard:collector/containers@0.1.5",
     )
     .await;
 }

@@ -198,7 +198,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
         Err(LoadError::NotGranted {
             import, capability, ..
         }) => {
-            assert_eq!(import, "edgeguard:collector/processes@0.1.4");
+            assert_eq!(import, "edgeguard:collector/processes@0.1.5");
             assert_eq!(capability, "processes");
         }
         other => panic!("expected NotGranted, got {:?}", other.err()),
@@ -216,7 +216,7 @@ async fn ungranted_imports_are_refused_before_instantiation() {
     .unwrap();
     assert!(
         err.to_string()
-            .contains("edgeguard:collector/processes@0.1.4"),
+            .contains("edgeguard:collector/processes@0.1.5"),
         "{err}"
     );
 }

@@ -265,7 +265,7 @@ async fn refused_without_the_logins_grant() {
     assert_refused(
         "edgeguard-plugin-login",
         &[Capability::Log],
-        "edgeguard:collector/logins@0.1.4",
+        "edgeguard:collector/logins@0.1.5",
     )
     .await;
 }

@@ -2,9 +2,12 @@
 //! on loopback, IPv4 and IPv6, TCP and UDP, are reported with this process as their owner and
 //! the right direction, once; the sock_diag source and the /proc/net fallback agree; TCP
 //! connections opened and closed between two collections are caught from the kernel's destroy
-//! notifications, which polling misses.
+//! notifications, which polling misses, and given their process from the kernel's audit
+//! records of `connect` and `accept`, which also tell a UDP exchange no table showed.
 
-use edgeguard::capabilities::{Capability, HostContext, SocketSource, read_sockets};
+use edgeguard::capabilities::{
+    AuditMode, Capability, HostContext, HostOptions, SocketSource, read_sockets,
+};
 use edgeguard::config::Limits;
 use edgeguard::sandbox::{LoadedPlugin, PluginInstance};
 use edgeguard::wit::edgeguard::collector::sockets::{SocketState, Source};
@@ -249,7 +252,7 @@ async fn refused_without_the_sockets_grant() {
     assert_refused(
         "edgeguard-plugin-network",
         &[Capability::Log],
-        "edgeguard:collector/sockets@0.1.4",
+        "edgeguard:collector/sockets@0.1.5",
     )
     .await;
 }
@@ -260,7 +263,8 @@ async fn connections_opened_and_closed_between_collections_are_caught_from_the_k
     let (rt, _cache) = runtime();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap().port();
-    let host = HostContext::new(Path::new("/"));
+    // The destroy notifications alone: no process from audit records.
+    let host = host_with_audit(AuditMode::Off);
     let mut collector =
         network_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
     collect(&mut collector).await; // starts following
@@ -334,6 +338,167 @@ async fn connections_opened_and_closed_between_collections_are_caught_from_the_k
         "{events:#?}"
     );
     assert_eq!(host.feeds("network")[0].source, "polling");
+}
+
+fn host_with_audit(audit: AuditMode) -> std::sync::Arc<HostContext> {
+    let root = Path::new("/");
+    HostContext::with_options(
+        root,
+        HostOptions {
+            audit,
+            ..HostOptions::new(root)
+        },
+    )
+}
+
+/// A child (perl-base, in every Debian) that listens on loopback, connects to itself and
+/// accepts `n` times (a byte each way, both sides closed), then sends one UDP datagram to
+/// `udp_port` over a connected socket and exits: its pid, the server's port, the clients'.
+/// A child, because the kernel audits no call of the registered audit daemon's process, which
+/// this test process may be.
+fn short_lived_connections(n: usize, udp_port: u16) -> (u32, u16, Vec<u16>) {
+    use std::io::BufRead;
+    let script = format!(
+        "use IO::Socket::INET; $| = 1;
+         my $l = IO::Socket::INET->new(Listen => 64, LocalAddr => '127.0.0.1', Proto => 'tcp') or die;
+         print $l->sockport, \"\\n\";
+         for (1..{n}) {{
+           my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $l->sockport) or die;
+           my $s = $l->accept; syswrite($c, 'x'); sysread($s, my $b, 1);
+           print $c->sockport, \"\\n\"; close $c; close $s;
+         }}
+         my $u = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => {udp_port}, Proto => 'udp') or die;
+         $u->send('q'); close $u;"
+    );
+    let child = std::process::Command::new("/usr/bin/perl")
+        .args(["-e", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("perl runs");
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the connecting child failed");
+    let ports: Vec<u16> = output
+        .stdout
+        .lines()
+        .map(|l| l.unwrap().parse().unwrap())
+        .collect();
+    (pid, ports[0], ports[1..].to_vec())
+}
+
+/// With the audit records of `connect` and `accept` (edgeguard's own rules), connections
+/// opened and closed between two collections have their process, and a UDP exchange over
+/// before any snapshot is told from its record alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_records_give_short_connections_their_process_and_tell_udp_exchanges() {
+    let _turn = one_at_a_time().await;
+    let (rt, _cache) = runtime();
+    let host = host_with_audit(AuditMode::Manage);
+    let mut collector =
+        network_collector_with(&rt, host.clone(), r#"{"report_existing": false}"#).await;
+    collect(&mut collector).await; // starts following: the rules go in
+    // The UDP datagram's destination: a socket of ours, so nothing answers unreachable.
+    let udp_peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp_peer.local_addr().unwrap().port();
+    let (child, server, clients) = short_lived_connections(30, udp_port);
+    let (mut events, mut whole) = (Vec::new(), Vec::new());
+    let told = |events: &[(String, Value)]| {
+        clients.iter().all(|c| {
+            !find(events, "ConnectionCreate", |i| {
+                i.get("LocalPort").is_some() && port(i, "LocalPort") == *c
+            })
+            .is_empty()
+        }) && !find(events, "ConnectionCreate", |i| {
+            i["Protocol"] == "UDP" && port(i, "RemotePort") == udp_port
+        })
+        .is_empty()
+    };
+    for _ in 0..100 {
+        let batch = collector
+            .collect()
+            .await
+            .expect("no fault")
+            .expect("no plugin error");
+        for e in batch
+            .into_iter()
+            .map(|e| edgeguard::events::from_plugin(e).unwrap())
+        {
+            events.extend(e.payload.iter().map(|item| (e.name.clone(), item.clone())));
+            whole.push(e);
+        }
+        if told(&events) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = host.feeds("network");
+    for &client in &clients {
+        for (local, remote, direction) in [(client, server, "Out"), (server, client, "In")] {
+            let out = find(&events, "ConnectionCreate", |i| {
+                i.get("LocalPort").is_some()
+                    && port(i, "LocalPort") == local
+                    && port(i, "RemotePort") == remote
+            });
+            assert_eq!(out.len(), 1, "{direction} {local} → {remote}: {status:?}");
+            let c = &out[0];
+            assert_eq!(
+                (c["Direction"].as_str(), c["Protocol"].as_str()),
+                (Some(direction), Some("TCP"))
+            );
+            // Over before the next collection: told by the kernel as it freed the socket, or in
+            // the snapshot in time-wait, no descriptor holding it; either way without a
+            // process but for its audit record.
+            assert_eq!(c["ExtraDetails"]["ProcessFrom"], "audit record", "{c}");
+            assert!(c["ExtraDetails"].get("OwnerKnown").is_none(), "{c}");
+            assert_eq!(c["ProcessId"], child, "{c}");
+            assert!(c["Executable"].as_str().unwrap().contains("perl"), "{c}");
+            assert!(
+                c["CommandLine"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/usr/bin/perl -e"),
+                "{c}"
+            );
+            assert_eq!(c["UserId"], "0", "{c}");
+        }
+    }
+    let udp = find(&events, "ConnectionCreate", |i| {
+        i["Protocol"] == "UDP" && port(i, "RemotePort") == udp_port
+    });
+    assert_eq!(udp.len(), 1, "the UDP exchange, once: {status:?}");
+    let u = &udp[0];
+    assert_eq!(
+        (u["Direction"].as_str(), u["ProcessId"].as_u64()),
+        (Some("Out"), Some(u64::from(child)))
+    );
+    assert_eq!(u["RemoteAddress"], "127.0.0.1");
+    assert_eq!(u["ExtraDetails"]["AuditOnly"], "true");
+    assert!(
+        u.get("LocalAddress").is_none() && u.get("LocalPort").is_none(),
+        "no local end: {u}"
+    );
+    edgeguard_tests::schema::assert_valid(
+        &edgeguard_tests::schema::asc_validator(),
+        &edgeguard_tests::message_of(&whole),
+    );
+    let note = status[0]
+        .notes
+        .iter()
+        .find(|(k, _)| *k == "opened")
+        .map(|(_, v)| v.clone());
+    assert!(
+        note.as_deref()
+            .is_some_and(|n| n.contains("rules for connect and accept added by edgeguard")),
+        "{status:?}"
+    );
+    assert!(
+        status[0]
+            .details
+            .iter()
+            .any(|(k, v)| *k == "openedDelivered" && *v >= 61),
+        "{status:?}"
+    );
+    host.close();
 }
 
 #[test]

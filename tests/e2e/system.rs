@@ -175,7 +175,7 @@ async fn refused_without_the_system_grant() {
     assert_refused(
         "edgeguard-plugin-system",
         &[Capability::Log],
-        "edgeguard:collector/system@0.1.4",
+        "edgeguard:collector/system@0.1.5",
     )
     .await;
 }

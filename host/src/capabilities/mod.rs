@@ -18,9 +18,11 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+mod audit_use;
 mod filesystem;
 
-pub use processes::{AuditUse, ExecDetails, read_processes};
+pub use audit_use::AuditUse;
+pub use processes::{ExecDetails, read_processes};
 pub use sockets::{Preference as SocketSource, read_sockets};
 
 /// The host capabilities, one row each: the variant, the name a configuration grants it by,
@@ -95,7 +97,7 @@ capability_table! {
     Clock: "clock", clock, twin: true;
     /// The host's processes, and the kernel's exec and exit events.
     Processes: "processes", processes, twin: true;
-    /// The host's sockets, and the kernel's notifications of closed connections.
+    /// The host's sockets, the connections the kernel frees, and those its audit records tell.
     Sockets: "sockets", sockets, twin: true;
     /// The host's identity, memory and local accounts.
     System: "system", system, twin: true;
@@ -268,20 +270,33 @@ pub struct HostOptions {
 }
 
 /// How far edgeguard may go with the kernel's audit subsystem for the whole command line of
-/// every exec (`agent.audit`).
+/// every exec and the process of every connection (`agent.audit`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditMode {
-    /// The proc connector alone.
+    /// The proc connector and the socket table alone.
     Off,
-    /// Read the exec records the rules in force make (an auditd with `execve` rules), as a
-    /// reader beside the daemon; change nothing (needs `CAP_AUDIT_READ`).
+    /// Read the exec and connection records the rules in force make (an auditd with `execve`,
+    /// `connect` and `accept` rules, as the ASC agents set), as a reader beside the daemon;
+    /// change nothing (needs `CAP_AUDIT_READ`).
     #[default]
     Follow,
-    /// Also add an `execve` rule when none audits every exec, enable auditing when it is off,
-    /// and register as the audit daemon when none is, so the kernel does not log the records;
-    /// each undone on exit (needs `CAP_AUDIT_CONTROL` too).
+    /// Also add an `execve` rule when none audits every exec (and `connect`/`accept` rules
+    /// while a plugin follows connections), enable auditing when it is off, and register as
+    /// the audit daemon when none is, so the kernel does not log the records; each undone on
+    /// exit (needs `CAP_AUDIT_CONTROL` too).
     Manage,
+}
+
+impl AuditMode {
+    /// How the kernel's audit subsystem is opened; None: not at all.
+    pub(crate) fn kernel_mode(self) -> Option<crate::kernel::audit::Mode> {
+        match self {
+            AuditMode::Off => None,
+            AuditMode::Follow => Some(crate::kernel::audit::Mode::Follow),
+            AuditMode::Manage => Some(crate::kernel::audit::Mode::Manage),
+        }
+    }
 }
 
 impl HostOptions {
@@ -309,6 +324,7 @@ impl HostContext {
     pub fn close(&self) {
         self.processes.feed.close();
         self.sockets.feed.close();
+        self.sockets.opened.close();
     }
 
     /// A host seen at `host_root`, its Docker daemon at `<host root>/var/run/docker.sock`.
@@ -527,6 +543,7 @@ impl HostState {
         table.set_max_capacity(1024);
         host.processes.feed.hold(&plugin);
         host.sockets.feed.hold(&plugin);
+        host.sockets.opened.hold(&plugin);
         Ok(HostState {
             plugin,
             host,
@@ -543,6 +560,7 @@ impl Drop for HostState {
     fn drop(&mut self) {
         self.host.processes.feed.release(&self.plugin);
         self.host.sockets.feed.release(&self.plugin);
+        self.host.sockets.opened.release(&self.plugin);
     }
 }
 

@@ -5,19 +5,26 @@
 //! from `<host root>/proc/1/net/{tcp,tcp6,udp,udp6}`, which is the host's network namespace
 //! as its init process sees it (the namespace edgeguard's own `/proc/net` would not show from
 //! a container). Owners are found in one pass over `<host root>/proc/*/fd`.
+//!
+//! Two kernel feeds follow what no snapshot catches: the TCP connections the kernel frees
+//! (sock_diag destroy notifications, with both ends but no process) and, from the audit
+//! subsystem's records of `connect` and `accept`, the connections processes make and take
+//! (with the process and the peer, but not the local end).
 
-use super::{HostContext, HostState};
+use super::{AuditUse, HostContext, HostState};
+use crate::kernel::audit::{self, Audit};
 use crate::kernel::feed;
 use crate::kernel::sock_destroy::{ClosedSocket, SockDestroy};
 use crate::wit::edgeguard::collector::sockets::{
-    AddressFamily, ClosedBatch, ClosedConnection, Host, Owner, Socket, SocketState, SocketTable,
-    Source,
+    AddressFamily, ClosedBatch, ClosedConnection, Host, OpenedBatch, OpenedConnection, Owner,
+    Socket, SocketState, SocketTable, Source,
 };
-use crate::wit::edgeguard::collector::types::{HostError, Protocol};
+use crate::wit::edgeguard::collector::types::{Direction, HostError, Protocol};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 impl Host for HostState {
     async fn snapshot(&mut self) -> Result<SocketTable, HostError> {
@@ -36,11 +43,23 @@ impl Host for HostState {
             fresh: d.fresh,
         })
     }
+
+    async fn opened(&mut self, max: u32) -> Result<OpenedBatch, HostError> {
+        let d = super::drain_feed(self, max, "opened connections", |h| &h.sockets.opened).await?;
+        Ok(OpenedBatch {
+            connections: d.events,
+            lost: d.lost,
+            fresh: d.fresh,
+        })
+    }
 }
 
-/// What the `sockets` capability keeps for every plugin: the destroy notifications' feed.
+/// What the `sockets` capability keeps for every plugin: the destroy notifications' feed and
+/// the audit records' connections.
 pub(crate) struct Shared {
     pub(crate) feed: feed::Feed<ClosedSource>,
+    pub(crate) opened: feed::Feed<OpenedSource>,
+    audit: Arc<Mutex<AuditUse>>,
 }
 
 impl Shared {
@@ -48,19 +67,61 @@ impl Shared {
         let root = host_root.to_owned();
         let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
         let what = "sock_diag destroy notifications";
-        let feed = feed::Feed::new(what, options.event_buffer, wake, move || {
+        let feed = feed::Feed::new(what, options.event_buffer, Arc::clone(&wake), move || {
             if !kernel_events {
                 return Err(super::KERNEL_EVENTS_OFF.to_owned());
             }
             ClosedSource::open(&root, kernel_buffer)
         });
-        Shared { feed }
+        let audit: Arc<Mutex<AuditUse>> = Arc::default();
+        let (proc_dir, mode, state) = (
+            host_root.join("proc"),
+            options.audit.kernel_mode(),
+            Arc::clone(&audit),
+        );
+        let opened = feed::Feed::new("audit records", options.event_buffer, wake, move || {
+            let Some(mode) = mode.filter(|_| kernel_events) else {
+                let why = if kernel_events {
+                    "audit records are off (agent.audit = \"off\")"
+                } else {
+                    super::KERNEL_EVENTS_OFF
+                };
+                return Err(why.to_owned());
+            };
+            let opened = OpenedSource::open(mode, &proc_dir, kernel_buffer, Arc::clone(&state));
+            if let Err(why) = &opened {
+                *state.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Unavailable(why.clone());
+            }
+            opened
+        });
+        Shared {
+            feed,
+            opened,
+            audit,
+        }
     }
 
-    /// Where `plugin`'s closed connections come from, if it asked for them.
+    /// Where `plugin`'s closed and opened connections come from, if it asked for either: one
+    /// status, the audit records' in its notes and counts.
     pub(crate) fn status(&self, plugin: &str) -> Option<super::FeedStatus> {
-        let usage = self.feed.usage(plugin)?;
-        Some(super::FeedStatus::of(super::Capability::Sockets, self.feed.what, usage, Vec::new()))
+        let opened = self.opened.usage(plugin);
+        let (what, usage) = match (self.feed.usage(plugin), &opened) {
+            (Some(closed), _) => (self.feed.what, closed),
+            (None, Some(opened)) => (self.opened.what, opened.clone()),
+            (None, None) => return None,
+        };
+        let mut status = super::FeedStatus::of(super::Capability::Sockets, what, usage, Vec::new());
+        if let Some(opened) = opened {
+            status.details.push(("openedDelivered", opened.delivered));
+            status.details.push(("openedLost", opened.lost));
+            let note = match (&opened.unavailable, opened.following) {
+                (Some(why), _) => format!("unavailable: {why}"),
+                (None, true) => self.audit.lock().unwrap_or_else(|e| e.into_inner()).describe(),
+                (None, false) => "not followed".to_owned(),
+            };
+            status.notes.push(("opened", note));
+        }
+        Some(status)
     }
 }
 
@@ -122,6 +183,147 @@ impl feed::Source for ClosedSource {
             remote_port: c.remote.1,
         }));
         Ok(dropped)
+    }
+}
+
+/// The connections processes make and take, from the audit subsystem's records of their
+/// `connect` and `accept` calls, each with its process read as the record comes.
+pub(crate) struct OpenedSource {
+    audit: Audit,
+    proc_dir: PathBuf,
+    raw: Vec<audit::Connection>,
+    /// Processes read lately, by pid: a process making many connections is read once a
+    /// [`OWNER_FRESH`], not at each.
+    owners: HashMap<u32, (Instant, Owner, bool)>,
+    /// The host's network namespace, as `/proc/1/ns/net` names it.
+    host_network: Option<PathBuf>,
+    state: Arc<Mutex<AuditUse>>,
+    changes: u64,
+}
+
+/// How long a process read for one connection stands for its next ones.
+const OWNER_FRESH: Duration = Duration::from_secs(2);
+/// Processes remembered at most.
+const MAX_OWNERS: usize = 1024;
+
+impl OpenedSource {
+    fn open(
+        mode: audit::Mode,
+        proc_dir: &Path,
+        kernel_buffer: usize,
+        state: Arc<Mutex<AuditUse>>,
+    ) -> Result<OpenedSource, String> {
+        let audit = Audit::open(mode, audit::Purpose::Connections, kernel_buffer, 0)?;
+        let source = OpenedSource {
+            audit,
+            proc_dir: proc_dir.to_owned(),
+            raw: Vec::new(),
+            owners: HashMap::new(),
+            host_network: std::fs::read_link(proc_dir.join("1/ns/net")).ok(),
+            state,
+            changes: 0,
+        };
+        let use_ = AuditUse::of(&source.audit);
+        tracing::info!("connections from the audit subsystem: {}", use_.describe());
+        *source.state.lock().unwrap_or_else(|e| e.into_inner()) = use_;
+        Ok(source)
+    }
+
+    /// What others changed in the audit state, mended where edgeguard manages it, and told.
+    fn look_after(&mut self) {
+        self.audit.look_after(Instant::now());
+        if self.audit.changes() != self.changes {
+            self.changes = self.audit.changes();
+            *self.state.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::of(&self.audit);
+        }
+    }
+
+    fn connection(&mut self, c: audit::Connection, now: Instant) -> OpenedConnection {
+        let inode = c.fd.and_then(|fd| {
+            let link = std::fs::read_link(self.proc_dir.join(format!("{}/fd/{fd}", c.pid))).ok()?;
+            let link = link.to_str()?;
+            link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        });
+        let (owner, host_network) = self.owner(&c, now);
+        let (family, address) = match c.remote.ip() {
+            std::net::IpAddr::V4(ip) => (AddressFamily::Ipv4, ip.to_string()),
+            std::net::IpAddr::V6(ip) => (AddressFamily::Ipv6, ip.to_string()),
+        };
+        OpenedConnection {
+            direction: if c.inbound { Direction::In } else { Direction::Out },
+            family,
+            remote_address: address,
+            remote_port: c.remote.port(),
+            in_progress: c.in_progress,
+            inode,
+            host_network,
+            owner,
+            user_id: c.uid,
+            login_user_id: (c.auid != u32::MAX).then_some(c.auid),
+            time: c.time_ms,
+        }
+    }
+
+    /// The process of `c`: its command line from `/proc` while it runs the program the record
+    /// names, else the title the record carries; and whether it is in the host's network (a
+    /// process gone is taken to have been).
+    fn owner(&mut self, c: &audit::Connection, now: Instant) -> (Owner, bool) {
+        if let Some((at, owner, host_network)) = self.owners.get(&c.pid)
+            && now.duration_since(*at) < OWNER_FRESH
+            && owner.executable == c.executable
+        {
+            return (owner.clone(), *host_network);
+        }
+        let network = std::fs::read_link(self.proc_dir.join(format!("{}/ns/net", c.pid))).ok();
+        let host_network = match (&network, &self.host_network) {
+            (Some(theirs), Some(host)) => theirs == host,
+            _ => true,
+        };
+        let command_line = super::command_line_of(&self.proc_dir, c.pid, super::MAX_COMMAND_LINE)
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| c.title.clone());
+        let owner = Owner {
+            pid: c.pid,
+            executable: c.executable.clone(),
+            command_line,
+        };
+        if self.owners.len() >= MAX_OWNERS {
+                self.owners.retain(|_, (at, ..)| now.duration_since(*at) < OWNER_FRESH);
+            if self.owners.len() >= MAX_OWNERS {
+                self.owners.clear();
+            }
+        }
+        self.owners.insert(c.pid, (now, owner.clone(), host_network));
+        (owner, host_network)
+    }
+}
+
+impl feed::Source for OpenedSource {
+    type Event = OpenedConnection;
+
+    fn bytes(c: &OpenedConnection) -> usize {
+        std::mem::size_of::<OpenedConnection>()
+            + c.remote_address.len()
+            + c.owner.executable.len()
+            + c.owner.command_line.len()
+    }
+
+    fn readiness(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(self.audit.socket()))
+    }
+
+    fn next(&mut self, out: &mut Vec<OpenedConnection>) -> std::io::Result<u64> {
+        self.look_after();
+        self.raw.clear();
+        let dropped = self.audit.read_connections(&mut self.raw)?;
+        let now = Instant::now();
+        let raw = std::mem::take(&mut self.raw);
+        out.extend(raw.into_iter().map(|c| self.connection(c, now)));
+        Ok(dropped)
+    }
+
+    fn tick(&mut self, _out: &mut Vec<OpenedConnection>) {
+        self.look_after();
     }
 }
 

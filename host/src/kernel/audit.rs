@@ -1,6 +1,8 @@
 //! The kernel's audit subsystem (`linux/audit.h`) as a source of execs with their whole
 //! command line: the `EXECVE` record carries every argument as the kernel copied it, however
-//! short the process lived, where `/proc/<pid>/cmdline` is gone with the process.
+//! short the process lived, where `/proc/<pid>/cmdline` is gone with the process. Read for
+//! [`Purpose::Connections`], it tells the TCP and UDP connections processes make (`connect`)
+//! and take (`accept`), with the process, even of one opened and closed in a moment.
 //!
 //! edgeguard reads beside an auditd the operator runs, never instead of it: it joins the
 //! readers' multicast group (kernel 3.16 and later, `CAP_AUDIT_READ`), which the kernel feeds
@@ -11,6 +13,10 @@
 //!   architecture with the key `edgeguard:<pid>`, unless a rule of someone else's already
 //!   audits every execve. An operator's rules are never touched, and being appended, theirs
 //!   (a `never` rule among them) decide first. Rules a killed edgeguard left are removed.
+//!   For connections the rules are `-a always,exit -S connect,accept,accept4 -F
+//!   saddr_fam=<inet|inet6>` (the key `edgeguard:<pid>:connections`): an address family
+//!   filter keeps the host's many local (`AF_UNIX`) connects out, where the kernel has it
+//!   (5.9 and later; before, one rule per architecture and the family is judged here).
 //! - it enables auditing when it is off, and turns it off again on exit unless another
 //!   edgeguard still has a rule in.
 //! - where no audit daemon is registered, it registers itself as the daemon: the kernel would
@@ -30,6 +36,7 @@ use super::netlink::{self, Netlink, u32_at};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const AUDIT_GET: u16 = 1000;
@@ -38,9 +45,11 @@ const AUDIT_ADD_RULE: u16 = 1011;
 const AUDIT_DEL_RULE: u16 = 1012;
 const AUDIT_LIST_RULES: u16 = 1013;
 const AUDIT_SYSCALL: u16 = 1300;
+const AUDIT_SOCKADDR: u16 = 1306;
 const AUDIT_CWD: u16 = 1307;
 const AUDIT_EXECVE: u16 = 1309;
 const AUDIT_EOE: u16 = 1320;
+const AUDIT_PROCTITLE: u16 = 1327;
 /// The kernel tells the daemon that another process asks for its place (payload: its pid).
 const AUDIT_REPLACE: u16 = 1329;
 
@@ -58,6 +67,8 @@ const AUDIT_FILTER_MASK: u32 = 0x07;
 const AUDIT_ALWAYS: u32 = 2;
 const AUDIT_ARCH: u32 = 11;
 const AUDIT_FILTERKEY: u32 = 210;
+/// The address family of the call's socket address (kernel 5.9 and later).
+const AUDIT_SADDR_FAM: u32 = 113;
 const AUDIT_EQUAL: u32 = 0x4000_0000;
 const AUDIT_MAX_FIELDS: usize = 64;
 const AUDIT_BITMASK_SIZE: usize = 64;
@@ -79,6 +90,11 @@ const DAEMON_GRACE: Duration = Duration::from_secs(10);
 /// Programs that register as the audit daemon: edgeguard steps aside when one starts.
 const AUDIT_DAEMONS: &[&str] = &["auditd", "auditbeat", "go-audit", "osqueryd"];
 
+/// Readers open in this process (one per purpose): auditing this process turned on is turned
+/// off again by the last.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static ENABLED_BY_US: AtomicBool = AtomicBool::new(false);
+
 /// How far edgeguard may go with the audit subsystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -95,6 +111,16 @@ pub enum Role {
     Reader,
     /// The registered audit daemon: no other was, and [`Mode::Manage`] allowed it.
     Daemon,
+}
+
+/// What the records are read for: each [`Audit`] assembles only its own, and in
+/// [`Mode::Manage`] keeps only its own rules in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Programs started, with their whole command line.
+    Execs,
+    /// IPv4 and IPv6 connections made (`connect`) and taken (`accept`, `accept4`).
+    Connections,
 }
 
 /// One program started, as the audit records of its `execve` tell it.
@@ -125,6 +151,36 @@ pub struct Exec {
     pub command_line: String,
 }
 
+/// A connection a process made or took, as the audit records of its system call tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The event's serial number, unique since boot.
+    pub serial: u64,
+    /// When, in milliseconds since the epoch.
+    pub time_ms: u64,
+    /// The process (thread group) id.
+    pub pid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// The login user id (4294967295: none).
+    pub auid: u32,
+    /// The kernel's short name of the program.
+    pub comm: String,
+    /// The executable.
+    pub executable: String,
+    /// Taken (`accept`): the peer connected to this host; else made (`connect`).
+    pub inbound: bool,
+    /// The peer's address and port.
+    pub remote: std::net::SocketAddr,
+    /// A non-blocking `connect`: the handshake had begun, not ended, when the call returned.
+    pub in_progress: bool,
+    /// The socket's descriptor in the process (`connect`'s first argument, `accept`'s
+    /// result); None through `socketcall`, which passes its arguments in memory.
+    pub fd: Option<u32>,
+    /// The process's title as the kernel kept it: its command line, at most 128 bytes.
+    pub title: String,
+}
+
 /// The kernel's audit state, as `AUDIT_GET` tells it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Status {
@@ -142,8 +198,9 @@ pub struct Status {
     pub backlog_wait_time: u32,
 }
 
-/// The audit subsystem, read for execs.
+/// The audit subsystem, read for execs or connections.
 pub struct Audit {
+    purpose: Purpose,
     /// Records arrive here: as a reader's multicast or the daemon's unicast.
     records: Netlink,
     /// Requests and their answers, apart from the records.
@@ -154,7 +211,6 @@ pub struct Audit {
     key: String,
     /// Rules we added, as sent: deleting one takes the same bytes.
     added: Vec<Vec<u8>>,
-    enabled_by_us: bool,
     /// The backlog settings before we changed them as the daemon, and ours.
     backlog_before: Option<(Status, Status)>,
     /// Records from before we opened (a daemon is handed the kernel's backlog) are old news.
@@ -173,10 +229,12 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Opens the audit subsystem for exec records; the error says why it cannot be read here
-    /// in words an operator can act on. Command lines are cut at `max_command_line` bytes.
+    /// Opens the audit subsystem for the records of `purpose`; the error says why it cannot be
+    /// read here in words an operator can act on. Command lines are cut at `max_command_line`
+    /// bytes.
     pub fn open(
         mode: Mode,
+        purpose: Purpose,
         receive_buffer: usize,
         max_command_line: usize,
     ) -> Result<Audit, String> {
@@ -193,25 +251,31 @@ impl Audit {
             .bind(0)
             .map_err(|e| format!("cannot bind an audit socket: {e}"))?;
         records.set_receive_buffer(receive_buffer);
+        let key = match purpose {
+            Purpose::Execs => format!("{KEY_PREFIX}{}", std::process::id()),
+            Purpose::Connections => format!("{KEY_PREFIX}{}:connections", std::process::id()),
+        };
         let mut audit = Audit {
+            purpose,
             records,
             control,
             mode,
             role: Role::Reader,
-            key: format!("{KEY_PREFIX}{}", std::process::id()),
+            key,
             added: Vec::new(),
-            enabled_by_us: false,
             backlog_before: None,
             since_ms: now_ms().saturating_sub(1000),
             drops_seen: 0,
             buf: vec![0; 64 << 10],
-            assembler: Assembler::new(max_command_line),
+            assembler: Assembler::new(purpose, max_command_line),
             seq: 0,
             next_look: Instant::now() + LOOK_EVERY,
             free_since: None,
             last_change: None,
             changes: 0,
         };
+        // Counted from here: dropped on an error below, it undoes what it did so far.
+        OPEN.fetch_add(1, Ordering::Relaxed);
         let status = audit.status().map_err(|e| match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => "the audit subsystem answers only in the host's network namespace (run with the host network)".to_owned(),
             Some(libc::EPERM) => "the kernel refuses the audit status without CAP_AUDIT_CONTROL or CAP_AUDIT_READ".to_owned(),
@@ -224,7 +288,7 @@ impl Audit {
             for stale in rules.iter().filter(|r| r.stale()) {
                 let _ = audit.ask(AUDIT_DEL_RULE, &stale.bytes, None);
             }
-            audit.cover_execs(&rules, status, false)?;
+            audit.cover(&rules, status, false)?;
             audit
                 .enable(status)
                 .map_err(|e| format!("cannot enable auditing: {e}"))?;
@@ -240,12 +304,17 @@ impl Audit {
         Ok(audit)
     }
 
+    /// What the records are read for.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
     /// How the records reach us.
     pub fn role(&self) -> Role {
         self.role
     }
 
-    /// The rules edgeguard added (none unless [`Mode::Manage`] found execs unaudited).
+    /// The rules this reader added (none unless [`Mode::Manage`] found its calls unaudited).
     pub fn rules_added(&self) -> usize {
         self.added.len()
     }
@@ -282,8 +351,36 @@ impl Audit {
     /// Takes in what waits, without blocking: execs to `out`, the records the kernel dropped
     /// for us as the count returned.
     pub fn read(&mut self, out: &mut Vec<Exec>) -> io::Result<u64> {
-        let mut dropped = 0;
         let from = out.len();
+        let dropped = self.receive(&mut |event| {
+            if let Assembled::Exec(exec) = event {
+                out.push(exec);
+            }
+        })?;
+        if self.role == Role::Daemon
+            && let Some(daemon) = out[from..]
+                .iter()
+                .find(|e| AUDIT_DAEMONS.contains(&e.comm.as_str()))
+        {
+            // It will ask for the place in a moment: it is free by then.
+            let why = format!("{} (pid {}) started", daemon.executable, daemon.pid);
+            self.step_aside(&why);
+        }
+        Ok(dropped)
+    }
+
+    /// [`Audit::read`] for [`Purpose::Connections`]: connections to `out`.
+    pub fn read_connections(&mut self, out: &mut Vec<Connection>) -> io::Result<u64> {
+        self.receive(&mut |event| {
+            if let Assembled::Connection(connection) = event {
+                out.push(connection);
+            }
+        })
+    }
+
+    /// One bounded round of datagrams into `out`, and the events given up waiting for their end.
+    fn receive(&mut self, out: &mut dyn FnMut(Assembled)) -> io::Result<u64> {
+        let mut dropped = 0;
         // A bounded round, so a flood cannot keep the caller from its other source.
         for _ in 0..64 {
             let n = match self.records.recv(&mut self.buf) {
@@ -309,22 +406,13 @@ impl Audit {
                 }
                 continue;
             }
-            if let Some(exec) = self.assembler.record(kind, payload)
-                && exec.time_ms >= self.since_ms
+            if let Some(event) = self.assembler.record(kind, payload)
+                && event.time_ms() >= self.since_ms
             {
-                out.push(exec);
+                out(event);
             }
         }
-        out.extend(self.assembler.stale(now_ms()));
-        if self.role == Role::Daemon
-            && let Some(daemon) = out[from..]
-                .iter()
-                .find(|e| AUDIT_DAEMONS.contains(&e.comm.as_str()))
-        {
-            // It will ask for the place in a moment: it is free by then.
-            let why = format!("{} (pid {}) started", daemon.executable, daemon.pid);
-            self.step_aside(&why);
-        }
+        self.assembler.stale(now_ms()).into_iter().for_each(out);
         Ok(dropped)
     }
 
@@ -347,8 +435,8 @@ impl Audit {
         }
         match self.rules() {
             Ok(rules) => {
-                if let Err(e) = self.cover_execs(&rules, status, true) {
-                    tracing::warn!("execs are no longer audited: {e}");
+                if let Err(e) = self.cover(&rules, status, true) {
+                    tracing::warn!("{} are no longer audited: {e}", self.purpose.what());
                 }
             }
             Err(e) => tracing::warn!("cannot list the audit rules: {e}"),
@@ -379,38 +467,79 @@ impl Audit {
         self.changes
     }
 
-    /// Adds our rule unless one in `rules` (someone else's, or ours still in) audits every
-    /// execve; ours are dropped from `added` when someone deleted them.
-    fn cover_execs(&mut self, rules: &[Rule], status: Status, again: bool) -> Result<(), String> {
+    /// Adds our rules unless ours are still in or (for execs) one in `rules` of someone
+    /// else's audits every execve; ours are dropped from `added` when someone deleted them.
+    fn cover(&mut self, rules: &[Rule], status: Status, again: bool) -> Result<(), String> {
         let arches = native_arches();
         let ours_in = rules.iter().any(|r| r.key == self.key);
         if !ours_in && !self.added.is_empty() {
             self.added.clear();
-            self.changed("someone deleted edgeguard's audit rules");
+            self.changed(&format!(
+                "someone deleted edgeguard's audit rules for {}",
+                self.purpose.what()
+            ));
         }
-        if ours_in
-            || rules
+        let theirs = self.purpose == Purpose::Execs
+            && rules
                 .iter()
-                .any(|r| !r.ours() && r.audits_every_exec(arches[0]))
-        {
+                .any(|r| !r.ours() && r.audits_every_exec(arches[0]));
+        if ours_in || theirs {
             return Ok(());
         }
         if status.enabled == 2 {
-            return Err("the audit rules are locked (enabled = 2) and none audits execve: add `-a always,exit -F arch=b64 -S execve,execveat` at boot".to_owned());
+            return Err(match self.purpose {
+                Purpose::Execs => "the audit rules are locked (enabled = 2) and none audits execve: add `-a always,exit -F arch=b64 -S execve,execveat` at boot",
+                Purpose::Connections => "the audit rules are locked (enabled = 2): add `-a always,exit -F arch=b64 -S connect,accept,accept4` at boot",
+            }.to_owned());
         }
-        for arch in arches {
-            let rule = exec_rule(*arch, &self.key);
-            self.ask(AUDIT_ADD_RULE, &rule, None).map_err(|e| {
-                format!(
-                    "cannot add the audit rule for execve (arch {:#x}): {e}",
-                    arch.arch
-                )
-            })?;
-            self.added.push(rule);
+        match self.purpose {
+            Purpose::Execs => {
+                for arch in arches {
+                    let rule = exec_rule(*arch, &self.key);
+                    self.add(rule, arch)?;
+                }
+            }
+            Purpose::Connections => self.cover_connections(arches)?,
         }
         if again {
-            self.changed("no rule audited execve any more: edgeguard added its own again");
+            self.changed(&format!(
+                "no rule audited {} any more: edgeguard added its own again",
+                self.purpose.what()
+            ));
         }
+        Ok(())
+    }
+
+    /// One rule per architecture and address family; one per architecture where the kernel
+    /// has no family filter (it refuses the field), the family then judged from the record.
+    fn cover_connections(&mut self, arches: &[Arch]) -> Result<(), String> {
+        let mut families: &[u32] = &[libc::AF_INET as u32, libc::AF_INET6 as u32];
+        for arch in arches {
+            for (i, family) in families.iter().enumerate() {
+                let rule = connection_rule(*arch, Some(*family), &self.key);
+                match self.ask(AUDIT_ADD_RULE, &rule, None) {
+                    Ok(_) => self.added.push(rule),
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && i == 0 => {
+                        tracing::info!(
+                            "the kernel has no audit filter by address family: every connect is audited, local ones left out here"
+                        );
+                        families = &[];
+                        break;
+                    }
+                    Err(e) => return Err(rule_error(arch, &e)),
+                }
+            }
+            if families.is_empty() {
+                self.add(connection_rule(*arch, None, &self.key), arch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, rule: Vec<u8>, arch: &Arch) -> Result<(), String> {
+        self.ask(AUDIT_ADD_RULE, &rule, None)
+            .map_err(|e| rule_error(arch, &e))?;
+        self.added.push(rule);
         Ok(())
     }
 
@@ -424,7 +553,7 @@ impl Audit {
                     ..status
                 },
             )?;
-            self.enabled_by_us = true;
+            ENABLED_BY_US.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -572,6 +701,19 @@ impl Audit {
     }
 }
 
+impl Purpose {
+    fn what(self) -> &'static str {
+        match self {
+            Purpose::Execs => "execs",
+            Purpose::Connections => "connections",
+        }
+    }
+}
+
+fn rule_error(arch: &Arch, e: &io::Error) -> String {
+    format!("cannot add an audit rule (arch {:#x}): {e}", arch.arch)
+}
+
 impl Drop for Audit {
     /// Undoes what [`Mode::Manage`] did, in reverse.
     fn drop(&mut self) {
@@ -579,7 +721,9 @@ impl Drop for Audit {
         for rule in std::mem::take(&mut self.added) {
             let _ = self.ask(AUDIT_DEL_RULE, &rule, None);
         }
-        if self.enabled_by_us {
+        // The last reader of this process decides: another still reads on.
+        let last = OPEN.fetch_sub(1, Ordering::Relaxed) == 1;
+        if last && ENABLED_BY_US.swap(false, Ordering::Relaxed) {
             // Left on for whoever relies on it now: another daemon, or anyone's rules.
             let others = self.status().map_or(true, |s| s.pid != 0)
                 || self
@@ -718,34 +862,86 @@ fn set(mask: u32, values: Status) -> Vec<u8> {
     s.iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
 
-/// An architecture and its numbers for `execve` and `execveat`.
+/// An architecture and its numbers for the system calls read.
 #[derive(Clone, Copy, Debug)]
 struct Arch {
     arch: u32,
     execve: u32,
     execveat: u32,
+    connect: u32,
+    /// i386 has `accept4` alone (and `socketcall`, as programs built before 4.3 call it).
+    accept: Option<u32>,
+    accept4: u32,
+    socketcall: Option<u32>,
 }
 
 const X86_64: Arch = Arch {
     arch: 0xc000_003e,
     execve: 59,
     execveat: 322,
+    connect: 42,
+    accept: Some(43),
+    accept4: 288,
+    socketcall: None,
 };
 const I386: Arch = Arch {
     arch: 0x4000_0003,
     execve: 11,
     execveat: 358,
+    connect: 362,
+    accept: None,
+    accept4: 364,
+    socketcall: Some(102),
 };
 const AARCH64: Arch = Arch {
     arch: 0xc000_00b7,
     execve: 221,
     execveat: 281,
+    connect: 203,
+    accept: Some(202),
+    accept4: 242,
+    socketcall: None,
 };
 const ARM: Arch = Arch {
     arch: 0x4000_0028,
     execve: 11,
     execveat: 387,
+    connect: 283,
+    accept: Some(285),
+    accept4: 366,
+    socketcall: None,
 };
+
+/// `socketcall`'s first argument for the calls read (`linux/net.h`).
+const SYS_CONNECT: u64 = 3;
+const SYS_ACCEPT: u64 = 5;
+const SYS_ACCEPT4: u64 = 18;
+
+/// A system call the records may be about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Call {
+    #[default]
+    Exec,
+    Connect,
+    Accept,
+}
+
+impl Arch {
+    /// What `nr` (with its first argument, for `socketcall`) is on this architecture.
+    fn call(&self, nr: u32, a0: Option<u64>) -> Option<Call> {
+        match nr {
+            _ if nr == self.execve || nr == self.execveat => Some(Call::Exec),
+            _ if nr == self.connect => Some(Call::Connect),
+            _ if Some(nr) == self.accept || nr == self.accept4 => Some(Call::Accept),
+            _ if Some(nr) == self.socketcall => match a0? {
+                SYS_CONNECT => Some(Call::Connect),
+                SYS_ACCEPT | SYS_ACCEPT4 => Some(Call::Accept),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
 
 /// This machine's architectures, its native one first: a 64-bit kernel runs 32-bit programs
 /// too, whose system calls are numbered apart and need a rule of their own.
@@ -763,12 +959,31 @@ fn native_arches() -> &'static [Arch] {
 
 /// `-a always,exit -F arch=<arch> -S execve,execveat -k <key>` as `audit_rule_data`.
 fn exec_rule(arch: Arch, key: &str) -> Vec<u8> {
+    exit_rule(arch, &[arch.execve, arch.execveat], None, key)
+}
+
+/// `-a always,exit -F arch=<arch> -S connect,accept,accept4 [-F saddr_fam=<family>] -k <key>`
+/// (`socketcall` too on i386).
+fn connection_rule(arch: Arch, family: Option<u32>, key: &str) -> Vec<u8> {
+    let calls: Vec<u32> = [
+        Some(arch.connect),
+        arch.accept,
+        Some(arch.accept4),
+        arch.socketcall,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    exit_rule(arch, &calls, family.map(|f| (AUDIT_SADDR_FAM, f)), key)
+}
+
+/// An exit-list `always` rule for `calls` of `arch`, with one more `field = value` if given.
+fn exit_rule(arch: Arch, calls: &[u32], field: Option<(u32, u32)>, key: &str) -> Vec<u8> {
     let mut words = vec![0u32; RULE_DATA / 4];
     words[0] = AUDIT_FILTER_EXIT;
     words[1] = AUDIT_ALWAYS;
-    words[2] = 2;
     let mask = 3;
-    for nr in [arch.execve, arch.execveat] {
+    for nr in calls {
         words[mask + (nr / 32) as usize] |= 1 << (nr % 32);
     }
     let (fields, values, flags) = (
@@ -776,12 +991,19 @@ fn exec_rule(arch: Arch, key: &str) -> Vec<u8> {
         mask + AUDIT_BITMASK_SIZE + AUDIT_MAX_FIELDS,
         mask + AUDIT_BITMASK_SIZE + 2 * AUDIT_MAX_FIELDS,
     );
-    words[fields] = AUDIT_ARCH;
-    words[values] = arch.arch;
-    words[flags] = AUDIT_EQUAL;
-    words[fields + 1] = AUDIT_FILTERKEY;
-    words[values + 1] = key.len() as u32;
-    words[flags + 1] = AUDIT_EQUAL;
+    let mut set = |i: usize, field: u32, value: u32| {
+        words[fields + i] = field;
+        words[values + i] = value;
+        words[flags + i] = AUDIT_EQUAL;
+    };
+    set(0, AUDIT_ARCH, arch.arch);
+    let mut count = 1;
+    if let Some((field, value)) = field {
+        set(count, field, value);
+        count += 1;
+    }
+    set(count, AUDIT_FILTERKEY, key.len() as u32);
+    words[2] = count as u32 + 1;
     words[RULE_DATA / 4 - 1] = key.len() as u32;
     let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
     bytes.extend_from_slice(key.as_bytes());
@@ -850,7 +1072,8 @@ impl Rule {
         let Some(pid) = self.key.strip_prefix(KEY_PREFIX) else {
             return false;
         };
-        match pid.parse::<u32>() {
+        // `<pid>` or `<pid>:<purpose>`.
+        match pid.split(':').next().unwrap_or(pid).parse::<u32>() {
             Ok(pid) if pid == std::process::id() => false,
             Ok(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             Err(_) => true,
@@ -874,8 +1097,25 @@ fn is_string_field(field: u32) -> bool {
     matches!(field, 13..=19 | 41 | 42 | 105 | 106 | 211 | 212)
 }
 
-/// Gathers the records of each event (they share a serial) into execs.
+/// What the records of one event make.
+#[derive(Debug)]
+enum Assembled {
+    Exec(Exec),
+    Connection(Connection),
+}
+
+impl Assembled {
+    fn time_ms(&self) -> u64 {
+        match self {
+            Assembled::Exec(e) => e.time_ms,
+            Assembled::Connection(c) => c.time_ms,
+        }
+    }
+}
+
+/// Gathers the records of each event (they share a serial) into execs or connections.
 struct Assembler {
+    purpose: Purpose,
     open: HashMap<u64, Partial>,
     max_command_line: usize,
     /// Events given up before their end came, to keep at most [`MAX_OPEN_EVENTS`].
@@ -884,11 +1124,21 @@ struct Assembler {
 
 #[derive(Default)]
 struct Partial {
+    call: Call,
     exec: Exec,
     /// An `EXECVE` record came: it is an exec.
     is_exec: bool,
-    /// The `SYSCALL` record said it failed: no program started.
+    /// The `SYSCALL` record said it failed: no program started, no connection made.
     failed: bool,
+    /// The call's result (`-115`: EINPROGRESS) and first argument.
+    exit: i64,
+    a0: Option<u64>,
+    /// Through `socketcall`: `a0` says which call, the arguments are in memory.
+    socketcall: bool,
+    /// The `SOCKADDR` record's address, as the process passed or was given it.
+    sockaddr: Vec<u8>,
+    /// The `PROCTITLE` record's, NULs between the arguments.
+    title: Vec<u8>,
     /// `argc`, and the arguments seen so far (one may span records, in pieces).
     args: Vec<Vec<u8>>,
     args_bytes: usize,
@@ -897,17 +1147,22 @@ struct Partial {
 }
 
 impl Assembler {
-    fn new(max_command_line: usize) -> Assembler {
+    fn new(purpose: Purpose, max_command_line: usize) -> Assembler {
         Assembler {
+            purpose,
             open: HashMap::new(),
             max_command_line,
             evicted: 0,
         }
     }
 
-    /// Takes one record in; the exec it completes, if any.
-    fn record(&mut self, kind: u16, payload: &[u8]) -> Option<Exec> {
-        if !matches!(kind, AUDIT_SYSCALL | AUDIT_EXECVE | AUDIT_CWD | AUDIT_EOE) {
+    /// Takes one record in; the event it completes, if any.
+    fn record(&mut self, kind: u16, payload: &[u8]) -> Option<Assembled> {
+        let ours = match self.purpose {
+            Purpose::Execs => matches!(kind, AUDIT_EXECVE | AUDIT_CWD),
+            Purpose::Connections => matches!(kind, AUDIT_SOCKADDR | AUDIT_PROCTITLE),
+        };
+        if !ours && !matches!(kind, AUDIT_SYSCALL | AUDIT_EOE) {
             return None;
         }
         let text = std::str::from_utf8(payload).ok()?;
@@ -917,24 +1172,39 @@ impl Assembler {
         }
         if kind == AUDIT_SYSCALL {
             let fields = Fields(rest);
-            if fields
-                .number("syscall")
-                .zip(fields.hex("arch"))
-                .is_some_and(|(nr, arch)| !is_exec_syscall(arch, nr as u32))
-            {
+            let a0 = fields
+                .get("a0")
+                .and_then(|v| u64::from_str_radix(v, 16).ok());
+            let (nr, arch) = (fields.number("syscall"), fields.hex("arch"));
+            let call = match (nr, arch) {
+                (Some(nr), Some(arch)) => call_of(arch, nr as u32, a0),
+                // Without its numbers, an `EXECVE` record still tells an exec.
+                _ => Some(Call::Exec),
+            };
+            let socketcall =
+                arch == Some(I386.arch) && nr.is_some_and(|nr| Some(nr as u32) == I386.socketcall);
+            let wanted = match self.purpose {
+                Purpose::Execs => call == Some(Call::Exec),
+                Purpose::Connections => matches!(call, Some(Call::Connect | Call::Accept)),
+            };
+            if !wanted {
                 return None;
             }
             if self.open.len() >= MAX_OPEN_EVENTS {
                 // Events never ended are others' rules' leftovers: the oldest goes.
-                let oldest = self.open.iter().min_by_key(|(s, _)| **s).map(|(s, _)| *s)?;
+                let oldest = self.open.keys().min().copied()?;
                 self.open.remove(&oldest);
                 self.evicted += 1;
             }
             let partial = self.open.entry(serial).or_default();
+            partial.call = call.unwrap_or_default();
             partial.opened_ms = now_ms();
             partial.exec.serial = serial;
             partial.exec.time_ms = time_ms;
             partial.failed = fields.get("success") == Some("no");
+            partial.exit = fields.get("exit").and_then(|v| v.parse().ok()).unwrap_or(0);
+            partial.a0 = a0;
+            partial.socketcall = socketcall;
             let id = |k| fields.number(k).map_or(u32::MAX, |v| v as u32);
             partial.exec.pid = id("pid");
             partial.exec.ppid = id("ppid");
@@ -949,13 +1219,21 @@ impl Assembler {
         let fields = Fields(rest);
         match kind {
             AUDIT_CWD => partial.exec.cwd = fields.text("cwd").unwrap_or_default(),
+            AUDIT_SOCKADDR => {
+                partial.sockaddr = fields.get("saddr").map(decode).unwrap_or_default();
+            }
+            AUDIT_PROCTITLE => {
+                let mut title = fields.get("proctitle").map(decode).unwrap_or_default();
+                title.truncate(MAX_TITLE);
+                partial.title = title;
+            }
             _ => partial.arguments(&fields, self.max_command_line),
         }
         None
     }
 
     /// Events whose end never came within a second (records lost): out as far as they go.
-    fn stale(&mut self, now: u64) -> Vec<Exec> {
+    fn stale(&mut self, now: u64) -> Vec<Assembled> {
         if self.open.is_empty() {
             return Vec::new();
         }
@@ -971,6 +1249,10 @@ impl Assembler {
             .collect()
     }
 }
+
+/// The kernel keeps this much of a process's title (`MAX_PROCTITLE_AUDIT_LEN`).
+const MAX_TITLE: usize = 128;
+const EINPROGRESS: i64 = -(libc::EINPROGRESS as i64);
 
 impl Partial {
     /// One `EXECVE` record: `argc=N a0=... a1_len=M a1[0]=... a1[1]=...`.
@@ -1012,7 +1294,14 @@ impl Partial {
         }
     }
 
-    fn finish(mut self, max: usize) -> Option<Exec> {
+    fn finish(self, max: usize) -> Option<Assembled> {
+        match self.call {
+            Call::Exec => self.finish_exec(max).map(Assembled::Exec),
+            Call::Connect | Call::Accept => self.finish_connection().map(Assembled::Connection),
+        }
+    }
+
+    fn finish_exec(mut self, max: usize) -> Option<Exec> {
         if !self.is_exec || self.failed {
             return None;
         }
@@ -1034,13 +1323,81 @@ impl Partial {
         self.exec.command_line = line;
         Some(self.exec)
     }
+
+    /// A connect that succeeded or began (non-blocking), an accept that took one; to or from
+    /// an IPv4 or IPv6 peer (a local socket's is no connection of the network's).
+    fn finish_connection(self) -> Option<Connection> {
+        let inbound = self.call == Call::Accept;
+        let in_progress = !inbound && self.failed && self.exit == EINPROGRESS;
+        if self.failed && !in_progress {
+            return None;
+        }
+        let remote = socket_address(&self.sockaddr)?;
+        let fd = if inbound {
+            u32::try_from(self.exit).ok()
+        } else if self.socketcall {
+            None
+        } else {
+            self.a0.and_then(|a0| u32::try_from(a0).ok())
+        };
+        let mut title = self
+            .title
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let e = self.exec;
+        // The kernel may keep a title it read before the process ran its program (a child
+        // connecting soon after its exec can show its parent's): one whose program is not the
+        // process's name is not its title.
+        let program = title.split(' ').next().unwrap_or("");
+        let program = program.rsplit('/').next().unwrap_or(program);
+        if e.comm.is_empty() || !(program.starts_with(&e.comm) || e.comm.starts_with(program)) {
+            title.clear();
+        }
+        Some(Connection {
+            serial: e.serial,
+            time_ms: e.time_ms,
+            pid: e.pid,
+            uid: e.uid,
+            auid: e.auid,
+            comm: e.comm,
+            executable: e.executable,
+            inbound,
+            remote,
+            in_progress,
+            fd,
+            title,
+        })
+    }
 }
 
-fn is_exec_syscall(arch: u32, nr: u32) -> bool {
-    [X86_64, I386, AARCH64, ARM]
-        .iter()
-        .find(|a| a.arch == arch)
-        .is_none_or(|a| nr == a.execve || nr == a.execveat)
+/// A `struct sockaddr` of the IPv4 or IPv6 family: its address and port.
+fn socket_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let family = u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(Ipv4Addr::from(ip).into(), port))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            Some(SocketAddr::new(Ipv6Addr::from(ip).into(), port))
+        }
+        _ => None,
+    }
+}
+
+/// The call `nr` (first argument `a0`) is on `arch`. An architecture not in the table is
+/// taken for an exec: an `EXECVE` record still tells one.
+fn call_of(arch: u32, nr: u32, a0: Option<u64>) -> Option<Call> {
+    match [X86_64, I386, AARCH64, ARM].iter().find(|a| a.arch == arch) {
+        Some(a) => a.call(nr, a0),
+        None => Some(Call::Exec),
+    }
 }
 
 /// `audit(1733180000.123:4567): rest` → (milliseconds, serial, rest).
@@ -1112,7 +1469,17 @@ mod tests {
     use super::*;
 
     fn feed(a: &mut Assembler, kind: u16, text: &str) -> Option<Exec> {
-        a.record(kind, text.as_bytes())
+        match a.record(kind, text.as_bytes())? {
+            Assembled::Exec(exec) => Some(exec),
+            other @ Assembled::Connection(_) => panic!("{other:?}"),
+        }
+    }
+
+    fn connection(a: &mut Assembler, kind: u16, text: &str) -> Option<Connection> {
+        match a.record(kind, text.as_bytes())? {
+            Assembled::Connection(c) => Some(c),
+            other @ Assembled::Exec(_) => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1128,7 +1495,7 @@ mod tests {
 
     #[test]
     fn an_execs_records_make_one_exec_with_every_argument() {
-        let mut a = Assembler::new(1000);
+        let mut a = Assembler::new(Purpose::Execs, 1000);
         let t = "audit(1733180000.123:77): ";
         assert_eq!(
             feed(
@@ -1170,7 +1537,7 @@ mod tests {
 
     #[test]
     fn a_long_argument_in_pieces_over_records_is_joined_and_cut_at_the_limit() {
-        let mut a = Assembler::new(12);
+        let mut a = Assembler::new(Purpose::Execs, 12);
         let t = "audit(1.000:5): ";
         feed(
             &mut a,
@@ -1191,7 +1558,7 @@ mod tests {
 
     #[test]
     fn failed_execs_and_other_system_calls_are_no_execs() {
-        let mut a = Assembler::new(100);
+        let mut a = Assembler::new(Purpose::Execs, 100);
         let t = "audit(1.000:6): ";
         feed(
             &mut a,
@@ -1213,7 +1580,7 @@ mod tests {
 
     #[test]
     fn open_events_are_bounded() {
-        let mut a = Assembler::new(100);
+        let mut a = Assembler::new(Purpose::Execs, 100);
         for serial in 0..(MAX_OPEN_EVENTS as u64 + 50) {
             feed(
                 &mut a,
@@ -1239,12 +1606,250 @@ mod tests {
         assert!(!theirs.ours() && !theirs.stale() && theirs.audits_every_exec(X86_64));
     }
 
+    #[test]
+    fn a_connects_records_make_a_connection_with_its_peer_and_title() {
+        let mut a = Assembler::new(Purpose::Connections, 100);
+        let t = "audit(1733180000.500:90): ";
+        // A non-blocking connect to 192.168.0.1:80, then an IPv6 accept from [2001:db8::7]:50000.
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!(
+                "{t}arch=c000003e syscall=42 success=no exit=-115 a0=5 a1=7ffd a2=10 a3=0 items=0 ppid=1 pid=40 auid=1000 uid=33 gid=33 ses=2 comm=\"curl\" exe=\"/usr/bin/curl\" key=(null)"
+            ),
+        );
+        connection(
+            &mut a,
+            AUDIT_SOCKADDR,
+            &format!("{t}saddr=02000050C0A800010000000000000000"),
+        );
+        connection(
+            &mut a,
+            AUDIT_PROCTITLE,
+            &format!("{t}proctitle=6375726C00687474703A2F2F78"),
+        );
+        let c = connection(&mut a, AUDIT_EOE, t).unwrap();
+        assert_eq!(
+            c,
+            Connection {
+                serial: 90,
+                time_ms: 1_733_180_000_500,
+                pid: 40,
+                uid: 33,
+                auid: 1000,
+                comm: "curl".into(),
+                executable: "/usr/bin/curl".into(),
+                inbound: false,
+                remote: "192.168.0.1:80".parse().unwrap(),
+                in_progress: true,
+                fd: Some(5),
+                title: "curl http://x".into(),
+            }
+        );
+        // A title of another program (the parent's, read before the exec) is none.
+        let t = "audit(1.000:89): ";
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!("{t}arch=c000003e syscall=42 success=yes exit=0 a0=3 pid=42 comm=\"perl\""),
+        );
+        connection(
+            &mut a,
+            AUDIT_SOCKADDR,
+            &format!("{t}saddr=02000050C0A80001"),
+        );
+        connection(
+            &mut a,
+            AUDIT_PROCTITLE,
+            &format!("{t}proctitle=2F746D702F7465737400782D79"),
+        );
+        assert_eq!(connection(&mut a, AUDIT_EOE, t).unwrap().title, "");
+        let t = "audit(1.000:91): ";
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!(
+                "{t}arch=c000003e syscall=288 success=yes exit=9 a0=3 pid=41 uid=0 auid=4294967295 comm=\"sshd\" exe=\"/usr/sbin/sshd\""
+            ),
+        );
+        connection(
+            &mut a,
+            AUDIT_SOCKADDR,
+            &format!(
+                "{t}saddr=0A00C35000000000{}00000000",
+                "20010DB8000000000000000000000007"
+            ),
+        );
+        let c = connection(&mut a, AUDIT_EOE, t).unwrap();
+        assert!(c.inbound && !c.in_progress);
+        assert_eq!(
+            (c.remote, c.fd),
+            ("[2001:db8::7]:50000".parse().unwrap(), Some(9))
+        );
+    }
+
+    #[test]
+    fn refused_and_local_connects_and_execs_are_no_connections() {
+        let mut a = Assembler::new(Purpose::Connections, 100);
+        let cases = [
+            // Refused at once.
+            ("syscall=42 success=no exit=-111 a0=3", "02000050C0A80001"),
+            // A local (AF_UNIX) socket: "/run/x".
+            ("syscall=42 success=yes exit=0 a0=3", "01002F72756E2F78"),
+            // No address (accept with a null one).
+            ("syscall=43 success=yes exit=4 a0=3", ""),
+        ];
+        for (i, (call, saddr)) in cases.iter().enumerate() {
+            let t = format!("audit(1.000:{}): ", 100 + i);
+            connection(
+                &mut a,
+                AUDIT_SYSCALL,
+                &format!("{t}arch=c000003e {call} pid=2"),
+            );
+            if !saddr.is_empty() {
+                connection(&mut a, AUDIT_SOCKADDR, &format!("{t}saddr={saddr}"));
+            }
+            assert_eq!(connection(&mut a, AUDIT_EOE, &t), None, "{call}");
+        }
+        let t = "audit(1.000:110): ";
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!("{t}arch=c000003e syscall=59 success=yes pid=2"),
+        );
+        connection(&mut a, AUDIT_EXECVE, &format!("{t}argc=1 a0=\"x\""));
+        assert!(a.open.is_empty(), "an exec is not gathered for connections");
+        // Through i386's socketcall, a0 is the call: connect (3); the descriptor is unknown.
+        let t = "audit(1.000:111): ";
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!("{t}arch=40000003 syscall=102 success=yes exit=0 a0=3 pid=2"),
+        );
+        connection(
+            &mut a,
+            AUDIT_SOCKADDR,
+            &format!("{t}saddr=0200003501020304"),
+        );
+        let c = connection(&mut a, AUDIT_EOE, t).unwrap();
+        assert_eq!((c.remote, c.fd), ("1.2.3.4:53".parse().unwrap(), None));
+        let t = "audit(1.000:112): ";
+        connection(
+            &mut a,
+            AUDIT_SYSCALL,
+            &format!("{t}arch=40000003 syscall=102 success=yes exit=0 a0=9 pid=2"),
+        );
+        assert!(
+            a.open.is_empty(),
+            "socketcall's sendmsg (9) is no connection"
+        );
+    }
+
+    #[test]
+    fn connection_rules_list_back_as_ours_with_their_purpose() {
+        let key = format!("{KEY_PREFIX}{}:connections", std::process::id());
+        let rule = Rule::parse(&connection_rule(X86_64, Some(2), &key)).unwrap();
+        assert!(rule.ours() && !rule.stale() && !rule.audits_every_exec(X86_64));
+        assert_eq!(
+            (rule.key.as_str(), rule.conditions, rule.arch),
+            (key.as_str(), 1, Some(X86_64.arch))
+        );
+        let bit = |nr: u32| rule.mask[(nr / 32) as usize] & (1 << (nr % 32)) != 0;
+        assert!(bit(42) && bit(43) && bit(288) && !bit(59));
+        let dead = Rule::parse(&connection_rule(
+            X86_64,
+            None,
+            "edgeguard:4194304:connections",
+        ))
+        .unwrap();
+        assert!(dead.stale() && dead.conditions == 0);
+    }
+
+    /// On the real kernel, managed: connections a child makes and takes on loopback (the
+    /// kernel audits no call of the registered daemon's own process, which this one may be),
+    /// each told with its peer and process, and the rules gone after.
+    #[test]
+    fn connections_made_and_taken_are_read_with_their_process() {
+        use std::io::BufRead;
+        let mut audit = Audit::open(Mode::Manage, Purpose::Connections, 4 << 20, 100)
+            .expect("audit is available here");
+        assert!(audit.rules_added() >= 1);
+        let n = 20;
+        // perl-base, in every Debian: listen, then connect and accept n times, and a UDP
+        // socket connected over IPv6.
+        let script = format!(
+            "use IO::Socket::INET; use IO::Socket::IP; $| = 1;
+             my $l = IO::Socket::INET->new(Listen => 64, LocalAddr => '127.0.0.1', Proto => 'tcp') or die;
+             print $l->sockport, \"\\n\";
+             for (1..{n}) {{ my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $l->sockport) or die;
+               my $s = $l->accept; print $c->sockport, \"\\n\"; close $c; close $s; }}
+             IO::Socket::IP->new(PeerHost => '::1', PeerPort => 53, Proto => 'udp') or die;"
+        );
+        let child = std::process::Command::new("/usr/bin/perl")
+            .args(["-e", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("perl runs");
+        let pid = child.id();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let ports: Vec<u16> = output
+            .stdout
+            .lines()
+            .map(|l| l.unwrap().parse().unwrap())
+            .collect();
+        let (port, client_ports) = (ports[0], &ports[1..]);
+        let (mut out, mut theirs) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while theirs.len() < 2 * n + 1 && Instant::now() < deadline {
+            poll_readable(audit.socket(), Duration::from_millis(100));
+            audit.read_connections(&mut out).unwrap();
+            theirs.extend(out.drain(..).filter(|c| c.pid == pid));
+        }
+        let made: Vec<_> = theirs
+            .iter()
+            .filter(|c| !c.inbound && c.remote.port() == port)
+            .collect();
+        let taken: Vec<u16> = theirs
+            .iter()
+            .filter(|c| c.inbound && c.remote.ip().is_loopback())
+            .map(|c| c.remote.port())
+            .collect();
+        assert_eq!(made.len(), n, "every connect: {theirs:?}");
+        assert_eq!(taken, client_ports, "every accept, with its peer's port");
+        assert!(
+            theirs
+                .iter()
+                .all(|c| c.fd.is_some() && c.uid == 0 && c.executable.ends_with("perl")),
+            "{theirs:?}"
+        );
+        assert!(
+            theirs
+                .iter()
+                .all(|c| c.title.is_empty() || c.title.starts_with("/usr/bin/perl -e")),
+            "{theirs:?}"
+        );
+        assert!(
+            theirs
+                .iter()
+                .any(|c| c.remote == "[::1]:53".parse().unwrap()),
+            "the UDP connect: {theirs:?}"
+        );
+        let ours = audit.key.clone();
+        drop(audit);
+        let mut after = Audit::open(Mode::Follow, Purpose::Connections, 1 << 16, 100).unwrap();
+        assert!(
+            !after.rules().unwrap().iter().any(|r| r.key == ours),
+            "removed"
+        );
+    }
+
     /// On the real kernel: short processes with a space in an argument (written in hex) are
     /// each read whole, and the rules added are gone after.
     #[test]
     fn every_short_process_is_read_whole_and_what_was_changed_is_undone() {
-        let mut audit =
-            Audit::open(Mode::Manage, 4 << 20, 16 << 10).expect("audit is available here");
+        let mut audit = Audit::open(Mode::Manage, Purpose::Execs, 4 << 20, 16 << 10)
+            .expect("audit is available here");
         let before = audit.status().unwrap();
         assert!(before.enabled >= 1);
         let tag = format!("audit-{}", std::process::id());
@@ -1290,7 +1895,7 @@ mod tests {
             "our rules are listed back"
         );
         drop(audit);
-        let mut after = Audit::open(Mode::Follow, 1 << 16, 100).unwrap();
+        let mut after = Audit::open(Mode::Follow, Purpose::Execs, 1 << 16, 100).unwrap();
         assert!(
             !after.rules().unwrap().iter().any(|r| r.key == ours),
             "the {added} rules added are removed"

@@ -7,14 +7,20 @@
 //!
 //! A TCP connection opened and closed between two collections is not in any table: where the
 //! host follows the kernel's socket destroy notifications, those that no snapshot saw are
-//! reported too, without an owner (the process had let go of the socket), `Closed` in their
-//! details.
+//! reported too, `Closed` in their details.
+//!
+//! Where the host reads the kernel's audit records of `connect` and `accept`, each tells the
+//! process of a connection and its peer, not its local end: matched to a socket of the
+//! snapshot (by inode) or to a closed connection (by peer), it gives the process to a
+//! connection that had none; one that nothing matched within a collection (a UDP exchange
+//! over between two snapshots, a connection attempt that never completed, a container's own
+//! network) is reported from the record alone, without a local end.
 
 use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{Availability, config_bool, config_keys};
 use edgeguard_sdk::{ConnectionCreate, Direction, ListeningPort, Protocol};
-use sockets::{Socket, SocketState, Source};
-use std::collections::{BTreeSet, HashSet};
+use sockets::{AddressFamily, OpenedConnection, Socket, SocketState, Source};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 type ConnKey = (bool, String, u16, String, u16);
 type ListenKey = (bool, String, u16, u32);
@@ -29,6 +35,14 @@ struct NetworkCollector {
     follow: bool,
     /// Whether the host tells closed connections.
     closed_feed: Availability,
+    /// Whether the host tells the connections its audit records show.
+    opened_feed: Availability,
+    /// Audited connections no snapshot or closed connection matched yet, with the collections
+    /// they waited.
+    pending: Vec<(u8, OpenedConnection)>,
+    /// Peers of this collection's closed connections reported without a process: a record of
+    /// theirs coming by the next one is not a connection of its own.
+    closed_peers: HashSet<Peer>,
     backlog: Vec<Event>,
     source: Option<Source>,
 }
@@ -50,6 +64,9 @@ impl Collector for NetworkCollector {
             report_existing: config_bool(&config, "report_existing", true)?,
             follow: config_bool(&config, "events", true)?,
             closed_feed: Availability::default(),
+            opened_feed: Availability::default(),
+            pending: Vec::new(),
+            closed_peers: HashSet::new(),
             backlog: Vec::new(),
             source: None,
         })
@@ -106,6 +123,10 @@ impl Collector for NetworkCollector {
         let now: HashSet<ConnKey> = connections.iter().map(|s| key(s)).collect();
         let first = self.known.is_none();
         let before = self.known.take().unwrap_or_default();
+        if self.follow {
+            self.opened()?;
+        }
+        let mut audited = Audited::new(std::mem::take(&mut self.pending));
         if !first || self.report_existing {
             let mut new: Vec<&&Socket> = connections
                 .iter()
@@ -116,18 +137,34 @@ impl Collector for NetworkCollector {
             for s in new {
                 // A socket shared by several descriptors appears once per connection key.
                 if reported.insert(key(s)) {
-                    self.backlog.push(connection(
-                        s,
-                        listen_ports.contains(&(is_tcp(s), s.local_port)),
-                        first,
-                    ));
+                    let mut event =
+                        connection(s, listen_ports.contains(&(is_tcp(s), s.local_port)), first);
+                    if s.owner.is_none()
+                        && let Some(record) = audited.take_socket(s)
+                    {
+                        with_process(&mut event, &record);
+                    }
+                    self.backlog.push(event);
                 }
             }
         }
+        let earlier = std::mem::take(&mut self.closed_peers);
         if self.follow {
             let room = (max_events as usize).saturating_sub(self.backlog.len()) as u32;
-            self.closed(room, &before, &now, &listen_ports)?;
+            self.closed(room, &before, &now, &listen_ports, &mut audited)?;
         }
+        // Records of connections the snapshot holds (reported now or before) are no news: by
+        // inode, or by peer for a socket no descriptor holds any more (in time-wait).
+        for s in &connections {
+            audited.take_inode(s.inode);
+        }
+        for s in connections.iter().filter(|s| s.inode == 0) {
+            audited.take_peer(&(s.remote_address.clone(), s.remote_port));
+        }
+        let room = (max_events as usize).saturating_sub(self.backlog.len());
+        let closed_followed = self.follow && self.closed_feed.answered();
+        let told = [&earlier, &self.closed_peers];
+        self.pending = audited.rest(room, closed_followed, told, &mut self.backlog);
         self.known = Some(now);
 
         let take = self.backlog.len().min(max_events as usize);
@@ -144,6 +181,7 @@ impl NetworkCollector {
         before: &HashSet<ConnKey>,
         now: &HashSet<ConnKey>,
         listen_ports: &HashSet<(bool, u16)>,
+        audited: &mut Audited,
     ) -> Result<(), CollectError> {
         if max == 0 {
             return Ok(());
@@ -173,7 +211,12 @@ impl NetworkCollector {
             if before.contains(&key) || now.contains(&key) {
                 continue;
             }
-            self.backlog.push(Event::ConnectionCreate(ConnectionCreate {
+            let peer: Peer = (c.remote_address.clone(), c.remote_port);
+            let record = audited.take_peer(&peer);
+            if record.is_none() {
+                self.closed_peers.insert(peer);
+            }
+            let mut event = Event::ConnectionCreate(ConnectionCreate {
                 protocol: Protocol::Tcp,
                 direction: if listen_ports.contains(&(true, c.local_port)) {
                     Direction::In
@@ -192,10 +235,197 @@ impl NetworkCollector {
                     ("OwnerKnown".to_owned(), "false".to_owned()),
                     ("Closed".to_owned(), "true".to_owned()),
                 ],
-            }));
+            });
+            if let Some(record) = record {
+                with_process(&mut event, &record);
+            }
+            self.backlog.push(event);
         }
         Ok(())
     }
+
+    /// The connections the audit records told since the last collection, to be matched.
+    fn opened(&mut self) -> Result<(), CollectError> {
+        let Some(batch) = self.opened_feed.check(
+            sockets::opened(MAX_PENDING as u32),
+            "connections closed between two collections have no process",
+            "connections have their process from the audit records again",
+        )?
+        else {
+            return Ok(());
+        };
+        if batch.lost > 0 {
+            warn!(
+                "{} connections from the audit records were lost before this collection",
+                batch.lost
+            );
+        }
+        self.pending
+            .extend(batch.connections.into_iter().map(|c| (0, c)));
+        if self.pending.len() > MAX_PENDING {
+            let over = self.pending.len() - MAX_PENDING;
+            warn!(
+                "{over} connections from the audit records dropped: more than {MAX_PENDING} waited"
+            );
+            self.pending.drain(..over);
+        }
+        Ok(())
+    }
+}
+
+/// Audited connections waiting for a match, at most.
+const MAX_PENDING: usize = 4096;
+
+/// A peer: its address and port.
+type Peer = (String, u16);
+
+/// One collection's audited connections, looked up by socket inode and by peer.
+struct Audited {
+    waiting: Vec<Option<(u8, OpenedConnection)>>,
+    by_inode: HashMap<u64, usize>,
+    by_peer: HashMap<Peer, Vec<usize>>,
+}
+
+impl Audited {
+    fn new(pending: Vec<(u8, OpenedConnection)>) -> Audited {
+        let mut by_inode = HashMap::new();
+        let mut by_peer: HashMap<Peer, Vec<usize>> = HashMap::new();
+        for (i, (_, c)) in pending.iter().enumerate() {
+            if let Some(inode) = c.inode {
+                by_inode.insert(inode, i);
+            }
+            by_peer
+                .entry((c.remote_address.clone(), c.remote_port))
+                .or_default()
+                .push(i);
+        }
+        Audited {
+            waiting: pending.into_iter().map(Some).collect(),
+            by_inode,
+            by_peer,
+        }
+    }
+
+    /// The record of socket `s`: by its inode, else the oldest of its peer's.
+    fn take_socket(&mut self, s: &Socket) -> Option<OpenedConnection> {
+        self.take_inode(s.inode)
+            .or_else(|| self.take_peer(&(s.remote_address.clone(), s.remote_port)))
+    }
+
+    fn take_inode(&mut self, inode: u64) -> Option<OpenedConnection> {
+        let i = self.by_inode.remove(&inode)?;
+        self.waiting[i].take().map(|(_, c)| c)
+    }
+
+    /// The oldest record of a connection with `peer`.
+    fn take_peer(&mut self, peer: &Peer) -> Option<OpenedConnection> {
+        let list = self.by_peer.get_mut(peer)?;
+        while !list.is_empty() {
+            if let Some((_, c)) = self.waiting[list.remove(0)].take() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// What nothing matched: a record that waited a collection already is reported on its own
+    /// (at most `room`); the others wait for the next one. A connect that completed at once is
+    /// TCP or UDP: where the host tells closed TCP connections and its sockets, one that neither
+    /// showed was UDP; elsewhere its protocol cannot be told, and it is counted and logged.
+    fn rest(
+        self,
+        mut room: usize,
+        closed_followed: bool,
+        closed_peers: [&HashSet<Peer>; 2],
+        out: &mut Vec<Event>,
+    ) -> Vec<(u8, OpenedConnection)> {
+        let mut keep = Vec::new();
+        let mut untold = 0u64;
+        for (waited, c) in self.waiting.into_iter().flatten() {
+            let peer = (c.remote_address.clone(), c.remote_port);
+            if closed_peers.iter().any(|told| told.contains(&peer)) {
+                // Its closed connection was reported without a process, before it came.
+                continue;
+            }
+            // A container's network is in no table of the host's: nothing will match.
+            if waited == 0 && c.host_network {
+                keep.push((1, c));
+                continue;
+            }
+            let protocol = if c.direction == Direction::In || c.in_progress {
+                Some(Protocol::Tcp)
+            } else if closed_followed && c.host_network {
+                Some(Protocol::Udp)
+            } else {
+                None
+            };
+            match protocol {
+                Some(_) if room == 0 => keep.push((waited, c)),
+                Some(protocol) => {
+                    room -= 1;
+                    out.push(audited_only(&c, protocol));
+                }
+                None => untold += 1,
+            }
+        }
+        if untold > 0 {
+            info!(
+                "{untold} connections told by audit records alone not reported: their protocol cannot be told (no socket table shows their network)"
+            );
+        }
+        keep
+    }
+}
+
+/// The process of an audited connection, given to a connection reported without one.
+fn with_process(event: &mut Event, record: &OpenedConnection) {
+    let Event::ConnectionCreate(c) = event else {
+        return;
+    };
+    // The call tells the direction, where the listening ports may no longer (the listener
+    // closed before the collection).
+    c.direction = record.direction;
+    c.process_id = record.owner.pid;
+    c.executable = record.owner.executable.clone();
+    c.command_line = Some(record.owner.command_line.clone()).filter(|l| !l.is_empty());
+    c.user_id = Some(record.user_id);
+    c.extra.retain(|(k, _)| k != "OwnerKnown");
+    audit_details(&mut c.extra, record);
+}
+
+fn audit_details(extra: &mut Vec<(String, String)>, record: &OpenedConnection) {
+    extra.push(("ProcessFrom".to_owned(), "audit record".to_owned()));
+    if let Some(auid) = record.login_user_id {
+        extra.push(("LoginUserId".to_owned(), auid.to_string()));
+    }
+}
+
+/// A connection its audit record alone tells: no local end.
+fn audited_only(record: &OpenedConnection, protocol: Protocol) -> Event {
+    let mut extra = vec![("AuditOnly".to_owned(), "true".to_owned())];
+    if record.in_progress {
+        extra.push(("HandshakeBegun".to_owned(), "true".to_owned()));
+    }
+    if !record.host_network {
+        extra.push(("HostNetwork".to_owned(), "false".to_owned()));
+    }
+    if record.family == AddressFamily::Ipv6 {
+        extra.push(("Family".to_owned(), "IPv6".to_owned()));
+    }
+    audit_details(&mut extra, record);
+    Event::ConnectionCreate(ConnectionCreate {
+        protocol,
+        direction: record.direction,
+        local_address: String::new(),
+        local_port: 0,
+        remote_address: record.remote_address.clone(),
+        remote_port: record.remote_port,
+        process_id: record.owner.pid,
+        executable: record.owner.executable.clone(),
+        command_line: Some(record.owner.command_line.clone()).filter(|l| !l.is_empty()),
+        user_id: Some(record.user_id),
+        extra,
+    })
 }
 
 fn is_tcp(s: &Socket) -> bool {

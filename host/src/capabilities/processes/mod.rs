@@ -4,7 +4,7 @@
 
 mod audited;
 
-use super::{HostContext, HostState, MAX_COMMAND_LINE};
+use super::{AuditUse, HostContext, HostState, MAX_COMMAND_LINE};
 use crate::kernel::netlink::Received;
 use crate::kernel::proc_connector::{ProcConnector, ProcEvent};
 use crate::kernel::{audit, feed};
@@ -177,11 +177,7 @@ impl Shared {
         let details = Arc::new(ExecDetails::default());
         let (root, u, d) = (host_root.to_owned(), Arc::clone(&users), Arc::clone(&details));
         let (kernel_events, kernel_buffer) = (options.kernel_events, options.kernel_buffer);
-        let audit = match options.audit {
-            super::AuditMode::Off => None,
-            super::AuditMode::Follow => Some(audit::Mode::Follow),
-            super::AuditMode::Manage => Some(audit::Mode::Manage),
-        };
+        let audit = options.audit.kernel_mode();
         let feed = feed::Feed::new("proc connector", options.event_buffer, wake, move || {
             if !kernel_events {
                 return Err(super::KERNEL_EVENTS_OFF.to_owned());
@@ -217,60 +213,6 @@ impl Shared {
             }
         }
         Some(status)
-    }
-}
-
-/// Whether the exec records of the audit subsystem are read, and why not.
-#[derive(Clone, Debug, Default)]
-pub enum AuditUse {
-    /// Not asked for (`agent.audit = "off"`), or the feed has not opened yet.
-    #[default]
-    Off,
-    /// Asked for and not available: why.
-    Unavailable(String),
-    /// Read.
-    Reading {
-        /// As a reader beside a daemon, or as the daemon.
-        role: audit::Role,
-        /// Rules edgeguard added for execs.
-        rules_added: usize,
-        /// The last change edgeguard made after opening, and why.
-        last_change: Option<String>,
-    },
-}
-
-impl AuditUse {
-    fn of(audit: &audit::Audit) -> AuditUse {
-        AuditUse::Reading {
-            role: audit.role(),
-            rules_added: audit.rules_added(),
-            last_change: audit.last_change().map(str::to_owned),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            AuditUse::Off => "off".to_owned(),
-            AuditUse::Unavailable(why) => format!("unavailable: {why}"),
-            AuditUse::Reading {
-                role,
-                rules_added,
-                last_change,
-            } => {
-                let role = match role {
-                    audit::Role::Reader => "read beside the audit daemon's",
-                    audit::Role::Daemon => "received as the audit daemon",
-                };
-                let rules = match rules_added {
-                    0 => "the rules in force audit execve".to_owned(),
-                    n => format!("{n} rules for execve added by edgeguard"),
-                };
-                match last_change {
-                    None => format!("exec records {role}; {rules}"),
-                    Some(change) => format!("exec records {role}; {rules}; last change: {change}"),
-                }
-            }
-        }
     }
 }
 
@@ -571,7 +513,7 @@ fn open_audit(
     connector: &ProcConnector,
     kernel_buffer: usize,
 ) -> Result<(audit::Audit, audited::Merge, OwnedFd), String> {
-    let audit = audit::Audit::open(mode, kernel_buffer, MAX_COMMAND_LINE)?;
+    let audit = audit::Audit::open(mode, audit::Purpose::Execs, kernel_buffer, MAX_COMMAND_LINE)?;
     // SAFETY: a new epoll descriptor, owned at once.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if epoll < 0 {
