@@ -288,7 +288,7 @@ impl OpenedSource {
             command_line,
         };
         if self.owners.len() >= MAX_OWNERS {
-                self.owners.retain(|_, (at, ..)| now.duration_since(*at) < OWNER_FRESH);
+            self.owners.retain(|_, (at, ..)| now.duration_since(*at) < OWNER_FRESH);
             if self.owners.len() >= MAX_OWNERS {
                 self.owners.clear();
             }

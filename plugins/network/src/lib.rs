@@ -262,10 +262,20 @@ impl NetworkCollector {
         }
         self.pending
             .extend(batch.connections.into_iter().map(|c| (0, c)));
-        if self.pending.len() > MAX_PENDING {
-            let over = self.pending.len() - MAX_PENDING;
+        // Bounded in count and in bytes (a command line may be 16 KiB): the oldest go first.
+        let mut bytes: usize = self.pending.iter().map(|(_, c)| record_bytes(c)).sum();
+        let mut over = self.pending.len().saturating_sub(MAX_PENDING);
+        bytes -= self.pending[..over]
+            .iter()
+            .map(|(_, c)| record_bytes(c))
+            .sum::<usize>();
+        while over < self.pending.len() && bytes > MAX_PENDING_BYTES {
+            bytes -= record_bytes(&self.pending[over].1);
+            over += 1;
+        }
+        if over > 0 {
             warn!(
-                "{over} connections from the audit records dropped: more than {MAX_PENDING} waited"
+                "{over} connections from the audit records dropped: more than {MAX_PENDING} or {MAX_PENDING_BYTES} bytes waited"
             );
             self.pending.drain(..over);
         }
@@ -273,8 +283,16 @@ impl NetworkCollector {
     }
 }
 
-/// Audited connections waiting for a match, at most.
+/// Audited connections waiting for a match, at most, in count and in bytes.
 const MAX_PENDING: usize = 4096;
+const MAX_PENDING_BYTES: usize = 4 << 20;
+
+fn record_bytes(c: &OpenedConnection) -> usize {
+    std::mem::size_of::<OpenedConnection>()
+        + c.remote_address.len()
+        + c.owner.executable.len()
+        + c.owner.command_line.len()
+}
 
 /// A peer: its address and port.
 type Peer = (String, u16);
