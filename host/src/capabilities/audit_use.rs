@@ -1,6 +1,7 @@
 //! How a capability reads the kernel's audit records, or why it does not: for its status.
 
 use crate::kernel::audit;
+use std::sync::Mutex;
 
 /// Whether the audit records of one purpose are read, and why not.
 #[derive(Clone, Debug, Default)]
@@ -64,5 +65,30 @@ impl AuditUse {
                 }
             }
         }
+    }
+}
+
+/// An [`AuditUse`] a reader thread keeps current and a status reads.
+#[derive(Default)]
+pub(crate) struct Shown(Mutex<AuditUse>);
+
+impl Shown {
+    pub(crate) fn set(&self, state: AuditUse) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub(crate) fn get(&self) -> AuditUse {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Shows `audit` anew when it changed since `seen` (its count of changes, kept by the
+    /// caller): true then.
+    pub(crate) fn follow(&self, audit: &audit::Audit, seen: &mut u64) -> bool {
+        if audit.changes() == *seen {
+            return false;
+        }
+        *seen = audit.changes();
+        self.set(AuditUse::of(audit));
+        true
     }
 }

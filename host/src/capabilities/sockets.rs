@@ -11,6 +11,7 @@
 //! subsystem's records of `connect` and `accept`, the connections processes make and take
 //! (with the process and the peer, but not the local end).
 
+use super::audit_use::Shown;
 use super::{AuditUse, HostContext, HostState};
 use crate::kernel::audit::{self, Audit};
 use crate::kernel::feed;
@@ -23,7 +24,7 @@ use crate::wit::edgeguard::collector::types::{Direction, HostError, Protocol};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Host for HostState {
@@ -59,7 +60,7 @@ impl Host for HostState {
 pub(crate) struct Shared {
     pub(crate) feed: feed::Feed<ClosedSource>,
     pub(crate) opened: feed::Feed<OpenedSource>,
-    audit: Arc<Mutex<AuditUse>>,
+    audit: Arc<Shown>,
 }
 
 impl Shared {
@@ -73,7 +74,7 @@ impl Shared {
             }
             ClosedSource::open(&root, kernel_buffer)
         });
-        let audit: Arc<Mutex<AuditUse>> = Arc::default();
+        let audit: Arc<Shown> = Arc::default();
         let (proc_dir, mode, state) = (
             host_root.join("proc"),
             options.audit.kernel_mode(),
@@ -90,7 +91,7 @@ impl Shared {
             };
             let opened = OpenedSource::open(mode, &proc_dir, kernel_buffer, Arc::clone(&state));
             if let Err(why) = &opened {
-                *state.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Unavailable(why.clone());
+                state.set(AuditUse::Unavailable(why.clone()));
             }
             opened
         });
@@ -116,7 +117,7 @@ impl Shared {
             status.details.push(("openedLost", opened.lost));
             let note = match (&opened.unavailable, opened.following) {
                 (Some(why), _) => format!("unavailable: {why}"),
-                (None, true) => self.audit.lock().unwrap_or_else(|e| e.into_inner()).describe(),
+                (None, true) => self.audit.get().describe(),
                 (None, false) => "not followed".to_owned(),
             };
             status.notes.push(("opened", note));
@@ -197,7 +198,7 @@ pub(crate) struct OpenedSource {
     owners: HashMap<u32, (Instant, Owner, bool)>,
     /// The host's network namespace, as `/proc/1/ns/net` names it.
     host_network: Option<PathBuf>,
-    state: Arc<Mutex<AuditUse>>,
+    state: Arc<Shown>,
     changes: u64,
 }
 
@@ -211,7 +212,7 @@ impl OpenedSource {
         mode: audit::Mode,
         proc_dir: &Path,
         kernel_buffer: usize,
-        state: Arc<Mutex<AuditUse>>,
+        state: Arc<Shown>,
     ) -> Result<OpenedSource, String> {
         let audit = Audit::open(mode, audit::Purpose::Connections, kernel_buffer, 0)?;
         let source = OpenedSource {
@@ -225,17 +226,14 @@ impl OpenedSource {
         };
         let use_ = AuditUse::of(&source.audit);
         tracing::info!("connections from the audit subsystem: {}", use_.describe());
-        *source.state.lock().unwrap_or_else(|e| e.into_inner()) = use_;
+        source.state.set(use_);
         Ok(source)
     }
 
     /// What others changed in the audit state, mended where edgeguard manages it, and told.
     fn look_after(&mut self) {
         self.audit.look_after(Instant::now());
-        if self.audit.changes() != self.changes {
-            self.changes = self.audit.changes();
-            *self.state.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::of(&self.audit);
-        }
+        self.state.follow(&self.audit, &mut self.changes);
     }
 
     fn connection(&mut self, c: audit::Connection, now: Instant) -> OpenedConnection {
@@ -314,12 +312,13 @@ impl feed::Source for OpenedSource {
 
     fn next(&mut self, out: &mut Vec<OpenedConnection>) -> std::io::Result<u64> {
         self.look_after();
-        self.raw.clear();
-        let dropped = self.audit.read_connections(&mut self.raw)?;
+        // The round's buffer is kept for the next one.
+        let mut raw = std::mem::take(&mut self.raw);
+        let dropped = self.audit.read_connections(&mut raw);
         let now = Instant::now();
-        let raw = std::mem::take(&mut self.raw);
-        out.extend(raw.into_iter().map(|c| self.connection(c, now)));
-        Ok(dropped)
+        out.extend(raw.drain(..).map(|c| self.connection(c, now)));
+        self.raw = raw;
+        dropped
     }
 
     fn tick(&mut self, _out: &mut Vec<OpenedConnection>) {

@@ -1130,11 +1130,11 @@ struct Partial {
     is_exec: bool,
     /// The `SYSCALL` record said it failed: no program started, no connection made.
     failed: bool,
-    /// The call's result (`-115`: EINPROGRESS) and first argument.
+    /// The call's result (`-115`: EINPROGRESS).
     exit: i64,
-    a0: Option<u64>,
-    /// Through `socketcall`: `a0` says which call, the arguments are in memory.
-    socketcall: bool,
+    /// Its first argument, `connect`'s socket; none through `socketcall`, whose first
+    /// argument says which call, the others in memory.
+    descriptor: Option<u64>,
     /// The `SOCKADDR` record's address, as the process passed or was given it.
     sockaddr: Vec<u8>,
     /// The `PROCTITLE` record's, NULs between the arguments.
@@ -1175,14 +1175,15 @@ impl Assembler {
             let a0 = fields
                 .get("a0")
                 .and_then(|v| u64::from_str_radix(v, 16).ok());
-            let (nr, arch) = (fields.number("syscall"), fields.hex("arch"));
+            let nr = fields.number("syscall").map(|nr| nr as u32);
+            let arch = fields.hex("arch").and_then(arch_of);
             let call = match (nr, arch) {
-                (Some(nr), Some(arch)) => call_of(arch, nr as u32, a0),
-                // Without its numbers, an `EXECVE` record still tells an exec.
+                (Some(nr), Some(arch)) => arch.call(nr, a0),
+                // Without its numbers, or on an architecture not in the table, an `EXECVE`
+                // record still tells an exec.
                 _ => Some(Call::Exec),
             };
-            let socketcall =
-                arch == Some(I386.arch) && nr.is_some_and(|nr| Some(nr as u32) == I386.socketcall);
+            let socketcall = nr.zip(arch).is_some_and(|(nr, a)| a.socketcall == Some(nr));
             let wanted = match self.purpose {
                 Purpose::Execs => call == Some(Call::Exec),
                 Purpose::Connections => matches!(call, Some(Call::Connect | Call::Accept)),
@@ -1203,8 +1204,7 @@ impl Assembler {
             partial.exec.time_ms = time_ms;
             partial.failed = fields.get("success") == Some("no");
             partial.exit = fields.get("exit").and_then(|v| v.parse().ok()).unwrap_or(0);
-            partial.a0 = a0;
-            partial.socketcall = socketcall;
+            partial.descriptor = a0.filter(|_| !socketcall);
             let id = |k| fields.number(k).map_or(u32::MAX, |v| v as u32);
             partial.exec.pid = id("pid");
             partial.exec.ppid = id("ppid");
@@ -1335,10 +1335,8 @@ impl Partial {
         let remote = socket_address(&self.sockaddr)?;
         let fd = if inbound {
             u32::try_from(self.exit).ok()
-        } else if self.socketcall {
-            None
         } else {
-            self.a0.and_then(|a0| u32::try_from(a0).ok())
+            self.descriptor.and_then(|d| u32::try_from(d).ok())
         };
         let mut title = self
             .title
@@ -1391,13 +1389,10 @@ fn socket_address(bytes: &[u8]) -> Option<std::net::SocketAddr> {
     }
 }
 
-/// The call `nr` (first argument `a0`) is on `arch`. An architecture not in the table is
-/// taken for an exec: an `EXECVE` record still tells one.
-fn call_of(arch: u32, nr: u32, a0: Option<u64>) -> Option<Call> {
-    match [X86_64, I386, AARCH64, ARM].iter().find(|a| a.arch == arch) {
-        Some(a) => a.call(nr, a0),
-        None => Some(Call::Exec),
-    }
+/// The architecture of the records' `arch` field, if it is one of the table's.
+fn arch_of(arch: u32) -> Option<&'static Arch> {
+    static TABLE: [Arch; 4] = [X86_64, I386, AARCH64, ARM];
+    TABLE.iter().find(|a| a.arch == arch)
 }
 
 /// `audit(1733180000.123:4567): rest` → (milliseconds, serial, rest).

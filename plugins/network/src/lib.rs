@@ -20,7 +20,7 @@ use edgeguard_sdk::prelude::*;
 use edgeguard_sdk::{Availability, config_bool, config_keys};
 use edgeguard_sdk::{ConnectionCreate, Direction, ListeningPort, Protocol};
 use sockets::{AddressFamily, OpenedConnection, Socket, SocketState, Source};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 type ConnKey = (bool, String, u16, String, u16);
 type ListenKey = (bool, String, u16, u32);
@@ -262,17 +262,17 @@ impl NetworkCollector {
         }
         self.pending
             .extend(batch.connections.into_iter().map(|c| (0, c)));
-        // Bounded in count and in bytes (a command line may be 16 KiB): the oldest go first.
-        let mut bytes: usize = self.pending.iter().map(|(_, c)| record_bytes(c)).sum();
-        let mut over = self.pending.len().saturating_sub(MAX_PENDING);
-        bytes -= self.pending[..over]
-            .iter()
-            .map(|(_, c)| record_bytes(c))
-            .sum::<usize>();
-        while over < self.pending.len() && bytes > MAX_PENDING_BYTES {
-            bytes -= record_bytes(&self.pending[over].1);
-            over += 1;
+        // Bounded in count and in bytes (a command line may be 16 KiB): the newest that fit
+        // are kept, the oldest go.
+        let (mut kept, mut bytes) = (0, 0);
+        for (_, c) in self.pending.iter().rev() {
+            if kept == MAX_PENDING || bytes + record_bytes(c) > MAX_PENDING_BYTES {
+                break;
+            }
+            kept += 1;
+            bytes += record_bytes(c);
         }
+        let over = self.pending.len() - kept;
         if over > 0 {
             warn!(
                 "{over} connections from the audit records dropped: more than {MAX_PENDING} or {MAX_PENDING_BYTES} bytes waited"
@@ -301,13 +301,14 @@ type Peer = (String, u16);
 struct Audited {
     waiting: Vec<Option<(u8, OpenedConnection)>>,
     by_inode: HashMap<u64, usize>,
-    by_peer: HashMap<Peer, Vec<usize>>,
+    /// Oldest first.
+    by_peer: HashMap<Peer, VecDeque<usize>>,
 }
 
 impl Audited {
     fn new(pending: Vec<(u8, OpenedConnection)>) -> Audited {
         let mut by_inode = HashMap::new();
-        let mut by_peer: HashMap<Peer, Vec<usize>> = HashMap::new();
+        let mut by_peer: HashMap<Peer, VecDeque<usize>> = HashMap::new();
         for (i, (_, c)) in pending.iter().enumerate() {
             if let Some(inode) = c.inode {
                 by_inode.insert(inode, i);
@@ -315,7 +316,7 @@ impl Audited {
             by_peer
                 .entry((c.remote_address.clone(), c.remote_port))
                 .or_default()
-                .push(i);
+                .push_back(i);
         }
         Audited {
             waiting: pending.into_iter().map(Some).collect(),
@@ -338,8 +339,8 @@ impl Audited {
     /// The oldest record of a connection with `peer`.
     fn take_peer(&mut self, peer: &Peer) -> Option<OpenedConnection> {
         let list = self.by_peer.get_mut(peer)?;
-        while !list.is_empty() {
-            if let Some((_, c)) = self.waiting[list.remove(0)].take() {
+        while let Some(i) = list.pop_front() {
+            if let Some((_, c)) = self.waiting[i].take() {
                 return Some(c);
             }
         }

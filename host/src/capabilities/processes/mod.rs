@@ -200,7 +200,7 @@ impl Shared {
             ("auditEventsUnfinished", load(&d.unfinished)),
         ];
         let usage = self.feed.usage(plugin)?;
-        let audit = d.audit.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let audit = d.audit.get();
         let mut status =
             super::FeedStatus::of(super::Capability::Processes, self.feed.what, usage, details);
         if status.source != "polling" {
@@ -233,7 +233,7 @@ pub struct ExecDetails {
     /// Audit events given up before their records ended (too many open at once).
     pub unfinished: AtomicU64,
     /// The audit source's state.
-    audit: Mutex<AuditUse>,
+    audit: super::audit_use::Shown,
 }
 
 /// The proc connector with each exec completed from `/proc` right away, on the reader thread,
@@ -262,18 +262,18 @@ impl ProcessSource {
         let connector = ProcConnector::open(feed::READ_TIMEOUT, kernel_buffer)?;
         let audit = match audit_mode.map(|mode| open_audit(mode, &connector, kernel_buffer)) {
             None => {
-                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Off;
+                details.audit.set(AuditUse::Off);
                 None
             }
             Some(Ok((audit, merge, poller))) => {
                 let state = AuditUse::of(&audit);
                 tracing::info!("process execs completed from the audit subsystem: {}", state.describe());
-                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = state;
+                details.audit.set(state);
                 Some((audit, merge, poller))
             }
             Some(Err(why)) => {
                 tracing::warn!("audit records unavailable, execs from the proc connector alone: {why}");
-                *details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::Unavailable(why);
+                details.audit.set(AuditUse::Unavailable(why));
                 None
             }
         };
@@ -389,10 +389,8 @@ impl ProcessSource {
         let Some((audit, merge, _)) = &mut self.audit else {
             return;
         };
-        if audit.changes() != self.audit_changes {
-            self.audit_changes = audit.changes();
+        if self.details.audit.follow(audit, &mut self.audit_changes) {
             merge.expect_records(audit.rules_added() > 0);
-            *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) = AuditUse::of(audit);
         }
     }
 }
@@ -614,8 +612,9 @@ impl feed::Source for ProcessSource {
                 let mut look = Looking { proc: &self.proc, users: &users };
                 merge.due(Instant::now() + Duration::from_secs(3600), &users, &mut look, out);
             }
-            *self.details.audit.lock().unwrap_or_else(|e| e.into_inner()) =
-                AuditUse::Unavailable(format!("the audit source failed: {e}"));
+            self.details
+                .audit
+                .set(AuditUse::Unavailable(format!("the audit source failed: {e}")));
         }
         self.count(&out[from..]);
         Ok(dropped)
