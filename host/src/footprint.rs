@@ -12,10 +12,11 @@
 //! cache come back with their neighbours all the same (the kernel's fault-around), so after a
 //! burst much of the code it ran does. Anonymous memory and writable mappings are left alone.
 
-/// Caps glibc's malloc arenas at two, and fixes its thresholds at 128 KiB. By default it makes
-/// up to eight arenas per core, one per thread that allocates at once; each keeps what a burst
-/// made it grow to, so the worker threads of a flood of events held tens of MB they no longer
-/// used. And its mmap threshold follows the largest block freed, up to 32 MiB: after the first
+/// Gives glibc's malloc one arena, and fixes its thresholds at 128 KiB. By default it makes up
+/// to eight arenas per core, one per thread that allocates at once; each keeps what a burst made
+/// it grow to, so the worker threads of a flood of events held tens of MB they no longer used
+/// (with two, the second still held 5 to 9 MiB at a flood's peak that the first could not
+/// reuse; each thread's cache keeps the one arena's lock off the common path). And its mmap threshold follows the largest block freed, up to 32 MiB: after the first
 /// 4 MiB snapshot or feed buffer, every later one came from the heap and stayed there. Fixed,
 /// large blocks are mapped and unmapped as they come and go, and a free top of the heap past
 /// 128 KiB goes back to the kernel. (musl has one heap and maps large blocks: nothing to do.)
@@ -23,7 +24,7 @@ pub fn limit_heap_arenas() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets tunables; called before the runtime's threads start.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
     }

@@ -7,7 +7,8 @@ use edgeguard_tests::edgehub::{
     self, ConnectRecord, DEVICE, Front, HUB, HubSimulator, MODULE, MODULE_KEY, Mosquitto, TestCa,
 };
 use edgeguard_tests::module::{
-    bed, events, marker_process, process_creates_with, start_module, wait_collecting,
+    bed, events, marker_process, process_creates_with, start_module, start_module_with_agent,
+    wait_collecting,
 };
 use edgeguard_tests::schema::Validators;
 use edgeguard_tests::workload::{Fault, WorkloadSimulator};
@@ -303,11 +304,13 @@ async fn desired_patches_apply_at_once_and_bad_ones_are_refused_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_methods_collect_now_and_report_status() {
     let bed = bed(json!({ "edgeguard": { "schedule": { "high": "1h" } } })).await;
-    let _module = start_module(
+    // Without kernel events, which would collect the marker promptly on their own.
+    let _module = start_module_with_agent(
         bed.dir.path(),
         &bed.workload,
         "localhost",
         bed.broker.tls_port,
+        "kernel_events = false",
         "",
     );
     bed.hub
@@ -315,6 +318,8 @@ async fn direct_methods_collect_now_and_report_status() {
             r["edgeguard"]["schedule"]["high"] == "1h"
         })
         .await;
+    // What runs at the first collection is the baseline: it must be made before the marker.
+    wait_collecting(&bed.hub).await;
     // With an hour between collections, only collectNow can report this process soon.
     let marker = format!("eg-method-{}", std::process::id());
     let mut proc = marker_process(&marker);

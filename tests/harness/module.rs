@@ -4,7 +4,7 @@
 
 use crate::edgehub::{self, HubSimulator, MODULE, MODULE_KEY, Mosquitto, Telemetry, TestCa};
 use crate::workload::WorkloadSimulator;
-use crate::{edgeguard_bin, write_config};
+use crate::{edgeguard_bin, write_config_with_agent};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,11 +70,36 @@ pub fn start_module_under(
     port: u16,
     extra: &str,
 ) -> Module {
+    launch(wrapper, dir, workload, gateway, port, "", extra)
+}
+
+/// As [`start_module`], with `agent` (TOML keys) added to the `[agent]` section.
+pub fn start_module_with_agent(
+    dir: &Path,
+    workload: &WorkloadSimulator,
+    gateway: &str,
+    port: u16,
+    agent: &str,
+    extra: &str,
+) -> Module {
+    launch(&[], dir, workload, gateway, port, agent, extra)
+}
+
+fn launch(
+    wrapper: &[&str],
+    dir: &Path,
+    workload: &WorkloadSimulator,
+    gateway: &str,
+    port: u16,
+    agent: &str,
+    extra: &str,
+) -> Module {
     let plugins = crate::builtin_plugins(dir, &["process", "system"]);
-    let config = write_config(
+    let config = write_config_with_agent(
         dir,
         "edgeguard.toml",
         &plugins,
+        agent,
         &format!(
             "[schedule]\nhigh = \"300ms\"\nfirst_collection_jitter = \"0s\"\n\
              [asc]\nhighPriorityMessageFrequency = \"PT1S\"\nlowPriorityMessageFrequency = \"PT1S\"\naggregationEnabledProcessCreate = false\naggregationEnabledProcessTerminate = false\n\

@@ -230,7 +230,10 @@ fn test_packages() -> Vec<String> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo says where the package is when it runs it; the path compiled in is where it was
+    // built, which a build directory shared by two clones (see `target_dir`) may not be.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("xtask lives in the repository")
         .to_owned()

@@ -235,14 +235,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Once loading has settled (the first collections made, or a change of collectors done),
-/// hands loading's file pages back to the kernel (see [`crate::footprint`]).
+/// Once loading is done, and again once it has settled (the first collections made, or a
+/// change of collectors done), hands loading's file pages back to the kernel (see
+/// [`crate::footprint`]). The first time is at once: a burst in the first seconds (a flood a
+/// local user starts while the agent restarts) must not find them still held.
 async fn release_after_loading(mut changes: watch::Receiver<u64>) {
     // Each plugin is loaded and has made its first collection within the schedule's first
     // jitter and a few seconds more.
     const SETTLE: std::time::Duration = std::time::Duration::from_secs(20);
-    loop {
-        tokio::time::sleep(SETTLE).await;
+    let release = || async {
         let advised = tokio::task::spawn_blocking(crate::footprint::release_loading_pages)
             .await
             .unwrap_or(0);
@@ -250,6 +251,11 @@ async fn release_after_loading(mut changes: watch::Receiver<u64>) {
             advised_bytes = advised,
             "loading's file pages handed back to the kernel"
         );
+    };
+    release().await;
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        release().await;
         if changes.changed().await.is_err() {
             return;
         }

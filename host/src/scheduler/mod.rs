@@ -426,8 +426,11 @@ struct Actor {
     state_over_limit: AtomicBool,
 }
 
-/// An analyzer is handed at most its memory limit over this much per call.
-const ANALYSIS_SHARE: u64 = 8;
+/// An analyzer is handed at most its memory limit over this much per call (1 MiB at the
+/// default limit): what a call hands over is held three times while it runs (the queue's
+/// events, their flattened copy, the copy in the analyzer's memory, which keeps that size),
+/// and smaller calls cost next to nothing more.
+const ANALYSIS_SHARE: u64 = 32;
 
 /// The shortest time between two collections a kernel event source asked for promptly: the
 /// most an event waits in its buffer once the plugin is idle (the analysis path's budget is
