@@ -22,7 +22,7 @@
 //! | orchestration | [`scheduler`], [`fleet`] | when each plugin runs; which plugins and versions run |
 //! | IoT Edge | [`edge`] | environment, workload API, SAS, the MQTT link, twin documents |
 //! | wanted state | [`config`], [`control`] | the file (each section lives with its owner above and is re-exported here); resolving the file and the twin into what is in force |
-//! | entry | [`app`] | `edgeguard run`, locally and as an IoT Edge module |
+//! | entry | [`app`], [`cli`] | `edgeguard run`, locally and as an IoT Edge module; the commands that read files and print reports (`check-manifest`) |
 //!
 //! Within a row, a module may use the ones to its left. `cargo xtask layers` (run by the test
 //! command) fails on any import that points up.
@@ -31,6 +31,7 @@
 
 pub mod app;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod edge;

@@ -59,13 +59,35 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
-    /// Analyse an IoT Edge deployment manifest for security findings.
+    /// Analyse IoT Edge deployments for security findings: manifests, templates, layered
+    /// deployments and the `az iot edge deployment` JSON.
+    #[command(after_help = "\
+Each input is analysed alone; with --merge, all of them as the deployments of one device: the
+base deployment of highest priority with the layered ones applied over it by priority.
+A part that cannot be read (a createOptions that is not JSON, a route that does not parse, a
+module without an image) is a finding of its own (manifest-error, Medium); a template's
+placeholder is one too (template-placeholder, Low). JSON files in a directory that are no
+deployment (a package.json) are left aside, and said so on stderr.
+
+Exit codes:
+  0  no finding at or above --fail-on (or no --fail-on)
+  1  a finding at or above --fail-on
+  2  an input could not be read, is not JSON, or is not a deployment at all (named inputs);
+     the findings of the other inputs are still printed
+")]
     CheckManifest {
-        /// The deployment manifest (JSON).
-        file: PathBuf,
-        /// Print the findings as JSON instead of a table.
-        #[arg(long)]
+        /// Deployment files, directories (their *.json files, recursively), or - for stdin.
+        #[arg(required = true, value_name = "FILE")]
+        inputs: Vec<PathBuf>,
+        /// How to print the findings.
+        #[arg(long, value_enum, default_value = "table")]
+        format: edgeguard::cli::check_manifest::Format,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Analyse the inputs as one device's deployments, merged by priority.
+        #[arg(long)]
+        merge: bool,
         /// Exit with 1 when a finding is at least this severe (low, medium, high).
         #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
         fail_on: Option<edgeguard_manifest::Severity>,
@@ -304,21 +326,38 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
         // Served by `main` before the runtime starts.
         Command::CompilePlugin => unreachable!("compile-plugin is served before dispatch"),
         Command::CheckManifest {
-            file,
+            inputs,
+            format,
             json,
+            merge,
             fail_on,
         } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
-            let findings = edgeguard_manifest::analyze_text(&text)
-                .map_err(|e| bad_input(&format!("{}: {e}", file.display())))?;
-            print_findings(&findings, json);
-            match fail_on {
-                Some(threshold) if findings.iter().any(|f| f.severity >= threshold) => Err((
-                    EXIT_FAILURE,
-                    format!("{}: findings at or above {threshold}", file.display()),
+            use edgeguard::cli::check_manifest::{self as check, Format, Options};
+            let options = Options {
+                inputs,
+                format: if json { Format::Json } else { format },
+                merge,
+                fail_on,
+            };
+            let (text, code, report) = check::run(&options);
+            for name in &report.skipped {
+                eprintln!("edgeguard: {name}: not a deployment, left aside");
+            }
+            for (name, why) in &report.failures {
+                eprintln!("edgeguard: {name}: {why}");
+            }
+            edgeguard::cli::print_quietly(&text)
+                .map_err(|e| (EXIT_FAILURE, format!("writing the report: {e}")))?;
+            match code {
+                check::EXIT_OK => Ok(()),
+                check::EXIT_FINDINGS => Err((
+                    code,
+                    format!("findings at or above {}", fail_on.expect("a threshold")),
                 )),
-                _ => Ok(()),
+                _ => Err((
+                    code,
+                    format!("{} inputs could not be analysed", report.failures.len()),
+                )),
             }
         }
         Command::Rules {
@@ -464,60 +503,6 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 fn parse_severity(text: &str) -> Result<edgeguard_manifest::Severity, String> {
     edgeguard_manifest::Severity::parse(text)
         .ok_or_else(|| format!("`{text}`: expected low, medium or high"))
-}
-
-fn print_findings(findings: &[edgeguard_manifest::Finding], json: bool) {
-    if json {
-        let list: Vec<serde_json::Value> = findings
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "severity": f.severity.as_str(),
-                    "code": f.code,
-                    "module": f.module,
-                    "path": f.path,
-                    "message": f.message,
-                    "remediation": f.remediation,
-                    "recommendation": f.recommendation,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
-        return;
-    }
-    if findings.is_empty() {
-        println!("no findings");
-        return;
-    }
-    let width = findings
-        .iter()
-        .map(|f| f.module.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    println!(
-        "{:<8} {:<width$} {:<26} WHAT",
-        "SEVERITY", "MODULE", "FINDING"
-    );
-    for f in findings {
-        println!(
-            "{:<8} {:<width$} {:<26} {}",
-            f.severity.as_str(),
-            f.module,
-            f.code,
-            f.message
-        );
-        println!("{:<8} {:<width$} {:<26} at {}", "", "", "", f.path);
-        println!("{:<8} {:<width$} {:<26} fix: {}", "", "", "", f.remediation);
-    }
-    let count = |s| findings.iter().filter(|f| f.severity == s).count();
-    println!(
-        "{} findings: {} high, {} medium, {} low",
-        findings.len(),
-        count(edgeguard_manifest::Severity::High),
-        count(edgeguard_manifest::Severity::Medium),
-        count(edgeguard_manifest::Severity::Low)
-    );
 }
 
 fn print_inspection(p: &LoadedPlugin, json: bool) {

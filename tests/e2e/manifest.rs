@@ -1,6 +1,8 @@
 //! `edgeguard check-manifest` over the deployment manifests in `tests/manifests/`: each
 //! `NAME.json` has a `NAME.expected` listing its findings (`Severity code module path`, one per
-//! line, none for a clean manifest) or, for a malformed one, `error: <what the error says>`.
+//! line, none for a clean manifest) or, for a document that is no deployment at all,
+//! `error: <what the error says>`. `tests/manifests/README.md` says which public shape each
+//! reproduces; `merge/` holds one device's deployments, merged by priority.
 
 use edgeguard_tests::{edgeguard_bin, repo_root};
 use std::process::Output;
@@ -23,11 +25,11 @@ fn every_manifest_gives_its_expected_findings_or_error() {
         .collect();
     manifests.sort();
     assert!(
-        manifests.len() >= 15,
-        "at least 15 manifests, found {}",
+        manifests.len() >= 40,
+        "at least 40 manifests, found {}",
         manifests.len()
     );
-    let mut malformed = 0;
+    let (mut malformed, mut with_errors, mut with_placeholders) = (0, 0, 0);
     for manifest in &manifests {
         let expected = std::fs::read_to_string(manifest.with_extension("expected"))
             .unwrap_or_else(|_| panic!("{} has no .expected", manifest.display()));
@@ -71,6 +73,8 @@ fn every_manifest_gives_its_expected_findings_or_error() {
         got.sort();
         want.sort();
         assert_eq!(got, want, "{}", manifest.display());
+        with_errors += usize::from(want.iter().any(|w| w.contains(" manifest-error ")));
+        with_placeholders += usize::from(want.iter().any(|w| w.contains(" template-placeholder ")));
         for f in &findings {
             assert!(
                 !f["remediation"].as_str().unwrap().is_empty()
@@ -78,7 +82,226 @@ fn every_manifest_gives_its_expected_findings_or_error() {
             );
         }
     }
-    assert!(malformed >= 5, "malformed manifests are part of the set");
+    assert!(
+        malformed >= 2,
+        "documents that are no deployment are part of the set"
+    );
+    assert!(
+        with_errors >= 10,
+        "bad parts beside good ones: {with_errors}"
+    );
+    assert!(with_placeholders >= 4, "templates: {with_placeholders}");
+}
+
+fn manifests_dir() -> String {
+    repo_root().join("tests/manifests").display().to_string()
+}
+
+#[test]
+fn the_sarif_of_the_whole_directory_validates_against_the_sarif_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("schemas/sarif/sarif-schema-2.1.0.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .build(&schema)
+        .expect("the SARIF schema compiles");
+    assert!(
+        !validator.is_valid(&serde_json::json!({"version": "2.1.0", "runs": [{"results": []}]})),
+        "a run without its tool is no SARIF"
+    );
+    let out = check(&[&manifests_dir(), "--format", "sarif"]);
+    // One file of the set is not JSON: it fails the run, not the report; the package.json-like
+    // one is no deployment, left aside as a directory's other JSON files are.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("13-not-json.json: not JSON"), "{stderr}");
+    assert!(
+        stderr.contains("19-not-a-manifest.json: not a deployment, left aside"),
+        "{stderr}"
+    );
+    let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&log)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let run = &log["runs"][0];
+    let results = run["results"].as_array().unwrap();
+    assert!(results.len() > 80, "{}", results.len());
+    assert_eq!(run["invocations"][0]["executionSuccessful"], false);
+    assert_eq!(
+        run["invocations"][0]["toolExecutionNotifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Every result names a rule of the run, its file and its line.
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    for r in results {
+        let rule = &rules[r["ruleIndex"].as_u64().unwrap() as usize];
+        assert_eq!(rule["id"], r["ruleId"]);
+        let physical = &r["locations"][0]["physicalLocation"];
+        assert!(
+            physical["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with(".json"),
+            "{r}"
+        );
+        assert!(
+            physical["region"]["startLine"].as_u64().unwrap() >= 1,
+            "{r}"
+        );
+    }
+    // A finding inside createOptions is on the line of its `createOptions` key.
+    let dangerous = results
+        .iter()
+        .find(|r| {
+            r["ruleId"] == "privileged"
+                && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("31-broken-module-beside-privileged.json")
+        })
+        .expect("the privileged module of 31");
+    let text = std::fs::read_to_string(
+        repo_root().join("tests/manifests/31-broken-module-beside-privileged.json"),
+    )
+    .unwrap();
+    let line = dangerous["locations"][0]["physicalLocation"]["region"]["startLine"]
+        .as_u64()
+        .unwrap() as usize;
+    let shown = text.lines().nth(line - 1).unwrap();
+    assert!(
+        shown.contains("\"createOptions\"") && shown.contains("Privileged"),
+        "line {line}: {shown}"
+    );
+}
+
+#[test]
+fn deployments_given_together_merge_by_priority() {
+    let dir = repo_root().join("tests/manifests/merge");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    args.extend(["--merge", "--json"]);
+    let out = check(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut got: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            let file = std::path::Path::new(f["file"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            format!(
+                "{file} {} {} {} {}",
+                f["severity"].as_str().unwrap(),
+                f["code"].as_str().unwrap(),
+                f["module"].as_str().unwrap(),
+                f["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut want: Vec<String> = std::fs::read_to_string(dir.join("merged.expected"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Alone, each is judged as it stands: the low base's privileged sensor is there.
+    let alone = check(&[&files[0], "--json"]);
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&alone.stdout).unwrap();
+    assert!(findings.iter().any(|f| f["code"] == "privileged"));
+}
+
+#[test]
+fn stdin_a_directory_and_a_closed_pipe() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    // `-` reads the manifest from stdin.
+    let text = std::fs::read(repo_root().join("tests/manifests/23-layered-privileged-agent.json"))
+        .unwrap();
+    let mut child = std::process::Command::new(edgeguard_bin())
+        .args(["check-manifest", "-", "--json", "--fail-on", "high"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(findings.len(), 3);
+    assert_eq!(findings[0]["file"], "stdin");
+
+    // A directory: its deployments, a JSON file that is none left aside and said so.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("tests/manifests/35-dev-node-and-whole-dev.json"),
+        dir.path().join("deployment.json"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("nested")).unwrap();
+    std::fs::copy(
+        repo_root().join("tests/manifests/42-layered-docker-socket-mounts.json"),
+        dir.path().join("nested/layer.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("package.json"), r#"{"name": "app"}"#).unwrap();
+    let out = check(&[dir.path().to_str().unwrap()]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("package.json: not a deployment, left aside"),
+        "{stderr}"
+    );
+    assert!(
+        table.contains("== ")
+            && table.contains("deployment.json")
+            && table.contains("nested/layer.json"),
+        "{table}"
+    );
+    assert!(table.contains("2 deployments analysed"), "{table}");
+
+    // A big report into a pipe closed after its first line: no panic, no error.
+    let big = dir.path().join("big.json");
+    let modules: serde_json::Map<String, serde_json::Value> = (0..3000)
+        .map(|i| (format!("m{i}"), serde_json::json!({"settings": {"image": "x", "createOptions": "{\"HostConfig\":{\"Privileged\":true}}"}})))
+        .collect();
+    std::fs::write(&big, serde_json::json!({"modulesContent": {"$edgeAgent": {"properties.desired": {"systemModules": {}, "modules": modules}}, "$edgeHub": {"properties.desired": {"routes": {}}}}}).to_string()).unwrap();
+    let mut child = std::process::Command::new(edgeguard_bin())
+        .args(["check-manifest", big.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("SEVERITY"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "quiet on a closed pipe: {stderr}");
 }
 
 #[test]
@@ -102,6 +325,17 @@ fn fail_on_sets_the_exit_code_and_the_table_reads_well() {
             .code(),
         Some(0),
         "only Low findings"
+    );
+    assert_eq!(
+        check(&[
+            &manifest("14-createoptions-not-json"),
+            "--fail-on",
+            "medium"
+        ])
+        .status
+        .code(),
+        Some(1),
+        "a part that cannot be read counts as a finding"
     );
     assert_eq!(
         check(&[&manifest("11-logging"), "--fail-on", "LOW"])

@@ -28,6 +28,7 @@ const LAYERS: &[&str] = &[
     "config",
     "control",
     "app",
+    "cli",
 ];
 
 /// Fewer references than this means the scan no longer reads the code.

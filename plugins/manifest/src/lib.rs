@@ -83,11 +83,11 @@ impl Collector for ManifestCollector {
                         RUNNING,
                         &module.to_string(),
                         || {
-                            edgeguard_manifest::analyze_modules(&[(
+                            Ok(edgeguard_manifest::analyze_modules(&[(
                                 name.clone(),
                                 path.clone(),
                                 module,
-                            )])
+                            )]))
                         },
                         &mut events,
                     );
@@ -151,6 +151,10 @@ impl ManifestCollector {
             Ok(findings) => {
                 info!("{source}: {} findings", findings.len());
                 events.extend(findings.iter().map(|f| {
+                    // A part that could not be read is an error, as a whole file is.
+                    if f.code == "manifest-error" {
+                        return event("ManifestError", json!({ "Manifest": source, "Module": f.module, "Field": f.path, "Message": f.message }));
+                    }
                     event(
                         "ManifestFinding",
                         json!({

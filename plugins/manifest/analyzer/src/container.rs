@@ -20,21 +20,82 @@ const DANGEROUS_CAPS: [&str; 10] = [
     "BPF",
 ];
 
-/// Host paths a container should not see, with the severity of binding them.
-const SENSITIVE_PATHS: [(&str, Severity); 12] = [
-    ("/", Severity::High),
-    ("/var/run/docker.sock", Severity::High),
-    ("/run/docker.sock", Severity::High),
-    ("/var/run/iotedge", Severity::High),
-    ("/etc", Severity::High),
-    ("/root", Severity::High),
-    ("/proc", Severity::Medium),
-    ("/sys", Severity::Medium),
-    ("/dev", Severity::Medium),
-    ("/boot", Severity::Medium),
-    ("/var/lib/docker", Severity::High),
-    ("/var/lib/aziot", Severity::High),
+/// Host paths a container should not see: the severity of binding the path itself, and of a
+/// path below it (None: nothing to say of those). The most specific entry that holds a bind's
+/// source judges it: all of `/dev` is every device, one node below it is one device.
+const SENSITIVE_PATHS: [(&str, Severity, Option<Severity>); 22] = [
+    ("/", Severity::High, None),
+    ("/etc", Severity::High, Some(Severity::Medium)),
+    ("/etc/shadow", Severity::High, None),
+    ("/etc/gshadow", Severity::High, None),
+    ("/etc/sudoers", Severity::High, None),
+    ("/etc/sudoers.d", Severity::High, Some(Severity::High)),
+    ("/etc/ssh", Severity::High, Some(Severity::High)),
+    ("/etc/aziot", Severity::High, Some(Severity::High)),
+    ("/etc/iotedge", Severity::High, Some(Severity::High)),
+    ("/root", Severity::High, Some(Severity::High)),
+    ("/proc", Severity::High, Some(Severity::Medium)),
+    ("/sys", Severity::High, Some(Severity::Low)),
+    ("/dev", Severity::High, Some(Severity::Low)),
+    ("/boot", Severity::High, Some(Severity::Medium)),
+    ("/var/lib", Severity::High, Some(Severity::Medium)),
+    ("/var/lib/docker", Severity::High, Some(Severity::High)),
+    ("/var/lib/aziot", Severity::High, Some(Severity::High)),
+    ("/var/lib/iotedge", Severity::High, Some(Severity::High)),
+    ("/run", Severity::High, None),
+    ("/var/run", Severity::High, None),
+    ("/run/iotedge", Severity::High, Some(Severity::High)),
+    ("/var/run/iotedge", Severity::High, Some(Severity::High)),
 ];
+
+/// Host files a container may well read: the clock's zone. Bound read-only, nothing to say.
+const HARMLESS_READ_ONLY: [&str; 2] = ["/etc/localtime", "/etc/timezone"];
+
+/// How bad it is to bind the host path `source`, and what to say: None when nothing.
+pub fn judge_bind(source: &str, read_only: bool) -> Option<(Severity, String)> {
+    let normal = if source.len() > 1 {
+        source.trim_end_matches('/')
+    } else {
+        source
+    };
+    let how = if read_only { " (read-only)" } else { "" };
+    // Wherever it lives (rootless daemons, custom hosts), a daemon's socket is root.
+    let daemon = match normal {
+        n if n.ends_with("/docker.sock") => Some("the Docker daemon's"),
+        n if n.ends_with("/containerd.sock") => Some("containerd's"),
+        _ => None,
+    };
+    if let Some(daemon) = daemon {
+        return Some((
+            Severity::High,
+            format!(
+                "binds {daemon} socket {normal}{how}: control of every container, and root on the host"
+            ),
+        ));
+    }
+    if read_only && HARMLESS_READ_ONLY.contains(&normal) {
+        return None;
+    }
+    let below = |p: &str| {
+        p == "/"
+            || normal
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let (path, at, under) = SENSITIVE_PATHS
+        .iter()
+        .filter(|(p, _, _)| *p == normal || below(p))
+        .max_by_key(|(p, _, _)| p.len())?;
+    if *path == normal {
+        return Some((*at, format!("binds the host's {path}{how}")));
+    }
+    under.map(|severity| {
+        (
+            severity,
+            format!("binds {normal}{how}, inside the host's {path}"),
+        )
+    })
+}
 
 /// A container's settings that matter to its isolation.
 #[derive(Clone, Debug, Default)]
@@ -241,24 +302,7 @@ pub fn check(settings: &Settings) -> Vec<Issue> {
         }
     }
     for bind in &settings.binds {
-        let normal = if bind.source.len() > 1 {
-            bind.source.trim_end_matches('/')
-        } else {
-            bind.source.as_str()
-        };
-        let how = if bind.read_only { " (read-only)" } else { "" };
-        let what = match SENSITIVE_PATHS.iter().find(|(p, _)| *p == normal) {
-            Some((p, severity)) => Some((*severity, format!("binds the host's {p}{how}"))),
-            // Wherever it lives (rootless daemons, custom hosts), a daemon's socket is root.
-            None if normal.ends_with("/docker.sock") => Some((
-                Severity::High,
-                format!(
-                    "binds the Docker daemon's socket {normal}{how}: control of every container, and root on the host"
-                ),
-            )),
-            None => None,
-        };
-        if let Some((severity, message)) = what {
+        if let Some((severity, message)) = judge_bind(&bind.source, bind.read_only) {
             out.push(issue(
                 severity,
                 "sensitive-bind",
@@ -418,6 +462,37 @@ mod tests {
             ]
         );
         assert_eq!(issues[1].message, "binds the host's / (read-only)");
+    }
+
+    #[test]
+    fn binds_are_graded_by_the_most_specific_sensitive_path() {
+        let grade = |source: &str, ro: bool| judge_bind(source, ro).map(|(s, _)| s);
+        assert_eq!(grade("/", false), Some(Severity::High));
+        assert_eq!(grade("/dev", false), Some(Severity::High));
+        assert_eq!(grade("/dev/", true), Some(Severity::High));
+        assert_eq!(grade("/dev/ttyUSB0", false), Some(Severity::Low));
+        assert_eq!(grade("/sys/class/gpio", false), Some(Severity::Low));
+        assert_eq!(grade("/proc/sys", false), Some(Severity::Medium));
+        assert_eq!(grade("/etc/shadow", true), Some(Severity::High));
+        assert_eq!(grade("/etc/ssh/sshd_config", true), Some(Severity::High));
+        assert_eq!(grade("/etc/mosquitto", true), Some(Severity::Medium));
+        assert_eq!(grade("/etc/localtime", true), None);
+        assert_eq!(grade("/etc/localtime", false), Some(Severity::Medium));
+        assert_eq!(
+            grade("/var/lib/docker/volumes", false),
+            Some(Severity::High)
+        );
+        assert_eq!(grade("/var/lib/mydata", false), Some(Severity::Medium));
+        assert_eq!(grade("/var/run/docker.sock", false), Some(Severity::High));
+        assert_eq!(
+            grade("/home/u/.docker/run/docker.sock", false),
+            Some(Severity::High)
+        );
+        assert_eq!(grade("/run/udev", true), None);
+        assert_eq!(grade("/var/run", false), Some(Severity::High));
+        assert_eq!(grade("/devices", false), None);
+        assert_eq!(grade("/data/app", false), None);
+        assert_eq!(grade("${DATA_DIR}", false), None);
     }
 
     #[test]
