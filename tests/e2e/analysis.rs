@@ -473,3 +473,131 @@ fn a_port_opened_to_the_network_is_recommended_against_and_alerted_as_new() {
     );
     drop((exposed, local));
 }
+
+/// Sigma rules the project writes, from a directory read through the `filesystem` grant, on
+/// the real process collector: the rule raises for the command line it targets, once, and for
+/// nothing else; a rule for another product is reported as skipped.
+#[test]
+fn sigma_rules_from_a_directory_raise_for_what_they_target_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("sigma");
+    std::fs::create_dir_all(rules.join("linux")).unwrap();
+    let tag = format!("eg-sigma-{}", std::process::id());
+    std::fs::write(
+        rules.join("linux/download_into_shell.yml"),
+        format!(
+            "title: Download piped into a shell ({tag})\nid: 7d1e0a52-0000-4000-8000-00000000beef\nstatus: test\nlevel: high\n\
+             tags: [attack.execution, attack.t1059.004]\nlogsource: {{category: process_creation, product: linux}}\n\
+             detection:\n  download: {{CommandLine|contains: ['curl ', 'wget ']}}\n  shell: {{CommandLine|contains|all: ['| sh', '{tag}']}}\n  condition: download and shell\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("windows.yml"),
+        "title: Windows only\nlogsource: {category: process_creation, product: windows}\ndetection: {s: {Image|endswith: '\\\\cmd.exe'}, condition: s}\n",
+    )
+    .unwrap();
+    let plugins = builtin_plugins(dir.path(), &["process", "sigma"]);
+    let config = edgeguard_tests::write_config_with_agent(
+        dir.path(),
+        "edgeguard.toml",
+        &plugins,
+        "audit = \"manage\"",
+        &format!(
+            "[schedule]\nfirst_collection_jitter = \"0s\"\n\
+             [asc]\nhighPriorityMessageFrequency = \"PT1H\"\nlowPriorityMessageFrequency = \"PT1H\"\n\
+             [[plugin]]\nname = \"process\"\nfile = \"process.wasm\"\ngrants = [\"processes\", \"log\"]\n\
+             [plugin.config]\nreport_existing = false\n\
+             [[plugin]]\nname = \"sigma\"\nfile = \"sigma.wasm\"\ngrants = [\"log\", \"filesystem\"]\ndirs = [{rules:?}]\n\
+             [plugin.config]\ndirs = [{rules:?}]\n"
+        ),
+    );
+    let (mut edgeguard, out, log) = edgeguard_tests::run_logged(&config, dir.path());
+    let loaded = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("1 Sigma rules loaded of 2 read")
+    });
+    assert!(
+        loaded,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Harmless lines of the shapes the rule reads: the first matches, the others each miss a part.
+    let alerts_for = |messages: &[Value]| -> Vec<Value> {
+        events(messages, "Alert")
+            .into_iter()
+            .filter(|a| {
+                a["Payload"][0]["Title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&tag))
+            })
+            .cloned()
+            .collect()
+    };
+    let mut messages: Vec<Value> = Vec::new();
+    let raised = edgeguard_tests::poll_until(std::time::Duration::from_secs(30), || {
+        succeeds(
+            "sh",
+            &["-c", &format!(": curl http://127.0.0.1:9/{tag} | sh")],
+        );
+        succeeds(
+            "sh",
+            &[
+                "-c",
+                &format!(": curl http://127.0.0.1:9/{tag} > /dev/null"),
+            ],
+        );
+        succeeds("sh", &["-c", &format!(": cat {tag} | sh")]);
+        messages = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        !alerts_for(&messages).is_empty()
+    });
+    // Time for a second alert to show, were suppression not holding.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    messages = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(edgeguard.id() as i32, libc::SIGTERM) };
+    edgeguard.wait().unwrap();
+    assert!(
+        raised,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let alerts = alerts_for(&messages);
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert, the same process quiet after it: {alerts:#?}"
+    );
+    let payload = &alerts[0]["Payload"][0];
+    assert_eq!(payload["Severity"], "High");
+    assert_eq!(payload["ExtraDetails"]["Plugin"], "sigma");
+    assert_eq!(
+        payload["ExtraDetails"]["SigmaRule"],
+        "7d1e0a52-0000-4000-8000-00000000beef"
+    );
+    assert_eq!(
+        payload["Techniques"],
+        serde_json::json!(["T1059.004"]),
+        "{payload}"
+    );
+    let line = payload["Entities"]["CommandLine"].as_str().unwrap();
+    assert!(line.contains("| sh") && line.contains("curl"), "{line}");
+    assert_eq!(payload["Evidence"].as_array().unwrap().len(), 1);
+    let validator = edgeguard_validator();
+    for m in messages
+        .iter()
+        .filter(|m| m["MessageSchemaVersion"] == "edgeguard/1.0")
+    {
+        let errors: Vec<String> = validator.iter_errors(m).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?} in {m}");
+    }
+}

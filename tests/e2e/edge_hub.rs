@@ -875,6 +875,8 @@ fn the_deployment_template_asks_only_for_what_edgeguard_needs() {
         ("edgeguard", "host-network"),
         ("edgeguard", "host-pid"),
         ("edgeguard", "sensitive-bind"),
+        // The image's registry is left to the operator: `${REGISTRY_ADDRESS}`.
+        ("edgeguard", "template-placeholder"),
     ];
     assert_eq!(
         got,

@@ -35,6 +35,7 @@ const BUILTIN_PLUGINS: &[&str] = &[
     "process-alerts",
     "network-alerts",
     "container-alerts",
+    "sigma",
 ];
 /// Built-in plugins whose rules have unit tests that run natively (`crate-type` has `rlib`).
 const NATIVE_TESTED: &[&str] = &[
@@ -42,6 +43,7 @@ const NATIVE_TESTED: &[&str] = &[
     "process-alerts",
     "network-alerts",
     "container-alerts",
+    "sigma",
 ];
 /// Plugins only the test suite builds (for wasm32-wasip2, never natively).
 const TEST_PLUGINS: &[&str] = &["edgeguard-fault-plugin", "edgeguard-compat-plugin"];
