@@ -375,29 +375,9 @@ async fn dispatch(command: Command) -> Result<(), (u8, String)> {
 /// Rule files under `dir` (depth-first, sorted), at most `MAX_RULE_FILES`, 32 levels deep.
 fn rule_files(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
     const MAX_RULE_FILES: usize = 100_000;
-    fn walk(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(std::fs::DirEntry::path);
-        for e in entries {
-            let kind = e.file_type()?;
-            let path = e.path();
-            if kind.is_dir() && depth < 32 {
-                walk(&path, depth + 1, out)?;
-            } else if kind.is_file()
-                && path.extension().is_some_and(|x| x == "yml" || x == "yaml")
-                && out.len() < MAX_RULE_FILES
-            {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, 0, &mut out)?;
-    Ok(out)
+    edgeguard::cli::files_under(dir, &["yml", "yaml"], MAX_RULE_FILES).map(|(files, _)| files)
 }
 
-/// `edgeguard rules check DIR`.
 fn rules_check(dir: &std::path::Path, json: bool) -> Result<(), (u8, String)> {
     use edgeguard_sigma::{MAX_RULE_BYTES, Rule, edgeguard::source_of};
     use std::io::Write;

@@ -18,8 +18,6 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Files read from the directories given, at most.
 pub const MAX_FILES: usize = 10_000;
-/// Directory levels walked, at most.
-const MAX_DEPTH: usize = 32;
 
 /// How a report is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,89 +97,54 @@ pub fn run(options: &Options) -> (String, u8, Report) {
 
 fn read_inputs(given: &[PathBuf], failures: &mut Vec<(String, String)>) -> Vec<Input> {
     let mut inputs = Vec::new();
+    let mut read = |name: String, found: bool, text: Result<String, String>| match text {
+        Ok(text) => inputs.push(Input { name, text, found }),
+        Err(why) => failures.push((name, why)),
+    };
+    let file = |path: &Path| {
+        std::fs::File::open(path)
+            .map_err(|e| e.to_string())
+            .and_then(read_bounded)
+    };
     for path in given {
         let name = path.display().to_string();
         if name == "-" {
-            let mut text = String::new();
-            match std::io::stdin()
-                .take(MAX_MANIFEST_BYTES + 1)
-                .read_to_string(&mut text)
-            {
-                Ok(n) if n as u64 > MAX_MANIFEST_BYTES => {
-                    failures.push(("stdin".into(), too_large()));
-                }
-                Ok(_) => inputs.push(Input {
-                    name: "stdin".into(),
-                    text,
-                    found: false,
-                }),
-                Err(e) => failures.push(("stdin".into(), e.to_string())),
-            }
+            read("stdin".into(), false, read_bounded(std::io::stdin()));
         } else if path.is_dir() {
-            let mut files = Vec::new();
-            if let Err(e) = json_files(path, 0, &mut files) {
-                failures.push((name, e.to_string()));
-                continue;
-            }
-            files.sort();
-            for file in files {
-                read_file(&file, true, &mut inputs, failures);
+            match super::files_under(path, &["json"], MAX_FILES) {
+                Ok((_, true)) => read(
+                    name,
+                    false,
+                    Err(format!("more than {MAX_FILES} JSON files")),
+                ),
+                Ok((files, false)) => {
+                    for f in files {
+                        read(f.display().to_string(), true, file(&f));
+                    }
+                }
+                Err(e) => read(name, false, Err(e.to_string())),
             }
         } else {
-            read_file(path, false, &mut inputs, failures);
+            read(name, false, file(path));
         }
     }
     inputs
 }
 
-fn too_large() -> String {
-    format!(
-        "larger than {} MiB: not a deployment manifest",
-        MAX_MANIFEST_BYTES >> 20
-    )
-}
-
-fn read_file(
-    path: &Path,
-    found: bool,
-    inputs: &mut Vec<Input>,
-    failures: &mut Vec<(String, String)>,
-) {
-    let name = path.display().to_string();
-    let read = std::fs::File::open(path).and_then(|f| {
-        let mut text = String::new();
-        f.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text)?;
-        Ok(text)
-    });
-    match read {
-        Ok(text) if text.len() as u64 > MAX_MANIFEST_BYTES => failures.push((name, too_large())),
-        Ok(text) => inputs.push(Input { name, text, found }),
-        Err(e) => failures.push((name, e.to_string())),
+/// All of `reader`, unless it holds more than [`MAX_MANIFEST_BYTES`].
+fn read_bounded(reader: impl Read) -> Result<String, String> {
+    let mut text = String::new();
+    reader
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "larger than {} MiB: not a deployment manifest",
+            MAX_MANIFEST_BYTES >> 20
+        ));
     }
-}
-
-/// The `*.json` files under `dir`, at most [`MAX_FILES`], [`MAX_DEPTH`] levels down.
-fn json_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if depth > MAX_DEPTH {
-        return Ok(());
-    }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if out.len() >= MAX_FILES {
-            return Err(std::io::Error::other(format!(
-                "more than {MAX_FILES} JSON files"
-            )));
-        }
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            json_files(&path, depth + 1, out)?;
-        } else if kind.is_file() && path.extension().is_some_and(|e| e == "json") {
-            out.push(path);
-        }
-    }
-    Ok(())
+    Ok(text)
 }
 
 fn analyse(inputs: Vec<Input>, merge: bool, mut failures: Vec<(String, String)>) -> Report {

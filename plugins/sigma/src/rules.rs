@@ -306,14 +306,20 @@ impl Sigma {
         };
         let fields = source.read(item);
         let value = |k: &str| item.field(k).unwrap_or_default();
-        // One alert per rule and process (its program and command line) or peer, while quiet.
-        let subject = match source {
-            Source::ProcessCreation => fingerprint(&(value("Executable"), value("CommandLine"))),
-            Source::NetworkConnection => fingerprint(&(
-                value("Executable"),
-                value("RemoteAddress"),
-                value("RemotePort"),
-            )),
+        // One alert per rule and process (its program and command line) or peer, while quiet:
+        // hashed once an event matches, not for every event.
+        let subject = std::cell::OnceCell::new();
+        let subject = || {
+            *subject.get_or_init(|| match source {
+                Source::ProcessCreation => {
+                    fingerprint(&(value("Executable"), value("CommandLine")))
+                }
+                Source::NetworkConnection => fingerprint(&(
+                    value("Executable"),
+                    value("RemoteAddress"),
+                    value("RemotePort"),
+                )),
+            })
         };
         let mut out = Vec::new();
         for r in self.rules.iter().filter(|r| r.source == source) {
@@ -326,9 +332,12 @@ impl Sigma {
                 })
             });
             if excepted
-                || !self
-                    .quiet
-                    .speak(&r.key, &format!("{subject:016x}"), now, self.suppress_ms)
+                || !self.quiet.speak(
+                    &r.key,
+                    &format!("{:016x}", subject()),
+                    now,
+                    self.suppress_ms,
+                )
             {
                 continue;
             }
